@@ -1,0 +1,1 @@
+"""Benchmarks for Snapshots: standalone scripts that print figures, never assertions."""

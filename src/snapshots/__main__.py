@@ -1,0 +1,3 @@
+from snapshots.cli import main
+
+main()

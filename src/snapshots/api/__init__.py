@@ -1,0 +1,1 @@
+"""The HTTP surface: Stripe webhooks and the Snapshots REST API."""

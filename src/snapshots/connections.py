@@ -1,0 +1,204 @@
+"""Connections: linked Stripe accounts, their encrypted key and webhook signing secrets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshots import audit, errors, ids, stripe_api
+from snapshots.store import tables
+from snapshots.store.db import Database
+from snapshots.vault import Vault
+
+ORDERINGS = ("payload", "refetch")
+SECRETS_TTL = 5.0  # seconds intake trusts its cached copy of a connection's signing secrets
+
+
+@dataclass(frozen=True)
+class Connection:
+    id: str
+    name: str
+    account_id: str | None
+    livemode: bool
+    api_base: str | None
+    api_version: str | None
+    default_currency: str | None
+    ordering: str
+    secret_key_last4: str
+    webhook_secret_count: int
+    created_at: float
+
+    def public(self) -> dict[str, Any]:
+        """Everything but secrets: only the key's last 4 characters."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "account_id": self.account_id,
+            "livemode": self.livemode,
+            "api_base": self.api_base,
+            "api_version": self.api_version,
+            "default_currency": self.default_currency,
+            "ordering": self.ordering,
+            "secret_key": f"…{self.secret_key_last4}",
+            "webhook_secrets": self.webhook_secret_count,
+            "created_at": self.created_at,
+        }
+
+
+def _validate(secret_key: str, webhook_secrets: list[str], ordering: str) -> None:
+    if not secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+        raise errors.BadRequest(
+            "the Stripe key must be a secret (sk_...) or restricted (rk_...) key", code="bad_key"
+        )
+    if not webhook_secrets:
+        raise errors.BadRequest("give at least one webhook signing secret", code="bad_secret")
+    for secret in webhook_secrets:
+        if not secret.startswith("whsec_") or len(secret) < 10:
+            raise errors.BadRequest(
+                "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
+                code="bad_secret",
+            )
+    if ordering not in ORDERINGS:
+        raise errors.BadRequest(f"ordering must be one of {', '.join(ORDERINGS)}")
+
+
+def create(
+    db: Database,
+    vault: Vault,
+    *,
+    secret_key: str,
+    webhook_secrets: list[str],
+    name: str | None = None,
+    api_base: str | None = None,
+    api_version: str | None = None,
+    ordering: str = "payload",
+    actor: str = "cli",
+) -> Connection:
+    """Check the key against Stripe, then store the connection with its secrets encrypted."""
+    secret_key = secret_key.strip()
+    webhook_secrets = [s.strip() for s in webhook_secrets]
+    _validate(secret_key, webhook_secrets, ordering)
+    account = stripe_api.check_key(
+        secret_key=secret_key, api_base=api_base, api_version=api_version
+    )
+    return add(
+        db,
+        vault,
+        account=account,
+        secret_key=secret_key,
+        webhook_secrets=webhook_secrets,
+        name=name,
+        api_base=api_base,
+        api_version=api_version,
+        ordering=ordering,
+        actor=actor,
+    )
+
+
+def add(
+    db: Database,
+    vault: Vault,
+    *,
+    account: stripe_api.Account,
+    secret_key: str,
+    webhook_secrets: list[str],
+    name: str | None = None,
+    api_base: str | None = None,
+    api_version: str | None = None,
+    ordering: str = "payload",
+    actor: str = "cli",
+) -> Connection:
+    """Store a connection whose key was checked already (`create` checks it)."""
+    _validate(secret_key, webhook_secrets, ordering)
+    now = time.time()
+    row = {
+        "id": ids.new("conn_"),
+        "name": name or account.id or "stripe",
+        "account_id": account.id,
+        "livemode": account.livemode,
+        "api_base": api_base,
+        "api_version": api_version,
+        "default_currency": account.default_currency,
+        "ordering": ordering,
+        "secret_key": vault.encrypt(secret_key),
+        "secret_key_last4": secret_key[-4:],
+        "webhook_secrets": vault.encrypt(json.dumps(webhook_secrets)),
+        "created_at": now,
+        "updated_at": now,
+    }
+    with db.write() as conn:
+        conn.execute(tables.connections.insert().values(**row))
+        audit.record(
+            conn,
+            actor=actor,
+            action="connection.created",
+            target=str(row["id"]),
+            details={
+                "name": row["name"],
+                "account_id": account.id,
+                "livemode": account.livemode,
+                "secret_key": f"…{row['secret_key_last4']}",
+                "webhook_secrets": len(webhook_secrets),
+            },
+        )
+    return _from_row(row, len(webhook_secrets))
+
+
+def _from_row(row: Any, secret_count: int) -> Connection:
+    return Connection(
+        id=row["id"],
+        name=row["name"],
+        account_id=row["account_id"],
+        livemode=bool(row["livemode"]),
+        api_base=row["api_base"],
+        api_version=row["api_version"],
+        default_currency=row["default_currency"],
+        ordering=row["ordering"],
+        secret_key_last4=row["secret_key_last4"],
+        webhook_secret_count=secret_count,
+        created_at=row["created_at"],
+    )
+
+
+def list_all(db: Database, vault: Vault) -> list[Connection]:
+    with db.read() as conn:
+        rows = conn.execute(sa.select(tables.connections).order_by(tables.connections.c.created_at))
+        return [
+            _from_row(r._mapping, len(json.loads(vault.decrypt(r.webhook_secrets)))) for r in rows
+        ]
+
+
+class SecretsCache:
+    """Signing secrets per connection for intake, re-read at most every `SECRETS_TTL` seconds,
+    so a webhook costs no extra query or decryption. A connection that does not exist is
+    remembered as such for the same time."""
+
+    def __init__(self, db: Database, vault: Vault, ttl: float = SECRETS_TTL) -> None:
+        self._db = db
+        self._vault = vault
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, list[str] | None]] = {}
+
+    def get(self, connection_id: str) -> list[str] | None:
+        now = time.monotonic()
+        entry = self._entries.get(connection_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        with self._db.read() as conn:
+            token = conn.execute(
+                sa.select(tables.connections.c.webhook_secrets).where(
+                    tables.connections.c.id == connection_id
+                )
+            ).scalar_one_or_none()
+        secrets = None if token is None else list(json.loads(self._vault.decrypt(token)))
+        with self._lock:
+            if len(self._entries) > 10_000:  # bounded: ids come from the URL, i.e. from anyone
+                self._entries.clear()
+            self._entries[connection_id] = (now + self._ttl, secrets)
+        return secrets

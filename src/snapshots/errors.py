@@ -1,0 +1,116 @@
+"""The error tree. Branches say what the caller should do.
+
+SnapshotsError
+├── Rejected                  the caller's input is wrong: HTTP 4xx, CLI exit 2; never retried
+│   ├── BadRequest            400
+│   ├── Unauthorized          401 (no key, bad key, revoked, expired)
+│   ├── Forbidden             403 (missing scope; names it)
+│   ├── NotFound              404
+│   ├── Conflict              409
+│   └── PayloadTooLarge       413
+├── RetryLater                transient: the worker retries with backoff (network, lock, 5xx)
+├── DeadLetter                the item can never succeed as it is: goes `dead` at once
+├── StripeError               Stripe refused or could not be reached (translated at the boundary)
+│   ├── StripeAuthError       the key is refused: stop, tell the user
+│   └── StripeUnavailable     network error, 5xx, rate limit: retry later
+└── ConfigError               bad settings, files or flows: fix configuration
+"""
+
+from __future__ import annotations
+
+
+class SnapshotsError(Exception):
+    """Root of every error Snapshots raises on purpose."""
+
+    code = "snapshots_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class Rejected(SnapshotsError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class BadRequest(Rejected):
+    pass
+
+
+class Unauthorized(Rejected):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(Rejected):
+    status = 403
+    type = "permission_error"
+    code = "missing_scope"
+
+    def __init__(self, message: str, *, scope: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.scope = scope
+
+
+class NotFound(Rejected):
+    status = 404
+    code = "resource_missing"
+
+
+class Conflict(Rejected):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(Rejected):
+    status = 413
+    code = "payload_too_large"
+
+
+class RetryLater(SnapshotsError):
+    code = "retry_later"
+
+
+class DeadLetter(SnapshotsError):
+    code = "dead_letter"
+
+
+class StripeError(SnapshotsError):
+    code = "stripe_error"
+
+
+class StripeAuthError(StripeError):
+    code = "stripe_key_refused"
+
+
+class StripeUnavailable(StripeError, RetryLater):
+    code = "stripe_unavailable"
+
+
+class ConfigError(SnapshotsError):
+    code = "config_error"
+
+
+def describe(exc: BaseException) -> str:
+    """One line with the cause chain: `outer: cause: root cause`.
+
+    Errors from the stripe SDK are left out of the chain: the message we raised from them
+    already says what happened, and theirs span many lines (`-v` shows them in full)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        skip = parts and type(current).__module__.startswith("stripe")
+        text = " ".join((str(current) or type(current).__name__).split())
+        if not skip and not any(text in part for part in parts):
+            parts.append(text[:300])
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return ": ".join(parts)

@@ -1,0 +1,182 @@
+"""Flows: trigger + filter + mapping + action, loaded from YAML and validated with pydantic.
+
+The prebuilt flows ship as `defaults/flows.yaml`. A trigger is an event type or a pattern with
+`*` (`invoice.*`); it must match at least one known event type (Stripe's 265 plus the synthetic
+`terminal.location.*` events of the location watcher).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from sqlalchemy.engine import Connection
+
+from snapshots import actions, errors, mapping
+
+SYNTHETIC_TYPES = (
+    "terminal.location.created",
+    "terminal.location.updated",
+    "terminal.location.deleted",
+)
+
+
+@cache
+def known_event_types() -> tuple[str, ...]:
+    data = resources.files("snapshots").joinpath("data/event-types.json").read_text()
+    return tuple(entry["type"] for entry in json.loads(data)) + SYNTHETIC_TYPES
+
+
+class FlowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    trigger: list[str]
+    filter: str | None = None
+    action: str
+    options: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class FlowsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flows: list[FlowSpec]
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    triggers: tuple[str, ...]
+    action: actions.Action
+    filter: mapping.Expression | None
+    fields: tuple[tuple[str, mapping.Expression], ...]
+    options: dict[str, Any]
+
+    def matches(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.triggers)
+
+    def run(
+        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
+    ) -> str | None:
+        """Apply this flow to one event; None when its filter leaves the event out."""
+        obj = event["data"]["object"]
+        if self.filter is not None:
+            keep = self.filter.evaluate(obj)
+            if not isinstance(keep, bool):
+                raise errors.DeadLetter(
+                    f"flow {self.name}: filter {self.filter.source!r} gave {keep!r}, not a boolean",
+                    code="filter_not_boolean",
+                )
+            if not keep:
+                return None
+        values = {target: expression.evaluate(obj) for target, expression in self.fields}
+        ctx = actions.Context(
+            connection_id=connection_id, event=event, test=test, options=self.options
+        )
+        return self.action.run(conn, ctx, values)
+
+
+def _compile(spec: FlowSpec, where: str) -> Flow:
+    here = f"{where}: flow {spec.name!r}"
+    action = actions.ACTIONS.get(spec.action)
+    if action is None:
+        raise errors.ConfigError(
+            f"{here}: unknown action {spec.action!r}; actions are: {', '.join(sorted(actions.ACTIONS))}"
+        )
+    for pattern in spec.trigger:
+        if not any(fnmatch.fnmatchcase(t, pattern) for t in known_event_types()):
+            raise errors.ConfigError(f"{here}: trigger {pattern!r} matches no Stripe event type")
+    unknown_options = set(spec.options) - set(action.options)
+    if unknown_options:
+        raise errors.ConfigError(
+            f"{here}: unknown option(s) {', '.join(sorted(unknown_options))} for {action.name}"
+        )
+    fields = []
+    for target, source in spec.fields.items():
+        if target not in action.targets:
+            raise errors.ConfigError(
+                f"{here}: field {target!r}: {action.name} has no such target; "
+                f"targets are: {', '.join(sorted(action.targets))}"
+            )
+        try:
+            fields.append((target, mapping.Expression(source)))
+        except errors.ConfigError as exc:
+            raise errors.ConfigError(f"{here}: field {target!r}: {exc}") from exc
+    try:
+        filter_ = mapping.Expression(spec.filter) if spec.filter else None
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"{here}: filter: {exc}") from exc
+    return Flow(spec.name, tuple(spec.trigger), action, filter_, tuple(fields), dict(spec.options))
+
+
+class Registry:
+    """The active flows, and which of them an event type starts (memoised per type)."""
+
+    def __init__(self, flows: list[Flow]) -> None:
+        self.flows = flows
+        self._by_type: dict[str, list[Flow]] = {}
+
+    def for_type(self, event_type: str) -> list[Flow]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = [flow for flow in self.flows if flow.matches(event_type)]
+            if len(self._by_type) < 10_000:
+                self._by_type[event_type] = found
+        return found
+
+    def wants(self, event_type: str) -> bool:
+        return bool(self.for_type(event_type))
+
+    def apply(
+        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool = False
+    ) -> list[tuple[str, str]]:
+        """Run every flow the event starts; returns (flow name, record id) for those that ran."""
+        ran = []
+        for flow in self.for_type(event["type"]):
+            record_id = flow.run(conn, connection_id=connection_id, event=event, test=test)
+            if record_id is not None:
+                ran.append((flow.name, record_id))
+        return ran
+
+
+def parse(text: str, where: str) -> Registry:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise errors.ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    try:
+        spec = FlowsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise errors.ConfigError(f"{where}: {loc}: {first['msg']}") from exc
+    names = [flow.name for flow in spec.flows]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise errors.ConfigError(f"{where}: flow names must be unique: {', '.join(duplicates)}")
+    return Registry([_compile(flow, where) for flow in spec.flows])
+
+
+def load(path: Path | None = None) -> Registry:
+    """The flows in `path`, or the prebuilt ones."""
+    if path is None:
+        text = resources.files("snapshots").joinpath("defaults/flows.yaml").read_text()
+        return parse(text, "defaults/flows.yaml")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse(text, str(path))

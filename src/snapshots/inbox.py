@@ -1,0 +1,266 @@
+"""The inbox: every event waits here, raw, until a worker has applied it.
+
+Statuses: `pending` -> `processing` (claimed under a lease) -> `done` | `failed` (retried after
+a backoff) | `dead` (gave up; replayable). `ignored` means no flow wanted the event type.
+A claim whose lease ran out (its worker died) is claimable again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from snapshots import errors
+from snapshots.records import iso
+from snapshots.store import tables
+from snapshots.store.db import Database
+
+STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
+T = tables.inbox_items
+
+
+@dataclass(frozen=True)
+class Item:
+    """A claimed inbox item, as a worker sees it."""
+
+    id: int
+    connection_id: str
+    event_id: str
+    event_type: str
+    source: str
+    attempts: int
+    payload: bytes
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    connection_id: str,
+    event: dict[str, Any],
+    payload: bytes,
+    source: str,
+    wanted: bool,
+) -> tuple[int, str, bool]:
+    """Store one event unless (connection, event id) is there already.
+
+    Returns (item id, status, duplicate)."""
+    now = time.time()
+    values = {
+        "connection_id": connection_id,
+        "event_id": event["id"],
+        "event_type": event["type"],
+        "event_created": event["created"],
+        "api_version": event.get("api_version"),
+        "livemode": bool(event.get("livemode", False)),
+        "source": source,
+        "payload": payload,
+        "status": "pending" if wanted else "ignored",
+        "run_after": now,
+        "received_at": now,
+        "processed_at": None if wanted else now,
+    }
+    insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
+    stmt = (
+        insert.values(**values)
+        .on_conflict_do_nothing(index_elements=[T.c.connection_id, T.c.event_id])
+        .returning(T.c.id)
+    )
+    new_id = conn.execute(stmt).scalar_one_or_none()
+    if new_id is not None:
+        return new_id, values["status"], False
+    row = conn.execute(
+        sa.select(T.c.id, T.c.status).where(
+            T.c.connection_id == connection_id, T.c.event_id == event["id"]
+        )
+    ).one()
+    return row.id, row.status, True
+
+
+def _claimable(now: float) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.and_(T.c.status.in_(("pending", "failed")), T.c.run_after <= now),
+        sa.and_(T.c.status == "processing", T.c.lease_until < now),
+    )
+
+
+def _claim_postgresql(conn: Connection, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+    now = time.time()
+    ids = (
+        sa.select(T.c.id)
+        .where(_claimable(now))
+        .order_by(T.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return _claim_update(conn, ids, worker_id=worker_id, until=now + lease)
+
+
+def _claim_sqlite(conn: Connection, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+    # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
+    now = time.time()
+    ids = sa.select(T.c.id).where(_claimable(now)).order_by(T.c.id).limit(limit).scalar_subquery()
+    return _claim_update(conn, ids, worker_id=worker_id, until=now + lease)
+
+
+def _claim_update(
+    conn: Connection, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float
+) -> list[Item]:
+    rows = conn.execute(
+        T.update()
+        .where(T.c.id.in_(ids))
+        .values(
+            status="processing", locked_by=worker_id, lease_until=until, attempts=T.c.attempts + 1
+        )
+        .returning(
+            T.c.id,
+            T.c.connection_id,
+            T.c.event_id,
+            T.c.event_type,
+            T.c.source,
+            T.c.attempts,
+            T.c.payload,
+        )
+    ).all()
+    return sorted((Item(**r._mapping) for r in rows), key=lambda item: item.id)
+
+
+def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+    """Take up to `limit` items for `lease` seconds, oldest first."""
+    claimer = _claim_postgresql if db.dialect == "postgresql" else _claim_sqlite
+    with db.write() as conn:
+        return claimer(conn, worker_id=worker_id, limit=limit, lease=lease)
+
+
+def still_mine(conn: Connection, ids: list[int], *, worker_id: str) -> set[int]:
+    """Of these items, the ones this worker still holds, locked for the rest of the transaction
+    (a worker whose lease ran out must not apply an item another worker has taken over)."""
+    stmt = sa.select(T.c.id).where(
+        T.c.id.in_(ids), T.c.locked_by == worker_id, T.c.status == "processing"
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return set(conn.execute(stmt).scalars())
+
+
+def finish(conn: Connection, item_id: int, *, status: str, flows: list[str]) -> None:
+    conn.execute(
+        T.update()
+        .where(T.c.id == item_id)
+        .values(
+            status=status,
+            flows=",".join(flows) or None,
+            processed_at=time.time(),
+            lease_until=None,
+            locked_by=None,
+            last_error=None,
+        )
+    )
+
+
+def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float) -> None:
+    now = time.time()
+    conn.execute(
+        T.update()
+        .where(T.c.id == item_id)
+        .values(
+            status="dead" if dead else "failed",
+            last_error=error[:4000],
+            run_after=now + delay,
+            processed_at=now if dead else None,
+            lease_until=None,
+            locked_by=None,
+        )
+    )
+
+
+# Reading and replaying, for the CLI and the API.
+
+
+def _ref_filter(ref: str) -> sa.ColumnElement[bool]:
+    if ref.isdigit():
+        return T.c.id == int(ref)
+    return T.c.event_id == ref
+
+
+def get(db: Database, ref: str) -> dict[str, Any]:
+    """One item by its number or its Stripe event id."""
+    with db.read() as conn:
+        rows = conn.execute(sa.select(T).where(_ref_filter(ref)).order_by(T.c.id)).all()
+    if not rows:
+        raise errors.NotFound(f"no inbox item {ref}")
+    if len(rows) > 1:
+        raise errors.Conflict(
+            f"event {ref} arrived on {len(rows)} connections; give the item number instead"
+        )
+    return dict(rows[0]._mapping)
+
+
+def list_items(
+    db: Database, *, status: str | None = None, limit: int = 50, before: int | None = None
+) -> list[dict[str, Any]]:
+    """Newest first, without payloads."""
+    if status is not None and status not in STATUSES:
+        raise errors.BadRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
+    columns = [c for c in T.c if c.name != "payload"]
+    stmt = sa.select(*columns).order_by(T.c.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(T.c.status == status)
+    if before is not None:
+        stmt = stmt.where(T.c.id < before)
+    with db.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def replay(db: Database, ref: str) -> dict[str, Any]:
+    """Queue a `dead`, `done`, `failed` or `ignored` item again, with a fresh attempt count."""
+    item = get(db, ref)
+    if item["status"] in ("pending", "processing"):
+        raise errors.Conflict(f"inbox item {item['id']} is {item['status']} already")
+    with db.write() as conn:
+        conn.execute(
+            T.update()
+            .where(T.c.id == item["id"], T.c.status == item["status"])
+            .values(
+                status="pending",
+                attempts=0,
+                run_after=time.time(),
+                last_error=None,
+                processed_at=None,
+                lease_until=None,
+                locked_by=None,
+            )
+        )
+    return get(db, str(item["id"]))
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.read() as conn:
+        rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
+        found = {status: n for status, n in rows.tuples()}
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def public(item: dict[str, Any]) -> dict[str, Any]:
+    """The API and `--json` shape of an item (without the payload)."""
+    return {
+        "id": item["id"],
+        "connection_id": item["connection_id"],
+        "event_id": item["event_id"],
+        "event_type": item["event_type"],
+        "event_created": item["event_created"],
+        "api_version": item["api_version"],
+        "livemode": bool(item["livemode"]),
+        "source": item["source"],
+        "status": item["status"],
+        "attempts": item["attempts"],
+        "last_error": item["last_error"],
+        "flows": item["flows"].split(",") if item["flows"] else [],
+        "received_at": iso(item["received_at"]),
+        "processed_at": iso(item["processed_at"]),
+    }

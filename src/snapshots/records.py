@@ -1,0 +1,370 @@
+"""Records: the locations, contacts and invoices Snapshots keeps, and the ordering rule.
+
+Every record remembers the version of the newest event applied to it,
+`(event created second, rank, event id)`. An event applies only when its version is at least
+the stored one, so an older event never overwrites newer state. `rank` settles same-second ties
+by the object's own state order (an invoice never goes from `paid` back to `open`), then by
+event type; the event id makes the order total, so any arrival order of the same events ends in
+the same records. A record made from another object's fields (a contact from an invoice) has
+no version: the first real event about it wins.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from snapshots import errors, ids
+from snapshots.store import tables
+from snapshots.store.db import Database
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    created: int
+    rank: int
+    event_id: str
+
+
+CONTACT_FIELDS = frozenset(
+    {
+        "stripe_customer_id",
+        "email",
+        "name",
+        "phone",
+        "address",
+        "metadata",
+        "livemode",
+        "stripe_created",
+    }
+)
+INVOICE_FIELDS = frozenset(
+    {
+        "stripe_invoice_id",
+        "stripe_customer_id",
+        "number",
+        "amount_due",
+        "amount_paid",
+        "amount_remaining",
+        "total",
+        "currency",
+        "status",
+        "payment_status",
+        "customer_email",
+        "customer_name",
+        "hosted_invoice_url",
+        "due_date",
+        "paid_at",
+        "metadata",
+        "livemode",
+        "stripe_created",
+    }
+)
+LOCATION_FIELDS = frozenset(
+    {"stripe_location_id", "name", "address", "country", "currency", "metadata", "livemode"}
+)
+# Fields of an invoice used only to make a missing contact.
+INVOICE_CONTACT_FIELDS = frozenset({"customer_phone", "customer_address"})
+
+KINDS: dict[str, sa.Table] = {
+    "contact": tables.contacts,
+    "invoice": tables.invoices,
+    "location": tables.locations,
+}
+PREFIXES = {"contact": "con_", "invoice": "inv_", "location": "loc_"}
+
+
+def _is_newer(version: Version, row: Any) -> bool:
+    if row.applied_created is None:
+        return True
+    stored = Version(row.applied_created, row.applied_rank, row.applied_event_id)
+    return version >= stored
+
+
+def _version_values(version: Version | None) -> dict[str, Any]:
+    if version is None:
+        return {}
+    return {
+        "applied_created": version.created,
+        "applied_rank": version.rank,
+        "applied_event_id": version.event_id,
+    }
+
+
+def _select_for_update(conn: Connection, stmt: sa.Select[Any]) -> Any:
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).one_or_none()
+
+
+def _clean(fields: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    values = {k: v for k, v in fields.items() if k in allowed}
+    if "metadata" in values and not isinstance(values["metadata"], dict):
+        values["metadata"] = {}
+    return values
+
+
+def _write(
+    conn: Connection,
+    table: sa.Table,
+    kind: str,
+    row: Any,
+    values: dict[str, Any],
+    version: Version | None,
+    *,
+    connection_id: str,
+    test: bool,
+) -> str:
+    now = time.time()
+    if row is None:
+        record_id = ids.new(PREFIXES[kind])
+        defaults: dict[str, Any] = {"metadata": {}}
+        if kind == "contact":
+            defaults["tags"] = []
+        conn.execute(
+            table.insert().values(
+                **(defaults | values),
+                **_version_values(version),
+                id=record_id,
+                connection_id=connection_id,
+                test=test,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return record_id
+    if version is None or _is_newer(version, row):
+        conn.execute(
+            table.update()
+            .where(table.c.seq == row.seq)
+            .values(**values, **_version_values(version), updated_at=now)
+        )
+    return str(row.id)
+
+
+def upsert_contact(
+    conn: Connection,
+    *,
+    connection_id: str,
+    fields: dict[str, Any],
+    version: Version,
+    archived: bool = False,
+    match_on: tuple[str, ...] = ("stripe_customer_id", "email"),
+    test: bool = False,
+) -> str:
+    """Create or update the contact of a Stripe customer; returns the contact id.
+
+    Matches on the Stripe customer id, then (if `email` is in `match_on`) on the email of a
+    contact not linked to any Stripe customer yet."""
+    t = tables.contacts
+    values = _clean(fields, CONTACT_FIELDS) | {"archived": archived}
+    customer_id = values.get("stripe_customer_id")
+    if not customer_id:
+        raise errors.DeadLetter("the customer has no id to match a contact on", code="no_id")
+    row = None
+    if "stripe_customer_id" in match_on:
+        row = _select_for_update(
+            conn,
+            sa.select(t).where(
+                t.c.connection_id == connection_id, t.c.stripe_customer_id == customer_id
+            ),
+        )
+    email = values.get("email")
+    if row is None and "email" in match_on and email:
+        row = _select_for_update(
+            conn,
+            sa.select(t)
+            .where(t.c.email == email, t.c.stripe_customer_id.is_(None), t.c.archived.is_(False))
+            .order_by(t.c.seq)
+            .limit(1),
+        )
+    return _write(conn, t, "contact", row, values, version, connection_id=connection_id, test=test)
+
+
+def ensure_contact(
+    conn: Connection, *, connection_id: str, fields: dict[str, Any], test: bool = False
+) -> str:
+    """The contact of a Stripe customer, made from `fields` (without a version) if missing."""
+    t = tables.contacts
+    row = conn.execute(
+        sa.select(t.c.id).where(
+            t.c.connection_id == connection_id,
+            t.c.stripe_customer_id == fields["stripe_customer_id"],
+        )
+    ).one_or_none()
+    if row is not None:
+        return str(row.id)
+    values = _clean(fields, CONTACT_FIELDS)
+    return _write(conn, t, "contact", None, values, None, connection_id=connection_id, test=test)
+
+
+def upsert_invoice(
+    conn: Connection,
+    *,
+    connection_id: str,
+    fields: dict[str, Any],
+    version: Version,
+    archived: bool = False,
+    test: bool = False,
+) -> str:
+    """Log an invoice (create or update) and link it to its customer's contact."""
+    t = tables.invoices
+    values = _clean(fields, INVOICE_FIELDS) | {"archived": archived}
+    invoice_id = values.get("stripe_invoice_id")
+    if not invoice_id:
+        raise errors.DeadLetter("the invoice has no id", code="no_id")
+    customer = values.get("stripe_customer_id")
+    if customer:
+        values["customer_id"] = ensure_contact(
+            conn,
+            connection_id=connection_id,
+            fields={
+                "stripe_customer_id": customer,
+                "email": fields.get("customer_email"),
+                "name": fields.get("customer_name"),
+                "phone": fields.get("customer_phone"),
+                "address": fields.get("customer_address"),
+                "livemode": fields.get("livemode"),
+            },
+            test=test,
+        )
+    row = _select_for_update(
+        conn,
+        sa.select(t).where(t.c.connection_id == connection_id, t.c.stripe_invoice_id == invoice_id),
+    )
+    return _write(conn, t, "invoice", row, values, version, connection_id=connection_id, test=test)
+
+
+def upsert_location(
+    conn: Connection,
+    *,
+    connection_id: str,
+    fields: dict[str, Any],
+    version: Version,
+    archived: bool = False,
+    test: bool = False,
+) -> str:
+    t = tables.locations
+    values = _clean(fields, LOCATION_FIELDS) | {"archived": archived}
+    location_id = values.get("stripe_location_id")
+    if not location_id:
+        raise errors.DeadLetter("the location has no id", code="no_id")
+    row = _select_for_update(
+        conn,
+        sa.select(t).where(
+            t.c.connection_id == connection_id, t.c.stripe_location_id == location_id
+        ),
+    )
+    return _write(conn, t, "location", row, values, version, connection_id=connection_id, test=test)
+
+
+# Reading, for the API and the CLI.
+
+
+def iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+ADDRESS_KEYS = ("line1", "line2", "city", "state", "postal_code", "country")
+
+
+def _address(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    return {key: value.get(key) for key in ADDRESS_KEYS}
+
+
+def public(kind: str, row: Any) -> dict[str, Any]:
+    """The API shape of a record."""
+    common = {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        "metadata": row.metadata or {},
+        "archived": bool(row.archived),
+        "livemode": row.livemode,
+        "test": bool(row.test),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+    if kind == "contact":
+        return {
+            "id": row.id,
+            "object": "contact",
+            "email": row.email,
+            "name": row.name,
+            "phone": row.phone,
+            "address": _address(row.address),
+            "tags": row.tags or [],
+            "stripe_customer_id": row.stripe_customer_id,
+            "stripe_created": iso(row.stripe_created),
+            **common,
+        }
+    if kind == "invoice":
+        return {
+            "id": row.id,
+            "object": "invoice",
+            "number": row.number,
+            "amount_due": row.amount_due,
+            "amount_paid": row.amount_paid,
+            "amount_remaining": row.amount_remaining,
+            "total": row.total,
+            "currency": row.currency,
+            "status": row.status,
+            "payment_status": row.payment_status,
+            "customer_id": row.customer_id,
+            "customer_email": row.customer_email,
+            "customer_name": row.customer_name,
+            "hosted_invoice_url": row.hosted_invoice_url,
+            "due_date": iso(row.due_date),
+            "paid_at": iso(row.paid_at),
+            "stripe_invoice_id": row.stripe_invoice_id,
+            "stripe_customer_id": row.stripe_customer_id,
+            "stripe_created": iso(row.stripe_created),
+            **common,
+        }
+    return {
+        "id": row.id,
+        "object": "location",
+        "name": row.name,
+        "address": _address(row.address),
+        "country": row.country,
+        "currency": row.currency,
+        "stripe_location_id": row.stripe_location_id,
+        **common,
+    }
+
+
+def get(db: Database, kind: str, record_id: str) -> dict[str, Any]:
+    t = KINDS[kind]
+    with db.read() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == record_id)).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"no {kind} {record_id}")
+    return public(kind, row)
+
+
+def page(
+    db: Database, kind: str, *, limit: int = 20, starting_after: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Newest first; `starting_after` is the id of the last record of the previous page."""
+    t = KINDS[kind]
+    stmt = sa.select(t).order_by(t.c.seq.desc()).limit(limit + 1)
+    with db.read() as conn:
+        if starting_after is not None:
+            seq = conn.execute(
+                sa.select(t.c.seq).where(t.c.id == starting_after)
+            ).scalar_one_or_none()
+            if seq is None:
+                raise errors.BadRequest(
+                    f"starting_after: no {kind} {starting_after}", code="invalid_cursor"
+                )
+            stmt = stmt.where(t.c.seq < seq)
+        rows = conn.execute(stmt).all()
+    return [public(kind, r) for r in rows[:limit]], len(rows) > limit

@@ -1,0 +1,45 @@
+"""Configuration from `SNAPSHOTS_*` environment variables; CLI flags override them.
+
+Nothing here is read at import time: `Settings()` reads the environment when it is built, and
+tests build it from a dict (`Settings(database_url=...)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SNAPSHOTS_", extra="ignore")
+
+    database_url: str = "sqlite:///snapshots.db"
+    master_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = None
+    webhook_tolerance: int = Field(300, ge=1)  # seconds
+    webhook_max_body: int = Field(1024 * 1024, ge=1024)  # bytes
+    worker_batch: int = Field(25, ge=1, le=1000)  # inbox items per claim
+    worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
+    lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
+    max_attempts: int = Field(8, ge=1)
+    key_env: str = Field("live", pattern="^(live|test)$")
+
+    @property
+    def base_url(self) -> str:
+        """The public URL Stripe reaches us at (for printing webhook URLs)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for other databases or in-memory SQLite."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        path = self.database_url[len(prefix) :].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)

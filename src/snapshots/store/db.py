@@ -1,0 +1,111 @@
+"""Engine set-up for SQLite (embedded default) and PostgreSQL (scale-out), and migrations.
+
+SQLite runs in WAL mode with `synchronous=NORMAL` (durable across process crashes, which is
+what "committed" promises the webhook sender) and writers start with `BEGIN IMMEDIATE`, so two
+processes never deadlock upgrading a read lock; readers never block writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+
+from snapshots import errors
+
+BUSY_TIMEOUT = 30_000  # milliseconds a SQLite writer waits for the lock
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """One engine plus the two kinds of transaction the code needs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _create_engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise errors.ConfigError(f"bad database URL {url!r}: {exc}") from exc
+        self.dialect = self.engine.dialect.name
+        self._writer = self.engine.execution_options(snapshots_write=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that will write (`BEGIN IMMEDIATE` on SQLite); commits on success."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a consistent snapshot)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = sa.engine.make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT / 1000},
+        pool_size=20,
+        max_overflow=20,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module so we can say BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("snapshots_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def alembic_config(db: Database) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
+    return config
+
+
+def migrate(db: Database) -> None:
+    """Bring the schema up to the newest migration (idempotent)."""
+    config = alembic_config(db)
+    try:
+        with db.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except sa.exc.OperationalError as exc:
+        raise errors.ConfigError(f"cannot migrate the database: {exc.orig}") from exc
+
+
+def is_migrated(db: Database) -> bool:
+    return sa.inspect(db.engine).has_table("inbox_items")

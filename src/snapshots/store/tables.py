@@ -1,0 +1,178 @@
+"""Every table, in one place. Timestamps are unix seconds (float) unless named `*_created`,
+which hold Stripe's integer `created` seconds. JSON columns hold Stripe-shaped values."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("account_id", sa.String(100)),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("api_base", sa.String(500)),
+    sa.Column("api_version", sa.String(100)),
+    sa.Column("default_currency", sa.String(3)),
+    sa.Column("ordering", sa.String(20), nullable=False, server_default="payload"),
+    # Fernet tokens; the clear text never touches the database.
+    sa.Column("secret_key", sa.Text, nullable=False),
+    sa.Column("secret_key_last4", sa.String(4), nullable=False),
+    sa.Column("webhook_secrets", sa.Text, nullable=False),  # Fernet token of a JSON list
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+inbox_items = sa.Table(
+    "inbox_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("event_created", sa.BigInteger, nullable=False),
+    sa.Column("api_version", sa.String(100)),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),  # webhook | test | ...
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # the raw bytes as received
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("locked_by", sa.String(100)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("flows", sa.Text),  # comma-separated names of the flows that ran
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("processed_at", sa.Float),
+    sa.UniqueConstraint("connection_id", "event_id"),
+    sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
+)
+
+# Every record remembers the newest event applied to it as an ordering key:
+# (event created second, state rank, event type rank, event id); see records.py.
+_ORDERING = (
+    ("applied_created", sa.BigInteger),
+    ("applied_rank", sa.Integer),
+    ("applied_event_id", sa.String(255)),
+)
+
+
+def _ordering_columns() -> list[sa.Column[object]]:
+    return [sa.Column(name, kind) for name, kind in _ORDERING]
+
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40)),
+    sa.Column("stripe_customer_id", sa.String(255)),
+    sa.Column("email", sa.String(512)),
+    sa.Column("name", sa.String(512)),
+    sa.Column("phone", sa.String(100)),
+    sa.Column("address", sa.JSON),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("livemode", sa.Boolean),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("stripe_created", sa.BigInteger),
+    *_ordering_columns(),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("connection_id", "stripe_customer_id"),
+    sa.Index("ix_contacts_email", "email"),
+)
+
+invoices = sa.Table(
+    "invoices",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("stripe_invoice_id", sa.String(255), nullable=False),
+    sa.Column("stripe_customer_id", sa.String(255)),
+    sa.Column("customer_id", sa.String(40)),  # the contact
+    sa.Column("number", sa.String(255)),
+    sa.Column("amount_due", sa.BigInteger),
+    sa.Column("amount_paid", sa.BigInteger),
+    sa.Column("amount_remaining", sa.BigInteger),
+    sa.Column("total", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("status", sa.String(30)),
+    sa.Column("payment_status", sa.String(30)),
+    sa.Column("customer_email", sa.String(512)),
+    sa.Column("customer_name", sa.String(512)),
+    sa.Column("hosted_invoice_url", sa.Text),
+    sa.Column("due_date", sa.BigInteger),
+    sa.Column("paid_at", sa.BigInteger),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("livemode", sa.Boolean),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("stripe_created", sa.BigInteger),
+    *_ordering_columns(),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("connection_id", "stripe_invoice_id"),
+    sa.Index("ix_invoices_customer_id", "customer_id"),
+)
+
+locations = sa.Table(
+    "locations",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40)),
+    sa.Column("stripe_location_id", sa.String(255)),
+    sa.Column("name", sa.String(512)),
+    sa.Column("address", sa.JSON),
+    sa.Column("country", sa.String(2)),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("livemode", sa.Boolean),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    *_ordering_columns(),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("connection_id", "stripe_location_id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(40), nullable=False),  # shown in lists: snp_live_abcd…
+    sa.Column("last4", sa.String(4), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+)
+
+audit_entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("outcome", sa.String(20), nullable=False, server_default="ok"),
+    sa.Column("details", sa.JSON, nullable=False),
+)

@@ -1,0 +1,158 @@
+"""Shared fixtures. Databases: every `db` test runs on SQLite and on PostgreSQL (a fresh database
+per session, taken from SNAPSHOTS_TEST_POSTGRES_URL; scripts/test sets it)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import stripe
+from cryptography.fernet import Fernet
+
+from snapshots import connections, stripe_api, vault
+from snapshots.settings import Settings
+from snapshots.store import db as store
+from snapshots.store import tables
+
+WEBHOOK_SECRET = "whsec_test_secret_0123456789"
+_counter = itertools.count(1)
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """A Stripe example object shipped with the package (`customer`, `invoice`, ...)."""
+    text = resources.files("snapshots").joinpath(f"data/fixtures/{name}.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    """A Stripe-Signature header for `payload`, as Stripe makes it."""
+    return stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), secret, timestamp=timestamp
+    )
+
+
+EventFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def event_factory() -> EventFactory:
+    """`event_factory("customer.updated", object={...}, created=..., id=...)` -> event dict.
+
+    The object defaults to the package's fixture for the type's object, with a fresh id."""
+
+    def make(
+        type: str,
+        object: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        created: int | None = None,
+        livemode: bool = False,
+        **changes: Any,
+    ) -> dict[str, Any]:
+        if object is None:
+            object = copy.deepcopy(fixture(type.rsplit(".", 1)[0]))
+        object = {**object, **changes}
+        return {
+            "id": id or f"evt_test{next(_counter):08d}",
+            "object": "event",
+            "api_version": "2026-07-29.dahlia",
+            "created": created if created is not None else int(time.time()),
+            "data": {"object": object},
+            "livemode": livemode,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": type,
+        }
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    base = os.environ.get("SNAPSHOTS_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("SNAPSHOTS_TEST_POSTGRES_URL is not set (scripts/test sets it)")
+    base_url = sa.make_url(base).set(drivername="postgresql+psycopg")
+    name = f"snapshots_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = base_url.set(database=name).render_as_string(hide_password=False)
+    database = store.Database(url)
+    store.migrate(database)
+    database.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    names = ", ".join(t.name for t in tables.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: SQLite in a temporary file, or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'snapshots.db'}"
+        database = store.Database(url)
+        store.migrate(database)
+        database.dispose()
+        return url
+    url = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return str(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database, for unit tests that need one store but not both engines."""
+    url = f"sqlite:///{tmp_path / 'snapshots.db'}"
+    database = store.Database(url)
+    store.migrate(database)
+    database.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, master_key=Fernet.generate_key().decode())
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[store.Database]:
+    database = store.Database(settings.database_url)
+    yield database
+    database.dispose()
+
+
+ACCOUNT = stripe_api.Account(id="acct_test", livemode=False, default_currency="usd", country="US")
+
+
+@pytest.fixture
+def connection(db: store.Database, settings: Settings) -> connections.Connection:
+    """A connection whose key is taken as checked (no Stripe call), signing with WEBHOOK_SECRET."""
+    return connections.add(
+        db,
+        vault.load(settings),
+        account=ACCOUNT,
+        secret_key="sk_test_fixture1234",
+        webhook_secrets=[WEBHOOK_SECRET],
+        name="test",
+    )
