@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import hashlib
 import hmac
@@ -27,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 API_VERSION = "2026-07-29.dahlia"
@@ -47,6 +48,7 @@ INVOICE_STAGE: dict[str, dict[str, Any]] = {
 }
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # per second
+PR_SET_PDEATHSIG = 1  # prctl(2) option
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -345,8 +347,8 @@ class _Connection(asyncio.Protocol):
         self.finished = False  # no more requests for this run
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self._send_next()
 
     def _send_next(self) -> None:
@@ -389,6 +391,12 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Give up on this connection (and any request in flight)."""
+        self.finished = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.in_flight:
             self.shared.result.errors += 1
@@ -396,8 +404,13 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _client(host: str, port: int, shared: _Shared, max_connects: int = 1000) -> None:
-    """Keep one connection open (reconnecting when the server closes it) until the run ends."""
+async def _client(
+    host: str, port: int, shared: _Shared, max_connects: int = 1000, grace: float = 60.0
+) -> None:
+    """Keep one connection open (reconnecting when the server closes it) until the run ends.
+
+    A request still unanswered `grace` s after the deadline counts as an error.
+    """
     loop = asyncio.get_running_loop()
     for _ in range(max_connects):
         closed: asyncio.Future[None] = loop.create_future()
@@ -411,7 +424,11 @@ async def _client(host: str, port: int, shared: _Shared, max_connects: int = 100
                 return
             await asyncio.sleep(0.05)
             continue
-        await closed
+        try:
+            await asyncio.wait_for(closed, max(shared.deadline - time.perf_counter(), 0) + grace)
+        except TimeoutError:
+            proto.abort()
+            return
         if proto.finished:
             return
 
@@ -428,7 +445,13 @@ async def _run(
 
 
 def run_load(
-    *, host: str, port: int, requests: Sequence[bytes], concurrency: int, duration: float
+    *,
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    concurrency: int,
+    duration: float,
+    loop: str = "auto",
 ) -> LoadResult:
     """Post `requests` in order over `concurrency` keep-alive connections for `duration` s.
 
@@ -436,17 +459,21 @@ def run_load(
     the write to the last byte of the answer.
     """
     cpu_before = _self_cpu()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
         result = runner.run(_run(host, port, requests, concurrency, duration))
     result.client_cpu = _self_cpu() - cpu_before
     return result
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when it is installed (cheaper per request), else asyncio's default."""
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The client's event loop: `uvloop`, `asyncio`, or `auto` (uvloop when installed)."""
+    if loop == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
+        if loop == "uvloop":
+            raise
         return None
     return uvloop.new_event_loop
 
@@ -457,6 +484,14 @@ def _self_cpu() -> float:
 
 
 # --- processes ----------------------------------------------------------------------------
+
+
+def machine_cpu() -> float:
+    """CPU seconds all CPUs of this machine have been busy (not idle or waiting on I/O)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
 def free_port() -> int:
@@ -479,6 +514,13 @@ def session_cpu(sid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the bench dies without cleaning up (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Server:
     """A server subprocess in its own session, logging to a file, killed (whole group) on exit."""
 
@@ -499,6 +541,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         return self
 

@@ -77,6 +77,7 @@ class Phase:
     name: str
     load: common.LoadResult
     server_cpu: float  # seconds, server process(es), during the timed run
+    machine_cpu: float  # seconds, all CPUs busy, during the timed run
     warmup: int  # requests sent before the timed run
     drain: Drain | None = None
 
@@ -101,6 +102,8 @@ class Phase:
             "p99_ms": round(load.percentile(0.99) * 1000, 2),
             "server_cpu_s": round(self.server_cpu, 2),
             "client_cpu_s": round(load.client_cpu, 2),
+            # Anything else running on the machine meanwhile (skews the comparison).
+            "other_cpu_s": round(self.machine_cpu - self.server_cpu - load.client_cpu, 2),
             "warmup_requests": self.warmup,
             "pool_exhausted": load.exhausted,
         }
@@ -242,8 +245,12 @@ def run_cli(argv: list[str], env: dict[str, str], timeout: float) -> str:
         check=False,
     )
     if proc.returncode != 0:
+        shown = [
+            "***" if i and argv[i - 1] in ("--secret-key", "--webhook-secret") else arg
+            for i, arg in enumerate(argv)
+        ]
         raise RuntimeError(
-            f"{' '.join(argv[1:])} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+            f"{' '.join(shown[1:])} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
         )
     return proc.stdout
 
@@ -334,29 +341,46 @@ def timed_run(
     path: str,
     inbox: Path | None = None,
 ) -> Phase:
-    """Warm up, then post the pool for `args.duration` s; with `inbox`, wait until it settles."""
-    requests = common.render_requests(
-        pool.bodies, host=HOST, port=port, path=path, secret=WEBHOOK_SECRET
+    """Warm up, then post the pool for `args.duration` s; with `inbox`, wait until it settles.
+
+    Requests are signed just before each step (Stripe's tolerance is 300 s).
+    """
+    warmup = common.render_requests(
+        pool.bodies[: args.warmup], host=HOST, port=port, path=path, secret=WEBHOOK_SECRET
     )
-    warmup, timed = requests[: args.warmup], requests[args.warmup :]
     common.run_load(
-        host=HOST, port=port, requests=warmup, concurrency=args.concurrency, duration=60.0
+        host=HOST,
+        port=port,
+        requests=warmup,
+        concurrency=args.concurrency,
+        duration=60.0,
+        loop=args.client_loop,
     )
     conn: sqlite3.Connection | None = None
     baseline: dict[str, int] = {}
     if inbox is not None:
         conn = sqlite3.connect(f"file:{inbox}?mode=ro", uri=True, timeout=10.0)
         baseline, _ = wait_settled(conn, timeout=args.drain_timeout)
+    timed = common.render_requests(
+        pool.bodies[args.warmup :], host=HOST, port=port, path=path, secret=WEBHOOK_SECRET
+    )
     try:
-        cpu_before = server.cpu()
+        cpu_before, machine_before = server.cpu(), common.machine_cpu()
         load = common.run_load(
             host=HOST,
             port=port,
             requests=timed,
             concurrency=args.concurrency,
             duration=args.duration,
+            loop=args.client_loop,
         )
-        phase = Phase(server.name, load, server.cpu() - cpu_before, len(warmup))
+        phase = Phase(
+            server.name,
+            load,
+            server_cpu=server.cpu() - cpu_before,
+            machine_cpu=common.machine_cpu() - machine_before,
+            warmup=len(warmup),
+        )
         if conn is not None:
             drain = Drain()
             drain.backlog_at_end = sum(inbox_counts(conn).get(s, 0) for s in UNSETTLED)
@@ -387,6 +411,9 @@ def figures(
         "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
         "uvicorn": uvicorn_implementations(),
+        "client_loop": "asyncio"
+        if args.client_loop == "asyncio" or uvicorn_implementations()["loop"] == "asyncio"
+        else "uvloop",
         "event_bytes_mean": round(pool.size_bytes / max(1, len(pool.bodies))),
         "floor": floor.as_dict() if floor else None,
         "snapshots": snap.as_dict() if snap else None,
@@ -423,6 +450,7 @@ def render_table(data: dict[str, Any]) -> str:
     row("p99 latency ms", "p99_ms", "{:.1f}")
     row("server CPU s", "server_cpu_s", "{:.1f}")
     row("client CPU s", "client_cpu_s", "{:.1f}")
+    row("other CPU s", "other_cpu_s", "{:.1f}")
     row("backlog at end", "backlog_at_end")
     row("settle seconds", "settle_seconds", "{:.2f}")
     row("end-to-end events/s", "end_to_end_per_s", "{:,.0f}")
@@ -436,7 +464,8 @@ def render_table(data: dict[str, Any]) -> str:
     lines = [
         f"ingest bench: {data['duration_s']:g} s at concurrency {data['concurrency']}, "
         f"{data['cpus']} CPUs, mean event {data['event_bytes_mean']:,} bytes, "
-        f"uvicorn loop={data['uvicorn']['loop']} http={data['uvicorn']['http']}",
+        f"uvicorn loop={data['uvicorn']['loop']} http={data['uvicorn']['http']}, "
+        f"client loop={data['client_loop']}",
         "  ".join([" " * width, *(n.rjust(w) for n, w in zip(names, colw, strict=True))]),
     ]
     lines += [
@@ -492,6 +521,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="NORMAL",
         choices=["OFF", "NORMAL", "FULL"],
         help="floor's PRAGMA synchronous",
+    )
+    p.add_argument(
+        "--client-loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="load generator's event loop (auto: uvloop when installed)",
     )
     p.add_argument("--floor-only", action="store_true", help="measure the floor alone")
     p.add_argument("--snapshots-only", action="store_true", help="measure Snapshots alone")

@@ -48,7 +48,7 @@ class Context:
     def version(self, state_rank: int = 0) -> records.Version:
         type_rank = TYPE_RANK.get(self.event["type"], OTHER_TYPE_RANK)
         return records.Version(
-            int(self.event["created"]), state_rank * 100 + type_rank, self.event["id"]
+            records.OWN, int(self.event["created"]), state_rank * 100 + type_rank, self.event["id"]
         )
 
 
@@ -84,7 +84,6 @@ def _archive_contact(conn: Connection, ctx: Context, fields: dict[str, Any]) -> 
         fields=fields,
         version=ctx.version(1),
         archived=True,
-        match_on=("stripe_customer_id",),
         test=ctx.test,
     )
 

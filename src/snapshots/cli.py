@@ -38,9 +38,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 @dataclass
 class Context:
     settings: Settings
+    click_context: typer.Context
 
     def db(self, *, migrated: bool = True) -> store.Database:
         database = store.Database(self.settings.database_url)
+        self.click_context.call_on_close(database.dispose)
         if migrated and not store.is_migrated(database):
             raise errors.ConfigError(
                 "the database has no schema yet: run `snapshots migrate` first"
@@ -76,7 +78,7 @@ def root(
     overrides: dict[str, Any] = {}
     if database_url:
         overrides["database_url"] = database_url
-    ctx.obj = Context(Settings(**overrides))
+    ctx.obj = Context(Settings(**overrides), ctx)
 
 
 def _print_json(data: Any) -> None:
@@ -112,7 +114,9 @@ def serve(
     if port:
         updates["port"] = port
     settings = settings.model_copy(update=updates)
-    store.migrate(store.Database(settings.database_url))
+    database = store.Database(settings.database_url)
+    store.migrate(database)
+    database.dispose()
     application = create_app(settings, embedded_worker=worker)
     uvicorn.run(
         application,

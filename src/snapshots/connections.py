@@ -16,6 +16,7 @@ from snapshots.store.db import Database
 from snapshots.vault import Vault
 
 ORDERINGS = ("payload", "refetch")
+NAME_MAX = 200  # characters
 SECRETS_TTL = 5.0  # seconds intake trusts its cached copy of a connection's signing secrets
 
 
@@ -50,7 +51,7 @@ class Connection:
         }
 
 
-def _validate(secret_key: str, webhook_secrets: list[str], ordering: str) -> None:
+def _validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: str | None) -> None:
     if not secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
         raise errors.BadRequest(
             "the Stripe key must be a secret (sk_...) or restricted (rk_...) key", code="bad_key"
@@ -63,6 +64,8 @@ def _validate(secret_key: str, webhook_secrets: list[str], ordering: str) -> Non
                 "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
                 code="bad_secret",
             )
+    if name is not None and not 0 < len(name) <= NAME_MAX:
+        raise errors.BadRequest(f"a connection's name has 1 to {NAME_MAX} characters")
     if ordering not in ORDERINGS:
         raise errors.BadRequest(f"ordering must be one of {', '.join(ORDERINGS)}")
 
@@ -82,7 +85,7 @@ def create(
     """Check the key against Stripe, then store the connection with its secrets encrypted."""
     secret_key = secret_key.strip()
     webhook_secrets = [s.strip() for s in webhook_secrets]
-    _validate(secret_key, webhook_secrets, ordering)
+    _validate(secret_key, webhook_secrets, ordering, name)
     account = stripe_api.check_key(
         secret_key=secret_key, api_base=api_base, api_version=api_version
     )
@@ -114,7 +117,7 @@ def add(
     actor: str = "cli",
 ) -> Connection:
     """Store a connection whose key was checked already (`create` checks it)."""
-    _validate(secret_key, webhook_secrets, ordering)
+    _validate(secret_key, webhook_secrets, ordering, name)
     now = time.time()
     row = {
         "id": ids.new("conn_"),
@@ -185,11 +188,20 @@ class SecretsCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, list[str] | None]] = {}
 
-    def get(self, connection_id: str) -> list[str] | None:
-        now = time.monotonic()
+    def cached(self, connection_id: str) -> tuple[bool, list[str] | None]:
+        """(found, secrets) from memory only; found is False when the database must be asked."""
         entry = self._entries.get(connection_id)
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        if entry is not None and entry[0] > time.monotonic():
+            return True, entry[1]
+        return False, None
+
+    def get(self, connection_id: str) -> list[str] | None:
+        found, secrets = self.cached(connection_id)
+        if found:
+            return secrets
+        if not ids.plausible(connection_id):
+            return None
+        now = time.monotonic()
         with self._db.read() as conn:
             token = conn.execute(
                 sa.select(tables.connections.c.webhook_secrets).where(

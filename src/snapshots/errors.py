@@ -99,16 +99,17 @@ class ConfigError(SnapshotsError):
 def describe(exc: BaseException) -> str:
     """One line with the cause chain: `outer: cause: root cause`.
 
-    Errors from the stripe SDK are left out of the chain: the message we raised from them
-    already says what happened, and theirs span many lines (`-v` shows them in full)."""
+    The chain stops at an error of the stripe SDK: the message we raised from it already says
+    what happened, and the SDK's (with what it wraps) spans many lines (`-v` shows them)."""
     parts: list[str] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        skip = parts and type(current).__module__.startswith("stripe")
+        if parts and type(current).__module__.startswith("stripe"):
+            break  # the SDK's error and what it wraps: our message already says it
         text = " ".join((str(current) or type(current).__name__).split())
-        if not skip and not any(text in part for part in parts):
+        if not any(text in part for part in parts):
             parts.append(text[:300])
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__

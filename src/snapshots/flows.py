@@ -152,6 +152,20 @@ class Registry:
         return ran
 
 
+def _describe_invalid(data: Any, exc: ValidationError) -> str:
+    """The first schema error, naming the flow (`flow 'x' (flows[0]): action: Field required`)."""
+    first = exc.errors()[0]
+    loc = list(first["loc"])
+    if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int):
+        index = loc[1]
+        flow = data["flows"][index] if isinstance(data.get("flows"), list) else None
+        name = flow.get("name") if isinstance(flow, dict) else None
+        here = f"flow {name!r} (flows[{index}])" if name else f"flows[{index}]"
+        rest = ".".join(str(part) for part in loc[2:])
+        return f"{here}: {rest}: {first['msg']}" if rest else f"{here}: {first['msg']}"
+    return f"{'.'.join(str(part) for part in loc) or 'file'}: {first['msg']}"
+
+
 def parse(text: str, where: str) -> Registry:
     try:
         data = yaml.safe_load(text)
@@ -160,9 +174,7 @@ def parse(text: str, where: str) -> Registry:
     try:
         spec = FlowsFile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"])
-        raise errors.ConfigError(f"{where}: {loc}: {first['msg']}") from exc
+        raise errors.ConfigError(f"{where}: {_describe_invalid(data, exc)}") from exc
     names = [flow.name for flow in spec.flows]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

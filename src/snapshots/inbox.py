@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from snapshots import errors
+from snapshots import errors, ids
 from snapshots.records import iso
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -182,14 +182,19 @@ def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float
 # Reading and replaying, for the CLI and the API.
 
 
+MAX_ITEM_ID = 2**31 - 1  # inbox_items.id is a 32-bit integer on PostgreSQL
+
+
 def _ref_filter(ref: str) -> sa.ColumnElement[bool]:
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ITEM_ID:
         return T.c.id == int(ref)
     return T.c.event_id == ref
 
 
 def get(db: Database, ref: str) -> dict[str, Any]:
     """One item by its number or its Stripe event id."""
+    if not ids.plausible(ref):
+        raise errors.NotFound(f"no inbox item {ref}")
     with db.read() as conn:
         rows = conn.execute(sa.select(T).where(_ref_filter(ref)).order_by(T.c.id)).all()
     if not rows:
@@ -211,9 +216,14 @@ def list_items(
     stmt = sa.select(*columns).order_by(T.c.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(T.c.status == status)
-    if before is not None:
-        stmt = stmt.where(T.c.id < before)
     with db.read() as conn:
+        if before is not None:
+            known = conn.execute(sa.select(T.c.id).where(T.c.id == before)).scalar_one_or_none()
+            if known is None:
+                raise errors.BadRequest(
+                    f"starting_after: no inbox item {before}", code="invalid_cursor"
+                )
+            stmt = stmt.where(T.c.id < before)
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
@@ -242,7 +252,7 @@ def replay(db: Database, ref: str) -> dict[str, Any]:
 def counts(db: Database) -> dict[str, int]:
     with db.read() as conn:
         rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
-        found = {status: n for status, n in rows.tuples()}
+        found = {status: n for status, n in rows}
     return {status: found.get(status, 0) for status in STATUSES}
 
 

@@ -8,16 +8,18 @@ answer goes back as soon as the item is committed, and a worker does the rest.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
 
-from snapshots import errors, inbox
+from snapshots import errors, ids, inbox
 from snapshots.flows import Registry
 from snapshots.store.db import Database
 
-MAX_ID = 255
+API_VERSION = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # 2026-07-29.dahlia
+EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ def verify(payload: bytes, header: str | None, secrets: list[str], *, tolerance:
     """Raise BadRequest unless one `v1` signature matches one of `secrets` (rotation)."""
     if not header:
         raise errors.BadRequest("the Stripe-Signature header is missing", code="missing_signature")
+    if not header.isascii():
+        # The SDK's constant-time compare refuses non-ASCII strings; no real signature has any.
+        raise _signature_error("Unable to extract timestamp and signatures from header")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -80,7 +85,7 @@ def parse_event(payload: bytes) -> dict[str, Any]:
     """The event envelope, checked enough to store and route it."""
     try:
         event = json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise errors.BadRequest("the body is not valid JSON", code="invalid_json") from exc
     if not isinstance(event, dict) or event.get("object") != "event":
         raise errors.BadRequest(
@@ -88,9 +93,9 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         )
     problems = []
     event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID:
+    if not isinstance(event_id, str) or not ids.plausible(event_id):
         problems.append("id")
-    if not isinstance(event_type, str) or not 0 < len(event_type) <= MAX_ID:
+    if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
         problems.append("type")
     if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**62:
         problems.append("created")
@@ -99,7 +104,10 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         problems.append("data.object")
     if not isinstance(event.get("livemode", False), bool):
         problems.append("livemode")
-    if not isinstance(event.get("api_version"), str | None):
+    api_version = event.get("api_version")
+    if api_version is not None and not (
+        isinstance(api_version, str) and API_VERSION.fullmatch(api_version)
+    ):
         problems.append("api_version")
     if problems:
         raise errors.BadRequest(

@@ -8,6 +8,7 @@ right hash: it is what the lookup index holds, and the final comparison is const
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -36,11 +37,13 @@ SCOPES = (
     "integrations.write",
     "admin",
 )
+NAME_MAX = 200  # characters
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
 LAST_USED_EVERY = 60.0  # seconds between writes of last_used_at for one key
 KEY_PATTERN = re.compile(rf"^snp_(live|test)_([0-9A-Za-z]{{{RANDOM_LENGTH + CHECKSUM_LENGTH}}})$")
 DURATION = re.compile(r"^(\d+)([smhdw])$")
+MAX_LIFETIME = 10 * 366 * 86400  # seconds
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -105,7 +108,10 @@ def parse_duration(text: str) -> float:
     match = DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise errors.BadRequest(f"bad duration {text!r}: use a number and a unit, e.g. 90d or 12h")
-    return int(match.group(1)) * UNITS[match.group(2)]
+    seconds = int(match.group(1)) * UNITS[match.group(2)]
+    if seconds > MAX_LIFETIME:
+        raise errors.BadRequest(f"bad duration {text!r}: at most 10 years")
+    return seconds
 
 
 def _from_row(row: Any) -> ApiKey:
@@ -135,6 +141,8 @@ def create(
     name = name.strip()
     if not name:
         raise errors.BadRequest("a key needs a name")
+    if len(name) > NAME_MAX:
+        raise errors.BadRequest(f"a key's name has at most {NAME_MAX} characters")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise errors.BadRequest(
@@ -143,6 +151,8 @@ def create(
         )
     if not scopes:
         raise errors.BadRequest("a key needs at least one scope")
+    if expires_in is not None and not 0 < expires_in <= MAX_LIFETIME:
+        raise errors.BadRequest("a key's lifetime is between 1 second and 10 years")
     secret = generate(env)
     now = time.time()
     row = {
@@ -214,6 +224,7 @@ def verify(db: Database, presented: str | None) -> ApiKey:
         raise errors.Unauthorized("the API key was revoked", code="api_key_revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise errors.Unauthorized("the API key has expired", code="api_key_expired")
+    api_key = _from_row(row)
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
         with db.write() as conn:
             conn.execute(
@@ -221,4 +232,5 @@ def verify(db: Database, presented: str | None) -> ApiKey:
                 .where(tables.api_keys.c.id == row.id)
                 .values(last_used_at=now)
             )
-    return _from_row(row)
+        api_key = dataclasses.replace(api_key, last_used_at=now)
+    return api_key

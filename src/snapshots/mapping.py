@@ -68,6 +68,9 @@ class Expression:
             self._parsed: ParsedResult = jmespath.compile(source)
         except jexc.JMESPathError as exc:
             raise errors.ConfigError(f"bad expression {source!r}: {_first_line(exc)}") from exc
+        problem = _check_calls(self._parsed.parsed)
+        if problem:
+            raise errors.ConfigError(f"bad expression {source!r}: {problem}")
 
     def evaluate(self, data: Any) -> Any:
         try:
@@ -76,6 +79,28 @@ class Expression:
             raise errors.DeadLetter(
                 f"expression {self.source!r} failed: {_first_line(exc)}", code="mapping_failed"
             ) from exc
+
+
+def _check_calls(node: dict[str, Any]) -> str | None:
+    """The first call to an unknown function, or with the wrong number of arguments, in the
+    parsed expression (jmespath only finds these when the expression runs)."""
+    if node.get("type") == "function_expression":
+        name = node["value"]
+        entry = OPTIONS.custom_functions.FUNCTION_TABLE.get(name)
+        if entry is None:
+            return f"unknown function {name}()"
+        signature = entry["signature"]
+        given = len(node["children"])
+        variadic = bool(signature) and signature[-1].get("variadic", False)
+        if given < len(signature) or (not variadic and given > len(signature)):
+            wanted = f"at least {len(signature)}" if variadic else str(len(signature))
+            return f"{name}() takes {wanted} argument(s), not {given}"
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            problem = _check_calls(child)
+            if problem:
+                return problem
+    return None
 
 
 def _first_line(exc: Exception) -> str:

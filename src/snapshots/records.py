@@ -1,12 +1,13 @@
 """Records: the locations, contacts and invoices Snapshots keeps, and the ordering rule.
 
 Every record remembers the version of the newest event applied to it,
-`(event created second, rank, event id)`. An event applies only when its version is at least
-the stored one, so an older event never overwrites newer state. `rank` settles same-second ties
-by the object's own state order (an invoice never goes from `paid` back to `open`), then by
-event type; the event id makes the order total, so any arrival order of the same events ends in
-the same records. A record made from another object's fields (a contact from an invoice) has
-no version: the first real event about it wins.
+`(authority, event created second, rank, event id)`. An event applies only when its version is
+at least the stored one, so an older event never overwrites newer state. `rank` settles
+same-second ties by the object's own state order (an invoice never goes from `paid` back to
+`open`), then by event type; the event id makes the order total, so any arrival order of the
+same events ends in the same records. `authority` is 1 for an event about the record's own
+Stripe object and 0 for fields borrowed from another object (a contact made from an invoice's
+customer fields), so any event about the customer itself beats every invoice.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from snapshots.store.db import Database
 
 @dataclass(frozen=True, order=True)
 class Version:
+    authority: int  # OWN or BORROWED
     created: int
     rank: int
     event_id: str
+
+
+OWN = 1  # the event is about the record's own Stripe object
+BORROWED = 0  # the fields come from another object (a contact from an invoice)
 
 
 CONTACT_FIELDS = frozenset(
@@ -82,14 +88,15 @@ PREFIXES = {"contact": "con_", "invoice": "inv_", "location": "loc_"}
 def _is_newer(version: Version, row: Any) -> bool:
     if row.applied_created is None:
         return True
-    stored = Version(row.applied_created, row.applied_rank, row.applied_event_id)
+    stored = Version(
+        row.applied_authority, row.applied_created, row.applied_rank, row.applied_event_id
+    )
     return version >= stored
 
 
-def _version_values(version: Version | None) -> dict[str, Any]:
-    if version is None:
-        return {}
+def _version_values(version: Version) -> dict[str, Any]:
     return {
+        "applied_authority": version.authority,
         "applied_created": version.created,
         "applied_rank": version.rank,
         "applied_event_id": version.event_id,
@@ -115,7 +122,7 @@ def _write(
     kind: str,
     row: Any,
     values: dict[str, Any],
-    version: Version | None,
+    version: Version,
     *,
     connection_id: str,
     test: bool,
@@ -138,13 +145,50 @@ def _write(
             )
         )
         return record_id
-    if version is None or _is_newer(version, row):
+    if _is_newer(version, row):
         conn.execute(
             table.update()
             .where(table.c.seq == row.seq)
-            .values(**values, **_version_values(version), updated_at=now)
+            .values(
+                **values, **_version_values(version), connection_id=connection_id, updated_at=now
+            )
         )
     return str(row.id)
+
+
+def _find_contact(
+    conn: Connection,
+    *,
+    connection_id: str,
+    customer_id: str,
+    email: Any,
+    match_on: tuple[str, ...],
+) -> Any:
+    """The contact of a Stripe customer: by its id, then (if `email` is in `match_on`) the
+    unarchived contact with that email not linked to any Stripe customer yet."""
+    t = tables.contacts
+    row = None
+    if "stripe_customer_id" in match_on:
+        row = _select_for_update(
+            conn,
+            sa.select(t).where(
+                t.c.connection_id == connection_id, t.c.stripe_customer_id == customer_id
+            ),
+        )
+    if row is None and "email" in match_on and isinstance(email, str) and email:
+        row = _select_for_update(
+            conn,
+            sa.select(t)
+            .where(
+                t.c.email == email,
+                t.c.stripe_customer_id.is_(None),
+                t.c.archived.is_(False),
+                sa.or_(t.c.connection_id == connection_id, t.c.connection_id.is_(None)),
+            )
+            .order_by(t.c.seq)
+            .limit(1),
+        )
+    return row
 
 
 def upsert_contact(
@@ -157,50 +201,28 @@ def upsert_contact(
     match_on: tuple[str, ...] = ("stripe_customer_id", "email"),
     test: bool = False,
 ) -> str:
-    """Create or update the contact of a Stripe customer; returns the contact id.
-
-    Matches on the Stripe customer id, then (if `email` is in `match_on`) on the email of a
-    contact not linked to any Stripe customer yet."""
-    t = tables.contacts
+    """Create or update the contact of a Stripe customer; returns the contact id."""
     values = _clean(fields, CONTACT_FIELDS) | {"archived": archived}
     customer_id = values.get("stripe_customer_id")
     if not customer_id:
         raise errors.DeadLetter("the customer has no id to match a contact on", code="no_id")
-    row = None
-    if "stripe_customer_id" in match_on:
-        row = _select_for_update(
-            conn,
-            sa.select(t).where(
-                t.c.connection_id == connection_id, t.c.stripe_customer_id == customer_id
-            ),
-        )
-    email = values.get("email")
-    if row is None and "email" in match_on and email:
-        row = _select_for_update(
-            conn,
-            sa.select(t)
-            .where(t.c.email == email, t.c.stripe_customer_id.is_(None), t.c.archived.is_(False))
-            .order_by(t.c.seq)
-            .limit(1),
-        )
-    return _write(conn, t, "contact", row, values, version, connection_id=connection_id, test=test)
-
-
-def ensure_contact(
-    conn: Connection, *, connection_id: str, fields: dict[str, Any], test: bool = False
-) -> str:
-    """The contact of a Stripe customer, made from `fields` (without a version) if missing."""
-    t = tables.contacts
-    row = conn.execute(
-        sa.select(t.c.id).where(
-            t.c.connection_id == connection_id,
-            t.c.stripe_customer_id == fields["stripe_customer_id"],
-        )
-    ).one_or_none()
-    if row is not None:
-        return str(row.id)
-    values = _clean(fields, CONTACT_FIELDS)
-    return _write(conn, t, "contact", None, values, None, connection_id=connection_id, test=test)
+    row = _find_contact(
+        conn,
+        connection_id=connection_id,
+        customer_id=customer_id,
+        email=values.get("email"),
+        match_on=match_on,
+    )
+    return _write(
+        conn,
+        tables.contacts,
+        "contact",
+        row,
+        values,
+        version,
+        connection_id=connection_id,
+        test=test,
+    )
 
 
 def upsert_invoice(
@@ -220,9 +242,12 @@ def upsert_invoice(
         raise errors.DeadLetter("the invoice has no id", code="no_id")
     customer = values.get("stripe_customer_id")
     if customer:
-        values["customer_id"] = ensure_contact(
+        # The invoice's customer fields make or refresh the contact until an event about the
+        # customer itself arrives (BORROWED loses to OWN whatever the times).
+        values["customer_id"] = upsert_contact(
             conn,
             connection_id=connection_id,
+            version=Version(BORROWED, version.created, 0, version.event_id),
             fields={
                 "stripe_customer_id": customer,
                 "email": fields.get("customer_email"),
@@ -343,6 +368,8 @@ def public(kind: str, row: Any) -> dict[str, Any]:
 
 def get(db: Database, kind: str, record_id: str) -> dict[str, Any]:
     t = KINDS[kind]
+    if not ids.plausible(record_id):
+        raise errors.NotFound(f"no {kind} {record_id}")
     with db.read() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == record_id)).one_or_none()
     if row is None:
@@ -358,6 +385,10 @@ def page(
     stmt = sa.select(t).order_by(t.c.seq.desc()).limit(limit + 1)
     with db.read() as conn:
         if starting_after is not None:
+            if not ids.plausible(starting_after):
+                raise errors.BadRequest(
+                    f"starting_after: no {kind} {starting_after}", code="invalid_cursor"
+                )
             seq = conn.execute(
                 sa.select(t.c.seq).where(t.c.id == starting_after)
             ).scalar_one_or_none()

@@ -21,7 +21,7 @@ class RetryDecision:
 
 
 def backoff(failures: int, *, rng: random.Random | None = None) -> float:
-    raw = min(BASE * 2 ** max(failures - 1, 0), CAP)
+    raw = min(BASE * 2 ** min(max(failures - 1, 0), 30), CAP)
     return float(raw * (rng or random).uniform(0.5, 1.0))
 
 

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     worker_batch: int = Field(25, ge=1, le=1000)  # inbox items per claim
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
-    max_attempts: int = Field(8, ge=1)
+    max_attempts: int = Field(10, ge=1)
     key_env: str = Field("live", pattern="^(live|test)$")
 
     @property

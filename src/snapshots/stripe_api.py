@@ -45,9 +45,8 @@ def call(what: str, fn: Callable[[], T]) -> T:
             f"Stripe refused the key while {what}: {_message(exc)}"
         ) from exc
     except stripe.APIConnectionError as exc:
-        reason = str(exc).split("(Network error: ", 1)[-1].split(":", 1)[0].strip(" ()")
         raise errors.StripeUnavailable(
-            f"Stripe could not be reached while {what} ({reason or 'network error'})"
+            f"Stripe could not be reached while {what}: {_network_reason(exc)}"
         ) from exc
     except stripe.RateLimitError as exc:
         raise errors.StripeUnavailable(f"Stripe rate limit hit while {what}") from exc
@@ -58,6 +57,21 @@ def call(what: str, fn: Callable[[], T]) -> T:
                 f"Stripe failed while {what} (HTTP {status}): {_message(exc)}"
             ) from exc
         raise errors.StripeError(f"Stripe said no while {what}: {_message(exc)}") from exc
+
+
+def _network_reason(exc: stripe.APIConnectionError) -> str:
+    """The innermost cause of a network error, in a few words ("Connection refused")."""
+    text = str(exc)
+    for reason in (
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "certificate verify failed",
+        "Connection reset",
+    ):
+        if reason in text:
+            return reason.lower()
+    return "network error"
 
 
 def _message(exc: stripe.StripeError) -> str:

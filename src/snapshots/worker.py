@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from snapshots import errors, inbox, retry
 from snapshots.flows import Registry
 from snapshots.settings import Settings
@@ -35,7 +37,9 @@ class Stats:
 
 
 def _permanent(exc: Exception) -> bool:
-    return isinstance(
+    """Errors that will happen again however often the item is tried (a value too long for its
+    column is one: the same payload gives the same value)."""
+    return isinstance(exc, sa.exc.DataError) or isinstance(
         exc, errors.DeadLetter | errors.Rejected | errors.ConfigError | errors.StripeAuthError
     )
 

@@ -58,8 +58,9 @@ inbox_items = sa.Table(
 )
 
 # Every record remembers the newest event applied to it as an ordering key:
-# (event created second, state rank, event type rank, event id); see records.py.
+# (authority, event created second, state and type rank, event id); see records.py.
 _ORDERING = (
+    ("applied_authority", sa.SmallInteger),
     ("applied_created", sa.BigInteger),
     ("applied_rank", sa.Integer),
     ("applied_event_id", sa.String(255)),

@@ -20,7 +20,10 @@ router = APIRouter(
 Status = Annotated[
     str | None, Query(description="pending, processing, done, ignored, failed or dead")
 ]
-After = Annotated[int | None, Query(description="The id of the last item of the previous page.")]
+After = Annotated[
+    int | None,
+    Query(ge=1, le=inbox.MAX_ITEM_ID, description="The id of the last item of the previous page."),
+]
 
 
 @router.get(

@@ -1,0 +1,574 @@
+"""The inbox on SQLite and PostgreSQL: dedup, claims under a lease, reading, replay, and the
+`snapshots events` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from snapshots import connections, errors, flows, inbox, keys
+from snapshots.app import create_app
+from snapshots.settings import Settings
+from snapshots.store import tables
+from snapshots.store.db import Database
+from snapshots.worker import Worker
+from tests.conftest import EventFactory, fixture
+
+T = tables.inbox_items
+SNAPSHOTS = Path(sys.executable).with_name("snapshots")
+
+
+def put(
+    db: Database,
+    connection_id: str,
+    event: dict[str, Any],
+    *,
+    wanted: bool = True,
+    source: str = "webhook",
+) -> tuple[int, str, bool]:
+    with db.write() as conn:
+        return inbox.enqueue(
+            conn,
+            connection_id=connection_id,
+            event=event,
+            payload=json.dumps(event).encode(),
+            source=source,
+            wanted=wanted,
+        )
+
+
+def row(db: Database, item_id: int) -> Any:
+    with db.read() as conn:
+        return conn.execute(sa.select(T).where(T.c.id == item_id)).one()
+
+
+def customer_event(event_factory: EventFactory, n: int, **changes: Any) -> dict[str, Any]:
+    obj = {**fixture("customer"), "id": f"cus_inbox{n:05d}", "email": f"c{n}@example.com"}
+    return event_factory("customer.created", object={**obj, **changes})
+
+
+# Enqueue
+
+
+def test_enqueue_stores_once_per_connection_and_event_id(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    first = put(db, connection.id, event)
+    again = put(db, connection.id, event)
+    assert first[1:] == ("pending", False)
+    assert again == (first[0], "pending", True)
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one() == 1
+
+
+def test_a_duplicate_reports_the_current_status_and_changes_nothing(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    item_id, _, _ = put(db, connection.id, event)
+    inbox.claim(db, worker_id="w", limit=10, lease=30)
+    # A resend with other bytes (Stripe retried) is still the same event: stored once, raw
+    # bytes of the first arrival kept.
+    changed = {**event, "pending_webhooks": 2}
+    assert put(db, connection.id, changed) == (item_id, "processing", True)
+    stored = row(db, item_id)
+    assert stored.payload == json.dumps(event).encode()
+    assert stored.locked_by == "w"
+    assert stored.attempts == 1
+
+
+def test_the_same_event_id_on_two_connections_is_two_items(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    a = put(db, connection.id, event)
+    b = put(db, "conn_other", event)
+    assert a[0] != b[0]
+    assert not a[2] and not b[2]
+
+
+def test_an_unwanted_event_is_stored_ignored_and_never_claimed(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = event_factory("charge.succeeded")
+    item_id, status, duplicate = put(db, connection.id, event, wanted=False)
+    assert (status, duplicate) == ("ignored", False)
+    stored = row(db, item_id)
+    assert stored.processed_at is not None
+    assert inbox.claim(db, worker_id="w", limit=10, lease=30) == []
+
+
+def test_enqueue_keeps_the_envelope_fields(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = event_factory("customer.updated", created=1_700_000_000, livemode=True)
+    item_id, _, _ = put(db, connection.id, event, source="test")
+    stored = row(db, item_id)
+    assert stored.event_id == event["id"]
+    assert stored.event_type == "customer.updated"
+    assert stored.event_created == 1_700_000_000
+    assert stored.api_version == event["api_version"]
+    assert stored.livemode is True
+    assert stored.source == "test"
+    assert stored.attempts == 0
+    assert stored.run_after <= time.time()
+
+
+# Claims
+
+
+def test_claim_takes_the_oldest_first_up_to_the_limit(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    made = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(7)]
+    before = time.time()
+    first = inbox.claim(db, worker_id="w1", limit=3, lease=30)
+    second = inbox.claim(db, worker_id="w2", limit=3, lease=30)
+    third = inbox.claim(db, worker_id="w3", limit=3, lease=30)
+    assert [i.id for i in first] == made[:3]
+    assert [i.id for i in second] == made[3:6]
+    assert [i.id for i in third] == made[6:]
+    assert inbox.claim(db, worker_id="w4", limit=3, lease=30) == []
+
+    item = first[0]
+    assert item.attempts == 1
+    assert item.event_type == "customer.created"
+    assert item.connection_id == connection.id
+    assert json.loads(item.payload)["data"]["object"]["id"] == "cus_inbox00000"
+    stored = row(db, item.id)
+    assert stored.status == "processing"
+    assert stored.locked_by == "w1"
+    assert before + 30 <= stored.lease_until <= time.time() + 30
+
+
+def test_claim_skips_items_not_due_and_finished_ones(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    due_failed, later_failed, done, dead, pending = (
+        put(db, connection.id, customer_event(event_factory, n))[0] for n in range(5)
+    )
+    now = time.time()
+    with db.write() as conn:
+        conn.execute(T.update().where(T.c.id == due_failed).values(status="failed", run_after=0))
+        conn.execute(
+            T.update().where(T.c.id == later_failed).values(status="failed", run_after=now + 60)
+        )
+        conn.execute(T.update().where(T.c.id == done).values(status="done"))
+        conn.execute(T.update().where(T.c.id == dead).values(status="dead"))
+    claimed = inbox.claim(db, worker_id="w", limit=10, lease=30)
+    assert [i.id for i in claimed] == [due_failed, pending]
+
+
+def test_a_held_claim_is_not_claimed_again_until_its_lease_runs_out(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    item_id, _, _ = put(db, connection.id, customer_event(event_factory, 1))
+    [held] = inbox.claim(db, worker_id="worker-a", limit=10, lease=0.3)
+    assert held.id == item_id
+    assert inbox.claim(db, worker_id="worker-b", limit=10, lease=30) == []
+
+    time.sleep(0.4)
+    [taken] = inbox.claim(db, worker_id="worker-b", limit=10, lease=30)
+    assert taken.id == item_id
+    assert taken.attempts == 2  # every claim counts as an attempt
+    stored = row(db, item_id)
+    assert stored.locked_by == "worker-b"
+    assert stored.lease_until > time.time() + 25
+
+    with db.write() as conn:
+        assert inbox.still_mine(conn, [item_id], worker_id="worker-a") == set()
+        assert inbox.still_mine(conn, [item_id], worker_id="worker-b") == {item_id}
+
+
+def test_still_mine_only_counts_items_being_processed(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(3)]
+    inbox.claim(db, worker_id="w", limit=3, lease=30)
+    with db.write() as conn:
+        inbox.finish(conn, ids[0], status="done", flows=["contacts"])
+        inbox.fail(conn, ids[1], error="boom", dead=False, delay=60)
+    with db.write() as conn:
+        assert inbox.still_mine(conn, ids, worker_id="w") == {ids[2]}
+
+
+# Reading
+
+
+def test_get_by_number_or_event_id(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    item_id, _, _ = put(db, connection.id, event)
+    assert inbox.get(db, str(item_id))["event_id"] == event["id"]
+    assert inbox.get(db, event["id"])["id"] == item_id
+    with pytest.raises(errors.NotFound, match="no inbox item evt_missing"):
+        inbox.get(db, "evt_missing")
+    with pytest.raises(errors.NotFound):
+        inbox.get(db, "987654")
+
+
+def test_get_by_an_event_id_seen_on_two_connections_asks_for_the_number(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    put(db, connection.id, event)
+    other, _, _ = put(db, "conn_other", event)
+    with pytest.raises(errors.Conflict, match="2 connections"):
+        inbox.get(db, event["id"])
+    assert inbox.get(db, str(other))["connection_id"] == "conn_other"
+
+
+def test_list_is_newest_first_filters_by_status_and_pages(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(4)]
+    ignored, _, _ = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
+    listed = inbox.list_items(db)
+    assert [r["id"] for r in listed] == [ignored, *reversed(ids)]
+    assert all("payload" not in r for r in listed)
+    assert [r["id"] for r in inbox.list_items(db, status="ignored")] == [ignored]
+    assert [r["id"] for r in inbox.list_items(db, limit=2, before=ids[3])] == [ids[2], ids[1]]
+    assert inbox.list_items(db, status="dead") == []
+
+
+def test_counts_by_status(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    for n in range(4):
+        put(db, connection.id, customer_event(event_factory, n))
+    put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
+    inbox.claim(db, worker_id="w", limit=1, lease=30)
+    assert inbox.counts(db) == {
+        "pending": 3,
+        "processing": 1,
+        "done": 0,
+        "ignored": 1,
+        "failed": 0,
+        "dead": 0,
+    }
+
+
+def test_list_refuses_an_unknown_status(db: Database) -> None:
+    with pytest.raises(errors.BadRequest, match="unknown status 'finished'"):
+        inbox.list_items(db, status="finished")
+
+
+def test_public_shape(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    event = customer_event(event_factory, 1)
+    item_id, _, _ = put(db, connection.id, event)
+    with db.write() as conn:
+        inbox.finish(conn, item_id, status="done", flows=["contacts", "tags"])
+    shown = inbox.public(inbox.get(db, str(item_id)))
+    assert shown["flows"] == ["contacts", "tags"]
+    assert shown["status"] == "done"
+    assert shown["livemode"] is False
+    assert shown["received_at"].endswith("Z")
+    assert shown["processed_at"].endswith("Z")
+    assert "payload" not in shown
+    json.dumps(shown)  # JSON-ready as it is
+
+
+# Replay: every status reached the way the system reaches it.
+
+
+def _reach(
+    status: str,
+    db: Database,
+    settings: Settings,
+    connection_id: str,
+    event_factory: EventFactory,
+) -> int:
+    if status == "ignored":
+        return put(db, connection_id, event_factory("charge.succeeded"), wanted=False)[0]
+    if status == "dead":
+        # A customer without an id cannot be matched to a contact: dead at once.
+        event = customer_event(event_factory, 1, id=None)
+    else:
+        event = customer_event(event_factory, 1)
+    item_id = put(db, connection_id, event)[0]
+    if status == "processing":
+        inbox.claim(db, worker_id="someone", limit=1, lease=60)
+    elif status == "failed":
+        [item] = inbox.claim(db, worker_id="someone", limit=1, lease=60)
+        with db.write() as conn:
+            inbox.fail(conn, item.id, error="stripe is down", dead=False, delay=600)
+    elif status in ("done", "dead"):
+        Worker(db, flows.load(), settings).step()
+    assert row(db, item_id).status == status
+    return item_id
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param("done", id="done"),
+        pytest.param("dead", id="dead"),
+        pytest.param("ignored", id="ignored"),
+        pytest.param("failed", id="failed"),
+    ],
+)
+def test_replay_queues_a_finished_item_again(
+    status: str,
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    item_id = _reach(status, db, settings, connection.id, event_factory)
+    before = time.time()
+    replayed = inbox.replay(db, str(item_id))
+    assert replayed["status"] == "pending"
+    assert replayed["attempts"] == 0
+    assert replayed["last_error"] is None
+    assert replayed["processed_at"] is None
+    assert replayed["locked_by"] is None
+    assert replayed["lease_until"] is None
+    assert before - 1 <= replayed["run_after"] <= time.time()
+    [claimed] = inbox.claim(db, worker_id="w", limit=10, lease=30)
+    assert claimed.id == item_id
+    assert claimed.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "status",
+    [pytest.param("pending", id="pending"), pytest.param("processing", id="processing")],
+)
+def test_replay_refuses_an_item_still_in_flight(
+    status: str,
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    item_id = _reach(status, db, settings, connection.id, event_factory)
+    before = row(db, item_id)
+    with pytest.raises(errors.Conflict, match=f"is {status} already") as caught:
+        inbox.replay(db, str(item_id))
+    assert caught.value.status == 409
+    assert caught.value.code == "conflict"
+    assert row(db, item_id) == before
+
+
+def test_replay_of_an_unknown_item_is_not_found(db: Database) -> None:
+    with pytest.raises(errors.NotFound):
+        inbox.replay(db, "evt_nope")
+
+
+def test_a_dead_item_replayed_after_the_fix_is_applied(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    event = customer_event(event_factory, 1)
+    item_id = put(db, connection.id, event)[0]
+    broken = flows.parse(
+        "flows:\n  - name: contacts\n    trigger: customer.created\n    action: upsert_contact\n"
+        "    fields: {stripe_customer_id: \"to_number('x')\"}\n",
+        "broken.yaml",
+    )
+    Worker(db, broken, settings).step()
+    assert row(db, item_id).status == "dead"
+    inbox.replay(db, event["id"])
+    Worker(db, flows.load(), settings).step()
+    fixed = row(db, item_id)
+    assert (fixed.status, fixed.flows, fixed.last_error) == ("done", "contacts", None)
+    with db.read() as conn:
+        contact = conn.execute(sa.select(tables.contacts)).one()
+    assert contact.stripe_customer_id == "cus_inbox00001"
+
+
+def test_replay_through_the_api_answers_409_for_an_item_in_flight(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    pending = _reach("pending", db, settings, connection.id, event_factory)
+    ignored = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)[0]
+    _, secret = keys.create(db, name="ops", scopes=["integrations.write"], env="test")
+    auth = {"Authorization": f"Bearer {secret}"}
+    with TestClient(create_app(settings)) as client:
+        refused = client.post(f"/v1/events/{pending}/replay", headers=auth)
+        accepted = client.post(f"/v1/events/{ignored}/replay", headers=auth)
+        missing = client.post("/v1/events/evt_nope/replay", headers=auth)
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "conflict"
+    assert f"inbox item {pending} is pending already" in error["message"]
+    assert accepted.status_code == 200
+    assert accepted.json()["status"] == "pending"
+    assert missing.status_code == 404
+
+
+# The `snapshots events` commands.
+
+
+@pytest.fixture
+def logged(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> dict[str, Any]:
+    """A done item and a dead one, processed by a real worker."""
+    good = customer_event(event_factory, 1)
+    bad = customer_event(event_factory, 2, id=None)
+    done_id = put(db, connection.id, good)[0]
+    dead_id = put(db, connection.id, bad)[0]
+    Worker(db, flows.load(), settings).step()
+    return {"done": done_id, "dead": dead_id, "good": good, "bad": bad}
+
+
+def snapshots(
+    database_url: str, cwd: Path, *commands: tuple[str, ...]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run the real `snapshots` entry point once per command (in parallel: each start costs
+    most of a second), against `database_url`, with no SNAPSHOTS_* variables of our own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOTS_")}
+    env["COLUMNS"] = "250"
+
+    def run(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SNAPSHOTS), "--database-url", database_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+            env=env,
+            check=False,
+        )
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(run, commands))
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def test_cli_events_list(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    everything, dead, table = snapshots(
+        settings.database_url,
+        tmp_path,
+        ("events", "list", "--json"),
+        ("events", "list", "--status", "dead", "--json"),
+        ("events", "list", "--limit", "1"),
+    )
+    listed = json.loads(ok(everything))
+    assert [(r["id"], r["status"]) for r in listed] == [
+        (logged["dead"], "dead"),
+        (logged["done"], "done"),
+    ]
+    dead_item, done_item = listed
+    assert "no id" in dead_item["last_error"]
+    assert dead_item["attempts"] == 1
+    assert done_item["flows"] == ["contacts"]
+    assert done_item["event_id"] == logged["good"]["id"]
+    assert "payload" not in done_item
+
+    assert [r["id"] for r in json.loads(ok(dead))] == [logged["dead"]]
+
+    text = ok(table)
+    assert logged["bad"]["id"] in text  # the newest only
+    assert logged["good"]["id"] not in text
+    assert "dead" in text
+
+
+def test_cli_events_show(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
+    as_json, by_event_id = snapshots(
+        settings.database_url,
+        tmp_path,
+        ("events", "show", str(logged["done"]), "--json"),
+        ("events", "show", logged["good"]["id"]),
+    )
+    shown = json.loads(ok(as_json))
+    assert shown["payload"] == logged["good"]
+    assert shown["status"] == "done"
+    assert shown["id"] == logged["done"]
+    text = ok(by_event_id)
+    assert "cus_inbox00001" in text  # the raw payload is printed
+    assert "done" in text
+
+
+def test_cli_events_replay(
+    db: Database, logged: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    as_json, text = snapshots(
+        settings.database_url,
+        tmp_path,
+        ("events", "replay", str(logged["dead"]), "--json"),
+        ("events", "replay", logged["good"]["id"]),
+    )
+    replayed = json.loads(ok(as_json))
+    assert (replayed["id"], replayed["status"], replayed["attempts"]) == (
+        logged["dead"],
+        "pending",
+        0,
+    )
+    assert replayed["last_error"] is None
+    assert row(db, logged["dead"]).status == "pending"
+    assert f"inbox item {logged['done']} ({logged['good']['id']}) is pending again" in ok(text)
+    assert row(db, logged["done"]).status == "pending"
+
+
+CLI_ERRORS = [
+    pytest.param(
+        ("events", "list", "--status", "finished"),
+        "error: unknown status 'finished'; one of: pending, processing, done, ignored, failed, dead",
+        id="bad-status",
+    ),
+    pytest.param(
+        ("events", "show", "evt_unknown"), "error: no inbox item evt_unknown", id="show-unknown"
+    ),
+    pytest.param(
+        ("events", "replay", "424242"), "error: no inbox item 424242", id="replay-unknown"
+    ),
+    pytest.param(("events", "replay", "PENDING"), "is pending already", id="replay-pending"),
+    pytest.param(
+        ("events", "replay", "PROCESSING"), "is processing already", id="replay-processing"
+    ),
+]
+
+
+def test_cli_errors_are_one_line_without_traceback(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    processing = put(db, connection.id, customer_event(event_factory, 1))[0]
+    inbox.claim(db, worker_id="someone", limit=10, lease=60)
+    pending = put(db, connection.id, customer_event(event_factory, 2))[0]
+    before = {i: row(db, i) for i in (pending, processing)}
+    names = {"PENDING": str(pending), "PROCESSING": str(processing)}
+    commands = [tuple(names.get(a, a) for a in case.values[0]) for case in CLI_ERRORS]
+    results = snapshots(settings.database_url, tmp_path, *commands)
+    for case, result in zip(CLI_ERRORS, results, strict=True):
+        message = case.values[1]
+        assert result.returncode == 2, (case.id, result.stderr)
+        assert result.stdout == "", case.id
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (case.id, result.stderr)
+        assert lines[0].startswith("error: "), case.id
+        assert message in lines[0], (case.id, lines[0])
+        assert "Traceback" not in result.stderr
+    assert {i: row(db, i) for i in (pending, processing)} == before
