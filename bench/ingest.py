@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import gc
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -99,11 +100,13 @@ class Phase:
             "seconds": round(load.elapsed, 3),
             "ack_per_s": round(load.rate, 1),
             "p50_ms": round(load.percentile(0.50) * 1000, 2),
+            "p90_ms": round(load.percentile(0.90) * 1000, 2),
             "p99_ms": round(load.percentile(0.99) * 1000, 2),
+            "max_ms": round(load.percentile(1.0) * 1000, 2),
             "server_cpu_s": round(self.server_cpu, 2),
             "client_cpu_s": round(load.client_cpu, 2),
             # Anything else running on the machine meanwhile (skews the comparison).
-            "other_cpu_s": round(self.machine_cpu - self.server_cpu - load.client_cpu, 2),
+            "other_cpu_s": round(max(0.0, self.machine_cpu - self.server_cpu - load.client_cpu), 2),
             "warmup_requests": self.warmup,
             "pool_exhausted": load.exhausted,
         }
@@ -400,12 +403,18 @@ def timed_run(
 # --- report -------------------------------------------------------------------------------
 
 
+def median_phase(phases: list[Phase]) -> Phase | None:
+    """The phase with the median acknowledged rate (the lower middle one for an even count)."""
+    if not phases:
+        return None
+    return sorted(phases, key=lambda p: p.load.rate)[(len(phases) - 1) // 2]
+
+
 def figures(
-    args: argparse.Namespace, pool: common.EventPool, phases: list[Phase]
+    args: argparse.Namespace, pool: common.EventPool, floors: list[Phase], snaps: list[Phase]
 ) -> dict[str, Any]:
-    """Everything the report shows, as JSON-ready data."""
-    by_name = {p.name: p for p in phases}
-    floor, snap = by_name.get("floor"), by_name.get("snapshots serve")
+    """Everything the report shows, as JSON-ready data: the median round of each target."""
+    floor, snap = median_phase(floors), median_phase(snaps)
     out: dict[str, Any] = {
         "duration_s": args.duration,
         "concurrency": args.concurrency,
@@ -415,6 +424,7 @@ def figures(
         if args.client_loop == "asyncio" or uvicorn_implementations()["loop"] == "asyncio"
         else "uvloop",
         "event_bytes_mean": round(pool.size_bytes / max(1, len(pool.bodies))),
+        "rounds": args.rounds,
         "floor": floor.as_dict() if floor else None,
         "snapshots": snap.as_dict() if snap else None,
     }
@@ -428,6 +438,18 @@ def figures(
             "end_to_end_per_s": TARGET_END_TO_END,
             "end_to_end_met": not math.isnan(e2e) and e2e >= TARGET_END_TO_END,
         }
+    if args.rounds > 1:
+        out["each_round"] = [
+            {
+                "floor_ack_per_s": round(f.load.rate, 1) if f else None,
+                "snapshots_ack_per_s": round(n.load.rate, 1) if n else None,
+                "end_to_end_per_s": None
+                if n is None or math.isnan(n.end_to_end)
+                else round(n.end_to_end, 1),
+                "other_cpu_s": [x.as_dict()["other_cpu_s"] for x in (f, n) if x is not None],
+            }
+            for f, n in itertools.zip_longest(floors, snaps)
+        ]
     return out
 
 
@@ -461,8 +483,9 @@ def render_table(data: dict[str, Any]) -> str:
     names = [name for name, _ in cols]
     width = max(len(label) for label, _ in rows) if rows else 10
     colw = [max(len(n), *(len(cells[i]) for _, cells in rows)) for i, n in enumerate(names)]
+    rounds = f", median of {data['rounds']} rounds" if data["rounds"] > 1 else ""
     lines = [
-        f"ingest bench: {data['duration_s']:g} s at concurrency {data['concurrency']}, "
+        f"ingest bench: {data['duration_s']:g} s at concurrency {data['concurrency']}{rounds}, "
         f"{data['cpus']} CPUs, mean event {data['event_bytes_mean']:,} bytes, "
         f"uvicorn loop={data['uvicorn']['loop']} http={data['uvicorn']['http']}, "
         f"client loop={data['client_loop']}",
@@ -484,6 +507,18 @@ def render_table(data: dict[str, Any]) -> str:
             f"(target >= {t['end_to_end_per_s']:.0f}: "
             f"{'met' if t['end_to_end_met'] else 'NOT met'})"
         )
+    for n, r in enumerate(data.get("each_round", []), 1):
+        parts = [
+            f"{label} {r[key]:,.0f}"
+            for label, key in (
+                ("floor ack/s", "floor_ack_per_s"),
+                ("snapshots ack/s", "snapshots_ack_per_s"),
+                ("end-to-end/s", "end_to_end_per_s"),
+            )
+            if r[key] is not None
+        ]
+        other = "/".join(f"{x:.1f}" for x in r["other_cpu_s"])
+        lines.append(f"round {n}: {', '.join(parts)}, other CPU s {other}")
     for name, c in cols:
         if c["pool_exhausted"]:
             lines.append(f"warning: {name} used up the event pool; raise --max-rate")
@@ -498,6 +533,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--duration", type=float, default=10.0, help="timed seconds per target")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate floor and Snapshots this many times; report each one's median round",
+    )
     p.add_argument("--warmup", type=int, default=200, help="untimed requests first")
     p.add_argument(
         "--max-rate",
@@ -543,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the bench; print the report. Exit 0 with figures, 1 on a setup failure, 130 on ^C."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    # Even when started with SIGINT ignored (a background job of a script): ^C must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = Path(tempfile.mkdtemp(prefix="snapshots-bench-"))
     log = sys.stderr
     try:
@@ -559,14 +602,16 @@ def main(argv: list[str] | None = None) -> int:
             f"in {time.perf_counter() - started:.1f} s",
             file=log,
         )
-        phases: list[Phase] = []
-        if not args.snapshots_only:
-            print("floor ...", file=log)
-            phases.append(bench_floor(args, pool, root / "floor"))
-        if not args.floor_only:
-            print("snapshots serve ...", file=log)
-            phases.append(bench_snapshots(args, pool, root / "snapshots"))
-        data = figures(args, pool, phases)
+        floors: list[Phase] = []
+        snaps: list[Phase] = []
+        for r in range(1, args.rounds + 1):
+            if not args.snapshots_only:
+                print(f"round {r}: floor ...", file=log)
+                floors.append(bench_floor(args, pool, root / f"floor-{r}"))
+            if not args.floor_only:
+                print(f"round {r}: snapshots serve ...", file=log)
+                snaps.append(bench_snapshots(args, pool, root / f"snapshots-{r}"))
+        data = figures(args, pool, floors, snaps)
         print(json.dumps(data, indent=2) if args.json else render_table(data))
         return 0
     except KeyboardInterrupt:

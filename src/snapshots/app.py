@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapshots import __version__, connections, errors, flows, vault
+from snapshots import __version__, connections, errors, flows, intake, vault, worker
 from snapshots.api.deps import State, request_id
 from snapshots.api.routes import events, health, records, webhooks
 from snapshots.settings import Settings
 from snapshots.store.db import Database
-from snapshots.worker import Worker
 
 log = logging.getLogger("snapshots.app")
 
@@ -35,7 +34,8 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = "req_" + secrets.token_hex(8)
+        # Not a secret, only unique: random.getrandbits avoids a getrandom() syscall per request.
+        rid = f"req_{random.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
@@ -82,6 +82,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         error.status = exc.status_code
         return error_response(request, error)
 
+    @app.exception_handler(sa.exc.OperationalError)
+    async def database_down(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        log.error("request %s: the database failed: %s", request_id(request), exc.orig)
+        body = {
+            "type": "api_error",
+            "code": "database_unavailable",
+            "message": "the database is unavailable; retry later",
+            "request_id": request_id(request),
+        }
+        return JSONResponse({"error": body}, status_code=503)
+
     @app.exception_handler(errors.SnapshotsError)
     async def unavailable(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
         log.error("request %s failed: %s", request_id(request), errors.describe(exc))
@@ -97,31 +108,27 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> FastAPI:
     """The API + webhook app. With `embedded_worker`, a worker thread runs beside it."""
     db = Database(settings.database_url)
+    registry = flows.load()
     state = State(
         settings=settings,
         db=db,
-        registry=flows.load(),
+        registry=registry,
         secrets=connections.SecretsCache(db, vault.load(settings)),
+        intake=intake.GroupCommit(db, registry),
+        worker=embedded_worker,
     )
-    stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        thread = None
-        if embedded_worker:
-            state.worker = Worker(db, state.registry, settings)
-            thread = threading.Thread(
-                target=state.worker.run, args=(stop,), name="worker", daemon=True
-            )
-            thread.start()
+        embedded = worker.Embedded(settings) if embedded_worker else None
+        if embedded is not None:
+            embedded.start()
         try:
             yield
         finally:
-            stop.set()
-            if state.worker is not None:
-                state.worker.wake.set()
-            if thread is not None:
-                thread.join(timeout=10)
+            if embedded is not None:
+                embedded.stop()
+            state.intake.close()
             db.dispose()
 
     app = FastAPI(
@@ -132,9 +139,17 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> FastAPI:
     )
     app.state.snapshots = state
     _install_error_handlers(app)
-    app.include_router(webhooks.router)
+    app.router.routes.append(webhooks.route)
     app.include_router(records.router)
     app.include_router(events.router)
     app.include_router(health.router)
     app.add_middleware(RequestId)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            webhooks.document(generate_openapi())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

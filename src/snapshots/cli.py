@@ -131,19 +131,11 @@ def serve(
 @app.command("worker")
 def worker_command(ctx: typer.Context) -> None:
     """Run a standalone worker (many may run at once on PostgreSQL)."""
-    import signal
-    import threading
-
-    from snapshots import flows
-    from snapshots.worker import Worker
+    from snapshots import worker
 
     context = _ctx(ctx)
-    database = context.db()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    worker = Worker(database, flows.load(), context.settings)
-    worker.run(stop)
+    context.db()  # refuses an unmigrated database with a clear error
+    worker.main(context.settings)
 
 
 @connect_app.command("stripe")

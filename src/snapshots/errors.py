@@ -76,6 +76,14 @@ class RetryLater(SnapshotsError):
     code = "retry_later"
 
 
+class Unavailable(RetryLater):
+    """We could not do it now (the database is down or locked too long): HTTP 503."""
+
+    status = 503
+    type = "api_error"
+    code = "unavailable"
+
+
 class DeadLetter(SnapshotsError):
     code = "dead_letter"
 

@@ -37,6 +37,74 @@ class Item:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """An event to store: its connection, parsed envelope, raw bytes and source."""
+
+    connection_id: str
+    event: dict[str, Any]
+    payload: bytes
+    source: str
+    wanted: bool
+
+
+@dataclass(frozen=True)
+class Stored:
+    item_id: int
+    status: str
+    duplicate: bool
+
+
+def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
+    """Store events unless (connection, event id) is there already, in one statement.
+
+    Returns, for each arrival in order, its item and whether it was a duplicate (of an item
+    stored before, or of an earlier arrival in the same call)."""
+    now = time.time()
+    first: dict[tuple[str, str], int] = {}
+    rows = []
+    for index, arrival in enumerate(arrivals):
+        key = (arrival.connection_id, arrival.event["id"])
+        if key in first:
+            continue
+        first[key] = index
+        event = arrival.event
+        rows.append(
+            {
+                "connection_id": arrival.connection_id,
+                "event_id": event["id"],
+                "event_type": event["type"],
+                "event_created": event["created"],
+                "api_version": event.get("api_version"),
+                "livemode": bool(event.get("livemode", False)),
+                "source": arrival.source,
+                "payload": arrival.payload,
+                "status": "pending" if arrival.wanted else "ignored",
+                "run_after": now,
+                "received_at": now,
+                "processed_at": None if arrival.wanted else now,
+            }
+        )
+    insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
+    stmt = insert.on_conflict_do_nothing(
+        index_elements=[T.c.connection_id, T.c.event_id]
+    ).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
+    stored: dict[tuple[str, str], Stored] = {}
+    for row in conn.execute(stmt, rows):
+        stored[(row.connection_id, row.event_id)] = Stored(row.id, row.status, False)
+    for key in first.keys() - stored.keys():  # there already: report the stored item
+        row = conn.execute(
+            sa.select(T.c.id, T.c.status).where(T.c.connection_id == key[0], T.c.event_id == key[1])
+        ).one()
+        stored[key] = Stored(row.id, row.status, True)
+    results = []
+    for index, arrival in enumerate(arrivals):
+        key = (arrival.connection_id, arrival.event["id"])
+        found = stored[key]
+        results.append(found if first[key] == index else Stored(found.item_id, found.status, True))
+    return results
+
+
 def enqueue(
     conn: Connection,
     *,
@@ -46,39 +114,18 @@ def enqueue(
     source: str,
     wanted: bool,
 ) -> tuple[int, str, bool]:
-    """Store one event unless (connection, event id) is there already.
+    """Store one event (see `enqueue_many`); returns (item id, status, duplicate)."""
+    (stored,) = enqueue_many(conn, [Arrival(connection_id, event, payload, source, wanted)])
+    return stored.item_id, stored.status, stored.duplicate
 
-    Returns (item id, status, duplicate)."""
-    now = time.time()
-    values = {
-        "connection_id": connection_id,
-        "event_id": event["id"],
-        "event_type": event["type"],
-        "event_created": event["created"],
-        "api_version": event.get("api_version"),
-        "livemode": bool(event.get("livemode", False)),
-        "source": source,
-        "payload": payload,
-        "status": "pending" if wanted else "ignored",
-        "run_after": now,
-        "received_at": now,
-        "processed_at": None if wanted else now,
-    }
-    insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
-    stmt = (
-        insert.values(**values)
-        .on_conflict_do_nothing(index_elements=[T.c.connection_id, T.c.event_id])
-        .returning(T.c.id)
-    )
-    new_id = conn.execute(stmt).scalar_one_or_none()
-    if new_id is not None:
-        return new_id, values["status"], False
-    row = conn.execute(
-        sa.select(T.c.id, T.c.status).where(
-            T.c.connection_id == connection_id, T.c.event_id == event["id"]
+
+def has_claimable(db: Database) -> bool:
+    """A cheap read: is anything claimable now? (Spares SQLite a write lock when idle.)"""
+    with db.read() as conn:
+        return (
+            conn.execute(sa.select(T.c.id).where(_claimable(time.time())).limit(1)).first()
+            is not None
         )
-    ).one()
-    return row.id, row.status, True
 
 
 def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -132,6 +179,8 @@ def _claim_update(
 
 def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     """Take up to `limit` items for `lease` seconds, oldest first."""
+    if not has_claimable(db):
+        return []
     claimer = _claim_postgresql if db.dialect == "postgresql" else _claim_sqlite
     with db.write() as conn:
         return claimer(conn, worker_id=worker_id, limit=limit, lease=lease)
@@ -148,34 +197,44 @@ def still_mine(conn: Connection, ids: list[int], *, worker_id: str) -> set[int]:
     return set(conn.execute(stmt).scalars())
 
 
-def finish(conn: Connection, item_id: int, *, status: str, flows: list[str]) -> None:
+_UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
+
+
+def finish(conn: Connection, outcomes: list[tuple[int, str, list[str]]]) -> None:
+    """Mark items applied: (item id, `done` or `ignored`, names of the flows that ran)."""
+    if not outcomes:
+        return
+    now = time.time()
     conn.execute(
-        T.update()
-        .where(T.c.id == item_id)
-        .values(
-            status=status,
-            flows=",".join(flows) or None,
-            processed_at=time.time(),
-            lease_until=None,
-            locked_by=None,
-            last_error=None,
-        )
+        _UPDATE_ONE,
+        [
+            {
+                "b_id": item_id,
+                "status": status,
+                "flows": ",".join(flows) or None,
+                "processed_at": now,
+                "lease_until": None,
+                "locked_by": None,
+                "last_error": None,
+            }
+            for item_id, status, flows in outcomes
+        ],
     )
 
 
 def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float) -> None:
     now = time.time()
     conn.execute(
-        T.update()
-        .where(T.c.id == item_id)
-        .values(
-            status="dead" if dead else "failed",
-            last_error=error[:4000],
-            run_after=now + delay,
-            processed_at=now if dead else None,
-            lease_until=None,
-            locked_by=None,
-        )
+        _UPDATE_ONE,
+        {
+            "b_id": item_id,
+            "status": "dead" if dead else "failed",
+            "last_error": error[:4000],
+            "run_after": now + delay,
+            "processed_at": now if dead else None,
+            "lease_until": None,
+            "locked_by": None,
+        },
     )
 
 

@@ -7,8 +7,12 @@ answer goes back as soon as the item is committed, and a worker does the rest.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,7 @@ from snapshots import errors, ids, inbox
 from snapshots.flows import Registry
 from snapshots.store.db import Database
 
+log = logging.getLogger("snapshots.intake")
 API_VERSION = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # 2026-07-29.dahlia
 EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
@@ -125,17 +130,16 @@ def store(
     payload: bytes,
     source: str = "webhook",
 ) -> Receipt:
-    """Commit the raw event to the inbox (once per connection and event id)."""
+    """Commit one raw event to the inbox (once per connection and event id)."""
+    arrival = inbox.Arrival(connection_id, event, payload, source, registry.wants(event["type"]))
     with db.write() as conn:
-        item_id, status, duplicate = inbox.enqueue(
-            conn,
-            connection_id=connection_id,
-            event=event,
-            payload=payload,
-            source=source,
-            wanted=registry.wants(event["type"]),
-        )
-    return Receipt(item_id, event["id"], event["type"], status, duplicate)
+        (stored,) = inbox.enqueue_many(conn, [arrival])
+    return _receipt(arrival, stored)
+
+
+def _receipt(arrival: inbox.Arrival, stored: inbox.Stored) -> Receipt:
+    event = arrival.event
+    return Receipt(stored.item_id, event["id"], event["type"], stored.status, stored.duplicate)
 
 
 def receive(
@@ -152,3 +156,98 @@ def receive(
     verify(payload, signature, secrets, tolerance=tolerance)
     event = parse_event(payload)
     return store(db, registry, connection_id=connection_id, event=event, payload=payload)
+
+
+_Waiting = tuple[inbox.Arrival, asyncio.Future[Receipt]]
+
+
+class GroupCommit:
+    """Stores the events of concurrent webhook requests in shared transactions.
+
+    Request handlers `await submit(...)`; one writer thread takes everything waiting (up to
+    `MAX_BATCH`), stores it with one statement and one commit, then answers every request of
+    the batch. A request still gets its answer only after its event is committed, but a
+    commit (the expensive part, and on SQLite the part that holds the write lock) is shared
+    by every request that arrived meanwhile. A failed batch fails each of its requests, which
+    answer 503 so Stripe retries.
+    """
+
+    MAX_BATCH = 500
+
+    def __init__(self, db: Database, registry: Registry) -> None:
+        self._db = db
+        self._registry = registry
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def submit(
+        self, *, connection_id: str, event: dict[str, Any], payload: bytes, source: str = "webhook"
+    ) -> Receipt:
+        self._ensure_started()
+        wanted = self._registry.wants(event["type"])
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._queue.put((inbox.Arrival(connection_id, event, payload, source, wanted), future))
+        return await future
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+                    self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(waiting)
+            self._write(batch)
+
+    def _write(self, batch: list[_Waiting]) -> None:
+        try:
+            with self._db.write() as conn:
+                stored = inbox.enqueue_many(conn, [arrival for arrival, _ in batch])
+            outcomes: list[Receipt | BaseException] = [
+                _receipt(arrival, result)
+                for (arrival, _), result in zip(batch, stored, strict=True)
+            ]
+        except Exception as exc:
+            log.exception("storing %d webhook events failed", len(batch))
+            error = errors.Unavailable("the event could not be stored; retry later")
+            error.__cause__ = exc
+            outcomes = [error] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Any]]] = {}
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(future.get_loop(), []).append((future, outcome))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                pass
+
+
+def _settle(answers: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the request went away (client disconnected)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -12,6 +12,7 @@ customer fields), so any event about the customer itself beats every invoice.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,10 +104,46 @@ def _version_values(version: Version) -> dict[str, Any]:
     }
 
 
-def _select_for_update(conn: Connection, stmt: sa.Select[Any]) -> Any:
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).one_or_none()
+# Hot-path statements are built once, with bound parameters: building a statement with
+# literal values costs more than running it.
+
+
+@functools.cache
+def _lookup(table: str, columns: tuple[str, ...], lock: bool) -> sa.Select[Any]:
+    t = tables.metadata.tables[table]
+    stmt = sa.select(t).where(*(t.c[name] == sa.bindparam(f"b_{name}") for name in columns))
+    return stmt.with_for_update() if lock else stmt
+
+
+@functools.cache
+def _unlinked_by_email(lock: bool) -> sa.Select[Any]:
+    t = tables.contacts
+    stmt = (
+        sa.select(t)
+        .where(
+            t.c.email == sa.bindparam("b_email"),
+            t.c.stripe_customer_id.is_(None),
+            t.c.archived.is_(False),
+            sa.or_(
+                t.c.connection_id == sa.bindparam("b_connection_id"), t.c.connection_id.is_(None)
+            ),
+        )
+        .order_by(t.c.seq)
+        .limit(1)
+    )
+    return stmt.with_for_update() if lock else stmt
+
+
+@functools.cache
+def _update_by_seq(table: str) -> sa.Update:
+    t = tables.metadata.tables[table]
+    return t.update().where(t.c.seq == sa.bindparam("b_seq"))
+
+
+def _find(conn: Connection, table: sa.Table, **criteria: Any) -> Any:
+    """The row matching `criteria` (column=value), locked on PostgreSQL until commit."""
+    stmt = _lookup(table.name, tuple(criteria), conn.dialect.name == "postgresql")
+    return conn.execute(stmt, {f"b_{k}": v for k, v in criteria.items()}).one_or_none()
 
 
 def _clean(fields: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -134,24 +171,25 @@ def _write(
         if kind == "contact":
             defaults["tags"] = []
         conn.execute(
-            table.insert().values(
-                **(defaults | values),
-                **_version_values(version),
-                id=record_id,
-                connection_id=connection_id,
-                test=test,
-                created_at=now,
-                updated_at=now,
-            )
+            table.insert(),
+            defaults
+            | values
+            | _version_values(version)
+            | {
+                "id": record_id,
+                "connection_id": connection_id,
+                "test": test,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         return record_id
     if _is_newer(version, row):
         conn.execute(
-            table.update()
-            .where(table.c.seq == row.seq)
-            .values(
-                **values, **_version_values(version), connection_id=connection_id, updated_at=now
-            )
+            _update_by_seq(table.name),
+            values
+            | _version_values(version)
+            | {"connection_id": connection_id, "updated_at": now, "b_seq": row.seq},
         )
     return str(row.id)
 
@@ -166,28 +204,14 @@ def _find_contact(
 ) -> Any:
     """The contact of a Stripe customer: by its id, then (if `email` is in `match_on`) the
     unarchived contact with that email not linked to any Stripe customer yet."""
-    t = tables.contacts
     row = None
     if "stripe_customer_id" in match_on:
-        row = _select_for_update(
-            conn,
-            sa.select(t).where(
-                t.c.connection_id == connection_id, t.c.stripe_customer_id == customer_id
-            ),
+        row = _find(
+            conn, tables.contacts, connection_id=connection_id, stripe_customer_id=customer_id
         )
     if row is None and "email" in match_on and isinstance(email, str) and email:
-        row = _select_for_update(
-            conn,
-            sa.select(t)
-            .where(
-                t.c.email == email,
-                t.c.stripe_customer_id.is_(None),
-                t.c.archived.is_(False),
-                sa.or_(t.c.connection_id == connection_id, t.c.connection_id.is_(None)),
-            )
-            .order_by(t.c.seq)
-            .limit(1),
-        )
+        stmt = _unlinked_by_email(conn.dialect.name == "postgresql")
+        row = conn.execute(stmt, {"b_email": email, "b_connection_id": connection_id}).one_or_none()
     return row
 
 
@@ -258,10 +282,7 @@ def upsert_invoice(
             },
             test=test,
         )
-    row = _select_for_update(
-        conn,
-        sa.select(t).where(t.c.connection_id == connection_id, t.c.stripe_invoice_id == invoice_id),
-    )
+    row = _find(conn, t, connection_id=connection_id, stripe_invoice_id=invoice_id)
     return _write(conn, t, "invoice", row, values, version, connection_id=connection_id, test=test)
 
 
@@ -279,12 +300,7 @@ def upsert_location(
     location_id = values.get("stripe_location_id")
     if not location_id:
         raise errors.DeadLetter("the location has no id", code="no_id")
-    row = _select_for_update(
-        conn,
-        sa.select(t).where(
-            t.c.connection_id == connection_id, t.c.stripe_location_id == location_id
-        ),
-    )
+    row = _find(conn, t, connection_id=connection_id, stripe_location_id=location_id)
     return _write(conn, t, "location", row, values, version, connection_id=connection_id, test=test)
 
 

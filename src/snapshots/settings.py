@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     webhook_tolerance: int = Field(300, ge=1)  # seconds
     webhook_max_body: int = Field(1024 * 1024, ge=1024)  # bytes
-    worker_batch: int = Field(25, ge=1, le=1000)  # inbox items per claim
+    worker_batch: int = Field(10, ge=1, le=1000)  # inbox items per claim
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)

@@ -90,7 +90,9 @@ def check_key(
     stripe_client = client(secret_key=secret_key, api_base=api_base, api_version=api_version)
     livemode = secret_key.startswith(("sk_live_", "rk_live_"))
     try:
-        account: Any = call("reading the account", stripe_client.v1.accounts.retrieve_current)
+        account: dict[str, Any] = call(
+            "reading the account", stripe_client.v1.accounts.retrieve_current
+        ).to_dict()
     except errors.StripeError as exc:
         if isinstance(exc, errors.StripeAuthError | errors.StripeUnavailable):
             raise

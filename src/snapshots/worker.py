@@ -1,9 +1,9 @@
 """The worker: claims inbox items under a lease and runs the flows on them.
 
-A batch is claimed in one short transaction, then applied in a second one in which each item
-has its own savepoint: an item's record writes and its `done` mark commit together, so a worker
-that dies before the commit leaves nothing half-applied, and its items return to the inbox when
-the lease runs out. Before applying, the worker re-checks that it still holds each item (on
+A batch is claimed in one short transaction, then applied in a second one: an item's record
+writes and its `done` mark commit together, so a worker that dies before the commit leaves
+nothing half-applied, and its items return to the inbox when the lease runs out. An item that
+fails rolls the batch back; it is marked on its own and the others are applied again. Before applying, the worker re-checks that it still holds each item (on
 PostgreSQL with a row lock), so an item taken over by another worker is never applied twice.
 """
 
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,6 +27,15 @@ from snapshots.settings import Settings
 from snapshots.store.db import Database
 
 log = logging.getLogger("snapshots.worker")
+
+
+class _ItemFailed(Exception):
+    """Raised inside a batch transaction to roll it back when one item fails."""
+
+    def __init__(self, item: inbox.Item, error: Exception) -> None:
+        super().__init__(str(error))
+        self.item = item
+        self.error = error
 
 
 @dataclass
@@ -53,7 +64,6 @@ class Worker:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
-        self.wake = threading.Event()
 
     def step(self) -> int:
         """Claim one batch and apply it; returns how many items were claimed."""
@@ -69,6 +79,28 @@ class Worker:
         return len(items)
 
     def _apply(self, items: list[inbox.Item]) -> None:
+        """Apply a claimed batch in one transaction. When an item fails, the transaction is
+        rolled back, the failure is recorded on its own, and the rest is applied again: no
+        savepoint per item (they cost more than applying an item), and no half-applied item."""
+        events: dict[int, dict[str, Any]] = {}
+        todo = []
+        for item in items:  # parsing needs no lock: done before the transaction
+            try:
+                events[item.id] = json.loads(item.payload)
+                todo.append(item)
+            except ValueError as exc:
+                self._failed(item, errors.DeadLetter(f"the stored payload is not JSON: {exc}"))
+        while todo:
+            try:
+                self._apply_all(todo, events)
+                return
+            except _ItemFailed as failure:
+                self._failed(failure.item, failure.error)
+                todo = [item for item in todo if item is not failure.item]
+
+    def _apply_all(self, items: list[inbox.Item], events: dict[int, dict[str, Any]]) -> None:
+        done = ignored = dead = 0
+        finished: list[tuple[int, str, list[str]]] = []
         with self.db.write() as conn:
             mine = inbox.still_mine(conn, [item.id for item in items], worker_id=self.name)
             for item in items:
@@ -76,69 +108,136 @@ class Worker:
                     continue
                 if item.attempts > self.settings.max_attempts:
                     # Its earlier holders died while applying it: stop feeding it to workers.
-                    inbox.fail(
-                        conn,
-                        item.id,
-                        error=f"gave up: the worker applying it stopped {item.attempts - 1} times",
-                        dead=True,
-                        delay=0,
-                    )
-                    self.stats.dead += 1
+                    error = f"gave up: the worker applying it stopped {item.attempts - 1} times"
+                    inbox.fail(conn, item.id, error=error, dead=True, delay=0)
+                    dead += 1
                     continue
                 try:
-                    with conn.begin_nested():
-                        event = json.loads(item.payload)
-                        ran = self.registry.apply(
-                            conn,
-                            connection_id=item.connection_id,
-                            event=event,
-                            test=item.source == "test",
-                        )
-                        status = "done" if ran else "ignored"
-                        inbox.finish(conn, item.id, status=status, flows=[name for name, _ in ran])
-                    if ran:
-                        self.stats.done += 1
-                    else:
-                        self.stats.ignored += 1
+                    ran = self.registry.apply(
+                        conn,
+                        connection_id=item.connection_id,
+                        event=events[item.id],
+                        test=item.source == "test",
+                    )
                 except Exception as exc:
-                    decision = retry.decide(
-                        attempts=item.attempts,
-                        max_attempts=self.settings.max_attempts,
-                        permanent=_permanent(exc),
-                    )
-                    message = errors.describe(exc)
-                    inbox.fail(
-                        conn, item.id, error=message, dead=decision.dead, delay=decision.delay
-                    )
-                    if decision.dead:
-                        self.stats.dead += 1
-                        log.warning(
-                            "inbox item %s (%s) is dead: %s", item.id, item.event_id, message
-                        )
-                    else:
-                        self.stats.failed += 1
-                        log.info(
-                            "inbox item %s failed, retry in %.0fs: %s",
-                            item.id,
-                            decision.delay,
-                            message,
-                        )
+                    raise _ItemFailed(item, exc) from exc
+                finished.append((item.id, "done" if ran else "ignored", [n for n, _ in ran]))
+                if ran:
+                    done += 1
+                else:
+                    ignored += 1
+            inbox.finish(conn, finished)
+        self.stats.done += done
+        self.stats.ignored += ignored
+        self.stats.dead += dead
 
-    def run(self, stop: threading.Event) -> None:
-        """Work until `stop` is set. An empty inbox is polled every `worker_idle` seconds, or
-        sooner when intake in this process sets `wake`."""
+    def _failed(self, item: inbox.Item, exc: Exception) -> None:
+        """Record that applying `item` failed: retry later, or `dead`."""
+        decision = retry.decide(
+            attempts=item.attempts,
+            max_attempts=self.settings.max_attempts,
+            permanent=_permanent(exc),
+        )
+        message = errors.describe(exc)
+        with self.db.write() as conn:
+            if item.id not in inbox.still_mine(conn, [item.id], worker_id=self.name):
+                return
+            inbox.fail(conn, item.id, error=message, dead=decision.dead, delay=decision.delay)
+        if decision.dead:
+            self.stats.dead += 1
+            log.warning("inbox item %s (%s) is dead: %s", item.id, item.event_id, message)
+        else:
+            self.stats.failed += 1
+            log.info("inbox item %s failed, retry in %.0fs: %s", item.id, decision.delay, message)
+
+    def run(self, stop: threading.Event, *, parent: int | None = None) -> None:
+        """Work until `stop` is set (or, given `parent`, until that process is gone). An empty
+        inbox is polled every `worker_idle` seconds."""
         log.info("worker %s started", self.name)
         while not stop.is_set():
+            if parent is not None and os.getppid() != parent:
+                log.warning("worker %s: the serve process that started it is gone", self.name)
+                break
             try:
                 claimed = self.step()
             except Exception:
-                log.exception("worker %s: claiming failed; trying again shortly", self.name)
+                log.exception("worker %s: a batch failed; trying again shortly", self.name)
                 claimed = 0
                 stop.wait(1.0)
             if claimed < self.settings.worker_batch:
-                self.wake.wait(self.settings.worker_idle)
-                self.wake.clear()
+                stop.wait(self.settings.worker_idle)
         log.info("worker %s stopped", self.name)
+
+
+def main(settings: Settings, *, parent: int | None = None) -> None:
+    """A worker process: runs until SIGTERM or SIGINT (and, given `parent`, until it dies).
+
+    `snapshots worker` runs this; `snapshots serve` starts it as its embedded worker, a
+    child process, so applying events never competes with intake for one interpreter."""
+    import signal
+
+    from snapshots import flows
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    database = Database(settings.database_url)
+    try:
+        Worker(database, flows.load(), settings).run(stop, parent=parent)
+    finally:
+        database.dispose()
+
+
+def _child(settings: Settings, parent: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    main(settings, parent=parent)
+
+
+class Embedded:
+    """The worker `serve` runs beside the app: a child process, restarted if it dies."""
+
+    RESTART_DELAY = 1.0  # seconds
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._spawn()
+        self._watch = threading.Thread(target=self._supervise, name="worker-watch", daemon=True)
+        self._watch.start()
+
+    def _spawn(self) -> None:
+        self._process = self._context.Process(
+            target=_child, args=(self._settings, os.getpid()), name="snapshots-worker", daemon=True
+        )
+        self._process.start()
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.RESTART_DELAY):
+            process = self._process
+            if process is not None and not process.is_alive():
+                log.error(
+                    "the embedded worker exited (code %s); starting another", process.exitcode
+                )
+                self._spawn()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout)
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()  # SIGTERM: finish the batch in hand, then exit
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout)
 
 
 def drain(worker: Worker, *, timeout: float = 30.0) -> None:

@@ -197,7 +197,7 @@ def test_still_mine_only_counts_items_being_processed(
     ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(3)]
     inbox.claim(db, worker_id="w", limit=3, lease=30)
     with db.write() as conn:
-        inbox.finish(conn, ids[0], status="done", flows=["contacts"])
+        inbox.finish(conn, [(ids[0], "done", ["contacts"])])
         inbox.fail(conn, ids[1], error="boom", dead=False, delay=60)
     with db.write() as conn:
         assert inbox.still_mine(conn, ids, worker_id="w") == {ids[2]}
@@ -271,7 +271,7 @@ def test_public_shape(
     event = customer_event(event_factory, 1)
     item_id, _, _ = put(db, connection.id, event)
     with db.write() as conn:
-        inbox.finish(conn, item_id, status="done", flows=["contacts", "tags"])
+        inbox.finish(conn, [(item_id, "done", ["contacts", "tags"])])
     shown = inbox.public(inbox.get(db, str(item_id)))
     assert shown["flows"] == ["contacts", "tags"]
     assert shown["status"] == "done"

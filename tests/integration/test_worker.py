@@ -151,13 +151,11 @@ def test_run_works_until_stopped(
     thread.start()
     try:
         ids = [put(db, connection.id, customer_event(event_factory, n)) for n in range(3)]
-        worker.wake.set()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and worker.stats.done < 3:
             time.sleep(0.02)
     finally:
         stop.set()
-        worker.wake.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
     assert [row(db, i).status for i in ids] == ["done"] * 3

@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from snapshots import connections, errors, keys
+from snapshots import connections, errors, intake, keys
 from snapshots.flows import Registry
 from snapshots.settings import Settings
 from snapshots.store.db import Database
-from snapshots.worker import Worker
 
 
 @dataclass
@@ -22,10 +21,13 @@ class State:
     db: Database
     registry: Registry
     secrets: connections.SecretsCache
-    worker: Worker | None = None
+    intake: intake.GroupCommit
+    worker: bool = False  # an embedded worker process runs beside this app
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async on purpose: FastAPI runs a sync dependency in a thread pool, costing a thread hop
+    # per request for a dictionary lookup.
     state: State = request.app.state.snapshots
     return state
 

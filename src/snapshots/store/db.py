@@ -7,6 +7,8 @@ processes never deadlock upgrading a read lock; readers never block writers.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from snapshots import errors
 
 BUSY_TIMEOUT = 30_000  # milliseconds a SQLite writer waits for the lock
+LOCK_POLL = 0.0003  # seconds between tries for SQLite's write lock
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -83,10 +86,33 @@ def _sqlite_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("snapshots_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if conn.get_execution_options().get("snapshots_write", False):
+            _begin_immediate(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _begin_immediate(dbapi_conn: Any) -> None:
+    """Take SQLite's write lock, polling every `LOCK_POLL` seconds for up to `BUSY_TIMEOUT`.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries, so a writer
+    that just missed the lock often sleeps through the next free moment; with two busy
+    writers (intake and a worker) that halves throughput. Polling finely gets in at once."""
+    deadline = time.monotonic() + BUSY_TIMEOUT / 1000
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_POLL)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
 
 
 def alembic_config(db: Database) -> Config:

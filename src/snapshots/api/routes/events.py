@@ -63,7 +63,4 @@ async def get_event(ref: str, state: StateDep) -> dict[str, Any]:
     dependencies=[deps.scope("integrations.write")],
 )
 async def replay_event(ref: str, state: StateDep) -> dict[str, Any]:
-    item = await run_in_threadpool(inbox.replay, state.db, ref)
-    if state.worker is not None:
-        state.worker.wake.set()
-    return inbox.public(item)
+    return inbox.public(await run_in_threadpool(inbox.replay, state.db, ref))

@@ -25,7 +25,7 @@ def _ping(db: Database) -> None:
 @router.get("/healthz", summary="Liveness and database check")
 async def healthz(state: StateDep) -> dict[str, Any]:
     await run_in_threadpool(_ping, state.db)
-    return {"status": "ok", "worker": state.worker is not None}
+    return {"status": "ok", "worker": state.worker}
 
 
 class _InboxCollector:
