@@ -12,7 +12,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from snapshots import __version__, connections, errors, flows, intake, vault, worker
@@ -105,8 +108,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": body}, status_code=503)
 
 
-def create_app(settings: Settings, *, embedded_worker: bool = False) -> FastAPI:
-    """The API + webhook app. With `embedded_worker`, a worker thread runs beside it."""
+def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
+    """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
+
+    Webhooks are routed first, by a lean Starlette app, straight to their endpoint; everything
+    else goes on to the FastAPI app (the API, its OpenAPI document at /docs). The webhook is
+    the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
     registry = flows.load()
     state = State(
@@ -119,7 +126,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> FastAPI:
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         embedded = worker.Embedded(settings) if embedded_worker else None
         if embedded is not None:
             embedded.start()
@@ -131,25 +138,30 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> FastAPI:
             state.intake.close()
             db.dispose()
 
-    app = FastAPI(
+    api = FastAPI(
         title="Snapshots API",
         version=__version__,
         description="Stripe (Legacy) to Snapshots: locations, contacts and invoices, kept in step.",
+    )
+    api.state.snapshots = state
+    _install_error_handlers(api)
+    api.include_router(records.router)
+    api.include_router(events.router)
+    api.include_router(health.router)
+    generate_openapi = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            webhooks.document(generate_openapi())
+        return api.openapi_schema or {}
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+    app = Starlette(
+        routes=[webhooks.route, Mount("", app=api)],
+        middleware=[Middleware(RequestId)],
+        exception_handlers=api.exception_handlers,
         lifespan=lifespan,
     )
     app.state.snapshots = state
-    _install_error_handlers(app)
-    app.router.routes.append(webhooks.route)
-    app.include_router(records.router)
-    app.include_router(events.router)
-    app.include_router(health.router)
-    app.add_middleware(RequestId)
-    generate_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            webhooks.document(generate_openapi())
-        return app.openapi_schema or {}
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -76,6 +76,12 @@ class RetryLater(SnapshotsError):
     code = "retry_later"
 
 
+class Busy(RetryLater):
+    """SQLite's write lock is taken and the caller asked not to wait for it."""
+
+    code = "busy"
+
+
 class Unavailable(RetryLater):
     """We could not do it now (the database is down or locked too long): HTTP 503."""
 

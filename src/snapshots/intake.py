@@ -13,6 +13,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,19 +165,29 @@ _Waiting = tuple[inbox.Arrival, asyncio.Future[Receipt]]
 class GroupCommit:
     """Stores the events of concurrent webhook requests in shared transactions.
 
-    Request handlers `await submit(...)`; one writer thread takes everything waiting (up to
-    `MAX_BATCH`), stores it with one statement and one commit, then answers every request of
-    the batch. A request still gets its answer only after its event is committed, but a
-    commit (the expensive part, and on SQLite the part that holds the write lock) is shared
-    by every request that arrived meanwhile. A failed batch fails each of its requests, which
-    answer 503 so Stripe retries.
+    Request handlers `await submit(...)`; everything waiting (up to `MAX_BATCH`) is stored
+    with one statement and one commit, then every request of the batch is answered. A request
+    still gets its answer only after its event is committed, but a commit (the expensive part,
+    and on SQLite the part that holds the write lock) is shared by every request that arrived
+    meanwhile. A failed batch fails each of its requests, which answer 503 so Stripe retries.
+
+    On SQLite the batch is written from the event loop itself, which never waits for the write
+    lock: when another process (a worker) holds it, the loop tries again `LOCK_POLL` seconds
+    later and serves other requests meanwhile. A thread would cost more than the write, since
+    it must win the GIL from a busy loop. On PostgreSQL, whose round trips would stall the
+    loop, one writer thread does the writing.
     """
 
     MAX_BATCH = 500
+    LOCK_POLL = 0.0003  # seconds between tries for SQLite's write lock
+    LOCK_WAIT = 30.0  # seconds a batch may wait for the lock before its requests get 503
 
     def __init__(self, db: Database, registry: Registry) -> None:
         self._db = db
         self._registry = registry
+        self._inline = db.dialect == "sqlite"
+        self._pending: list[_Waiting] = []
+        self._flushing = False
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -184,11 +195,52 @@ class GroupCommit:
     async def submit(
         self, *, connection_id: str, event: dict[str, Any], payload: bytes, source: str = "webhook"
     ) -> Receipt:
-        self._ensure_started()
         wanted = self._registry.wants(event["type"])
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.put((inbox.Arrival(connection_id, event, payload, source, wanted), future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        waiting = (inbox.Arrival(connection_id, event, payload, source, wanted), future)
+        if self._inline:
+            self._pending.append(waiting)
+            if not self._flushing:
+                self._flushing = True
+                loop.call_soon(self._flush, loop, time.monotonic())
+        else:
+            self._ensure_started()
+            self._queue.put(waiting)
         return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
+        batch = self._pending[: self.MAX_BATCH]
+        try:
+            outcomes = self._store(batch, wait=False)
+        except errors.Busy:
+            if time.monotonic() - since < self.LOCK_WAIT:
+                loop.call_later(self.LOCK_POLL, self._flush, loop, since)
+                return
+            outcomes = [errors.Unavailable("the database stayed locked; retry later")] * len(batch)
+        del self._pending[: len(batch)]
+        _settle(list(zip((future for _, future in batch), outcomes, strict=True)))
+        if self._pending:
+            loop.call_soon(self._flush, loop, time.monotonic())
+        else:
+            self._flushing = False
+
+    def _store(self, batch: list[_Waiting], *, wait: bool) -> list[Receipt | BaseException]:
+        """Commit a batch; one outcome per request. Raises errors.Busy only when `wait` is
+        false and the SQLite write lock is taken."""
+        try:
+            with self._db.write(wait=wait) as conn:
+                stored = inbox.enqueue_many(conn, [arrival for arrival, _ in batch])
+        except errors.Busy:
+            raise
+        except Exception as exc:
+            log.exception("storing %d webhook events failed", len(batch))
+            error = errors.Unavailable("the event could not be stored; retry later")
+            error.__cause__ = exc
+            return [error] * len(batch)
+        return [
+            _receipt(arrival, result) for (arrival, _), result in zip(batch, stored, strict=True)
+        ]
 
     def _ensure_started(self) -> None:
         if self._thread is None:
@@ -218,29 +270,15 @@ class GroupCommit:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(waiting)
-            self._write(batch)
-
-    def _write(self, batch: list[_Waiting]) -> None:
-        try:
-            with self._db.write() as conn:
-                stored = inbox.enqueue_many(conn, [arrival for arrival, _ in batch])
-            outcomes: list[Receipt | BaseException] = [
-                _receipt(arrival, result)
-                for (arrival, _), result in zip(batch, stored, strict=True)
-            ]
-        except Exception as exc:
-            log.exception("storing %d webhook events failed", len(batch))
-            error = errors.Unavailable("the event could not be stored; retry later")
-            error.__cause__ = exc
-            outcomes = [error] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Any]]] = {}
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(future.get_loop(), []).append((future, outcome))
-        for loop, answers in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, answers)
-            except RuntimeError:  # that loop has closed: nobody is waiting any more
-                pass
+            outcomes = self._store(batch, wait=True)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Any]]] = {}
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(future.get_loop(), []).append((future, outcome))
+            for loop, answers in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, answers)
+                except RuntimeError:  # that loop has closed: nobody is waiting any more
+                    pass
 
 
 def _settle(answers: list[tuple[asyncio.Future[Receipt], Any]]) -> None:

@@ -189,10 +189,16 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
 
 
 def _child(settings: Settings, parent: int) -> None:
+    # Below the serve process in CPU priority: acknowledging webhooks is what Stripe times,
+    # applying them can wait for a spare moment (the inbox absorbs bursts).
+    os.nice(EMBEDDED_NICENESS)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     main(settings, parent=parent)
+
+
+EMBEDDED_NICENESS = 10  # added to the embedded worker's nice value
 
 
 class Embedded:

@@ -36,12 +36,16 @@ class Database:
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise errors.ConfigError(f"bad database URL {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
-        self._writer = self.engine.execution_options(snapshots_write=True)
+        self._writer = self.engine.execution_options(snapshots_write="wait")
+        self._writer_nowait = self.engine.execution_options(snapshots_write="nowait")
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A transaction that will write (`BEGIN IMMEDIATE` on SQLite); commits on success."""
-        with self._writer.begin() as conn:
+    def write(self, *, wait: bool = True) -> Iterator[Connection]:
+        """A transaction that will write (`BEGIN IMMEDIATE` on SQLite); commits on success.
+
+        With `wait=False`, SQLite raises errors.Busy at once when another connection holds the
+        write lock (PostgreSQL has no such lock: it always proceeds)."""
+        with (self._writer if wait else self._writer_nowait).begin() as conn:
             yield conn
 
     @contextmanager
@@ -86,16 +90,18 @@ def _sqlite_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("snapshots_write", False):
-            _begin_immediate(conn.connection.driver_connection)
+        write = conn.get_execution_options().get("snapshots_write")
+        if write:
+            _begin_immediate(conn.connection.driver_connection, wait=write == "wait")
         else:
             conn.exec_driver_sql("BEGIN")
 
     return engine
 
 
-def _begin_immediate(dbapi_conn: Any) -> None:
-    """Take SQLite's write lock, polling every `LOCK_POLL` seconds for up to `BUSY_TIMEOUT`.
+def _begin_immediate(dbapi_conn: Any, *, wait: bool) -> None:
+    """Take SQLite's write lock, polling every `LOCK_POLL` seconds for up to `BUSY_TIMEOUT`
+    (without `wait`, raise errors.Busy at once if it is taken).
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries, so a writer
     that just missed the lock often sleeps through the next free moment; with two busy
@@ -110,6 +116,8 @@ def _begin_immediate(dbapi_conn: Any) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
+                if not wait:
+                    raise errors.Busy("the SQLite write lock is taken") from exc
             time.sleep(LOCK_POLL)
     finally:
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
