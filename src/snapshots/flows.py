@@ -68,10 +68,9 @@ class Flow:
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.triggers)
 
-    def run(
-        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
-    ) -> str | None:
-        """Apply this flow to one event; None when its filter leaves the event out."""
+    def map(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Filter and mapping (no database): the fields to write, or None when the filter
+        leaves the event out."""
         obj = event["data"]["object"]
         if self.filter is not None:
             keep = self.filter.evaluate(obj)
@@ -82,11 +81,34 @@ class Flow:
                 )
             if not keep:
                 return None
-        values = {target: expression.evaluate(obj) for target, expression in self.fields}
+        return {target: expression.evaluate(obj) for target, expression in self.fields}
+
+    def run(
+        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
+    ) -> str | None:
+        """Apply this flow to one event; None when its filter leaves the event out."""
+        values = self.map(event)
+        if values is None:
+            return None
+        return self.write(conn, values, connection_id=connection_id, event=event, test=test)
+
+    def write(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        connection_id: str,
+        event: dict[str, Any],
+        test: bool,
+    ) -> str:
+        """The action, with fields `map` produced; returns the record id."""
         ctx = actions.Context(
             connection_id=connection_id, event=event, test=test, options=self.options
         )
         return self.action.run(conn, ctx, values)
+
+
+Plan = list[tuple[Flow, dict[str, Any]]]
 
 
 def _compile(spec: FlowSpec, where: str) -> Flow:
@@ -140,16 +162,41 @@ class Registry:
     def wants(self, event_type: str) -> bool:
         return bool(self.for_type(event_type))
 
+    def plan(self, event: dict[str, Any]) -> Plan:
+        """Filter and map the event for every flow it starts (no database, so a worker does
+        this before it takes a write lock); the flows whose filter passed, with their fields."""
+        planned = []
+        for flow in self.for_type(event["type"]):
+            values = flow.map(event)
+            if values is not None:
+                planned.append((flow, values))
+        return planned
+
+    def execute(
+        self,
+        conn: Connection,
+        plan: Plan,
+        *,
+        connection_id: str,
+        event: dict[str, Any],
+        test: bool = False,
+    ) -> list[tuple[str, str]]:
+        """Run the actions of a plan; returns (flow name, record id) for each."""
+        return [
+            (
+                flow.name,
+                flow.write(conn, values, connection_id=connection_id, event=event, test=test),
+            )
+            for flow, values in plan
+        ]
+
     def apply(
         self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool = False
     ) -> list[tuple[str, str]]:
         """Run every flow the event starts; returns (flow name, record id) for those that ran."""
-        ran = []
-        for flow in self.for_type(event["type"]):
-            record_id = flow.run(conn, connection_id=connection_id, event=event, test=test)
-            if record_id is not None:
-                ran.append((flow.name, record_id))
-        return ran
+        return self.execute(
+            conn, self.plan(event), connection_id=connection_id, event=event, test=test
+        )
 
 
 def _describe_invalid(data: Any, exc: ValidationError) -> str:

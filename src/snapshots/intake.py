@@ -14,14 +14,16 @@ import queue
 import re
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
+from sqlalchemy.engine import Connection
 
 from snapshots import errors, ids, inbox
 from snapshots.flows import Registry
-from snapshots.store.db import Database
+from snapshots.store.db import Database, LockTaker
 
 log = logging.getLogger("snapshots.intake")
 API_VERSION = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # 2026-07-29.dahlia
@@ -186,6 +188,7 @@ class GroupCommit:
         self._db = db
         self._registry = registry
         self._inline = db.dialect == "sqlite"
+        self._lock_taker: LockTaker | None = None
         self._pending: list[_Waiting] = []
         self._flushing = False
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
@@ -225,11 +228,18 @@ class GroupCommit:
         else:
             self._flushing = False
 
+    def _transaction(self, *, wait: bool) -> AbstractContextManager[Connection]:
+        if wait:
+            return self._db.write()
+        if self._lock_taker is None:
+            self._lock_taker = LockTaker(self._db)
+        return self._lock_taker.transaction()
+
     def _store(self, batch: list[_Waiting], *, wait: bool) -> list[Receipt | BaseException]:
-        """Commit a batch; one outcome per request. Raises errors.Busy only when `wait` is
-        false and the SQLite write lock is taken."""
+        """Commit a batch; one outcome per request. Without `wait` (SQLite, on the event loop)
+        raises errors.Busy when the write lock is taken."""
         try:
-            with self._db.write(wait=wait) as conn:
+            with self._transaction(wait=wait) as conn:
                 stored = inbox.enqueue_many(conn, [arrival for arrival, _ in batch])
         except errors.Busy:
             raise
@@ -250,6 +260,9 @@ class GroupCommit:
                     self._thread.start()
 
     def close(self) -> None:
+        if self._lock_taker is not None:
+            self._lock_taker.close()
+            self._lock_taker = None
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=10)

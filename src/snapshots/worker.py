@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshots import errors, inbox, retry
+from snapshots import errors, flows, inbox, retry
 from snapshots.flows import Registry
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -82,23 +82,30 @@ class Worker:
         """Apply a claimed batch in one transaction. When an item fails, the transaction is
         rolled back, the failure is recorded on its own, and the rest is applied again: no
         savepoint per item (they cost more than applying an item), and no half-applied item."""
-        events: dict[int, dict[str, Any]] = {}
+        work: dict[int, tuple[dict[str, Any], flows.Plan]] = {}
         todo = []
-        for item in items:  # parsing needs no lock: done before the transaction
+        for item in items:  # parsing, filters and mappings need no lock: done before it
             try:
-                events[item.id] = json.loads(item.payload)
-                todo.append(item)
+                event = json.loads(item.payload)
             except ValueError as exc:
                 self._failed(item, errors.DeadLetter(f"the stored payload is not JSON: {exc}"))
+                continue
+            try:
+                work[item.id] = (event, self.registry.plan(event))
+                todo.append(item)
+            except Exception as exc:
+                self._failed(item, exc)
         while todo:
             try:
-                self._apply_all(todo, events)
+                self._apply_all(todo, work)
                 return
             except _ItemFailed as failure:
                 self._failed(failure.item, failure.error)
                 todo = [item for item in todo if item is not failure.item]
 
-    def _apply_all(self, items: list[inbox.Item], events: dict[int, dict[str, Any]]) -> None:
+    def _apply_all(
+        self, items: list[inbox.Item], work: dict[int, tuple[dict[str, Any], flows.Plan]]
+    ) -> None:
         done = ignored = dead = 0
         finished: list[tuple[int, str, list[str]]] = []
         with self.db.write() as conn:
@@ -112,11 +119,13 @@ class Worker:
                     inbox.fail(conn, item.id, error=error, dead=True, delay=0)
                     dead += 1
                     continue
+                event, plan = work[item.id]
                 try:
-                    ran = self.registry.apply(
+                    ran = self.registry.execute(
                         conn,
+                        plan,
                         connection_id=item.connection_id,
-                        event=events[item.id],
+                        event=event,
                         test=item.source == "test",
                     )
                 except Exception as exc:
@@ -176,8 +185,6 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
     child process, so applying events never competes with intake for one interpreter."""
     import signal
 
-    from snapshots import flows
-
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -198,7 +205,7 @@ def _child(settings: Settings, parent: int) -> None:
     main(settings, parent=parent)
 
 
-EMBEDDED_NICENESS = 10  # added to the embedded worker's nice value
+EMBEDDED_NICENESS = 19  # added to the embedded worker's nice value
 
 
 class Embedded:

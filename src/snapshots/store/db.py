@@ -37,15 +37,11 @@ class Database:
             raise errors.ConfigError(f"bad database URL {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(snapshots_write="wait")
-        self._writer_nowait = self.engine.execution_options(snapshots_write="nowait")
 
     @contextmanager
-    def write(self, *, wait: bool = True) -> Iterator[Connection]:
-        """A transaction that will write (`BEGIN IMMEDIATE` on SQLite); commits on success.
-
-        With `wait=False`, SQLite raises errors.Busy at once when another connection holds the
-        write lock (PostgreSQL has no such lock: it always proceeds)."""
-        with (self._writer if wait else self._writer_nowait).begin() as conn:
+    def write(self) -> Iterator[Connection]:
+        """A transaction that will write (`BEGIN IMMEDIATE` on SQLite); commits on success."""
+        with self._writer.begin() as conn:
             yield conn
 
     @contextmanager
@@ -91,17 +87,18 @@ def _sqlite_engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("snapshots_write")
+        if write == "held":
+            return  # LockTaker began the transaction itself
         if write:
-            _begin_immediate(conn.connection.driver_connection, wait=write == "wait")
+            _begin_immediate(conn.connection.driver_connection)
         else:
             conn.exec_driver_sql("BEGIN")
 
     return engine
 
 
-def _begin_immediate(dbapi_conn: Any, *, wait: bool) -> None:
-    """Take SQLite's write lock, polling every `LOCK_POLL` seconds for up to `BUSY_TIMEOUT`
-    (without `wait`, raise errors.Busy at once if it is taken).
+def _begin_immediate(dbapi_conn: Any) -> None:
+    """Take SQLite's write lock, polling every `LOCK_POLL` seconds for up to `BUSY_TIMEOUT`.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries, so a writer
     that just missed the lock often sleeps through the next free moment; with two busy
@@ -116,11 +113,35 @@ def _begin_immediate(dbapi_conn: Any, *, wait: bool) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-                if not wait:
-                    raise errors.Busy("the SQLite write lock is taken") from exc
             time.sleep(LOCK_POLL)
     finally:
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+
+
+class LockTaker:
+    """One connection kept by a single SQLite writer that must never wait for the write lock
+    (intake on the event loop). `transaction()` raises errors.Busy at the cost of one SQLite
+    call when the lock is taken, instead of a full connection checkout and begin."""
+
+    def __init__(self, db: Database) -> None:
+        self._conn = db.engine.connect().execution_options(snapshots_write="held")
+        dbapi: Any = self._conn.connection.driver_connection
+        dbapi.execute("PRAGMA busy_timeout=0")
+        self._dbapi = dbapi
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            self._dbapi.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise errors.Busy("the SQLite write lock is taken") from exc
+            raise
+        with self._conn.begin():
+            yield self._conn
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def alembic_config(db: Database) -> Config:
