@@ -63,10 +63,12 @@ def load_fixture(name: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EventPool:
-    """Pre-rendered event bodies (raw JSON bytes, as Stripe would send them) and their types."""
+    """Pre-rendered event bodies (raw JSON bytes, as Stripe would send them), their types and
+    the Stripe object each one is about (`cus_bench<n>` / `in_bench<n>`)."""
 
     bodies: list[bytes]
     types: list[str]
+    objects: list[str]
 
     @property
     def size_bytes(self) -> int:
@@ -171,12 +173,14 @@ def build_events(
     ph = _placeholder
     bodies: list[bytes] = []
     types: list[str] = []
+    objects: list[str] = []
     for n in range(count):
         kind = EVENT_MIX[n % len(EVENT_MIX)]
         text = templates[kind].replace(ph("EVT"), f"{tag}{n:010d}").replace(ph("N"), str(n))
         if kind == "customer.updated":
             c = rng.randrange(customers)
             text = text.replace(ph("C7"), f"{c:07d}").replace(ph("C"), str(c))
+            objects.append(f"cus_bench{c}")
         else:
             i = (n // len(EVENT_MIX)) % invoices
             amount = invoice_amount[i]
@@ -188,9 +192,10 @@ def build_events(
                 .replace(ph("AMOUNT_REMAINING"), str(0 if paid else amount))
                 .replace(ph("AMOUNT"), str(amount))
             )
+            objects.append(f"in_bench{i}")
         bodies.append(text.encode())
         types.append(kind)
-    return EventPool(bodies=bodies, types=types)
+    return EventPool(bodies=bodies, types=types, objects=objects)
 
 
 def sign(body: bytes, *, secret: str, timestamp: int) -> str:
@@ -241,6 +246,7 @@ class LoadResult:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # seconds, acknowledged requests
+    acked_indexes: list[int] = field(default_factory=list)  # into `requests`, in answer order
     client_cpu: float = 0.0  # seconds of this process's CPU (user + system)
     exhausted: bool = False
 
@@ -320,15 +326,16 @@ class _Shared:
         self.deadline = deadline
         self.result = result
 
-    def next_request(self) -> bytes | None:
-        """The next unsent request, or None once the deadline passed or the pool ran out."""
+    def next_request(self) -> int:
+        """The index of the next unsent request; -1 once the deadline passed or the pool ran
+        out."""
         if time.perf_counter() >= self.deadline:
-            return None
+            return -1
         n = next(self.cursor)
         if n >= len(self.requests):
             self.result.exhausted = True
-            return None
-        return self.requests[n]
+            return -1
+        return n
 
 
 class _Connection(asyncio.Protocol):
@@ -343,6 +350,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.sent_at = 0.0
+        self.index = -1  # of the request in flight, into `shared.requests`
         self.in_flight = False
         self.finished = False  # no more requests for this run
 
@@ -353,14 +361,15 @@ class _Connection(asyncio.Protocol):
 
     def _send_next(self) -> None:
         assert self.transport is not None
-        request = self.shared.next_request()
-        if request is None:
+        index = self.shared.next_request()
+        if index < 0:
             self.finished = True
             self.transport.close()
             return
+        self.index = index
         self.in_flight = True
         self.sent_at = time.perf_counter()
-        self.transport.write(request)
+        self.transport.write(self.shared.requests[index])
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -384,6 +393,7 @@ class _Connection(asyncio.Protocol):
         if 200 <= status < 300:
             result.acked += 1
             result.latencies.append(end - self.sent_at)
+            result.acked_indexes.append(self.index)
         else:
             result.rejected += 1
         if keep_alive:
@@ -456,7 +466,7 @@ def run_load(
     """Post `requests` in order over `concurrency` keep-alive connections for `duration` s.
 
     Stops early (with `exhausted` set) if the requests run out. Latency is per request, from
-    the write to the last byte of the answer.
+    the write to the last byte of the answer; `acked_indexes` lists the requests answered 2xx.
     """
     cpu_before = _self_cpu()
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:

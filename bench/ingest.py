@@ -9,7 +9,11 @@ Both get the same pre-rendered, pre-signed `customer.updated` / `invoice.*` even
 `--concurrency` in-flight requests for `--duration` seconds, after a short warm-up. The report
 gives acknowledged events/s (2xx), p50/p99 latency, the Snapshots/floor ratio, and the
 end-to-end rate: events accepted / seconds from the first post until every inbox item has
-settled (none `pending`, `processing` or `failed`). Figures are reported, never asserted.
+settled (none `pending`, `processing` or `failed`). Once settled, it checks Snapshots' records
+against the events it acknowledged (2xx): each invoice must show the most advanced state among
+its acknowledged events, each customer with an acknowledged `customer.updated` must be one
+contact carrying one of its newest acknowledged versions; it counts the wrong ones and shows
+the first few. Figures are reported, never asserted.
 
 Run from the repository root: `.venv/bin/python -m bench.ingest [--duration 10] [--json]`
 (`python bench/ingest.py` works too). `--floor-only` measures the floor alone.
@@ -51,6 +55,8 @@ SECRET_KEY = "sk_test_bench_0123456789abcdefghijklmnop"
 UNSETTLED = ("pending", "processing", "failed")
 TARGET_RATIO = 0.6  # Snapshots ack/s over floor ack/s
 TARGET_END_TO_END = 500.0  # events/s
+LIFECYCLE = {"draft": 0, "open": 1, "paid": 2}  # the bench's invoice states, in order
+EXAMPLES = 10  # wrong records shown
 
 
 # --- results ------------------------------------------------------------------------------
@@ -72,6 +78,29 @@ class Drain:
 
 
 @dataclass
+class Check:
+    """Snapshots' records against the events it acknowledged (see `check_records`)."""
+
+    invoices: int = 0  # invoices with an acknowledged event
+    contacts: int = 0  # customers with an acknowledged `customer.updated`
+    wrong_invoices: list[str] = field(default_factory=list)  # "in_bench<n>: what differs"
+    wrong_contacts: list[str] = field(default_factory=list)  # "cus_bench<n>: what differs"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts, the first `EXAMPLES` wrong ids of each kind, and their descriptions."""
+        wrong = self.wrong_invoices + self.wrong_contacts
+        return {
+            "invoices_checked": self.invoices,
+            "invoices_wrong": len(self.wrong_invoices),
+            "contacts_checked": self.contacts,
+            "contacts_wrong": len(self.wrong_contacts),
+            "wrong_invoice_ids": [w.split(":", 1)[0] for w in self.wrong_invoices[:EXAMPLES]],
+            "wrong_contact_ids": [w.split(":", 1)[0] for w in self.wrong_contacts[:EXAMPLES]],
+            "wrong_examples": wrong[:EXAMPLES],
+        }
+
+
+@dataclass
 class Phase:
     """One target's figures."""
 
@@ -81,6 +110,7 @@ class Phase:
     machine_cpu: float  # seconds, all CPUs busy, during the timed run
     warmup: int  # requests sent before the timed run
     drain: Drain | None = None
+    check: Check | None = None  # None: not checked (no inbox, or it never settled)
 
     @property
     def end_to_end(self) -> float:
@@ -122,6 +152,8 @@ class Phase:
                 "backlog_at_end": self.drain.backlog_at_end,
                 "inbox": dict(sorted(self.drain.counts.items())),
             }
+        if self.check is not None:
+            out |= self.check.as_dict()
         return out
 
 
@@ -332,6 +364,133 @@ def wait_settled(
         time.sleep(interval)
 
 
+# --- correctness ------------------------------------------------------------------------
+
+
+def payment_status(invoice: dict[str, Any]) -> str | None:
+    """Where an invoice stands for the payer, as Snapshots documents `invoice_payment_status`."""
+    status = invoice.get("status")
+    if status in ("draft", "paid", "void", "uncollectible"):
+        return str(status)
+    if status != "open":
+        return None
+    if (invoice.get("attempt_count") or 0) > 0 and invoice.get("attempted"):
+        return "failed"
+    return "partially_paid" if (invoice.get("amount_paid") or 0) > 0 else "unpaid"
+
+
+def _event(pool: common.EventPool, n: int) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(pool.bodies[n])
+    return event
+
+
+def _acked_list(pool: common.EventPool, indexes: list[int]) -> str:
+    """`type evt_id, ...` of the events at pool `indexes`."""
+    return ", ".join(f"{pool.types[n]} {_event(pool, n)['id']}" for n in indexes)
+
+
+def check_records(conn: sqlite3.Connection, pool: common.EventPool, acked: list[int]) -> Check:
+    """Compare Snapshots' `invoices` and `contacts` with what the acknowledged events imply.
+
+    `acked`: pool indexes answered 2xx (warm-up and timed run). An invoice must exist once,
+    with the fields of its acknowledged event of the most advanced state (draft < open < paid)
+    and `customer_id` naming the contact of its customer. A customer with an acknowledged
+    `customer.updated` must be exactly one contact, with the email, name, phone and metadata
+    of one of its acknowledged events with the greatest `created`.
+    """
+    by_object: dict[str, list[int]] = {}
+    for n in sorted(set(acked)):
+        by_object.setdefault(pool.objects[n], []).append(n)
+    conn.row_factory = sqlite3.Row
+    try:
+        invoices: dict[str, list[sqlite3.Row]] = {}
+        for row in conn.execute(
+            "SELECT stripe_invoice_id, status, payment_status, amount_due, amount_paid,"
+            " amount_remaining, currency, stripe_customer_id, customer_id FROM invoices"
+        ):
+            invoices.setdefault(row["stripe_invoice_id"], []).append(row)
+        contacts: dict[str, list[sqlite3.Row]] = {}
+        contact_customer: dict[str, str | None] = {}  # contact id -> Stripe customer id
+        for row in conn.execute(
+            "SELECT id, stripe_customer_id, email, name, phone, metadata FROM contacts"
+        ):
+            contacts.setdefault(row["stripe_customer_id"], []).append(row)
+            contact_customer[row["id"]] = row["stripe_customer_id"]
+    finally:
+        conn.row_factory = None
+    check = Check()
+    for object_id, indexes in by_object.items():
+        if object_id.startswith("in_"):
+            check.invoices += 1
+            problem = _invoice_problem(pool, indexes, invoices.get(object_id, []), contact_customer)
+            if problem:
+                check.wrong_invoices.append(
+                    f"{object_id}: {problem}; acknowledged: {_acked_list(pool, indexes)}"
+                )
+        else:
+            check.contacts += 1
+            problem = _contact_problem(pool, indexes, contacts.get(object_id, []))
+            if problem:
+                check.wrong_contacts.append(f"{object_id}: {problem}")
+    check.wrong_invoices.sort(key=lambda w: int(w.split(":", 1)[0].removeprefix("in_bench")))
+    check.wrong_contacts.sort(key=lambda w: int(w.split(":", 1)[0].removeprefix("cus_bench")))
+    return check
+
+
+def _invoice_problem(
+    pool: common.EventPool,
+    indexes: list[int],
+    rows: list[sqlite3.Row],
+    contact_customer: dict[str, str | None],
+) -> str:
+    """What is wrong with one invoice's stored rows ("" if nothing)."""
+    if len(rows) != 1:
+        return f"{len(rows)} rows"
+    row = rows[0]
+    best = max(indexes, key=lambda n: LIFECYCLE[common.INVOICE_STAGE[pool.types[n]]["status"]])
+    invoice = _event(pool, best)["data"]["object"]
+    expected = {
+        "status": invoice["status"],
+        "payment_status": payment_status(invoice),
+        "amount_due": invoice["amount_due"],
+        "amount_paid": invoice["amount_paid"],
+        "amount_remaining": invoice["amount_remaining"],
+        "currency": invoice["currency"],
+        "stripe_customer_id": invoice["customer"],
+    }
+    diffs = [f"{k} {row[k]!r} (expected {v!r})" for k, v in expected.items() if row[k] != v]
+    contact = row["customer_id"]
+    if contact not in contact_customer:
+        diffs.append(f"customer_id {contact!r} names no contact")
+    elif contact_customer[contact] != invoice["customer"]:
+        diffs.append(
+            f"customer_id {contact!r} is the contact of {contact_customer[contact]!r} "
+            f"(expected {invoice['customer']!r})"
+        )
+    return ", ".join(diffs)
+
+
+def _contact_problem(pool: common.EventPool, indexes: list[int], rows: list[sqlite3.Row]) -> str:
+    """What is wrong with one customer's stored contacts ("" if nothing)."""
+    if len(rows) != 1:
+        return f"{len(rows)} contacts"
+    row = rows[0]
+    customers = [_event(pool, n) for n in indexes]
+    newest = max(e["created"] for e in customers)
+    allowed = [
+        (c["email"], c["name"], c["phone"], c["metadata"])
+        for e in customers
+        if e["created"] == newest
+        for c in (e["data"]["object"],)
+    ]
+    stored = (row["email"], row["name"], row["phone"], json.loads(row["metadata"] or "{}"))
+    if stored in allowed:
+        return ""
+    return f"stored {stored!r}, expected one of {allowed[:3]!r}" + (
+        f" (+{len(allowed) - 3} more)" if len(allowed) > 3 else ""
+    )
+
+
 # --- the timed run ------------------------------------------------------------------------
 
 
@@ -344,14 +503,15 @@ def timed_run(
     path: str,
     inbox: Path | None = None,
 ) -> Phase:
-    """Warm up, then post the pool for `args.duration` s; with `inbox`, wait until it settles.
+    """Warm up, then post the pool for `args.duration` s; with `inbox`, wait until it settles
+    and check the records against the acknowledged events.
 
     Requests are signed just before each step (Stripe's tolerance is 300 s).
     """
     warmup = common.render_requests(
         pool.bodies[: args.warmup], host=HOST, port=port, path=path, secret=WEBHOOK_SECRET
     )
-    common.run_load(
+    warm = common.run_load(
         host=HOST,
         port=port,
         requests=warmup,
@@ -394,6 +554,9 @@ def timed_run(
                 s: n - baseline.get(s, 0) for s, n in counts.items() if n - baseline.get(s, 0)
             }
             phase.drain = drain
+            if drain.settled:
+                acked = warm.acked_indexes + [len(warmup) + i for i in load.acked_indexes]
+                phase.check = check_records(conn, pool, acked)
         return phase
     finally:
         if conn is not None:
@@ -476,6 +639,10 @@ def render_table(data: dict[str, Any]) -> str:
     row("backlog at end", "backlog_at_end")
     row("settle seconds", "settle_seconds", "{:.2f}")
     row("end-to-end events/s", "end_to_end_per_s", "{:,.0f}")
+    row("invoices checked", "invoices_checked", "{:,}")
+    row("invoices wrong", "invoices_wrong", "{:,}")
+    row("contacts checked", "contacts_checked", "{:,}")
+    row("contacts wrong", "contacts_wrong", "{:,}")
     for status in ("done", "ignored", "dead", "failed", "pending", "processing"):
         cells = [str(c.get("inbox", {}).get(status, 0)) if "inbox" in c else "" for _, c in cols]
         if any(cells):
@@ -522,6 +689,14 @@ def render_table(data: dict[str, Any]) -> str:
     for name, c in cols:
         if c["pool_exhausted"]:
             lines.append(f"warning: {name} used up the event pool; raise --max-rate")
+        if c.get("settled") is False:
+            lines.append(f"{name}: records not checked (the inbox never settled)")
+        for kind in ("invoice", "contact"):
+            if c.get(f"wrong_{kind}_ids"):
+                lines.append(
+                    f"{name}: wrong {kind}s (first {EXAMPLES}): {', '.join(c[f'wrong_{kind}_ids'])}"
+                )
+        lines += [f"  {w}" for w in c.get("wrong_examples", [])]
     return "\n".join(lines)
 
 
