@@ -145,22 +145,6 @@ def _receipt(arrival: inbox.Arrival, stored: inbox.Stored) -> Receipt:
     return Receipt(stored.item_id, event["id"], event["type"], stored.status, stored.duplicate)
 
 
-def receive(
-    db: Database,
-    registry: Registry,
-    *,
-    connection_id: str,
-    secrets: list[str],
-    payload: bytes,
-    signature: str | None,
-    tolerance: int,
-) -> Receipt:
-    """Verify, parse and store one webhook delivery."""
-    verify(payload, signature, secrets, tolerance=tolerance)
-    event = parse_event(payload)
-    return store(db, registry, connection_id=connection_id, event=event, payload=payload)
-
-
 _Waiting = tuple[inbox.Arrival, asyncio.Future[Receipt]]
 
 
