@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import click
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -323,6 +324,12 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         sys.stderr.write(f"error: {errors.describe(exc)}\n")
         sys.exit(2 if isinstance(exc, errors.Rejected | errors.ConfigError) else 1)
+    except sa.exc.OperationalError as exc:
+        if verbose:
+            traceback.print_exc()
+        reason = " ".join(str(exc.orig).split())
+        sys.stderr.write(f"error: the database is unavailable: {reason}\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug, but the user still gets one line

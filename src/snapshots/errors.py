@@ -110,18 +110,23 @@ class ConfigError(SnapshotsError):
     code = "config_error"
 
 
+# Libraries whose errors we translate at the boundary, keeping the gist in our message.
+TRANSLATED = ("stripe", "sqlalchemy", "psycopg")
+
+
 def describe(exc: BaseException) -> str:
     """One line with the cause chain: `outer: cause: root cause`.
 
-    The chain stops at an error of the stripe SDK: the message we raised from it already says
-    what happened, and the SDK's (with what it wraps) spans many lines (`-v` shows them)."""
+    The chain stops at an error of a library in TRANSLATED (the stripe SDK, SQLAlchemy): the
+    message we raised from it already says what happened, and theirs (with what they wrap)
+    span many lines (`-v` shows them)."""
     parts: list[str] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if parts and type(current).__module__.startswith("stripe"):
-            break  # the SDK's error and what it wraps: our message already says it
+        if parts and type(current).__module__.startswith(TRANSLATED):
+            break  # a library's error we translated: our message already says it
         text = " ".join((str(current) or type(current).__name__).split())
         if not any(text in part for part in parts):
             parts.append(text[:300])

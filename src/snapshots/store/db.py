@@ -159,7 +159,8 @@ def migrate(db: Database) -> None:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except sa.exc.OperationalError as exc:
-        raise errors.ConfigError(f"cannot migrate the database: {exc.orig}") from exc
+        reason = " ".join(str(exc.orig).split())
+        raise errors.ConfigError(f"cannot migrate the database: {reason}") from exc
 
 
 def is_migrated(db: Database) -> bool:
