@@ -49,7 +49,7 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
-def error_response(request: Request, exc: errors.Rejected) -> JSONResponse:
+def error_response(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
     body: dict[str, Any] = {
         "type": exc.type,
         "code": exc.code,
@@ -88,24 +88,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa.exc.OperationalError)
     async def database_down(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
         log.error("request %s: the database failed: %s", request_id(request), exc.orig)
-        body = {
-            "type": "api_error",
-            "code": "database_unavailable",
-            "message": "the database is unavailable; retry later",
-            "request_id": request_id(request),
-        }
-        return JSONResponse({"error": body}, status_code=503)
+        error = errors.Unavailable(
+            "the database is unavailable; retry later", code="database_unavailable"
+        )
+        return error_response(request, error)
 
     @app.exception_handler(errors.SnapshotsError)
     async def unavailable(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
         log.error("request %s failed: %s", request_id(request), errors.describe(exc))
-        body = {
-            "type": "api_error",
-            "code": exc.code,
-            "message": exc.message,
-            "request_id": request_id(request),
-        }
-        return JSONResponse({"error": body}, status_code=503)
+        return error_response(request, exc)
 
 
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 
 class SnapshotsError(Exception):
-    """Root of every error Snapshots raises on purpose."""
+    """Root of every error Snapshots raises on purpose. Outside `Rejected`, an error that
+    reaches an HTTP caller means "not now": 503, so the caller (Stripe) retries."""
 
+    status = 503
+    type = "api_error"
     code = "snapshots_error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
@@ -85,8 +88,6 @@ class Busy(RetryLater):
 class Unavailable(RetryLater):
     """We could not do it now (the database is down or locked too long): HTTP 503."""
 
-    status = 503
-    type = "api_error"
     code = "unavailable"
 
 

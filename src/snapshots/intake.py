@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from snapshots import errors, ids, inbox
 from snapshots.flows import Registry
+from snapshots.store import db as store_db
 from snapshots.store.db import Database, LockTaker
 
 log = logging.getLogger("snapshots.intake")
@@ -165,8 +166,8 @@ class GroupCommit:
     """
 
     MAX_BATCH = 500
-    LOCK_POLL = 0.0003  # seconds between tries for SQLite's write lock
-    LOCK_WAIT = 30.0  # seconds a batch may wait for the lock before its requests get 503
+    LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
+    LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
     def __init__(self, db: Database, registry: Registry) -> None:
         self._db = db
