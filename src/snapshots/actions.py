@@ -17,6 +17,11 @@ from snapshots import records
 # Same-second ties: the object's state first, then the event type (see records.py).
 INVOICE_STATUS_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
 TYPE_RANK = {
+    # A backfill's snapshot loses a same-second tie with any real event (it is read from a
+    # list that may lag); a later second wins as usual.
+    "customer.synced": -1,
+    "invoice.synced": -1,
+    "terminal.location.synced": -1,
     "customer.created": 0,
     "customer.updated": 1,
     "customer.deleted": 99,
@@ -114,6 +119,8 @@ def _archive_invoice(conn: Connection, ctx: Context, fields: dict[str, Any]) -> 
 
 
 def _upsert_location(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+    if fields.get("currency") is None:  # unless the mapping says otherwise: the account's
+        fields = fields | {"currency": records.account_currency(conn, ctx.connection_id)}
     return records.upsert_location(
         conn, connection_id=ctx.connection_id, fields=fields, version=ctx.version(), test=ctx.test
     )

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from snapshots import __version__, connections, errors, flows, intake, vault, worker
 from snapshots.api.deps import State, request_id
-from snapshots.api.routes import events, health, records, webhooks
+from snapshots.api.routes import events, health, records, sync_runs, webhooks
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -138,6 +138,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     _install_error_handlers(api)
     api.include_router(records.router)
     api.include_router(events.router)
+    api.include_router(sync_runs.router)
     api.include_router(health.router)
     generate_openapi = api.openapi
 

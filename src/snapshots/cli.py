@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,9 +14,10 @@ import click
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snapshots import connections, errors, inbox, keys, vault
+from snapshots import connections, errors, flows, inbox, keys, sync, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 
@@ -74,7 +76,7 @@ def root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
-        for noisy in ("stripe", "alembic"):
+        for noisy in ("stripe", "alembic", "snapshots.stripe"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     overrides: dict[str, Any] = {}
     if database_url:
@@ -156,7 +158,16 @@ def connect_stripe(
     ],
     name: Annotated[str | None, typer.Option(help="A name for the connection.")] = None,
     api_base: Annotated[str | None, typer.Option(help="A Stripe-compatible API base URL.")] = None,
-    api_version: Annotated[str | None, typer.Option(help="Pin this Stripe API version.")] = None,
+    api_version: Annotated[
+        str | None, typer.Option(help="Pin this Stripe API version (default: the SDK's).")
+    ] = None,
+    ordering: Annotated[
+        str,
+        typer.Option(
+            help="payload: apply events as delivered; refetch: re-read each object from Stripe "
+            "before applying it."
+        ),
+    ] = "payload",
     as_json: JsonOpt = False,
 ) -> None:
     """Check a Stripe key, store it encrypted, print the webhook URL to register."""
@@ -170,6 +181,7 @@ def connect_stripe(
         name=name,
         api_base=api_base,
         api_version=api_version,
+        ordering=ordering,
     )
     webhook_url = f"{context.settings.base_url}/webhooks/stripe/{connection.id}"
     if as_json:
@@ -302,6 +314,150 @@ def events_replay(
         _print_json(item)
         return
     out.print(f"inbox item {item['id']} ({item['event_id']}) is pending again")
+
+
+@app.command("sync")
+def sync_command(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None, typer.Option(help="The connection (default: every connection).")
+    ] = None,
+    objects: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated, from {','.join(sync.OBJECTS)} (default: all)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only what was created since: 2024-01-31, a UTC time, or 72h / 30d."),
+    ] = None,
+    reconcile: Annotated[
+        bool,
+        typer.Option("--reconcile", help="Fetch missed events from Stripe's event list instead."),
+    ] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show recent sync runs and their progress.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backfill from Stripe's lists (resumable), or reconcile missed events."""
+    context = _ctx(ctx)
+    database = context.db()
+    if status:
+        runs, _ = sync.page_runs(database, limit=20)
+        _show_runs(runs, as_json=as_json)
+        return
+    names = sync.parse_objects(objects)
+    since_at = None if since is None else sync.parse_since(since)
+    secrets = vault.load(context.settings)
+    chosen = connections.choose(database, secrets, connection)
+    registry = flows.load()
+    settings = context.settings
+    done: list[sync.Run] = []
+    err = Console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>9,.0f} objects"),
+        TextColumn("{task.fields[rate]:>7,.0f}/s"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json,
+    )
+    try:
+        with progress:
+            for conn in chosen:
+                client = connections.stripe_client(
+                    database,
+                    secrets,
+                    conn,
+                    rps=settings.stripe_rps,
+                    retries=settings.stripe_retries,
+                )
+                jobs = ["events"] if reconcile else names
+                for name in jobs:
+                    label = f"{conn.id} {name}"
+                    task = progress.add_task(label, total=None, rate=0.0)
+                    started = time.monotonic()
+
+                    def show(run: sync.Run, task: Any = task, started: float = started) -> None:
+                        read = run.objects - run.resumed_from
+                        elapsed = max(time.monotonic() - started, 1e-9)
+                        progress.update(task, completed=run.objects, rate=read / elapsed)
+
+                    if reconcile:
+                        run = sync.reconcile(
+                            database,
+                            client,
+                            conn,
+                            registry,
+                            settings,
+                            since=since_at,
+                            progress=show,
+                        )
+                    else:
+                        run = sync.backfill(
+                            database,
+                            client,
+                            conn,
+                            registry,
+                            obj=name,
+                            since=since_at,
+                            progress=show,
+                        )
+                    if run.resumed_from:
+                        progress.console.print(
+                            f"{label}: resumed after {run.resumed_from:,} objects read before"
+                        )
+                    progress.update(task, total=run.objects, completed=run.objects)
+                    done.append(run)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same `snapshots sync` again to resume where it stopped")
+        raise typer.Exit(130) from None
+    for run in done:
+        if run.warning:
+            err.print(f"[yellow]warning:[/] {run.warning}")
+    if as_json:
+        _print_json([run.public() | {"resumed_from": run.resumed_from} for run in done])
+        return
+    for run in done:
+        what = "new events" if run.kind == "reconcile" else "new inbox items"
+        out.print(
+            f"{run.connection_id} {run.object}: {run.objects:,} read, {run.enqueued:,} {what} "
+            f"({run.id})"
+        )
+
+
+def _show_runs(runs: list[dict[str, Any]], *, as_json: bool) -> None:
+    if as_json:
+        _print_json(runs)
+        return
+    table = Table(
+        "id",
+        "connection",
+        "kind",
+        "object",
+        "status",
+        "objects",
+        "new",
+        "rate/s",
+        "started",
+        "error / warning",
+    )
+    for r in runs:
+        table.add_row(
+            r["id"],
+            r["connection_id"],
+            r["kind"],
+            r["object"],
+            r["status"],
+            f"{r['objects']:,}",
+            f"{r['enqueued']:,}",
+            f"{r['rate']:,.0f}",
+            r["started_at"],
+            r["error"] or r["warning"] or "",
+        )
+    out.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

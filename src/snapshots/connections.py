@@ -86,6 +86,7 @@ def create(
     secret_key = secret_key.strip()
     webhook_secrets = [s.strip() for s in webhook_secrets]
     _validate(secret_key, webhook_secrets, ordering, name)
+    api_version = api_version or stripe_api.PINNED_VERSION  # pinned: an SDK upgrade changes nothing
     account = stripe_api.check_key(
         secret_key=secret_key, api_base=api_base, api_version=api_version
     )
@@ -176,6 +177,60 @@ def list_all(db: Database, vault: Vault) -> list[Connection]:
         ]
 
 
+def get(db: Database, vault: Vault, connection_id: str) -> Connection:
+    for connection in list_all(db, vault):
+        if connection.id == connection_id:
+            return connection
+    raise errors.NotFound(f"no connection {connection_id!r} (see `snapshots connect stripe`)")
+
+
+def choose(db: Database, vault: Vault, connection_id: str | None) -> list[Connection]:
+    """The connections a command works on: the one named, or all of them."""
+    if connection_id is not None:
+        return [get(db, vault, connection_id)]
+    found = list_all(db, vault)
+    if not found:
+        raise errors.BadRequest("no Stripe connection yet: run `snapshots connect stripe` first")
+    return found
+
+
+def stripe_client(
+    db: Database,
+    vault: Vault,
+    connection: Connection,
+    *,
+    rps: float | None = None,
+    retries: int = 5,
+) -> stripe_api.Stripe:
+    """The Stripe client of a connection: its key, API base and pinned API version."""
+    with db.read() as conn:
+        token = conn.execute(
+            sa.select(tables.connections.c.secret_key).where(
+                tables.connections.c.id == connection.id
+            )
+        ).scalar_one_or_none()
+    if token is None:
+        raise errors.NotFound(f"no connection {connection.id!r}")
+    return stripe_api.Stripe(
+        secret_key=vault.decrypt(token),
+        api_base=connection.api_base,
+        api_version=connection.api_version,
+        rps=rps,
+        retries=retries,
+    )
+
+
+def set_default_currency(db: Database, connection_id: str, currency: str | None) -> None:
+    """Remember the account's default currency (the watcher refreshes it)."""
+    t = tables.connections
+    with db.write() as conn:
+        conn.execute(
+            t.update()
+            .where(t.c.id == connection_id, t.c.default_currency.is_distinct_from(currency))
+            .values(default_currency=currency, updated_at=time.time())
+        )
+
+
 class SecretsCache:
     """Signing secrets per connection for intake, re-read at most every `SECRETS_TTL` seconds,
     so a webhook costs no extra query or decryption. A connection that does not exist is
@@ -214,3 +269,50 @@ class SecretsCache:
                 self._entries.clear()
             self._entries[connection_id] = (now + self._ttl, secrets)
         return secrets
+
+
+class Cache:
+    """Connections and their Stripe clients for a long-running process (worker, scheduler),
+    re-read every `ttl` seconds so a new or changed connection is picked up."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        *,
+        rps: float | None = None,
+        retries: int = 5,
+        ttl: float = 30.0,
+    ) -> None:
+        self._db = db
+        self._vault = vault
+        self._rps = rps
+        self._retries = retries
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._connections: dict[str, Connection] = {}
+        self._clients: dict[str, tuple[Connection, stripe_api.Stripe]] = {}
+
+    def all(self) -> list[Connection]:
+        with self._lock:
+            if time.monotonic() >= self._until:
+                self._connections = {c.id: c for c in list_all(self._db, self._vault)}
+                self._until = time.monotonic() + self._ttl
+            return list(self._connections.values())
+
+    def get(self, connection_id: str) -> Connection | None:
+        found = {c.id: c for c in self.all()}.get(connection_id)
+        return found
+
+    def client(self, connection: Connection) -> stripe_api.Stripe:
+        with self._lock:
+            cached = self._clients.get(connection.id)
+            if cached is not None and cached[0] == connection:
+                return cached[1]
+        client = stripe_client(
+            self._db, self._vault, connection, rps=self._rps, retries=self._retries
+        )
+        with self._lock:
+            self._clients[connection.id] = (connection, client)
+        return client

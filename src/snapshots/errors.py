@@ -103,6 +103,10 @@ class StripeAuthError(StripeError):
     code = "stripe_key_refused"
 
 
+class StripeNotFound(StripeError):
+    code = "stripe_not_found"
+
+
 class StripeUnavailable(StripeError, RetryLater):
     code = "stripe_unavailable"
 

@@ -21,10 +21,15 @@ from sqlalchemy.engine import Connection
 
 from snapshots import actions, errors, mapping
 
+# Events Stripe never sends, made by Snapshots itself: the location watcher's, and the
+# `*.synced` events of a backfill (an object as a list endpoint returned it).
 SYNTHETIC_TYPES = (
     "terminal.location.created",
     "terminal.location.updated",
     "terminal.location.deleted",
+    "terminal.location.synced",
+    "customer.synced",
+    "invoice.synced",
 )
 
 

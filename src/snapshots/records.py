@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -304,6 +305,15 @@ def upsert_location(
     return _write(conn, t, "location", row, values, version, connection_id=connection_id, test=test)
 
 
+def account_currency(conn: Connection, connection_id: str) -> str | None:
+    """The default currency of the Stripe account behind a connection, when known."""
+    t = tables.connections
+    currency = conn.execute(
+        sa.select(t.c.default_currency).where(t.c.id == connection_id)
+    ).scalar_one_or_none()
+    return None if currency is None else str(currency)
+
+
 # Reading, for the API and the CLI.
 
 
@@ -397,21 +407,41 @@ def page(
     db: Database, kind: str, *, limit: int = 20, starting_after: str | None = None
 ) -> tuple[list[dict[str, Any]], bool]:
     """Newest first; `starting_after` is the id of the last record of the previous page."""
-    t = KINDS[kind]
+    return paginate(
+        db,
+        KINDS[kind],
+        kind,
+        lambda row: public(kind, row),
+        limit=limit,
+        starting_after=starting_after,
+    )
+
+
+def paginate(
+    db: Database,
+    t: sa.Table,
+    noun: str,
+    to_public: Callable[[Any], dict[str, Any]],
+    *,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of a table with `seq` and `id` columns, newest first, after the row whose id is
+    `starting_after` (which must exist)."""
     stmt = sa.select(t).order_by(t.c.seq.desc()).limit(limit + 1)
     with db.read() as conn:
         if starting_after is not None:
-            if not ids.plausible(starting_after):
-                raise errors.BadRequest(
-                    f"starting_after: no {kind} {starting_after}", code="invalid_cursor"
-                )
-            seq = conn.execute(
-                sa.select(t.c.seq).where(t.c.id == starting_after)
-            ).scalar_one_or_none()
+            seq = (
+                conn.execute(
+                    sa.select(t.c.seq).where(t.c.id == starting_after)
+                ).scalar_one_or_none()
+                if ids.plausible(starting_after)
+                else None
+            )
             if seq is None:
                 raise errors.BadRequest(
-                    f"starting_after: no {kind} {starting_after}", code="invalid_cursor"
+                    f"starting_after: no {noun} {starting_after}", code="invalid_cursor"
                 )
             stmt = stmt.where(t.c.seq < seq)
         rows = conn.execute(stmt).all()
-    return [public(kind, r) for r in rows[:limit]], len(rows) > limit
+    return [to_public(r) for r in rows[:limit]], len(rows) > limit

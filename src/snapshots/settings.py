@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)
     key_env: str = Field("live", pattern="^(live|test)$")
+    # Pulling from Stripe (issue 3): the location watcher, reconciliation, the API budget.
+    location_poll_interval: float = Field(300.0, gt=0)  # seconds between location polls
+    reconcile_interval: float = Field(3600.0, gt=0)  # seconds between reconciliations
+    reconcile_window: float = Field(72 * 3600.0, gt=0, le=30 * 86400.0)  # first look-back
+    webhook_silence: float = Field(3600.0, gt=0)  # warn when no webhook came for this long
+    # Stripe requests per second per connection and process; unset: 100 live, 25 test (the
+    # limits Stripe documents). 0 turns the budget off (benchmarks against a local server).
+    stripe_rps: float | None = Field(None, ge=0)
+    stripe_retries: int = Field(5, ge=0, le=20)  # retries of an idempotent read
 
     @property
     def base_url(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshots import errors, flows, inbox, retry
+from snapshots import connections, errors, flows, inbox, refetch, retry, schedule, sync, vault
 from snapshots.flows import Registry
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -57,13 +57,30 @@ def _permanent(exc: Exception) -> bool:
 
 class Worker:
     def __init__(
-        self, db: Database, registry: Registry, settings: Settings, *, name: str | None = None
+        self,
+        db: Database,
+        registry: Registry,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        stripe: connections.Cache | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
+        self.stripe = stripe  # connections and clients, for refetch mode
+        self._known = set(flows.known_event_types())
+
+    def _refetched(self, item: inbox.Item, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with its object re-read from Stripe when its connection says so."""
+        if self.stripe is None:
+            return event
+        connection = self.stripe.get(item.connection_id)
+        if connection is None or connection.ordering != "refetch":
+            return event
+        return refetch.refetched(self.stripe.client(connection), event, self._known)
 
     def step(self) -> int:
         """Claim one batch and apply it; returns how many items were claimed."""
@@ -91,6 +108,7 @@ class Worker:
                 self._failed(item, errors.DeadLetter(f"the stored payload is not JSON: {exc}"))
                 continue
             try:
+                event = self._refetched(item, event)
                 work[item.id] = (event, self.registry.plan(event))
                 todo.append(item)
             except Exception as exc:
@@ -189,9 +207,36 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     database = Database(settings.database_url)
+    registry = flows.load()
+    stripe = None
     try:
-        Worker(database, flows.load(), settings).run(stop, parent=parent)
+        stripe = connections.Cache(
+            database,
+            vault.load(settings),
+            rps=settings.stripe_rps,
+            retries=settings.stripe_retries,
+        )
+    except errors.ConfigError as exc:
+        log.warning("pulling from Stripe is off: %s", exc)
+    scheduler = None
+    if stripe is not None:
+        scheduler = threading.Thread(
+            target=schedule.Scheduler(
+                database,
+                sync.scheduled_jobs(database, stripe, registry, settings),
+                holder=schedule.holder_name(),
+            ).run,
+            args=(stop,),
+            name="scheduler",
+            daemon=True,
+        )
+        scheduler.start()
+    try:
+        Worker(database, registry, settings, stripe=stripe).run(stop, parent=parent)
     finally:
+        stop.set()
+        if scheduler is not None:
+            scheduler.join(10.0)
         database.dispose()
 
 

@@ -80,5 +80,6 @@ def test_an_unreachable_api_is_a_retryable_error_in_one_line() -> None:
     with pytest.raises(errors.StripeUnavailable) as caught:
         stripe_api.check_key(secret_key="sk_test_abc123", api_base="http://127.0.0.1:9")
     assert errors.describe(caught.value) == (
-        "Stripe could not be reached while reading the account: connection refused"
+        "Stripe could not be reached while reading the account (after 3 attempts): "
+        "connection refused"
     )

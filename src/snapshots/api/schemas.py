@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Address(BaseModel):
@@ -102,6 +102,29 @@ class EventPublic(BaseModel):
 
 class EventsPublic(BaseModel):
     data: list[EventPublic]
+    has_more: bool
+
+
+class SyncRunPublic(BaseModel):
+    id: str
+    connection_id: str
+    kind: str = Field(description="backfill or reconcile")
+    object: str = Field(description="customers, invoices, locations or events")
+    since: str | None
+    status: str = Field(description="running, done, failed or interrupted")
+    pages: int
+    objects: int = Field(description="Objects read from Stripe so far")
+    enqueued: int = Field(description="New inbox items (duplicates are not counted)")
+    rate: float = Field(description="Objects read per second")
+    error: str | None
+    warning: str | None
+    started_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+class SyncRunsPublic(BaseModel):
+    data: list[SyncRunPublic]
     has_more: bool
 
 

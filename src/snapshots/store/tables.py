@@ -55,6 +55,8 @@ inbox_items = sa.Table(
     sa.Column("processed_at", sa.Float),
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
+    # The newest webhook of a connection (reconciliation's silent-endpoint warning).
+    sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
 )
 
 # Every record remembers the newest event applied to it as an ordering key:
@@ -176,4 +178,52 @@ audit_entries = sa.Table(
     sa.Column("target", sa.String(200)),
     sa.Column("outcome", sa.String(20), nullable=False, server_default="ok"),
     sa.Column("details", sa.JSON, nullable=False),
+)
+
+# Pulling from Stripe (sync.py, watcher.py, schedule.py).
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # backfill | reconcile
+    sa.Column("object", sa.String(40), nullable=False),  # customers | invoices | events | ...
+    sa.Column("since", sa.BigInteger),  # only objects (events) created at or after
+    sa.Column("status", sa.String(20), nullable=False),  # running | done | failed | interrupted
+    sa.Column("cursor", sa.String(255)),  # the last object of the last committed page
+    sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("objects", sa.Integer, nullable=False, server_default="0"),  # read
+    sa.Column("enqueued", sa.Integer, nullable=False, server_default="0"),  # new inbox items
+    sa.Column("holder", sa.String(100)),  # the process running it
+    sa.Column("lease_until", sa.Float),  # it counts as running until then (a heartbeat)
+    sa.Column("error", sa.Text),
+    sa.Column("warning", sa.Text),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_sync_runs_connection_id_object_status", "connection_id", "object", "status"),
+)
+
+# Periodic jobs shared by every process: one holder at a time, and when each runs next.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("name", sa.String(120), primary_key=True),  # e.g. watcher:conn_...
+    sa.Column("holder", sa.String(100)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("next_run_at", sa.Float, nullable=False),
+    sa.Column("last_run_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+)
+
+# What the location watcher saw last: one fingerprint per Stripe location.
+watched_locations = sa.Table(
+    "watched_locations",
+    metadata,
+    sa.Column("connection_id", sa.String(40), primary_key=True),
+    sa.Column("stripe_location_id", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
 )

@@ -1,0 +1,585 @@
+"""Sync: pull from Stripe what webhooks did not deliver, through the inbox like any event.
+
+- **Backfill** pages through a list endpoint (`limit=100`, `starting_after`) and stores every
+  object as a synthetic `<object>.synced` event; the flows treat it like an update, older than
+  any real event of a later second. Each page commits with the run's checkpoint (the last id),
+  so a run stopped by Ctrl-C, a crash or a network error resumes after its last committed page.
+  Pages stream (the next one is fetched while this one is written): memory stays flat.
+- **Reconciliation** walks `GET /v1/events` since a moment and stores every event the inbox
+  has not seen (the usual duplicates rule), then warns when the connection got no webhook for a
+  long time while Stripe lists activity: the classic silently disabled endpoint.
+- Locations have no list to backfill beyond the watcher's own poll: syncing them polls now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshots import connections, errors, ids, inbox, keys, records, schedule, stripe_api, watcher
+from snapshots.connections import Connection
+from snapshots.flows import Registry
+from snapshots.settings import Settings
+from snapshots.store import tables
+from snapshots.store.db import Database
+
+log = logging.getLogger("snapshots.sync")
+R = tables.sync_runs
+
+# What a backfill can list: object name -> (Stripe path, synthetic event type).
+LISTS = {
+    "customers": ("/v1/customers", "customer.synced"),
+    "invoices": ("/v1/invoices", "invoice.synced"),
+}
+OBJECTS = ("locations", *LISTS)
+RUN_LEASE = 120.0  # seconds without a committed page after which a run counts as stopped
+RECONCILE_OVERLAP = 600.0  # seconds a reconciliation looks back before the last one started
+EVENTS_KEPT = 30 * 86400  # Stripe lists events of the last 30 days
+UNFINISHED = ("running", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    connection_id: str
+    kind: str
+    object: str
+    since: int | None
+    status: str
+    cursor: str | None
+    pages: int
+    objects: int
+    enqueued: int
+    error: str | None
+    warning: str | None
+    started_at: float
+    updated_at: float
+    finished_at: float | None
+    resumed_from: int = 0  # objects read by earlier attempts when this one resumed
+
+    def public(self) -> dict[str, Any]:
+        end = self.finished_at or self.updated_at
+        elapsed = max(end - self.started_at, 1e-9)
+        return {
+            "id": self.id,
+            "connection_id": self.connection_id,
+            "kind": self.kind,
+            "object": self.object,
+            "since": records.iso(self.since),
+            "status": self.status,
+            "pages": self.pages,
+            "objects": self.objects,
+            "enqueued": self.enqueued,
+            "rate": round(self.objects / elapsed, 1),
+            "error": self.error,
+            "warning": self.warning,
+            "started_at": records.iso(self.started_at),
+            "updated_at": records.iso(self.updated_at),
+            "finished_at": records.iso(self.finished_at),
+        }
+
+
+def _run(row: Any, resumed_from: int = 0) -> Run:
+    return Run(
+        id=row.id,
+        connection_id=row.connection_id,
+        kind=row.kind,
+        object=row.object,
+        since=row.since,
+        status=row.status,
+        cursor=row.cursor,
+        pages=row.pages,
+        objects=row.objects,
+        enqueued=row.enqueued,
+        error=row.error,
+        warning=row.warning,
+        started_at=row.started_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        resumed_from=resumed_from,
+    )
+
+
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
+
+
+def parse_since(text: str, *, now: float | None = None) -> int:
+    """`2024-01-31`, `2024-01-31T12:00:00Z` (UTC unless an offset is given), or a duration
+    back from now (`72h`, `30d`) -> unix seconds."""
+    text = text.strip()
+    if DATE.fullmatch(text):
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise errors.BadRequest(f"--since {text!r}: {exc}") from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp())
+    try:
+        seconds = keys.parse_duration(text)
+    except errors.BadRequest:
+        raise errors.BadRequest(
+            f"--since {text!r}: give a date (2024-01-31), a UTC time (2024-01-31T12:00:00Z) "
+            "or a duration back from now (72h, 30d)"
+        ) from None
+    return int((time.time() if now is None else now) - seconds)
+
+
+def parse_objects(text: str | None) -> list[str]:
+    if text is None:
+        return list(OBJECTS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in OBJECTS]
+    if unknown or not names:
+        raise errors.BadRequest(
+            f"--objects: unknown {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(OBJECTS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+# Runs: started, resumed, checkpointed, finished.
+
+
+def _start(
+    db: Database, *, connection_id: str, kind: str, obj: str, since: int | None, holder: str
+) -> Run:
+    """Resume the unfinished run of this kind, object and `since`, or start a new one. A run
+    another live process holds is refused."""
+    now = time.time()
+    with db.write() as conn:
+        row = conn.execute(
+            sa.select(R)
+            .where(
+                R.c.connection_id == connection_id,
+                R.c.kind == kind,
+                R.c.object == obj,
+                R.c.status.in_(UNFINISHED),
+                R.c.since.is_(None) if since is None else R.c.since == since,
+            )
+            .order_by(R.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            if row.status == "running" and (row.lease_until or 0) > now and row.holder != holder:
+                raise errors.Conflict(
+                    f"a {kind} of {obj} for {connection_id} is running in {row.holder} "
+                    f"({row.objects} objects so far); wait for it, or stop that process"
+                )
+            conn.execute(
+                R.update()
+                .where(R.c.id == row.id)
+                .values(
+                    status="running",
+                    holder=holder,
+                    lease_until=now + RUN_LEASE,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+            fresh = conn.execute(sa.select(R).where(R.c.id == row.id)).one()
+            return _run(fresh, resumed_from=row.objects)
+        values = {
+            "id": ids.new("sync_"),
+            "connection_id": connection_id,
+            "kind": kind,
+            "object": obj,
+            "since": since,
+            "status": "running",
+            "holder": holder,
+            "lease_until": now + RUN_LEASE,
+            "started_at": now,
+            "updated_at": now,
+        }
+        conn.execute(R.insert().values(**values))
+        return _run(conn.execute(sa.select(R).where(R.c.id == values["id"])).one())
+
+
+def _checkpoint(
+    conn: sa.Connection, run: Run, *, cursor: str | None, objects: int, enqueued: int
+) -> Run:
+    now = time.time()
+    values = {
+        "cursor": cursor,
+        "pages": run.pages + 1,
+        "objects": run.objects + objects,
+        "enqueued": run.enqueued + enqueued,
+        "lease_until": now + RUN_LEASE,
+        "updated_at": now,
+    }
+    conn.execute(R.update().where(R.c.id == run.id).values(**values))
+    return dataclasses.replace(
+        run,
+        cursor=cursor,
+        pages=run.pages + 1,
+        objects=run.objects + objects,
+        enqueued=run.enqueued + enqueued,
+        updated_at=now,
+    )
+
+
+def _end(db: Database, run: Run, status: str, *, error: str | None = None) -> Run:
+    now = time.time()
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "holder": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if status == "done":
+        values["finished_at"] = now
+    with db.write() as conn:
+        conn.execute(R.update().where(R.c.id == run.id).values(**values))
+        return _run(conn.execute(sa.select(R).where(R.c.id == run.id)).one(), run.resumed_from)
+
+
+def _set_warning(db: Database, run: Run, warning: str) -> None:
+    with db.write() as conn:
+        conn.execute(R.update().where(R.c.id == run.id).values(warning=warning))
+
+
+Progress = Callable[[Run], None]
+
+
+def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The same pages, the next one fetched on a thread while the caller stores this one
+    (at most two pages in memory). A fetch error is raised where the page would have been."""
+    box: queue.Queue[tuple[dict[str, Any] | None, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        box.put((page, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((None, None))
+        except BaseException as exc:
+            box.put((None, exc))
+
+    thread = threading.Thread(target=fetch, name="sync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            page, error = box.get()
+            if error is not None:
+                raise error
+            if page is None:
+                return
+            yield page
+    finally:
+        stop.set()
+
+
+def _run_pages(
+    db: Database,
+    run: Run,
+    pages: Iterator[dict[str, Any]],
+    to_arrivals: Callable[[list[dict[str, Any]]], list[inbox.Arrival]],
+    progress: Progress | None,
+) -> Run:
+    """Store each page's arrivals with the run's checkpoint in one transaction."""
+    try:
+        for page in _prefetched(pages):
+            data = page.get("data") or []
+            if not data:
+                continue
+            arrivals = to_arrivals(data)
+            with db.write() as conn:
+                stored = inbox.enqueue_many(conn, arrivals) if arrivals else []
+                run = _checkpoint(
+                    conn,
+                    run,
+                    cursor=data[-1]["id"],
+                    objects=len(data),
+                    enqueued=sum(not s.duplicate for s in stored),
+                )
+            if progress is not None:
+                progress(run)
+    except KeyboardInterrupt:
+        _end(db, run, "interrupted", error="interrupted (Ctrl-C); run sync again to resume")
+        raise
+    except errors.SnapshotsError as exc:
+        _end(db, run, "failed", error=errors.describe(exc))
+        raise
+    except Exception as exc:
+        _end(db, run, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return _end(db, run, "done")
+
+
+def backfill(
+    db: Database,
+    client: stripe_api.Stripe,
+    connection: Connection,
+    registry: Registry,
+    *,
+    obj: str,
+    since: int | None = None,
+    holder: str | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Backfill one object type (see the module docstring); returns the finished run."""
+    if obj == "locations":
+        return _poll_locations(db, client, connection, registry, holder=holder, progress=progress)
+    path, event_type = LISTS[obj]
+    run = _start(
+        db,
+        connection_id=connection.id,
+        kind="backfill",
+        obj=obj,
+        since=since,
+        holder=holder or schedule.holder_name(),
+    )
+    wanted = registry.wants(event_type)
+    prefix = f"evt_snp_{run.id.removeprefix('sync_')}_"
+    params: dict[str, Any] = {} if since is None else {"created": {"gte": since}}
+
+    def to_arrivals(data: list[dict[str, Any]]) -> list[inbox.Arrival]:
+        read_at = int(time.time())
+        arrivals = []
+        for obj_ in data:
+            event = {
+                "id": prefix + obj_["id"],
+                "object": "event",
+                "api_version": connection.api_version,
+                "created": read_at,
+                "data": {"object": obj_},
+                "livemode": bool(obj_.get("livemode", connection.livemode)),
+                "pending_webhooks": 0,
+                "request": {"id": None, "idempotency_key": None},
+                "type": event_type,
+            }
+            payload = json.dumps(event, separators=(",", ":")).encode()
+            arrivals.append(inbox.Arrival(connection.id, event, payload, "sync", wanted))
+        return arrivals
+
+    pages = client.pages(f"listing {obj}", path, starting_after=run.cursor, **params)
+    return _run_pages(db, run, pages, to_arrivals, progress)
+
+
+def _poll_locations(
+    db: Database,
+    client: stripe_api.Stripe,
+    connection: Connection,
+    registry: Registry,
+    *,
+    holder: str | None,
+    progress: Progress | None,
+) -> Run:
+    """`sync --objects locations`: a watcher poll now, under the watcher's own schedule lease
+    (waiting while another process polls), recorded as a run."""
+    holder = holder or schedule.holder_name()
+    name = watcher_job_name(connection.id)
+    deadline = time.monotonic() + schedule.LEASE
+    while not schedule.claim(db, name, holder=holder, force=True):
+        if time.monotonic() > deadline:
+            raise errors.Conflict(f"another process has been polling {connection.id}'s locations")
+        time.sleep(0.5)
+    run = _start(
+        db, connection_id=connection.id, kind="backfill", obj="locations", since=None, holder=holder
+    )
+    error = None
+    try:
+        result = watcher.poll(db, client, connection, registry)
+        with db.write() as conn:
+            run = _checkpoint(conn, run, cursor=None, objects=result.seen, enqueued=result.changes)
+        if progress is not None:
+            progress(run)
+        return _end(db, run, "done")
+    except errors.SnapshotsError as exc:
+        error = errors.describe(exc)
+        _end(db, run, "failed", error=error)
+        raise
+    except KeyboardInterrupt:
+        error = "interrupted"
+        _end(db, run, "interrupted", error=error)
+        raise
+    finally:
+        schedule.release(
+            db, name, holder=holder, next_run_at=time.time() + schedule.LEASE / 2, error=error
+        )
+
+
+def watcher_job_name(connection_id: str) -> str:
+    return f"watcher:{connection_id}"
+
+
+def reconcile_job_name(connection_id: str) -> str:
+    return f"reconcile:{connection_id}"
+
+
+def default_since(db: Database, connection_id: str, settings: Settings) -> int:
+    """Where a reconciliation starts: a little before the last finished one started, or
+    `reconcile_window` back on the first; never beyond the 30 days Stripe keeps."""
+    now = time.time()
+    with db.read() as conn:
+        last = conn.execute(
+            sa.select(sa.func.max(R.c.started_at)).where(
+                R.c.connection_id == connection_id, R.c.kind == "reconcile", R.c.status == "done"
+            )
+        ).scalar_one_or_none()
+    start = now - settings.reconcile_window if last is None else last - RECONCILE_OVERLAP
+    return int(max(start, now - EVENTS_KEPT))
+
+
+def last_webhook_at(db: Database, connection_id: str) -> float | None:
+    t = tables.inbox_items
+    with db.read() as conn:
+        found = conn.execute(
+            sa.select(t.c.received_at)
+            .where(t.c.connection_id == connection_id, t.c.source == "webhook")
+            .order_by(t.c.received_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    return None if found is None else float(found)
+
+
+def reconcile(
+    db: Database,
+    client: stripe_api.Stripe,
+    connection: Connection,
+    registry: Registry,
+    settings: Settings,
+    *,
+    since: int | None = None,
+    holder: str | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Store every event Stripe lists since `since` that the inbox has not seen."""
+    since = default_since(db, connection.id, settings) if since is None else since
+    since = max(since, int(time.time()) - EVENTS_KEPT)
+    run = _start(
+        db,
+        connection_id=connection.id,
+        kind="reconcile",
+        obj="events",
+        since=since,
+        holder=holder or schedule.holder_name(),
+    )
+    newest = [0]
+
+    def to_arrivals(data: list[dict[str, Any]]) -> list[inbox.Arrival]:
+        arrivals = []
+        for event in data:
+            created = int(event.get("created") or 0)
+            if created < since:  # a server that ignores `created[gte]` (localstripe)
+                continue
+            newest[0] = max(newest[0], created)
+            payload = json.dumps(event, separators=(",", ":")).encode()
+            wanted = registry.wants(str(event.get("type")))
+            arrivals.append(inbox.Arrival(connection.id, event, payload, "reconcile", wanted))
+        return arrivals
+
+    pages = client.pages(
+        "listing events", "/v1/events", starting_after=run.cursor, created={"gte": since}
+    )
+    run = _run_pages(db, run, pages, to_arrivals, progress)
+    warning = silence_warning(
+        last_webhook_at(db, connection.id),
+        newest[0] or None,
+        missed=run.enqueued,
+        threshold=settings.webhook_silence,
+        connection_id=connection.id,
+    )
+    if warning:
+        log.warning(warning)
+        _set_warning(db, run, warning)
+        run = dataclasses.replace(run, warning=warning)
+    return run
+
+
+def silence_warning(
+    last_webhook: float | None,
+    newest_event: int | None,
+    *,
+    missed: int,
+    threshold: float,
+    connection_id: str,
+    now: float | None = None,
+) -> str | None:
+    """A warning when Stripe lists events that never came as webhooks while the endpoint has
+    been silent for longer than `threshold`: it is probably disabled or unreachable."""
+    now = time.time() if now is None else now
+    if not missed or newest_event is None:
+        return None
+    if last_webhook is not None and now - last_webhook <= threshold:
+        return None
+    if last_webhook is not None and newest_event <= last_webhook:
+        return None
+    when = "ever" if last_webhook is None else f"since {records.iso(last_webhook)}"
+    return (
+        f"{connection_id}: no webhook received {when}, but Stripe lists {missed} events that "
+        f"never arrived (newest {records.iso(newest_event)}); check that the webhook endpoint is "
+        "enabled in the Stripe dashboard and reaches this server"
+    )
+
+
+def get_run(db: Database, run_id: str) -> Run:
+    with db.read() as conn:
+        row = (
+            conn.execute(sa.select(R).where(R.c.id == run_id)).one_or_none()
+            if ids.plausible(run_id)
+            else None
+        )
+    if row is None:
+        raise errors.NotFound(f"no sync run {run_id}")
+    return _run(row)
+
+
+def page_runs(
+    db: Database, *, limit: int = 20, starting_after: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    return records.paginate(
+        db,
+        R,
+        "sync run",
+        lambda row: _run(row).public(),
+        limit=limit,
+        starting_after=starting_after,
+    )
+
+
+def scheduled_jobs(
+    db: Database, stripe: connections.Cache, registry: Registry, settings: Settings
+) -> Callable[[], list[schedule.Job]]:
+    """The periodic jobs of every connection: its location watcher and its reconciliation."""
+
+    def jobs() -> list[schedule.Job]:
+        found = []
+        for connection in stripe.all():
+
+            def poll(c: Connection = connection) -> object:
+                return watcher.poll(db, stripe.client(c), c, registry)
+
+            def catch_up(c: Connection = connection) -> object:
+                return reconcile(db, stripe.client(c), c, registry, settings)
+
+            found.append(
+                schedule.Job(watcher_job_name(connection.id), settings.location_poll_interval, poll)
+            )
+            found.append(
+                schedule.Job(
+                    reconcile_job_name(connection.id), settings.reconcile_interval, catch_up
+                )
+            )
+        return found
+
+    return jobs
