@@ -364,6 +364,7 @@ def sync_command(
         console=err,
         disable=as_json,
     )
+    failures: list[str] = []
     try:
         with progress:
             for conn in chosen:
@@ -374,8 +375,7 @@ def sync_command(
                     rps=settings.stripe_rps,
                     retries=settings.stripe_retries,
                 )
-                jobs = ["events"] if reconcile else names
-                for name in jobs:
+                for name in ["events"] if reconcile else names:
                     label = f"{conn.id} {name}"
                     task = progress.add_task(label, total=None, rate=0.0)
                     started = time.monotonic()
@@ -385,26 +385,33 @@ def sync_command(
                         elapsed = max(time.monotonic() - started, 1e-9)
                         progress.update(task, completed=run.objects, rate=read / elapsed)
 
-                    if reconcile:
-                        run = sync.reconcile(
-                            database,
-                            client,
-                            conn,
-                            registry,
-                            settings,
-                            since=since_at,
-                            progress=show,
-                        )
-                    else:
-                        run = sync.backfill(
-                            database,
-                            client,
-                            conn,
-                            registry,
-                            obj=name,
-                            since=since_at,
-                            progress=show,
-                        )
+                    try:
+                        if reconcile:
+                            run = sync.reconcile(
+                                database,
+                                client,
+                                conn,
+                                registry,
+                                settings,
+                                since=since_at,
+                                progress=show,
+                            )
+                        else:
+                            run = sync.backfill(
+                                database,
+                                client,
+                                conn,
+                                registry,
+                                obj=name,
+                                since=since_at,
+                                progress=show,
+                            )
+                    except errors.StripeError as exc:
+                        if isinstance(exc, errors.StripeAuthError):
+                            raise  # every other object would be refused too
+                        failures.append(f"{label}: {errors.describe(exc)}")
+                        progress.remove_task(task)
+                        continue
                     if run.resumed_from:
                         progress.console.print(
                             f"{label}: resumed after {run.resumed_from:,} objects read before"
@@ -419,45 +426,38 @@ def sync_command(
             err.print(f"[yellow]warning:[/] {run.warning}")
     if as_json:
         _print_json([run.public() | {"resumed_from": run.resumed_from} for run in done])
-        return
-    for run in done:
+    for run in done if not as_json else ():
         what = "new events" if run.kind == "reconcile" else "new inbox items"
         out.print(
             f"{run.connection_id} {run.object}: {run.objects:,} read, {run.enqueued:,} {what} "
             f"({run.id})"
         )
+    if failures:
+        for failure in failures:
+            sys.stderr.write(f"error: {failure}\n")
+        raise typer.Exit(1)
 
 
 def _show_runs(runs: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
         _print_json(runs)
         return
-    table = Table(
-        "id",
-        "connection",
-        "kind",
-        "object",
-        "status",
-        "objects",
-        "new",
-        "rate/s",
-        "started",
-        "error / warning",
-    )
+    table = Table("id", "connection", "run", "status", "read", "new", "rate/s", "started")
     for r in runs:
         table.add_row(
             r["id"],
             r["connection_id"],
-            r["kind"],
-            r["object"],
+            f"{r['kind']} {r['object']}",
             r["status"],
             f"{r['objects']:,}",
             f"{r['enqueued']:,}",
             f"{r['rate']:,.0f}",
             r["started_at"],
-            r["error"] or r["warning"] or "",
         )
     out.print(table)
+    for r in runs:
+        if r["error"] or r["warning"]:
+            out.print(f"{r['id']}: {r['error'] or r['warning']}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in args or "--verbose" in args
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="snapshots", standalone_mode=False)
+        code = command.main(args=args, prog_name="snapshots", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n): click returns n here
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

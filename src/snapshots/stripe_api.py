@@ -206,7 +206,9 @@ def translate(what: str, exc: stripe.StripeError, *, attempts: int = 1) -> error
             f"Stripe failed while {what}{tries} (HTTP {status}): {_message(exc)}"
         )
     if status == 404:
-        return errors.StripeNotFound(f"Stripe has no such object while {what}: {_message(exc)}")
+        return errors.StripeNotFound(
+            f"Stripe answered 404 (not found) while {what}: {_message(exc)}"
+        )
     return errors.StripeError(f"Stripe said no while {what}: {_message(exc)}")
 
 

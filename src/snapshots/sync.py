@@ -42,7 +42,7 @@ LISTS = {
     "customers": ("/v1/customers", "customer.synced"),
     "invoices": ("/v1/invoices", "invoice.synced"),
 }
-OBJECTS = ("locations", *LISTS)
+OBJECTS = (*LISTS, "locations")  # contacts first: invoices link to them
 RUN_LEASE = 120.0  # seconds without a committed page after which a run counts as stopped
 RECONCILE_OVERLAP = 600.0  # seconds a reconciliation looks back before the last one started
 EVENTS_KEPT = 30 * 86400  # Stripe lists events of the last 30 days
@@ -500,7 +500,6 @@ def reconcile(
         connection_id=connection.id,
     )
     if warning:
-        log.warning(warning)
         _set_warning(db, run, warning)
         run = dataclasses.replace(run, warning=warning)
     return run
@@ -570,7 +569,10 @@ def scheduled_jobs(
                 return watcher.poll(db, stripe.client(c), c, registry)
 
             def catch_up(c: Connection = connection) -> object:
-                return reconcile(db, stripe.client(c), c, registry, settings)
+                run = reconcile(db, stripe.client(c), c, registry, settings)
+                if run.warning:
+                    log.warning(run.warning)
+                return run
 
             found.append(
                 schedule.Job(watcher_job_name(connection.id), settings.location_poll_interval, poll)

@@ -59,6 +59,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -865,7 +866,7 @@ class State:
             currency=str(params.get("currency") or customer.get("currency") or self.currency),
             livemode=livemode,
             metadata=_metadata(params.get("metadata", {}), {}),
-            description=_str_or_none(params.get("description", ""), "description"),
+            description=_str_or_none(params.get("description") or "", "description"),
             collection_method=str(params.get("collection_method", "charge_automatically")),
             auto_advance=None
             if auto_advance is None
@@ -1513,6 +1514,10 @@ class _Handler(BaseHTTPRequestHandler):
                         )
             except ApiError as exc:
                 status, body = exc.status, _dumps({"error": exc.error})
+            except Exception as exc:  # a bug in the fake: answer like Stripe's 500, keep serving
+                traceback.print_exc()
+                error = {"type": "api_error", "message": f"fake stripe crashed: {exc!r}"}
+                status, body = 500, _dumps({"error": error})
             entry["status"] = status
             state.request_log.append(entry)
         self._send(status, body, headers)

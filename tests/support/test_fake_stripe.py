@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 import stripe
+from stripe.params import CustomerListParams
 
 from .fake_stripe import FakeStripe, FakeStripeError, parse_form, run_fake_stripe
 
-ADDRESS = {"line1": "1 Market Street", "city": "San Francisco", "postal_code": "94103",
-           "state": "CA", "country": "US"}  # fmt: skip
+ADDRESS: Any = {
+    "line1": "1 Market Street",
+    "city": "San Francisco",
+    "postal_code": "94103",
+    "state": "CA",
+    "country": "US",
+}
 
 
 @pytest.fixture
@@ -72,6 +78,13 @@ def test_keep_alive_and_content_length(fake: FakeStripe) -> None:
         conn.close()
 
 
+def test_stops_on_exit() -> None:
+    with run_fake_stripe() as fake:
+        process = fake.process
+        assert fake.is_running()
+    assert process.returncode == 0  # SIGTERM -> clean shutdown, no SIGKILL needed
+
+
 # -- auth and account ---------------------------------------------------------------------
 
 
@@ -125,8 +138,13 @@ def test_location_create_list_update_delete(fake: FakeStripe) -> None:
     )
     assert created.id == "tml_000004"
     assert set(created.to_dict()) == {
-        "id", "object", "address", "display_name", "livemode", "metadata"
-    }  # fmt: skip
+        "id",
+        "object",
+        "address",
+        "display_name",
+        "livemode",
+        "metadata",
+    }
     assert created.object == "terminal.location" and created.livemode is False
     assert created.address.to_dict() == {**ADDRESS, "line2": None}
     assert _ids(client.v1.terminal.locations.list().data)[0] == created.id  # newest first
@@ -144,13 +162,12 @@ def test_location_create_list_update_delete(fake: FakeStripe) -> None:
     # Like Stripe: retrieving a deleted location answers the deletion stub ...
     assert client.v1.terminal.locations.retrieve(created.id).to_dict()["deleted"] is True
     # ... while changing it, or retrieving an id that never existed, is a 404.
-    for call in (
-        lambda: client.v1.terminal.locations.update(created.id, {"display_name": "x"}),
-        lambda: client.v1.terminal.locations.retrieve("tml_nope"),
-    ):
-        with pytest.raises(stripe.InvalidRequestError) as info:
-            call()
-        assert info.value.http_status == 404 and info.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        client.v1.terminal.locations.update(created.id, {"display_name": "x"})
+    assert info.value.http_status == 404 and info.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        client.v1.terminal.locations.retrieve("tml_nope")
+    assert info.value.http_status == 404 and info.value.code == "resource_missing"
 
     assert fake.events() == []  # real Stripe has no terminal.location events
 
@@ -179,7 +196,7 @@ def test_live_key_makes_livemode_objects(fake: FakeStripe) -> None:
 def test_starting_after_pages_every_customer_once_newest_first(fake: FakeStripe) -> None:
     client = fake.client()
     seen: list[stripe.Customer] = []
-    params: dict[str, Any] = {"limit": 100}
+    params: CustomerListParams = {"limit": 100}
     pages = 0
     while True:
         page = client.v1.customers.list(params)
@@ -196,7 +213,8 @@ def test_starting_after_pages_every_customer_once_newest_first(fake: FakeStripe)
     assert created == sorted(created, reverse=True)
     assert len({c.email for c in seen}) == 250 and len({c.name for c in seen}) == 250
     first = seen[-1]
-    assert first.metadata.to_dict()["seed"] == "1" and first.address.line1
+    assert first.metadata is not None and first.metadata.to_dict()["seed"] == "1"
+    assert first.address is not None and first.address.line1 == "1 Main Street"
     # the SDK's own pager agrees
     assert [c.id for c in client.v1.customers.list({"limit": 100}).auto_paging_iter()] == ids
 
@@ -266,7 +284,7 @@ def test_customer_changes_produce_events(fake: FakeStripe) -> None:
             "name": "Ada",
             "metadata": {"tier": "gold"},
             "address": {"line1": "12 Analytical Way", "country": "GB"},
-        }  # fmt: skip
+        }
     )
     assert customer.id == "cus_000251" and customer.created >= int(time.time()) - 5
     client.v1.customers.update(
@@ -275,8 +293,10 @@ def test_customer_changes_produce_events(fake: FakeStripe) -> None:
     client.v1.customers.update(customer.id, {"name": "Ada Lovelace"})  # no change, no event
     client.v1.customers.delete(customer.id)
     assert client.v1.customers.retrieve(customer.id).to_dict() == {
-        "id": customer.id, "object": "customer", "deleted": True
-    }  # fmt: skip
+        "id": customer.id,
+        "object": "customer",
+        "deleted": True,
+    }
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.customers.update(customer.id, {"name": "ghost"})
 
@@ -284,9 +304,16 @@ def test_customer_changes_produce_events(fake: FakeStripe) -> None:
     assert [e.type for e in events] == ["customer.deleted", "customer.updated", "customer.created"]
     deleted, updated, created = (e.to_dict() for e in events)
     assert set(created) == {
-        "id", "object", "api_version", "created", "data", "livemode", "pending_webhooks",
-        "request", "type",
-    }  # fmt: skip
+        "id",
+        "object",
+        "api_version",
+        "created",
+        "data",
+        "livemode",
+        "pending_webhooks",
+        "request",
+        "type",
+    }
     assert created["object"] == "event" and created["id"].startswith("evt_")
     assert created["data"]["object"]["email"] == "ada@example.com"
     assert "previous_attributes" not in created["data"]
@@ -325,8 +352,11 @@ def test_invoices_seeded_created_and_paid(fake: FakeStripe) -> None:
     assert invoice.status == "paid" and invoice.amount_paid == 4200 and invoice.number
     assert invoice.status_transitions.paid_at
     assert [e["type"] for e in fake.events()] == [
-        "invoice.payment_succeeded", "invoice.paid", "invoice.finalized", "invoice.created"
-    ]  # fmt: skip
+        "invoice.payment_succeeded",
+        "invoice.paid",
+        "invoice.finalized",
+        "invoice.created",
+    ]
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.invoices.pay(draft["id"])  # already paid
 
