@@ -155,6 +155,7 @@ def retry_delay(exc: stripe.StripeError, attempt: int) -> float | None:
     retryable = (
         should == "true"
         or status in (409, 429)
+        or isinstance(exc, stripe.RateLimitError)
         or status >= 500
         or (isinstance(exc, stripe.APIConnectionError) and exc.should_retry)
     )
