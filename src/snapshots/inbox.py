@@ -7,6 +7,7 @@ A claim whose lease ran out (its worker died) is claimable again.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,30 @@ class Stored:
     duplicate: bool
 
 
+def _row(arrival: Arrival, now: float) -> dict[str, Any]:
+    event = arrival.event
+    return {
+        "connection_id": arrival.connection_id,
+        "event_id": event["id"],
+        "event_type": event["type"],
+        "event_created": event["created"],
+        "api_version": event.get("api_version"),
+        "livemode": bool(event.get("livemode", False)),
+        "source": arrival.source,
+        "payload": arrival.payload,
+        "status": "pending" if arrival.wanted else "ignored",
+        "run_after": now,
+        "received_at": now,
+        "processed_at": None if arrival.wanted else now,
+    }
+
+
+def _insert_new(dialect: sa.Dialect) -> Any:
+    """INSERT ... ON CONFLICT (connection, event id) DO NOTHING, in the database's dialect."""
+    insert = postgresql.insert(T) if dialect.name == "postgresql" else sqlite.insert(T)
+    return insert.on_conflict_do_nothing(index_elements=[T.c.connection_id, T.c.event_id])
+
+
 def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
     """Store events unless (connection, event id) is there already, in one statement.
 
@@ -68,27 +93,8 @@ def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
         if key in first:
             continue
         first[key] = index
-        event = arrival.event
-        rows.append(
-            {
-                "connection_id": arrival.connection_id,
-                "event_id": event["id"],
-                "event_type": event["type"],
-                "event_created": event["created"],
-                "api_version": event.get("api_version"),
-                "livemode": bool(event.get("livemode", False)),
-                "source": arrival.source,
-                "payload": arrival.payload,
-                "status": "pending" if arrival.wanted else "ignored",
-                "run_after": now,
-                "received_at": now,
-                "processed_at": None if arrival.wanted else now,
-            }
-        )
-    insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
-    stmt = insert.on_conflict_do_nothing(
-        index_elements=[T.c.connection_id, T.c.event_id]
-    ).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
+        rows.append(_row(arrival, now))
+    stmt = _insert_new(conn.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
     stored: dict[tuple[str, str], Stored] = {}
     for row in conn.execute(stmt, rows):
         stored[(row.connection_id, row.event_id)] = Stored(row.id, row.status, False)
@@ -103,6 +109,32 @@ def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
         found = stored[key]
         results.append(found if first[key] == index else Stored(found.item_id, found.status, True))
     return results
+
+
+def add_new(conn: Connection, arrivals: list[Arrival]) -> int:
+    """Store the events the inbox has not seen (the duplicates rule of `enqueue_many`) without
+    reporting each one: returns how many were new. For bulk sources (sync)."""
+    if not arrivals:
+        return 0
+    now = time.time()
+    sql, order = _bulk_insert(conn.dialect)
+    rows = [_row(arrival, now) for arrival in arrivals]
+    # The driver's executemany, compiled once: a page of rows costs no per-row statement work.
+    if order is None:  # named parameters (psycopg)
+        result = conn.exec_driver_sql(sql, rows)
+    else:
+        result = conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+    return int(result.rowcount)
+
+
+@functools.cache
+def _bulk_insert(dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
+    stmt = _insert_new(dialect)
+    names = tuple(_row(Arrival("c", {"id": "e", "type": "t", "created": 0}, b"", "s", True), 0))
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in names}
+    compiled = stmt.values(values).inline().compile(dialect=dialect)  # inline: no RETURNING
+    order = None if compiled.positiontup is None else tuple(compiled.positiontup)
+    return str(compiled), order
 
 
 def enqueue(

@@ -9,8 +9,11 @@ failure. A refused key is never retried: it says so and stops.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,29 +123,92 @@ class Stripe:
                 attempt += 1
 
     def get(self, what: str, path: str, **params: Any) -> dict[str, Any]:
-        """GET a Stripe path as plain JSON (no SDK objects: lists stay cheap to stream)."""
+        """GET a Stripe path as plain JSON (no SDK objects)."""
         response = self.read(what, lambda: self.sdk.raw_request("get", path, **params))
         data: dict[str, Any] = response.data
         return data
 
     def pages(
         self, what: str, path: str, *, starting_after: str | None = None, **params: Any
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Page]:
         """Every page of a Stripe list, one request at a time (`limit=100`, `starting_after`).
-        Each page is a list object; the caller keeps only what it needs of it."""
+        Each object comes with its exact JSON text, to be stored as it arrived."""
         while True:
             query = {"limit": PAGE_LIMIT, **params}
             if starting_after is not None:
                 query["starting_after"] = starting_after
-            page = self.get(what, path, **query)
+            response = self.read(
+                what, functools.partial(self.sdk.raw_request, "get", path, **query)
+            )
+            try:
+                page = split_list(response.body)
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                raise errors.StripeError(
+                    f"Stripe sent a list that is not one while {what}"
+                ) from exc
             yield page
-            data = page.get("data") or []
-            if not page.get("has_more") or not data:
+            if not page.has_more or not page.data:
                 return
-            starting_after = data[-1]["id"]
+            starting_after = page.data[-1]["id"]
 
     def account(self) -> dict[str, Any]:
         return self.get("reading the account", "/v1/account")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a Stripe list: its objects, their JSON text as received, and `has_more`."""
+
+    data: list[dict[str, Any]]
+    raw: list[str]
+    has_more: bool
+
+
+_decoder = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def split_list(body: str) -> Page:
+    """Parse a list object, keeping the exact text of each object of its `data`.
+
+    Every token is read by the standard JSON decoder (`raw_decode` at a position); only the
+    structure of the outer object is walked here, so any valid list is read right."""
+
+    def skip(at: int) -> int:
+        return _SPACE.match(body, at).end()  # type: ignore[union-attr]
+
+    def expect(at: int, char: str) -> int:
+        if body[at] != char:
+            raise ValueError(f"expected {char!r} at {at}")
+        return skip(at + 1)
+
+    data: list[dict[str, Any]] = []
+    raw: list[str] = []
+    has_more = False
+    at = expect(skip(0), "{")
+    while body[at] != "}":
+        key, at = _decoder.raw_decode(body, at)
+        at = expect(skip(at), ":")
+        if key == "data":
+            at = expect(at, "[")
+            while body[at] != "]":
+                obj, end = _decoder.raw_decode(body, at)
+                if not isinstance(obj, dict):
+                    raise ValueError("a list item is not an object")
+                data.append(obj)
+                raw.append(body[at:end])
+                at = skip(end)
+                if body[at] == ",":
+                    at = skip(at + 1)
+            at += 1
+        else:
+            value, at = _decoder.raw_decode(body, at)
+            if key == "has_more":
+                has_more = bool(value)
+        at = skip(at)
+        if body[at] == ",":
+            at = skip(at + 1)
+    return Page(data, raw, has_more)
 
 
 def retry_delay(exc: stripe.StripeError, attempt: int) -> float | None:

@@ -47,6 +47,8 @@ RUN_LEASE = 120.0  # seconds without a committed page after which a run counts a
 RECONCILE_OVERLAP = 600.0  # seconds a reconciliation looks back before the last one started
 EVENTS_KEPT = 30 * 86400  # Stripe lists events of the last 30 days
 UNFINISHED = ("running", "interrupted", "failed")
+COMMIT_EVERY = 0.2  # seconds: pages that come faster than this are committed together
+COMMIT_MAX = 1000  # objects in one commit at most
 
 
 @dataclass(frozen=True)
@@ -207,12 +209,12 @@ def _start(
 
 
 def _checkpoint(
-    conn: sa.Connection, run: Run, *, cursor: str | None, objects: int, enqueued: int
+    conn: sa.Connection, run: Run, *, cursor: str | None, pages: int, objects: int, enqueued: int
 ) -> Run:
     now = time.time()
     values = {
         "cursor": cursor,
-        "pages": run.pages + 1,
+        "pages": run.pages + pages,
         "objects": run.objects + objects,
         "enqueued": run.enqueued + enqueued,
         "lease_until": now + RUN_LEASE,
@@ -222,7 +224,7 @@ def _checkpoint(
     return dataclasses.replace(
         run,
         cursor=cursor,
-        pages=run.pages + 1,
+        pages=run.pages + pages,
         objects=run.objects + objects,
         enqueued=run.enqueued + enqueued,
         updated_at=now,
@@ -251,12 +253,13 @@ def _set_warning(db: Database, run: Run, warning: str) -> None:
 
 
 Progress = Callable[[Run], None]
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
-def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _prefetched(pages: Iterator[stripe_api.Page]) -> Iterator[stripe_api.Page]:
     """The same pages, the next one fetched on a thread while the caller stores this one
     (at most two pages in memory). A fetch error is raised where the page would have been."""
-    box: queue.Queue[tuple[dict[str, Any] | None, BaseException | None]] = queue.Queue(maxsize=1)
+    box: queue.Queue[tuple[stripe_api.Page | None, BaseException | None]] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def fetch() -> None:
@@ -291,28 +294,40 @@ def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def _run_pages(
     db: Database,
     run: Run,
-    pages: Iterator[dict[str, Any]],
-    to_arrivals: Callable[[list[dict[str, Any]]], list[inbox.Arrival]],
+    pages: Iterator[stripe_api.Page],
+    to_arrivals: Callable[[stripe_api.Page], list[inbox.Arrival]],
     progress: Progress | None,
 ) -> Run:
-    """Store each page's arrivals with the run's checkpoint in one transaction."""
+    """Store the pages' arrivals with the run's checkpoint, one transaction per page, or per
+    few pages when they come faster than `COMMIT_EVERY` (a local server)."""
+    batch: list[inbox.Arrival] = []
+    objects = pages_read = 0
+    cursor = run.cursor
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        nonlocal run, batch, objects, pages_read, last_commit
+        with db.write() as conn:
+            new = inbox.add_new(conn, batch)
+            run = _checkpoint(
+                conn, run, cursor=cursor, pages=pages_read, objects=objects, enqueued=new
+            )
+        batch, objects, pages_read, last_commit = [], 0, 0, time.monotonic()
+        if progress is not None:
+            progress(run)
+
     try:
         for page in _prefetched(pages):
-            data = page.get("data") or []
-            if not data:
+            if not page.data:
                 continue
-            arrivals = to_arrivals(data)
-            with db.write() as conn:
-                stored = inbox.enqueue_many(conn, arrivals) if arrivals else []
-                run = _checkpoint(
-                    conn,
-                    run,
-                    cursor=data[-1]["id"],
-                    objects=len(data),
-                    enqueued=sum(not s.duplicate for s in stored),
-                )
-            if progress is not None:
-                progress(run)
+            batch.extend(to_arrivals(page))
+            objects += len(page.data)
+            pages_read += 1
+            cursor = page.data[-1]["id"]
+            if objects >= COMMIT_MAX or time.monotonic() - last_commit >= COMMIT_EVERY:
+                commit()
+        if pages_read:
+            commit()
     except KeyboardInterrupt:
         _end(db, run, "interrupted", error="interrupted (Ctrl-C); run sync again to resume")
         raise
@@ -352,22 +367,22 @@ def backfill(
     prefix = f"evt_snp_{run.id.removeprefix('sync_')}_"
     params: dict[str, Any] = {} if since is None else {"created": {"gte": since}}
 
-    def to_arrivals(data: list[dict[str, Any]]) -> list[inbox.Arrival]:
+    def to_arrivals(page: stripe_api.Page) -> list[inbox.Arrival]:
         read_at = int(time.time())
         arrivals = []
-        for obj_ in data:
+        for obj_, text in zip(page.data, page.raw, strict=True):
             event = {
                 "id": prefix + obj_["id"],
                 "object": "event",
                 "api_version": connection.api_version,
                 "created": read_at,
-                "data": {"object": obj_},
                 "livemode": bool(obj_.get("livemode", connection.livemode)),
                 "pending_webhooks": 0,
                 "request": {"id": None, "idempotency_key": None},
                 "type": event_type,
             }
-            payload = json.dumps(event, separators=(",", ":")).encode()
+            # The object's text exactly as Stripe sent it, inside a Stripe-shaped envelope.
+            payload = f'{_encode(event)[:-1]},"data":{{"object":{text}}}}}'.encode()
             arrivals.append(inbox.Arrival(connection.id, event, payload, "sync", wanted))
         return arrivals
 
@@ -400,7 +415,9 @@ def _poll_locations(
     try:
         result = watcher.poll(db, client, connection, registry)
         with db.write() as conn:
-            run = _checkpoint(conn, run, cursor=None, objects=result.seen, enqueued=result.changes)
+            run = _checkpoint(
+                conn, run, cursor=None, pages=1, objects=result.seen, enqueued=result.changes
+            )
         if progress is not None:
             progress(run)
         return _end(db, run, "done")
@@ -476,16 +493,15 @@ def reconcile(
     )
     newest = [0]
 
-    def to_arrivals(data: list[dict[str, Any]]) -> list[inbox.Arrival]:
+    def to_arrivals(page: stripe_api.Page) -> list[inbox.Arrival]:
         arrivals = []
-        for event in data:
+        for event, text in zip(page.data, page.raw, strict=True):
             created = int(event.get("created") or 0)
             if created < since:  # a server that ignores `created[gte]` (localstripe)
                 continue
             newest[0] = max(newest[0], created)
-            payload = json.dumps(event, separators=(",", ":")).encode()
             wanted = registry.wants(str(event.get("type")))
-            arrivals.append(inbox.Arrival(connection.id, event, payload, "reconcile", wanted))
+            arrivals.append(inbox.Arrival(connection.id, event, text.encode(), "reconcile", wanted))
         return arrivals
 
     pages = client.pages(

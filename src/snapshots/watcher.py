@@ -85,7 +85,7 @@ def poll(
     current: dict[str, str] = {}
     objects: dict[str, dict[str, Any]] = {}
     for page in client.pages("listing Terminal locations", PATH):
-        for location in page.get("data") or []:
+        for location in page.data:
             current[location["id"]] = fingerprint(location)
             objects[location["id"]] = location
     now = time.time()

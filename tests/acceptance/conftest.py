@@ -109,21 +109,24 @@ class Snapshots:
 
     # -- one-shot commands ------------------------------------------------------------
 
-    def popen_cli(self, *args: str) -> subprocess.Popen[str]:
-        """Start a CLI command without waiting (several may run at once)."""
+    def popen_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start a CLI command without waiting (several may run at once); `env` adds to or
+        overrides the deployment's environment (`{"SNAPSHOTS_STRIPE_RPS": "2"}`)."""
         return subprocess.Popen(
             [str(EXECUTABLE), *args],
             cwd=self.home,
-            env=self.env,
+            env=self.env | (env or {}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, ok: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `snapshots ARGS`; with `ok`, a non-zero exit fails the test with its output."""
-        process = self.popen_cli(*args)
+        process = self.popen_cli(*args, env=env)
         try:
             stdout, stderr = process.communicate(timeout=CLI_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -140,8 +143,8 @@ class Snapshots:
             )
         return result
 
-    def cli_json(self, *args: str) -> Any:
-        result = self.cli(*args)
+    def cli_json(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        result = self.cli(*args, env=env)
         try:
             return json.loads(result.stdout)
         except ValueError as exc:
