@@ -21,7 +21,6 @@ TYPE_RANK = {
     # list that may lag); a later second wins as usual.
     "customer.synced": -1,
     "invoice.synced": -1,
-    "terminal.location.synced": -1,
     "customer.created": 0,
     "customer.updated": 1,
     "customer.deleted": 99,

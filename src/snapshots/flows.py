@@ -27,7 +27,6 @@ SYNTHETIC_TYPES = (
     "terminal.location.created",
     "terminal.location.updated",
     "terminal.location.deleted",
-    "terminal.location.synced",
     "customer.synced",
     "invoice.synced",
 )
