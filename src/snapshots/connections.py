@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,7 @@ def stripe_client(
     *,
     rps: float | None = None,
     retries: int = 5,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> stripe_api.Stripe:
     """The Stripe client of a connection: its key, API base and pinned API version."""
     with db.read() as conn:
@@ -217,6 +219,7 @@ def stripe_client(
         api_version=connection.api_version,
         rps=rps,
         retries=retries,
+        sleep=sleep,
     )
 
 
@@ -283,7 +286,9 @@ class Cache:
         rps: float | None = None,
         retries: int = 5,
         ttl: float = 30.0,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        self._sleep = sleep  # a process that stops passes its stop event's wait
         self._db = db
         self._vault = vault
         self._rps = rps
@@ -311,7 +316,12 @@ class Cache:
             if cached is not None and cached[0] == connection:
                 return cached[1]
         client = stripe_client(
-            self._db, self._vault, connection, rps=self._rps, retries=self._retries
+            self._db,
+            self._vault,
+            connection,
+            rps=self._rps,
+            retries=self._retries,
+            sleep=self._sleep,
         )
         with self._lock:
             self._clients[connection.id] = (connection, client)

@@ -55,7 +55,7 @@ class Budget:
         rate: float,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.rate = rate
         self._capacity = max(rate, 1.0)
@@ -93,7 +93,7 @@ class Stripe:
         api_version: str | None = None,
         rps: float | None = None,
         retries: int = 5,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         base = {"api": api_base.rstrip("/")} if api_base else None
         self.sdk = stripe.StripeClient(

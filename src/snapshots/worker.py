@@ -215,6 +215,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
             vault.load(settings),
             rps=settings.stripe_rps,
             retries=settings.stripe_retries,
+            sleep=stop.wait,  # a retry's wait ends when the process stops
         )
     except errors.ConfigError as exc:
         log.warning("pulling from Stripe is off: %s", exc)
