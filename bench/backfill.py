@@ -111,7 +111,9 @@ def drain_and_check(env: dict[str, str], db_path: Path, expected: int) -> str:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
     with sqlite3.connect(db_path) as conn:
-        contacts = conn.execute("select count(distinct stripe_customer_id) from contacts").fetchone()[0]
+        contacts = conn.execute(
+            "select count(distinct stripe_customer_id) from contacts"
+        ).fetchone()[0]
         dead = conn.execute("select count(*) from inbox_items where status='dead'").fetchone()[0]
     state = "ok" if contacts == expected and not dead else "WRONG"
     return f"worker applied it in {took:.1f} s: {contacts:,} contacts of {expected:,}, {dead} dead ({state})"
@@ -192,8 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  snapshots sync (process wall)    {median['sync_wall']:>10,.0f} objects/s")
     print(f"  ratio to the faster bare loop    {median['ratio']:>10.2f}   (target >= 0.7)")
     print(f"  ratios of all rounds             {figures['ratio_spread']}")
-    print(f"  peak RSS of snapshots sync       {figures['peak_rss_mb_max']:>10.0f} MB (target < 200)")
-    print(f"  spread of the median rate        {statistics.pstdev(r['sync'] for r in rows):>10,.0f}")
+    print(
+        f"  peak RSS of snapshots sync       {figures['peak_rss_mb_max']:>10.0f} MB (target < 200)"
+    )
+    print(
+        f"  spread of the median rate        {statistics.pstdev(r['sync'] for r in rows):>10,.0f}"
+    )
     if check:
         print(f"  {check}")
 

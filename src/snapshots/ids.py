@@ -1,11 +1,12 @@
 """Snapshots' own ids: a prefix naming the kind (`con_`, `inv_`, `loc_`, `conn_`, `key_`) and
-random base62 characters."""
+random base62 characters (after the time, for `ordered` ones)."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import string
+import time
 
 ALPHABET = string.ascii_letters + string.digits
 LENGTH = 20  # base62 characters: ~119 random bits
@@ -13,6 +14,13 @@ LENGTH = 20  # base62 characters: ~119 random bits
 
 def new(prefix: str, length: int = LENGTH) -> str:
     return prefix + "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def ordered(prefix: str, length: int = 8) -> str:
+    """An id that sorts after every id `ordered` made before it with the same prefix: the
+    time in nanoseconds (16 hex digits, fixed width until 2554), then random characters. For
+    synthetic events, whose id breaks ties between events of the same second."""
+    return f"{prefix}{time.time_ns():016x}{new('', length)}"
 
 
 PLAUSIBLE = re.compile(r"[A-Za-z0-9_\-]{1,255}")

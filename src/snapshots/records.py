@@ -186,11 +186,20 @@ def _write(
         )
         return record_id
     if _is_newer(version, row):
+        current = row._mapping
+        changed = current["connection_id"] != connection_id or any(
+            current[name] != value for name, value in values.items()
+        )
+        # A newer event that changes nothing (a re-sync) moves the version, not `updated_at`.
         conn.execute(
             _update_by_seq(table.name),
             values
             | _version_values(version)
-            | {"connection_id": connection_id, "updated_at": now, "b_seq": row.seq},
+            | {
+                "connection_id": connection_id,
+                "updated_at": now if changed else current["updated_at"],
+                "b_seq": row.seq,
+            },
         )
     return str(row.id)
 

@@ -33,6 +33,21 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def holder_alive(holder: str) -> bool:
+    """False when `holder` (see `holder_name`) is a process of this host that is gone (a
+    crash): its lease need not run out. A holder on another host may be alive."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def claim(db: Database, name: str, *, holder: str, force: bool = False) -> bool:
     """Take the job `name` if it is due (or `force`) and nobody else holds it."""
     now = time.time()
@@ -65,20 +80,19 @@ def extend(db: Database, name: str, *, holder: str) -> None:
 
 
 def release(
-    db: Database, name: str, *, holder: str, next_run_at: float, error: str | None = None
+    db: Database, name: str, *, holder: str, next_run_at: float | None, error: str | None = None
 ) -> None:
+    """Let go of a job; it is due again at `next_run_at` (None: when it was due anyway)."""
+    values: dict[str, object] = {
+        "holder": None,
+        "lease_until": None,
+        "last_run_at": time.time(),
+        "last_error": error,
+    }
+    if next_run_at is not None:
+        values["next_run_at"] = next_run_at
     with db.write() as conn:
-        conn.execute(
-            T.update()
-            .where(T.c.name == name, T.c.holder == holder)
-            .values(
-                holder=None,
-                lease_until=None,
-                last_run_at=time.time(),
-                next_run_at=next_run_at,
-                last_error=error,
-            )
-        )
+        conn.execute(T.update().where(T.c.name == name, T.c.holder == holder).values(**values))
 
 
 @dataclass(frozen=True)

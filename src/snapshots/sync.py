@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -174,10 +175,12 @@ def _start(
             .limit(1)
         ).first()
         if row is not None:
-            if row.status == "running" and (row.lease_until or 0) > now and row.holder != holder:
+            live = row.status == "running" and (row.lease_until or 0) > now
+            if live and row.holder != holder and schedule.holder_alive(row.holder):
                 raise errors.Conflict(
                     f"a {kind} of {obj} for {connection_id} is running in {row.holder} "
-                    f"({row.objects} objects so far); wait for it, or stop that process"
+                    f"({row.objects} objects so far); wait for it, or stop that process "
+                    f"(it counts as stopped {int(row.lease_until - now)} s after its last page)"
                 )
             conn.execute(
                 R.update()
@@ -193,7 +196,7 @@ def _start(
             fresh = conn.execute(sa.select(R).where(R.c.id == row.id)).one()
             return _run(fresh, resumed_from=row.objects)
         values = {
-            "id": ids.new("sync_"),
+            "id": ids.ordered("sync_"),  # its events' ids sort after an earlier run's
             "connection_id": connection_id,
             "kind": kind,
             "object": obj,
@@ -328,14 +331,16 @@ def _run_pages(
                 commit()
         if pages_read:
             commit()
-    except KeyboardInterrupt:
-        _end(db, run, "interrupted", error="interrupted (Ctrl-C); run sync again to resume")
-        raise
-    except errors.SnapshotsError as exc:
-        _end(db, run, "failed", error=errors.describe(exc))
-        raise
-    except Exception as exc:
-        _end(db, run, "failed", error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        if pages_read:  # keep the pages read so far: a resumed run starts after them
+            with contextlib.suppress(Exception):
+                commit()
+        if isinstance(exc, KeyboardInterrupt):
+            _end(db, run, "interrupted", error="interrupted (Ctrl-C); run sync again to resume")
+        elif isinstance(exc, errors.SnapshotsError):
+            _end(db, run, "failed", error=errors.describe(exc))
+        else:
+            _end(db, run, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return _end(db, run, "done")
 
@@ -408,31 +413,32 @@ def _poll_locations(
         if time.monotonic() > deadline:
             raise errors.Conflict(f"another process has been polling {connection.id}'s locations")
         time.sleep(0.5)
-    run = _start(
-        db, connection_id=connection.id, kind="backfill", obj="locations", since=None, holder=holder
-    )
     error = None
     try:
-        result = watcher.poll(db, client, connection, registry)
-        with db.write() as conn:
-            run = _checkpoint(
-                conn, run, cursor=None, pages=1, objects=result.seen, enqueued=result.changes
-            )
+        run = _start(
+            db,
+            connection_id=connection.id,
+            kind="backfill",
+            obj="locations",
+            since=None,
+            holder=holder,
+        )
+        try:
+            result = watcher.poll(db, client, connection, registry)
+            with db.write() as conn:
+                run = _checkpoint(
+                    conn, run, cursor=None, pages=1, objects=result.seen, enqueued=result.changes
+                )
+        except BaseException as exc:
+            error = errors.describe(exc) if isinstance(exc, Exception) else "interrupted"
+            status = "failed" if isinstance(exc, Exception) else "interrupted"
+            _end(db, run, status, error=error)
+            raise
         if progress is not None:
             progress(run)
         return _end(db, run, "done")
-    except errors.SnapshotsError as exc:
-        error = errors.describe(exc)
-        _end(db, run, "failed", error=error)
-        raise
-    except KeyboardInterrupt:
-        error = "interrupted"
-        _end(db, run, "interrupted", error=error)
-        raise
-    finally:
-        schedule.release(
-            db, name, holder=holder, next_run_at=time.time() + schedule.LEASE / 2, error=error
-        )
+    finally:  # the scheduled polls keep their own rhythm
+        schedule.release(db, name, holder=holder, next_run_at=None, error=error)
 
 
 def watcher_job_name(connection_id: str) -> str:

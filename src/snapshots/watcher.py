@@ -51,7 +51,7 @@ def synthetic_event(
 ) -> dict[str, Any]:
     """A Stripe-shaped event made by Snapshots (Stripe has none for this change)."""
     return {
-        "id": ids.new("evt_snp_"),
+        "id": ids.ordered("evt_snp_"),  # a later poll's event wins a same-second tie
         "object": "event",
         "api_version": connection.api_version,
         "created": created,
@@ -73,7 +73,7 @@ def refresh_account(db: Database, client: stripe_api.Stripe, connection: Connect
             raise
         return
     currency = account.get("default_currency")
-    if currency and currency != connection.default_currency:
+    if currency:  # (the connection in hand may be a cached copy: the UPDATE skips no-ops)
         connections.set_default_currency(db, connection.id, currency)
 
 

@@ -19,8 +19,19 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from snapshots import connections, errors, flows, ids, inbox, schedule, stripe_api, sync, vault
-from snapshots import watcher, worker
+from snapshots import (
+    connections,
+    errors,
+    flows,
+    ids,
+    inbox,
+    schedule,
+    stripe_api,
+    sync,
+    vault,
+    watcher,
+    worker,
+)
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -89,9 +100,7 @@ def linked(db: Database, settings: Settings, fake: FakeStripe) -> connections.Co
 
 
 @pytest.fixture
-def client(
-    db: Database, settings: Settings, linked: connections.Connection
-) -> stripe_api.Stripe:
+def client(db: Database, settings: Settings, linked: connections.Connection) -> stripe_api.Stripe:
     return connections.stripe_client(db, vault.load(settings), linked, rps=0, retries=0)
 
 
@@ -121,12 +130,16 @@ def snapshot_locations(db: Database) -> dict[str, Any]:
 def watcher_items(db: Database) -> list[Any]:
     t = tables.inbox_items
     with db.read() as conn:
-        return conn.execute(sa.select(t).where(t.c.source == "watcher").order_by(t.c.id)).all()
+        return list(
+            conn.execute(sa.select(t).where(t.c.source == "watcher").order_by(t.c.id)).all()
+        )
 
 
 def inbox_count(db: Database) -> int:
     with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(tables.inbox_items)).scalar_one())
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(tables.inbox_items)).scalar_one()
+        )
 
 
 def default_currency(db: Database, connection_id: str) -> str | None:
@@ -204,7 +217,10 @@ def test_an_unchanged_poll_enqueues_nothing(
 
 
 def test_an_empty_account_polls_to_nothing(
-    db: Database, linked: connections.Connection, client: stripe_api.Stripe, registry: flows.Registry
+    db: Database,
+    linked: connections.Connection,
+    client: stripe_api.Stripe,
+    registry: flows.Registry,
 ) -> None:
     assert watcher.poll(db, client, linked, registry) == watcher.Poll(0, 0, 0, 0)
     assert inbox_count(db) == 0
@@ -220,9 +236,7 @@ def test_more_than_one_page_of_locations(
     made = {make_location(fake)["id"] for _ in range(105)}
     assert watcher.poll(db, client, linked, registry) == watcher.Poll(105, 105, 0, 0)
     pages = [
-        r
-        for r in fake.requests()
-        if r["method"] == "GET" and r["path"] == "/v1/terminal/locations"
+        r for r in fake.requests() if r["method"] == "GET" and r["path"] == "/v1/terminal/locations"
     ]
     assert len(pages) == 2
     assert {json.loads(item.payload)["data"]["object"]["id"] for item in watcher_items(db)} == made
@@ -365,7 +379,9 @@ def test_the_last_of_two_renames_in_one_second_wins(
     backwards = iter(f"evt_snp_{c}" for c in "zyxwvu")
     real_new = ids.new
     monkeypatch.setattr(
-        ids, "new", lambda prefix, *a: next(backwards) if prefix == "evt_snp_" else real_new(prefix, *a)
+        ids,
+        "new",
+        lambda prefix, *a: next(backwards) if prefix == "evt_snp_" else real_new(prefix, *a),
     )
     location = make_location(fake, display_name="First")
     watcher.poll(db, client, linked, registry)
@@ -665,9 +681,7 @@ def test_two_worker_processes_follow_locations_once(postgres_url: str, tmp_path:
                     )
                 ).scalars()
                 assert set(statuses) == {"done"}
-            gets = [
-                r for r in fake.requests() if r["path"] == "/v1/terminal/locations"
-            ]
+            gets = [r for r in fake.requests() if r["path"] == "/v1/terminal/locations"]
             assert gets, "nobody polled"
             running()
             for process in processes:

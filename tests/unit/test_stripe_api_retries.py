@@ -6,7 +6,9 @@ Waits are recorded, never slept: `Stripe(..., sleep=recorder)` and `Budget(clock
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,21 +43,28 @@ class Recorder:
         self.waits.append(seconds)
 
 
-def client(fake: FakeStripe, sleep: Recorder, **kwargs: object) -> stripe_api.Stripe:
-    kwargs.setdefault("rps", 0)  # no budget: only retry waits are recorded
+def client(
+    fake: FakeStripe,
+    sleep: Recorder,
+    *,
+    secret_key: str | None = None,
+    rps: float = 0,  # no budget: only retry waits are recorded
+    retries: int = 5,
+) -> stripe_api.Stripe:
     return stripe_api.Stripe(
-        secret_key=str(kwargs.pop("secret_key", fake.secret_key)),
+        secret_key=secret_key or fake.secret_key,
         api_base=fake.api_base,
         sleep=sleep,
-        **kwargs,  # type: ignore[arg-type]
+        rps=rps,
+        retries=retries,
     )
 
 
-def customer_requests(fake: FakeStripe) -> list[dict[str, object]]:
+def customer_requests(fake: FakeStripe) -> list[dict[str, Any]]:
     return [r for r in fake.requests() if r["path"].startswith("/v1/customers")]
 
 
-def read_customers(stripe: stripe_api.Stripe) -> dict[str, object]:
+def read_customers(stripe: stripe_api.Stripe) -> dict[str, Any]:
     return stripe.get("listing customers", "/v1/customers", limit=1)
 
 
@@ -84,7 +93,14 @@ def test_a_429_without_retry_after_backs_off_with_jitter(fake: FakeStripe) -> No
 
 @pytest.mark.parametrize(
     ("attempt", "low", "high"),
-    [(0, 0.25, 0.5), (1, 0.5, 1.0), (2, 1.0, 2.0), (5, 8.0, 16.0), (6, 15.0, 30.0), (20, 15.0, 30.0)],
+    [
+        (0, 0.25, 0.5),
+        (1, 0.5, 1.0),
+        (2, 1.0, 2.0),
+        (5, 8.0, 16.0),
+        (6, 15.0, 30.0),
+        (20, 15.0, 30.0),
+    ],
 )
 def test_backoff_doubles_up_to_the_cap(attempt: int, low: float, high: float) -> None:
     import stripe
@@ -338,16 +354,16 @@ def test_the_client_takes_a_token_per_request(fake: FakeStripe) -> None:
 def test_pages_follow_starting_after_until_has_more_is_false(fake: FakeStripe) -> None:
     sleep = Recorder()
     pages = list(client(fake, sleep).pages("listing customers", "/v1/customers"))
-    assert [len(p["data"]) for p in pages] == [100, 100, 50]
-    assert [p["has_more"] for p in pages] == [True, True, False]
-    ids = [c["id"] for p in pages for c in p["data"]]
+    assert [len(p.data) for p in pages] == [100, 100, 50]
+    assert [p.has_more for p in pages] == [True, True, False]
+    ids = [c["id"] for p in pages for c in p.data]
     assert len(set(ids)) == CUSTOMERS
     assert ids[0] == f"cus_{CUSTOMERS:06d}" and ids[-1] == "cus_000001"  # newest first
     requests = customer_requests(fake)
     assert [r["query"].get("starting_after") for r in requests] == [
         None,
-        pages[0]["data"][-1]["id"],
-        pages[1]["data"][-1]["id"],
+        pages[0].data[-1]["id"],
+        pages[1].data[-1]["id"],
     ]
     assert all(r["query"]["limit"] == "100" for r in requests)
 
@@ -359,10 +375,14 @@ def test_pages_start_after_a_cursor_and_pass_filters(fake: FakeStripe) -> None:
             "listing customers", "/v1/customers", starting_after="cus_000051", created={"gte": 0}
         )
     )
-    assert [len(p["data"]) for p in pages] == [50]
-    assert pages[0]["data"][0]["id"] == "cus_000050"
+    assert [len(p.data) for p in pages] == [50]
+    assert pages[0].data[0]["id"] == "cus_000050"
     (request,) = customer_requests(fake)
-    assert request["query"] == {"limit": "100", "starting_after": "cus_000051", "created": {"gte": "0"}}
+    assert request["query"] == {
+        "limit": "100",
+        "starting_after": "cus_000051",
+        "created": {"gte": "0"},
+    }
 
 
 def test_a_page_that_fails_midway_retries_that_page_only(fake: FakeStripe) -> None:
@@ -370,7 +390,7 @@ def test_a_page_that_fails_midway_retries_that_page_only(fake: FakeStripe) -> No
     fake.fault("/v1/customers", status=None, delay=0.001)  # page 1: slow but fine
     fake.fault("/v1/customers", status=502)  # page 2: one 502
     pages = list(client(fake, sleep).pages("listing customers", "/v1/customers"))
-    assert sum(len(p["data"]) for p in pages) == CUSTOMERS
+    assert sum(len(p.data) for p in pages) == CUSTOMERS
     cursors = [r["query"].get("starting_after") for r in customer_requests(fake)]
     assert cursors == [None, "cus_000151", "cus_000151", "cus_000051"]
     assert len(sleep.waits) == 1
@@ -379,3 +399,44 @@ def test_a_page_that_fails_midway_retries_that_page_only(fake: FakeStripe) -> No
 def test_account(fake: FakeStripe) -> None:
     account = client(fake, Recorder()).account()
     assert account["id"] == "acct_fake" and account["default_currency"] == "usd"
+
+
+def test_pages_keep_each_objects_text(fake: FakeStripe) -> None:
+    pages = list(client(fake, Recorder()).pages("listing customers", "/v1/customers"))
+    for page in pages:
+        assert [json.loads(text) for text in page.raw] == page.data
+        assert all(text.startswith("{") and text.endswith("}") for text in page.raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "data", "has_more"),
+    [
+        ('{"object":"list","data":[],"has_more":false}', [], False),
+        ('{"has_more": true, "data": [ {"id": "a"} , {"id":"b"} ], "url": "/v1/x"}', None, True),
+        ('\n{ "data" : [{"id":"c,]}","n":{"x":[1,{"y":"}"}]}}] }\n', None, False),
+        ('{"data":[{"id":"\\u00e9\\"q"}],"has_more":1}', None, True),
+    ],
+)
+def test_split_list(body: str, data: list[object] | None, has_more: bool) -> None:
+    page = stripe_api.split_list(body)
+    assert page.data == (json.loads(body)["data"] if data is None else data)
+    assert [json.loads(text) for text in page.raw] == page.data
+    assert all(text in body for text in page.raw)
+    assert page.has_more is has_more
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"data":[1,2]}', '{"data":{"id":"a"}}', "[]", '"data"'],
+)
+def test_a_page_that_is_not_a_list_is_an_error(fake: FakeStripe, body: str) -> None:
+    fake.fault("/v1/customers", status=200, body=body)
+    with pytest.raises(errors.StripeError, match="a list that is not one while listing customers"):
+        list(client(fake, Recorder()).pages("listing customers", "/v1/customers"))
+
+
+@pytest.mark.parametrize("body", ["not json", '{"data":[{"id":"a"}'])
+def test_a_page_that_is_not_json_is_an_error(fake: FakeStripe, body: str) -> None:
+    fake.fault("/v1/customers", status=200, body=body)
+    with pytest.raises(errors.StripeError, match="while listing customers"):
+        list(client(fake, Recorder()).pages("listing customers", "/v1/customers"))
