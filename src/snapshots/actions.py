@@ -48,6 +48,7 @@ class Context:
     event: dict[str, Any]
     test: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    flow: str = ""
 
     def version(self, state_rank: int = 0) -> records.Version:
         type_rank = TYPE_RANK.get(self.event["type"], OTHER_TYPE_RANK)
@@ -57,6 +58,17 @@ class Context:
 
 
 Run = Callable[[Connection, Context, dict[str, Any]], str]
+# Checks a flow's options for an action; returns what is wrong, or None.
+CheckOptions = Callable[[dict[str, Any]], str | None]
+SCOPES = {
+    "contact": "contacts.write",
+    "invoice": "invoices.write",
+    "location": "saas/location.write",
+}
+
+
+def _no_check(options: dict[str, Any]) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,34 @@ class Action:
     run: Run
     description: str
     options: tuple[str, ...] = ()
+    check: CheckOptions = _no_check
+    required: tuple[str, ...] = ()  # targets (or options) at least one of which must be given
+    # Other records this action can write, chosen by the `record` option (set_fields).
+    variants: tuple[Action, ...] = ()
+
+    def resolve(self, options: dict[str, Any]) -> Action:
+        """The action for these options: a variant when `record` names another record."""
+        record = options.get("record", self.record)
+        for variant in self.variants:
+            if variant.record == record:
+                return variant
+        return self
+
+    @property
+    def nested(self) -> frozenset[str]:
+        """Targets a flow may write into by path (`metadata.tier`)."""
+        return self.targets & records.NESTED
+
+    @property
+    def scope(self) -> str:
+        """The API scope that may write what this action writes."""
+        return SCOPES[self.record]
+
+    def accepts(self, target: str) -> bool:
+        head, dot, rest = target.partition(".")
+        if not dot:
+            return target in self.targets
+        return head in self.nested and all(rest.split("."))
 
 
 def _upsert_contact(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
@@ -136,7 +176,120 @@ def _archive_location(conn: Connection, ctx: Context, fields: dict[str, Any]) ->
     )
 
 
+def _match(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: fields.pop(key) for key in keys if key in fields}
+
+
+def _tags(ctx: Context, fields: dict[str, Any]) -> list[str]:
+    """The tags of `add_tag` / `remove_tag`: its `tags` option and its mapped `tags` field."""
+    found: list[str] = list(ctx.options.get("tags") or [])
+    mapped = fields.pop("tags", None)
+    if isinstance(mapped, str):
+        mapped = [mapped]
+    if isinstance(mapped, list):
+        found += [str(tag) for tag in mapped if tag not in (None, "")]
+    return [tag.strip() for tag in dict.fromkeys(found) if tag.strip()]
+
+
+def _changer(present: bool) -> Run:
+    def run(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+        fields = dict(fields)
+        match = _match(fields, "stripe_customer_id", "email")
+        return records.change_tags(
+            conn,
+            connection_id=ctx.connection_id,
+            match=match,
+            tags=_tags(ctx, fields),
+            present=present,
+            version=ctx.version(),
+            test=ctx.test,
+        )
+
+    return run
+
+
+def _set_fields(record: str) -> Run:
+    def run(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+        keys = ("stripe_customer_id", "email") if record == "contact" else ("stripe_location_id",)
+        match = {key: fields.get(key) for key in keys if fields.get(key) is not None}
+        return records.set_fields(
+            conn,
+            record,
+            connection_id=ctx.connection_id,
+            match=match,
+            fields=fields,
+            version=ctx.version(),
+            test=ctx.test,
+        )
+
+    return run
+
+
+def _log_event(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+    fields = dict(fields)
+    match = _match(fields, "stripe_customer_id", "email")
+    title = fields.pop("title", None)
+    return records.log_activity(
+        conn,
+        connection_id=ctx.connection_id,
+        match=match,
+        event=ctx.event,
+        flow=ctx.flow,
+        kind=str(ctx.options.get("type") or ctx.event["type"]),
+        title=None if title is None else str(title),
+        data=fields,
+        test=ctx.test,
+    )
+
+
+def _check_match_on(options: dict[str, Any]) -> str | None:
+    match_on = options.get("match_on")
+    if match_on is None:
+        return None
+    allowed = ("stripe_customer_id", "email")
+    if not isinstance(match_on, list) or not match_on or not set(match_on) <= set(allowed):
+        return f"match_on must be a list of {' and/or '.join(allowed)}"
+    return None
+
+
+def _check_tags(options: dict[str, Any]) -> str | None:
+    tags = options.get("tags")
+    if tags is None:
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        return "tags must be a list of non-empty strings"
+    return None
+
+
+def _check_record(options: dict[str, Any]) -> str | None:
+    if options.get("record", "contact") not in ("contact", "location"):
+        return "record must be contact or location"
+    return None
+
+
+def _check_type(options: dict[str, Any]) -> str | None:
+    kind = options.get("type")
+    if kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 255):
+        return "type must be a string (the activity's type, at most 255 characters)"
+    return None
+
+
 INVOICE_TARGETS = records.INVOICE_FIELDS | records.INVOICE_CONTACT_FIELDS
+TAG_TARGETS = frozenset({"stripe_customer_id", "email", "tags"})
+# An activity keeps `title` and any other mapped field as its data.
+ACTIVITY_TARGETS = frozenset(
+    {
+        "stripe_customer_id",
+        "email",
+        "title",
+        "summary",
+        "amount",
+        "currency",
+        "status",
+        "url",
+        "data",
+    }
+)
 
 ACTIONS: dict[str, Action] = {
     action.name: action
@@ -148,6 +301,7 @@ ACTIONS: dict[str, Action] = {
             _upsert_contact,
             "Create or update a contact (match on Stripe customer id, then email).",
             options=("match_on",),
+            check=_check_match_on,
         ),
         Action(
             "archive_contact",
@@ -190,6 +344,60 @@ ACTIONS: dict[str, Action] = {
             records.LOCATION_FIELDS,
             _archive_location,
             "Archive a location that vanished from Stripe.",
+        ),
+        Action(
+            "add_tag",
+            "contact",
+            TAG_TARGETS,
+            _changer(True),
+            "Add tags (the `tags` option, or a mapped `tags` field) to the contact of a Stripe "
+            "customer (`stripe_customer_id`, or `email`).",
+            options=("tags",),
+            check=_check_tags,
+            required=("tags",),
+        ),
+        Action(
+            "remove_tag",
+            "contact",
+            TAG_TARGETS,
+            _changer(False),
+            "Remove tags (the `tags` option, or a mapped `tags` field) from a contact.",
+            options=("tags",),
+            check=_check_tags,
+            required=("tags",),
+        ),
+        Action(
+            "set_fields",
+            "contact",
+            records.CONTACT_FIELDS,
+            _set_fields("contact"),
+            "Set some fields of a contact (found by `stripe_customer_id`, then `email`), or of a "
+            "location with `record: location` (found by `stripe_location_id`); each field keeps "
+            "the newest event that set it.",
+            options=("record",),
+            check=_check_record,
+            variants=(
+                Action(
+                    "set_fields",
+                    "location",
+                    records.LOCATION_FIELDS,
+                    _set_fields("location"),
+                    "Set some fields of a location (found by `stripe_location_id`).",
+                    options=("record",),
+                    check=_check_record,
+                ),
+            ),
+        ),
+        Action(
+            "log_event",
+            "contact",
+            ACTIVITY_TARGETS,
+            _log_event,
+            "Keep the event on a contact's timeline (GET /v1/customers/{id}/activities): a "
+            "`title` and any other mapped field as its data; `type` option (default: the "
+            "event type).",
+            options=("type",),
+            check=_check_type,
         ),
     )
 }

@@ -106,13 +106,13 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     else goes on to the FastAPI app (the API, its OpenAPI document at /docs). The webhook is
     the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
-    registry = flows.load()
+    live = flows.Live(db)  # the flows in force, followed as new versions are imported
     state = State(
         settings=settings,
         db=db,
-        registry=registry,
+        registry=live,
         secrets=connections.SecretsCache(db, vault.load(settings)),
-        intake=intake.GroupCommit(db, registry),
+        intake=intake.GroupCommit(db, live),
         worker=embedded_worker,
     )
 

@@ -350,7 +350,7 @@ def sync_command(
     since_at = None if since is None else sync.parse_since(since)
     secrets = vault.load(context.settings)
     chosen = connections.choose(database, secrets, connection)
-    registry = flows.load()
+    registry = flows.current(database)
     settings = context.settings
     done: list[sync.Run] = []
     err = Console(stderr=True)

@@ -1,48 +1,59 @@
-"""Flows: trigger + filter + mapping + action, loaded from YAML and validated with pydantic.
+"""Flows: trigger + filter + mapping + action, as configuration users own.
 
-The prebuilt flows ship as `defaults/flows.yaml`. A trigger is an event type or a pattern with
-`*` (`invoice.*`); it must match at least one known event type (Stripe's 265 plus the synthetic
-`terminal.location.*` events of the location watcher).
+A flows file (YAML) lists flows; each has a `name`, a `trigger` (event types, `*` wildcards
+allowed: `invoice.*`), an optional `filter` (a JMESPath expression that must give a boolean),
+an `action`, the action's `options`, and `fields` (target field: JMESPath expression over the
+event's Stripe object; `$event` is the whole event). Targets may reach into JSON fields
+(`address.city`, `metadata.tier`, `custom.plan`).
+
+The prebuilt flows ship as `defaults/flows.yaml`. Imported flows are stored in the database
+as numbered versions (version 0 is the prebuilt file); the newest is in force, every change is
+an audit entry, and a rollback imports an earlier version again. Every check names the file,
+the line, the flow and the field: unknown action, target or option, bad JMESPath, unknown
+function, a trigger that matches no event type, and a filter that is not a boolean on a sample
+event of each type it triggers on.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import Connection
 
-from snapshots import actions, errors, mapping
+from snapshots import actions, audit, errors, mapping, samples
+from snapshots.store import tables
+from snapshots.store.db import Database
 
 # Events Stripe never sends, made by Snapshots itself: the location watcher's, and the
 # `*.synced` events of a backfill (an object as a list endpoint returned it).
-SYNTHETIC_TYPES = (
-    "terminal.location.created",
-    "terminal.location.updated",
-    "terminal.location.deleted",
-    "customer.synced",
-    "invoice.synced",
-)
+SYNTHETIC_TYPES = tuple(samples.SYNTHETIC_OBJECTS)
+DEFAULTS = "defaults/flows.yaml"
+MAX_TEXT = 1024 * 1024  # characters in a flows file
 
 
 @cache
 def known_event_types() -> tuple[str, ...]:
-    data = resources.files("snapshots").joinpath("data/event-types.json").read_text()
-    return tuple(entry["type"] for entry in json.loads(data)) + SYNTHETIC_TYPES
+    return tuple(samples.event_objects())
 
 
 class FlowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    trigger: list[str]
+    name: str = Field(min_length=1, max_length=100)
+    description: str | None = None
+    trigger: list[str] = Field(min_length=1)
     filter: str | None = None
     action: str
     options: dict[str, Any] = {}
@@ -68,24 +79,35 @@ class Flow:
     filter: mapping.Expression | None
     fields: tuple[tuple[str, mapping.Expression], ...]
     options: dict[str, Any]
+    description: str | None = None
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.triggers)
 
+    def keeps(self, event: dict[str, Any]) -> bool:
+        """The filter's verdict on the event (True without a filter)."""
+        if self.filter is None:
+            return True
+        with mapping.for_event(event):
+            keep = self.filter.evaluate(event["data"]["object"])
+        if not isinstance(keep, bool):
+            raise errors.DeadLetter(
+                f"flow {self.name!r}: filter {self.filter.source!r} gave {keep!r}, not a boolean",
+                code="filter_not_boolean",
+            )
+        return keep
+
     def map(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Filter and mapping (no database): the fields to write, or None when the filter
         leaves the event out."""
+        if not self.keeps(event):
+            return None
         obj = event["data"]["object"]
-        if self.filter is not None:
-            keep = self.filter.evaluate(obj)
-            if not isinstance(keep, bool):
-                raise errors.DeadLetter(
-                    f"flow {self.name}: filter {self.filter.source!r} gave {keep!r}, not a boolean",
-                    code="filter_not_boolean",
-                )
-            if not keep:
-                return None
-        return {target: expression.evaluate(obj) for target, expression in self.fields}
+        with mapping.for_event(event):
+            try:
+                return {target: expression.evaluate(obj) for target, expression in self.fields}
+            except errors.DeadLetter as exc:
+                raise errors.DeadLetter(f"flow {self.name!r}: {exc}", code=exc.code) from exc
 
     def run(
         self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
@@ -107,7 +129,11 @@ class Flow:
     ) -> str:
         """The action, with fields `map` produced; returns the record id."""
         ctx = actions.Context(
-            connection_id=connection_id, event=event, test=test, options=self.options
+            connection_id=connection_id,
+            event=event,
+            test=test,
+            options=self.options,
+            flow=self.name,
         )
         return self.action.run(conn, ctx, values)
 
@@ -115,44 +141,12 @@ class Flow:
 Plan = list[tuple[Flow, dict[str, Any]]]
 
 
-def _compile(spec: FlowSpec, where: str) -> Flow:
-    here = f"{where}: flow {spec.name!r}"
-    action = actions.ACTIONS.get(spec.action)
-    if action is None:
-        raise errors.ConfigError(
-            f"{here}: unknown action {spec.action!r}; actions are: {', '.join(sorted(actions.ACTIONS))}"
-        )
-    for pattern in spec.trigger:
-        if not any(fnmatch.fnmatchcase(t, pattern) for t in known_event_types()):
-            raise errors.ConfigError(f"{here}: trigger {pattern!r} matches no Stripe event type")
-    unknown_options = set(spec.options) - set(action.options)
-    if unknown_options:
-        raise errors.ConfigError(
-            f"{here}: unknown option(s) {', '.join(sorted(unknown_options))} for {action.name}"
-        )
-    fields = []
-    for target, source in spec.fields.items():
-        if target not in action.targets:
-            raise errors.ConfigError(
-                f"{here}: field {target!r}: {action.name} has no such target; "
-                f"targets are: {', '.join(sorted(action.targets))}"
-            )
-        try:
-            fields.append((target, mapping.Expression(source)))
-        except errors.ConfigError as exc:
-            raise errors.ConfigError(f"{here}: field {target!r}: {exc}") from exc
-    try:
-        filter_ = mapping.Expression(spec.filter) if spec.filter else None
-    except errors.ConfigError as exc:
-        raise errors.ConfigError(f"{here}: filter: {exc}") from exc
-    return Flow(spec.name, tuple(spec.trigger), action, filter_, tuple(fields), dict(spec.options))
-
-
 class Registry:
     """The active flows, and which of them an event type starts (memoised per type)."""
 
-    def __init__(self, flows: list[Flow]) -> None:
+    def __init__(self, flows: list[Flow], *, version: int = 0) -> None:
         self.flows = flows
+        self.version = version
         self._by_type: dict[str, list[Flow]] = {}
 
     def for_type(self, event_type: str) -> list[Flow]:
@@ -203,43 +197,387 @@ class Registry:
         )
 
 
-def _describe_invalid(data: Any, exc: ValidationError) -> str:
-    """The first schema error, naming the flow (`flow 'x' (flows[0]): action: Field required`)."""
+# Checking a flows file.
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a flows file, with where it is."""
+
+    where: str
+    line: int | None
+    flow: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.where}:{self.line}" if self.line else self.where
+        parts = [place]
+        if self.flow is not None:
+            parts.append(f"flow {self.flow!r}")
+        if self.field is not None:
+            parts.append(self.field)
+        return ": ".join([*parts, self.message])
+
+
+@dataclass
+class _Lines:
+    """Line numbers (1-based) of the nodes of a YAML document, by path."""
+
+    root: yaml.Node | None
+
+    def of(self, *path: str | int) -> int | None:
+        node = self.root
+        line = None if node is None else node.start_mark.line + 1
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == part:
+                        line = key.start_mark.line + 1
+                        node = value
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    return line
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+
+@dataclass
+class Checked:
+    """The result of checking a flows file: its flows when it is good, else what is wrong."""
+
+    registry: Registry | None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check(text: str, where: str, *, version: int = 0) -> Checked:
+    """Check a flows file completely (see the module docstring)."""
+    if len(text) > MAX_TEXT:
+        return Checked(None, [Problem(where, None, None, None, "the file is over 1 MiB")])
+    try:
+        data = yaml.safe_load(text)
+        lines = _Lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        reason = getattr(exc, "problem", None) or str(exc)
+        return Checked(None, [Problem(where, line, None, None, f"not valid YAML: {reason}")])
+    try:
+        spec = FlowsFile.model_validate(data)
+    except ValidationError as exc:
+        return Checked(None, [_schema_problem(data, exc, where, lines)])
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    compiled = []
+    for index, flow_spec in enumerate(spec.flows):
+        if flow_spec.name in seen:
+            problems.append(
+                Problem(
+                    where,
+                    lines.of("flows", index, "name"),
+                    flow_spec.name,
+                    None,
+                    "flow names must be unique: another flow has this name",
+                )
+            )
+        seen.add(flow_spec.name)
+        flow, found = _compile(flow_spec, index, where, lines)
+        problems += found
+        if flow is not None:
+            compiled.append(flow)
+    if problems:
+        return Checked(None, problems)
+    return Checked(Registry(compiled, version=version))
+
+
+def _schema_problem(data: Any, exc: ValidationError, where: str, lines: _Lines) -> Problem:
+    """The first schema error, naming the flow (`flow 'x': action: Field required`)."""
     first = exc.errors()[0]
     loc = list(first["loc"])
     if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int):
         index = loc[1]
         flow = data["flows"][index] if isinstance(data.get("flows"), list) else None
         name = flow.get("name") if isinstance(flow, dict) else None
-        here = f"flow {name!r} (flows[{index}])" if name else f"flows[{index}]"
-        rest = ".".join(str(part) for part in loc[2:])
-        return f"{here}: {rest}: {first['msg']}" if rest else f"{here}: {first['msg']}"
-    return f"{'.'.join(str(part) for part in loc) or 'file'}: {first['msg']}"
+        rest = ".".join(str(part) for part in loc[2:]) or None
+        label = str(name) if name else f"flows[{index}]"
+        return Problem(where, lines.of(*loc[:3]), label, rest, first["msg"])
+    if not isinstance(data, dict):
+        return Problem(where, 1, None, None, "a flows file is a mapping with a `flows:` list")
+    return Problem(where, lines.of(*loc[:1]), None, ".".join(map(str, loc)) or None, first["msg"])
 
 
-def parse(text: str, where: str) -> Registry:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise errors.ConfigError(f"{where}: not valid YAML: {exc}") from exc
-    try:
-        spec = FlowsFile.model_validate(data)
-    except ValidationError as exc:
-        raise errors.ConfigError(f"{where}: {_describe_invalid(data, exc)}") from exc
-    names = [flow.name for flow in spec.flows]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise errors.ConfigError(f"{where}: flow names must be unique: {', '.join(duplicates)}")
-    return Registry([_compile(flow, where) for flow in spec.flows])
+def _compile(
+    spec: FlowSpec, index: int, where: str, lines: _Lines
+) -> tuple[Flow | None, list[Problem]]:
+    problems: list[Problem] = []
+
+    def problem(message: str, *path: str | int, field: str | None = None) -> None:
+        problems.append(Problem(where, lines.of("flows", index, *path), spec.name, field, message))
+
+    action = actions.ACTIONS.get(spec.action)
+    if action is None:
+        problem(
+            f"unknown action {spec.action!r}; actions are: {', '.join(sorted(actions.ACTIONS))}",
+            "action",
+            field="action",
+        )
+    else:
+        unknown = sorted(set(spec.options) - set(action.options))
+        if unknown:
+            known = ", ".join(action.options) or "none"
+            problem(
+                f"unknown option(s) {', '.join(unknown)} for {action.name} (its options: {known})",
+                "options",
+                field="options",
+            )
+        else:
+            wrong = action.check(spec.options)
+            if wrong:
+                problem(wrong, "options", field="options")
+            action = action.resolve(spec.options)
+    matched: list[str] = []
+    for pattern in spec.trigger:
+        found = [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+        if not found:
+            problem(f"{pattern!r} matches no Stripe event type", "trigger", field="trigger")
+        matched += found
+    fields = []
+    for target, source in spec.fields.items():
+        label = f"field {target!r}"
+        if action is not None and not action.accepts(target):
+            nested = ", ".join(f"{name}.*" for name in sorted(action.nested))
+            problem(
+                f"{action.name} has no target {target!r}; targets are: "
+                f"{', '.join(sorted(action.targets))}" + (f" (and {nested})" if nested else ""),
+                "fields",
+                target,
+                field=label,
+            )
+            continue
+        try:
+            fields.append((target, mapping.Expression(source)))
+        except errors.ConfigError as exc:
+            problem(str(exc), "fields", target, field=label)
+    if action is not None and action.required:
+        given = set(spec.fields) | set(spec.options)
+        if not given & set(action.required):
+            problem(
+                f"{action.name} needs {' or '.join(action.required)} (an option or a field)",
+                "action",
+                field="action",
+            )
+    filter_ = None
+    if spec.filter is not None:
+        try:
+            filter_ = mapping.Expression(spec.filter)
+        except errors.ConfigError as exc:
+            problem(str(exc), "filter", field="filter")
+        else:
+            wrong = _filter_problem(filter_, matched)
+            if wrong:
+                problem(wrong, "filter", field="filter")
+    if problems or action is None:
+        return None, problems
+    flow = Flow(
+        spec.name,
+        tuple(spec.trigger),
+        action,
+        filter_,
+        tuple(fields),
+        dict(spec.options),
+        spec.description,
+    )
+    return flow, []
+
+
+def _filter_problem(expression: mapping.Expression, event_types: list[str]) -> str | None:
+    """What is wrong with a filter on a sample event of each type it triggers on."""
+    for event_type in dict.fromkeys(event_types):
+        event = samples.sample_event(event_type, event_id="evt_sample")
+        try:
+            with mapping.for_event(event):
+                result = expression.evaluate(event["data"]["object"])
+        except errors.DeadLetter as exc:
+            return f"{exc} (on a sample {event_type} event)"
+        if not isinstance(result, bool):
+            return (
+                f"{expression.source!r} gives {json.dumps(result, default=str)} on a sample "
+                f"{event_type} event, not a "
+                "boolean (compare with ==, or wrap it in to_string(...) == '...')"
+            )
+    return None
+
+
+def parse(text: str, where: str, *, version: int = 0) -> Registry:
+    """The flows of a file, or ConfigError naming every problem."""
+    checked = check(text, where, version=version)
+    if checked.registry is None:
+        raise errors.ConfigError("; ".join(str(p) for p in checked.problems))
+    return checked.registry
+
+
+def default_text() -> str:
+    return resources.files("snapshots").joinpath(DEFAULTS).read_text()
 
 
 def load(path: Path | None = None) -> Registry:
     """The flows in `path`, or the prebuilt ones."""
     if path is None:
-        text = resources.files("snapshots").joinpath("defaults/flows.yaml").read_text()
-        return parse(text, "defaults/flows.yaml")
+        return parse(default_text(), DEFAULTS)
+    return parse(read(path), str(path))
+
+
+def read(path: Path) -> str:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return parse(text, str(path))
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise errors.ConfigError(f"cannot read {path}: {reason}") from exc
+
+
+# Versions in the database.
+
+V = tables.flow_versions
+
+
+@dataclass(frozen=True)
+class Version:
+    version: int
+    text: str
+    actor: str
+    comment: str | None
+    created_at: float | None
+
+    def public(self, *, with_text: bool = False) -> dict[str, Any]:
+        from snapshots.records import iso
+
+        shown: dict[str, Any] = {
+            "version": self.version,
+            "actor": self.actor,
+            "comment": self.comment,
+            "created_at": iso(self.created_at),
+        }
+        if with_text:
+            shown["text"] = self.text
+        return shown
+
+
+PREBUILT = "the prebuilt flows"
+
+
+def current_version(db: Database) -> int:
+    with db.read() as conn:
+        found = conn.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none()
+    return int(found or 0)
+
+
+def get_version(db: Database, version: int | None = None) -> Version:
+    """A stored version (the one in force by default); 0 is the prebuilt flows."""
+    with db.read() as conn:
+        stmt = sa.select(V).order_by(V.c.version.desc()).limit(1)
+        if version is not None:
+            stmt = sa.select(V).where(V.c.version == version)
+        row = conn.execute(stmt).first()
+    if row is None:
+        if version not in (None, 0):
+            raise errors.NotFound(f"no flows version {version} (see `snapshots flows versions`)")
+        return Version(0, default_text(), "snapshots", PREBUILT, None)
+    return Version(row.version, row.text, row.actor, row.comment, row.created_at)
+
+
+def versions(db: Database) -> list[Version]:
+    with db.read() as conn:
+        rows = conn.execute(sa.select(V).order_by(V.c.version.desc())).all()
+    found = [Version(r.version, r.text, r.actor, r.comment, r.created_at) for r in rows]
+    return [*found, Version(0, default_text(), "snapshots", PREBUILT, None)]
+
+
+def current(db: Database) -> Registry:
+    """The flows in force."""
+    stored = get_version(db)
+    where = DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
+    return parse(stored.text, where, version=stored.version)
+
+
+def import_text(
+    db: Database,
+    text: str,
+    *,
+    where: str,
+    actor: str,
+    comment: str | None = None,
+    action: str = "flows.imported",
+) -> Version:
+    """Check `text`, then make it the flows in force as a new version (nothing changes when
+    it has a problem). Writes an audit entry with the old and the new version."""
+    parse(text, where)
+    now = time.time()
+    with db.write() as conn:
+        old = int(conn.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none() or 0)
+        new = old + 1
+        conn.execute(
+            V.insert().values(
+                version=new,
+                text=text,
+                actor=actor,
+                comment=None if comment is None else comment[:500],
+                created_at=now,
+            )
+        )
+        audit.record(
+            conn,
+            actor=actor,
+            action=action,
+            target=f"flows:{new}",
+            details={"old_version": old, "new_version": new, "comment": comment},
+        )
+    return Version(new, text, actor, comment, now)
+
+
+def rollback(db: Database, version: int, *, actor: str) -> Version:
+    """Put an earlier version back in force, as a new version (history is never rewritten)."""
+    earlier = get_version(db, version)
+    return import_text(
+        db,
+        earlier.text,
+        where=f"flows version {version}",
+        actor=actor,
+        comment=f"rollback to version {version}",
+        action="flows.rolled_back",
+    )
+
+
+Source = Callable[[], Registry]  # the flows in force, asked for each time they are needed
+
+
+def source(registry: Registry | Source) -> Source:
+    """A fixed set of flows as a source, or the source as it is (`Live`)."""
+    return registry if callable(registry) else (lambda: registry)
+
+
+class Live:
+    """The flows in force for a long-running process: re-read when a new version appears,
+    looked for at most every `ttl` seconds (a cheap read)."""
+
+    def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._registry = current(db)
+        self._next = time.monotonic() + ttl
+
+    def __call__(self) -> Registry:
+        if time.monotonic() < self._next:
+            return self._registry
+        with self._lock:
+            if time.monotonic() >= self._next:
+                self._next = time.monotonic() + self._ttl
+                if current_version(self._db) != self._registry.version:
+                    self._registry = current(self._db)
+        return self._registry

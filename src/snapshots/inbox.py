@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,8 +233,12 @@ def still_mine(conn: Connection, ids: list[int], *, worker_id: str) -> set[int]:
 _UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
 
 
-def finish(conn: Connection, outcomes: list[tuple[int, str, list[str]]]) -> None:
-    """Mark items applied: (item id, `done` or `ignored`, names of the flows that ran)."""
+def finish(
+    conn: Connection,
+    outcomes: Sequence[tuple[int, str, list[str]] | tuple[int, str, list[str], list[str]]],
+) -> None:
+    """Mark items applied: (item id, `done` or `ignored`, names of the flows that ran[, ids of
+    the records they wrote])."""
     if not outcomes:
         return
     now = time.time()
@@ -243,13 +248,15 @@ def finish(conn: Connection, outcomes: list[tuple[int, str, list[str]]]) -> None
             {
                 "b_id": item_id,
                 "status": status,
-                "flows": ",".join(flows) or None,
+                "flows": ",".join(outcome[2]) or None,
+                "records": ",".join(outcome[3]) or None if len(outcome) > 3 else None,
                 "processed_at": now,
                 "lease_until": None,
                 "locked_by": None,
                 "last_error": None,
             }
-            for item_id, status, flows in outcomes
+            for outcome in outcomes
+            for item_id, status in [outcome[:2]]
         ],
     )
 
@@ -362,6 +369,7 @@ def public(item: dict[str, Any]) -> dict[str, Any]:
         "attempts": item["attempts"],
         "last_error": item["last_error"],
         "flows": item["flows"].split(",") if item["flows"] else [],
+        "records": item["records"].split(",") if item.get("records") else [],
         "received_at": iso(item["received_at"]),
         "processed_at": iso(item["processed_at"]),
     }

@@ -1,17 +1,36 @@
 """Mapping expressions: JMESPath over the Stripe object, with a few registered functions.
 
-Expressions are compiled once when flows load. Custom functions (beyond JMESPath's built-ins):
-`lower(s)`, `upper(s)`, `trim(s)`, `default(value, fallback)` and
-`invoice_payment_status(invoice)`, which names where an invoice stands for the payer:
-`draft`, `unpaid`, `partially_paid`, `failed` (a payment attempt failed and it is still open),
-`paid`, `void` or `uncollectible`.
+Expressions are compiled once when flows load. They read the event's Stripe object
+(`data.object`); the whole event is `$event` (`$event.type`, `$event.created`), which is
+shorthand for the function `event()`. Custom functions, beyond JMESPath's built-ins
+(registered through jmespath's `custom_functions`; each passes null through as null):
+
+| function | result |
+|---|---|
+| `lower(s)`, `upper(s)`, `trim(s)` | the string in lower or upper case, or without outer spaces |
+| `default(value, fallback)` | `fallback` when `value` is null or `""` |
+| `concat(a, b, ...)` | the values as one string (null counts as `""`) |
+| `template(text, object)` | `text` with `{field}` replaced by the object's fields (`{address[city]}` for nested ones; missing ones are `""`) |
+| `split(s, separator)` | the string's parts, a list |
+| `cents_to_decimal(amount, currency)` | an amount in minor units as a number in the currency's unit, as Stripe counts them (JPY 500 -> 500, USD 1999 -> 19.99, KWD 1999 -> 1.999) |
+| `iso_datetime(seconds)` | a unix time as `2024-01-31T12:00:00Z` |
+| `country_currency(country)` | the currency of a country, lower case as Stripe writes it (`DE` -> `eur`), from Babel's CLDR data |
+| `invoice_payment_status(invoice)` | where an invoice stands for the payer: `draft`, `unpaid`, `partially_paid`, `failed` (a payment attempt failed and it is still open), `paid`, `void` or `uncollectible` |
+| `event()` | the whole event (`$event`) |
 """
 
 from __future__ import annotations
 
+import contextvars
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import jmespath
+from babel import numbers as babel_numbers
 from jmespath import exceptions as jexc
 from jmespath import functions
 from jmespath.parser import ParsedResult
@@ -40,6 +59,123 @@ class Functions(functions.Functions):
     def _func_invoice_payment_status(self, invoice: dict[str, Any]) -> str | None:
         return invoice_payment_status(invoice)
 
+    @functions.signature({"types": [], "variadic": True})
+    def _func_concat(self, *values: Any) -> str:
+        return "".join(_text(value) for value in values)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["object", "null"]})
+    def _func_template(self, text: str | None, obj: dict[str, Any] | None) -> str | None:
+        if text is None:
+            return None
+        return _FORMATTER.vformat(text, (), _Fields(obj or {}))
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_split(self, s: str | None, separator: str) -> list[str] | None:
+        if s is None:
+            return None
+        return s.split(separator) if separator else list(s)
+
+    @functions.signature({"types": ["number", "null"]}, {"types": ["string", "null"]})
+    def _func_cents_to_decimal(self, amount: float | None, currency: str | None) -> float | None:
+        if amount is None or currency is None:
+            return None
+        return cents_to_decimal(amount, currency)
+
+    @functions.signature({"types": ["number", "null"]})
+    def _func_iso_datetime(self, seconds: float | None) -> str | None:
+        if seconds is None:
+            return None
+        return iso_datetime(seconds)
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_country_currency(self, country: str | None) -> str | None:
+        return None if country is None else country_currency(country)
+
+    @functions.signature()
+    def _func_event(self) -> Any:
+        return CURRENT_EVENT.get()
+
+
+# The event whose object is being mapped (`event()`, `$event`); see `for_event`.
+CURRENT_EVENT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "snapshots_current_event", default=None
+)
+
+
+@contextmanager
+def for_event(event: dict[str, Any]) -> Iterator[None]:
+    """Evaluate expressions with `event` as `$event`."""
+    token = CURRENT_EVENT.set(event)
+    try:
+        yield
+    finally:
+        CURRENT_EVENT.reset(token)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _Fields(dict[str, Any]):
+    """An object's fields for `template`: a missing one is empty, null is empty."""
+
+    def __missing__(self, key: str) -> Any:
+        return ""
+
+
+class _Formatter(string.Formatter):
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        try:
+            value, used = super().get_field(field_name, args, kwargs)
+        except (KeyError, IndexError, AttributeError, TypeError):
+            return "", field_name
+        return value, used
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is None or isinstance(value, dict | list):
+            return "" if value is None else str(value)
+        return str(super().format_field(_text(value) if not format_spec else value, format_spec))
+
+
+_FORMATTER = _Formatter()
+
+# Stripe writes ISK and HUF amounts with two decimals (for backwards compatibility), although
+# ISO 4217 and CLDR give them none; every other currency has its CLDR number of decimals.
+STRIPE_DECIMALS = {"isk": 2, "huf": 2}
+
+
+def currency_decimals(currency: str) -> int:
+    code = currency.strip().lower()
+    if code in STRIPE_DECIMALS:
+        return STRIPE_DECIMALS[code]
+    return int(babel_numbers.get_currency_precision(code.upper()))
+
+
+def cents_to_decimal(amount: float, currency: str) -> float:
+    exact = Decimal(str(amount)).scaleb(-currency_decimals(currency))
+    return int(exact) if exact == exact.to_integral_value() else float(exact)
+
+
+def iso_datetime(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    text = moment.isoformat(timespec="milliseconds" if seconds % 1 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def country_currency(country: str) -> str | None:
+    """The currency a country uses today (`tender` currencies only), or None."""
+    code = country.strip().upper()
+    if len(code) != 2 or not code.isalpha():
+        return None
+    found = babel_numbers.get_territory_currencies(code, datetime.now(UTC).date(), tender=True)
+    return found[0].lower() if found else None
+
 
 def invoice_payment_status(invoice: dict[str, Any]) -> str | None:
     status = invoice.get("status")
@@ -65,7 +201,7 @@ class Expression:
     def __init__(self, source: str) -> None:
         self.source = source
         try:
-            self._parsed: ParsedResult = jmespath.compile(source)
+            self._parsed: ParsedResult = jmespath.compile(expand_event(source))
         except jexc.JMESPathError as exc:
             raise errors.ConfigError(f"bad expression {source!r}: {_first_line(exc)}") from exc
         problem = _check_calls(self._parsed.parsed)
@@ -79,6 +215,34 @@ class Expression:
             raise errors.DeadLetter(
                 f"expression {self.source!r} failed: {_first_line(exc)}", code="mapping_failed"
             ) from exc
+
+
+def expand_event(source: str) -> str:
+    """`$event` -> `event()`, outside string literals, quoted identifiers and JSON literals."""
+    out: list[str] = []
+    i = 0
+    quote: str | None = None
+    while i < len(source):
+        char = source[i]
+        if quote is not None:
+            out.append(char)
+            if char == "\\" and i + 1 < len(source):
+                out.append(source[i + 1])
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "'\"`":
+            quote = char
+            out.append(char)
+        elif source.startswith("$event", i):
+            out.append("event()")
+            i += len("$event")
+            continue
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def _check_calls(node: dict[str, Any]) -> str | None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from snapshots import errors, ids
@@ -41,6 +42,7 @@ BORROWED = 0  # the fields come from another object (a contact from an invoice)
 
 CONTACT_FIELDS = frozenset(
     {
+        "custom",
         "stripe_customer_id",
         "email",
         "name",
@@ -53,6 +55,7 @@ CONTACT_FIELDS = frozenset(
 )
 INVOICE_FIELDS = frozenset(
     {
+        "custom",
         "stripe_invoice_id",
         "stripe_customer_id",
         "number",
@@ -74,8 +77,19 @@ INVOICE_FIELDS = frozenset(
     }
 )
 LOCATION_FIELDS = frozenset(
-    {"stripe_location_id", "name", "address", "country", "currency", "metadata", "livemode"}
+    {
+        "stripe_location_id",
+        "name",
+        "address",
+        "country",
+        "currency",
+        "metadata",
+        "custom",
+        "livemode",
+    }
 )
+# JSON fields a flow may write into by path (`address.city`, `metadata.tier`, `custom.plan`).
+NESTED = frozenset({"address", "metadata", "custom"})
 # Fields of an invoice used only to make a missing contact.
 INVOICE_CONTACT_FIELDS = frozenset({"customer_phone", "customer_address"})
 
@@ -148,10 +162,44 @@ def _find(conn: Connection, table: sa.Table, **criteria: Any) -> Any:
 
 
 def _clean(fields: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    values = {k: v for k, v in fields.items() if k in allowed}
-    if "metadata" in values and not isinstance(values["metadata"], dict):
-        values["metadata"] = {}
+    """The fields a record kind has; a dotted target (`address.city`) stays as it is, to be
+    merged into its JSON field by `_merge`."""
+    values = {k: v for k, v in fields.items() if k in allowed or k.split(".", 1)[0] in allowed}
+    for name in ("metadata", "custom"):
+        if name in values and not isinstance(values[name], dict):
+            values[name] = {} if name == "metadata" else None
     return values
+
+
+def _merge(values: dict[str, Any], row: Any) -> dict[str, Any]:
+    """Fold dotted targets into their JSON field: over the field's mapped value when the flow
+    maps it whole, else over what the record holds (a flow may set `metadata.tier` alone)."""
+    dotted = [k for k in values if "." in k]
+    if not dotted:
+        return values
+    merged = {k: v for k, v in values.items() if "." not in k}
+    for key in dotted:
+        column, *path = key.split(".")
+        base = (
+            merged.get(column)
+            if column in merged
+            else (None if row is None else row._mapping[column])
+        )
+        target = merged[column] = _copy(base)
+        for part in path[:-1]:
+            inner = target.get(part)
+            target[part] = inner = dict(inner) if isinstance(inner, dict) else {}
+            target = inner
+        target[path[-1]] = values[key]
+    return merged
+
+
+def _copy(value: Any) -> dict[str, Any]:
+    return (
+        {k: (_copy(v) if isinstance(v, dict) else v) for k, v in value.items()}
+        if isinstance(value, dict)
+        else {}
+    )
 
 
 def _write(
@@ -166,6 +214,7 @@ def _write(
     test: bool,
 ) -> str:
     now = time.time()
+    values = _merge(values, row)
     if row is None:
         record_id = ids.new(PREFIXES[kind])
         defaults: dict[str, Any] = {"metadata": {}}
@@ -187,6 +236,10 @@ def _write(
         return record_id
     if _is_newer(version, row):
         current = row._mapping
+        stamps = current.get("field_versions")
+        if stamps:  # fields a newer `set_fields` wrote stay as it left them
+            stamp = _stamp(version)
+            values = {k: v for k, v in values.items() if not stamps.get(k, stamp) > stamp}
         changed = current["connection_id"] != connection_id or any(
             current[name] != value for name, value in values.items()
         )
@@ -314,6 +367,209 @@ def upsert_location(
     return _write(conn, t, "location", row, values, version, connection_id=connection_id, test=test)
 
 
+def _stamp(version: Version) -> list[Any]:
+    return [version.authority, version.created, version.rank, version.event_id]
+
+
+def _target(
+    conn: Connection, kind: str, *, connection_id: str, match: dict[str, Any], test: bool
+) -> Any:
+    """The contact or location that `match` names (created bare when missing, so a tag, a field
+    or an activity is never lost; a later event about the object itself fills it in)."""
+    t = KINDS[kind]
+    key = "stripe_customer_id" if kind == "contact" else "stripe_location_id"
+    stripe_id = match.get(key)
+    row = None
+    if stripe_id:
+        row = _find(conn, t, connection_id=connection_id, **{key: stripe_id})
+    email = match.get("email")
+    if row is None and kind == "contact" and isinstance(email, str) and email:
+        stmt = _unlinked_by_email(conn.dialect.name == "postgresql")
+        row = conn.execute(stmt, {"b_email": email, "b_connection_id": connection_id}).first()
+        if row is None and not stripe_id:
+            row = conn.execute(
+                sa.select(t)
+                .where(t.c.email == email, t.c.connection_id == connection_id)
+                .order_by(t.c.seq)
+                .limit(1)
+            ).first()
+    if row is not None:
+        return row
+    if not stripe_id and not (kind == "contact" and email):
+        what = "a Stripe customer id or an email" if kind == "contact" else "a Stripe location id"
+        raise errors.DeadLetter(f"the event names no {kind}: map {what}", code="no_id")
+    now = time.time()
+    values: dict[str, Any] = {
+        "id": ids.new(PREFIXES[kind]),
+        "connection_id": connection_id,
+        key: stripe_id or None,
+        "metadata": {},
+        "test": test,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if kind == "contact":
+        values |= {"email": email or None, "tags": []}
+    conn.execute(t.insert().values(**values))
+    return _find(conn, t, connection_id=connection_id, id=values["id"])
+
+
+def set_fields(
+    conn: Connection,
+    kind: str,
+    *,
+    connection_id: str,
+    match: dict[str, Any],
+    fields: dict[str, Any],
+    version: Version,
+    test: bool = False,
+) -> str:
+    """Set some fields of a contact or location. Each field keeps the version of the event that
+    set it last, so out-of-order events settle per field, whatever else writes the record."""
+    allowed = CONTACT_FIELDS if kind == "contact" else LOCATION_FIELDS
+    row = _target(conn, kind, connection_id=connection_id, match=match, test=test)
+    stamps = dict(row.field_versions or {})
+    stamp = _stamp(version)
+    changed = {}
+    for name, value in _clean(fields, allowed).items():
+        if name in match and name in ("stripe_customer_id", "stripe_location_id"):
+            continue
+        if name in stamps and stamps[name] > stamp:
+            continue
+        stamps[name] = stamp
+        changed[name] = value
+    if changed:
+        values = _merge(changed, row)
+        conn.execute(
+            _update_by_seq(KINDS[kind].name),
+            values | {"field_versions": stamps, "updated_at": time.time(), "b_seq": row.seq},
+        )
+    return str(row.id)
+
+
+def change_tags(
+    conn: Connection,
+    *,
+    connection_id: str,
+    match: dict[str, Any],
+    tags: list[str],
+    present: bool,
+    version: Version,
+    test: bool = False,
+) -> str:
+    """Add (`present`) or remove tags on a contact, each tag settling by its own version."""
+    row = _target(conn, "contact", connection_id=connection_id, match=match, test=test)
+    stamps = dict(row.field_versions or {})
+    stamp = _stamp(version)
+    current = list(row.tags or [])
+    for tag in tags:
+        key = f"tag:{tag}"
+        if key in stamps and stamps[key] > stamp:
+            continue
+        stamps[key] = stamp
+        if present and tag not in current:
+            current.append(tag)
+        elif not present and tag in current:
+            current.remove(tag)
+    conn.execute(
+        _update_by_seq("contacts"),
+        {
+            "tags": current,
+            "field_versions": stamps,
+            "updated_at": time.time() if current != list(row.tags or []) else row.updated_at,
+            "b_seq": row.seq,
+        },
+    )
+    return str(row.id)
+
+
+def log_activity(
+    conn: Connection,
+    *,
+    connection_id: str,
+    match: dict[str, Any],
+    event: dict[str, Any],
+    flow: str,
+    kind: str,
+    title: str | None,
+    data: dict[str, Any],
+    test: bool = False,
+) -> str:
+    """Keep an entry on a contact's timeline, once per (contact, event, flow)."""
+    row = _target(conn, "contact", connection_id=connection_id, match=match, test=test)
+    t = tables.activities
+    insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
+    conn.execute(
+        insert.values(
+            id=ids.new("act_"),
+            connection_id=connection_id,
+            contact_id=row.id,
+            event_id=event["id"],
+            flow=flow,
+            type=kind,
+            title=None if title is None else str(title)[:512],
+            data=data,
+            occurred_at=int(event["created"]),
+            test=test,
+            created_at=time.time(),
+        ).on_conflict_do_nothing(index_elements=[t.c.contact_id, t.c.event_id, t.c.flow])
+    )
+    return str(row.id)
+
+
+def activities(
+    db: Database, contact_id: str, *, limit: int = 20, starting_after: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """A contact's timeline, newest first."""
+    get(db, "contact", contact_id)  # 404 for an unknown contact
+    t = tables.activities
+    stmt = (
+        sa.select(t)
+        .where(t.c.contact_id == contact_id)
+        .order_by(t.c.occurred_at.desc(), t.c.seq.desc())
+        .limit(limit + 1)
+    )
+    with db.read() as conn:
+        if starting_after is not None:
+            after = (
+                conn.execute(
+                    sa.select(t.c.occurred_at, t.c.seq).where(
+                        t.c.id == starting_after, t.c.contact_id == contact_id
+                    )
+                ).first()
+                if ids.plausible(starting_after)
+                else None
+            )
+            if after is None:
+                raise errors.BadRequest(
+                    f"starting_after: no activity {starting_after}", code="invalid_cursor"
+                )
+            stmt = stmt.where(
+                sa.or_(
+                    t.c.occurred_at < after.occurred_at,
+                    sa.and_(t.c.occurred_at == after.occurred_at, t.c.seq < after.seq),
+                )
+            )
+        rows = conn.execute(stmt).all()
+    return [public_activity(r) for r in rows[:limit]], len(rows) > limit
+
+
+def public_activity(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "activity",
+        "contact_id": row.contact_id,
+        "type": row.type,
+        "title": row.title,
+        "data": row.data or {},
+        "occurred_at": iso(row.occurred_at),
+        "event_id": row.event_id,
+        "flow": row.flow,
+        "test": bool(row.test),
+        "created_at": iso(row.created_at),
+    }
+
+
 def account_currency(conn: Connection, connection_id: str) -> str | None:
     """The default currency of the Stripe account behind a connection, when known."""
     t = tables.connections
@@ -347,6 +603,7 @@ def public(kind: str, row: Any) -> dict[str, Any]:
         "id": row.id,
         "connection_id": row.connection_id,
         "metadata": row.metadata or {},
+        "custom": row.custom or {},
         "archived": bool(row.archived),
         "livemode": row.livemode,
         "test": bool(row.test),

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from snapshots import connections, errors, ids, inbox, keys, records, schedule, stripe_api, watcher
 from snapshots.connections import Connection
-from snapshots.flows import Registry
+from snapshots.flows import Registry, Source, source
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -579,19 +579,20 @@ def page_runs(
 
 
 def scheduled_jobs(
-    db: Database, stripe: connections.Cache, registry: Registry, settings: Settings
+    db: Database, stripe: connections.Cache, registry: Registry | Source, settings: Settings
 ) -> Callable[[], list[schedule.Job]]:
     """The periodic jobs of every connection: its location watcher and its reconciliation."""
+    flows = source(registry)
 
     def jobs() -> list[schedule.Job]:
         found = []
         for connection in stripe.all():
 
             def poll(c: Connection = connection) -> object:
-                return watcher.poll(db, stripe.client(c), c, registry)
+                return watcher.poll(db, stripe.client(c), c, flows())
 
             def catch_up(c: Connection = connection) -> object:
-                run = reconcile(db, stripe.client(c), c, registry, settings)
+                run = reconcile(db, stripe.client(c), c, flows(), settings)
                 if run.warning:
                     log.warning(run.warning)
                 return run

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +65,11 @@ class Worker:
         *,
         name: str | None = None,
         stripe: connections.Cache | None = None,
+        live: Callable[[], Registry] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
+        self._live = live  # the flows in force, when they may change while it runs
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
@@ -84,6 +87,8 @@ class Worker:
 
     def step(self) -> int:
         """Claim one batch and apply it; returns how many items were claimed."""
+        if self._live is not None:
+            self.registry = self._live()
         items = inbox.claim(
             self.db,
             worker_id=self.name,
@@ -125,7 +130,7 @@ class Worker:
         self, items: list[inbox.Item], work: dict[int, tuple[dict[str, Any], flows.Plan]]
     ) -> None:
         done = ignored = dead = 0
-        finished: list[tuple[int, str, list[str]]] = []
+        finished: list[tuple[int, str, list[str], list[str]]] = []
         with self.db.write() as conn:
             mine = inbox.still_mine(conn, [item.id for item in items], worker_id=self.name)
             for item in items:
@@ -148,7 +153,14 @@ class Worker:
                     )
                 except Exception as exc:
                     raise _ItemFailed(item, exc) from exc
-                finished.append((item.id, "done" if ran else "ignored", [n for n, _ in ran]))
+                finished.append(
+                    (
+                        item.id,
+                        "done" if ran else "ignored",
+                        [n for n, _ in ran],
+                        [r for _, r in ran],
+                    )
+                )
                 if ran:
                     done += 1
                 else:
@@ -207,7 +219,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     database = Database(settings.database_url)
-    registry = flows.load()
+    live = flows.Live(database)
     stripe = None
     try:
         stripe = connections.Cache(
@@ -224,7 +236,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
         scheduler = threading.Thread(
             target=schedule.Scheduler(
                 database,
-                sync.scheduled_jobs(database, stripe, registry, settings),
+                sync.scheduled_jobs(database, stripe, live, settings),
                 holder=schedule.holder_name(),
             ).run,
             args=(stop,),
@@ -233,7 +245,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
         )
         scheduler.start()
     try:
-        Worker(database, registry, settings, stripe=stripe).run(stop, parent=parent)
+        Worker(database, live(), settings, stripe=stripe, live=live).run(stop, parent=parent)
     finally:
         stop.set()
         if scheduler is not None:

@@ -6,6 +6,7 @@ import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -300,7 +301,7 @@ def test_parse_errors_name_the_file_the_flow_and_the_field(
     with pytest.raises(errors.ConfigError) as caught:
         _parse(text)
     message = str(caught.value)
-    assert message.startswith(f"{WHERE}: "), message
+    assert message.startswith(f"{WHERE}:"), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
@@ -437,34 +438,55 @@ def test_filter_decides_whether_the_flow_runs(
     assert _contact_ids(sqlite_db) == sorted(expected)
 
 
+# Boolean on every sample event (so the file is accepted), not on the events below.
+LOOSE_FILTER = "metadata.flag || `false`"
+
+
 @pytest.mark.parametrize(
-    ("filter_", "metadata"),
+    "flag",
     [
-        pytest.param("metadata.sync", {"sync": "yes"}, id="string"),
-        pytest.param("metadata.sync", {}, id="null"),
-        pytest.param("length(metadata)", {"a": "b"}, id="number"),
-        pytest.param("metadata", {"a": "b"}, id="object"),
-        pytest.param("[livemode]", {}, id="list-of-boolean"),
+        pytest.param("yes", id="string"),
+        pytest.param(3, id="number"),
+        pytest.param({"a": "b"}, id="object"),
+        pytest.param([True], id="list-of-boolean"),
     ],
 )
 def test_a_filter_that_is_not_boolean_fails_the_item(
-    sqlite_db: Database, event_factory: EventFactory, filter_: str, metadata: dict[str, str]
+    sqlite_db: Database, event_factory: EventFactory, flag: Any
 ) -> None:
-    registry = flows.parse(FILTERED.format(filter=filter_), WHERE)
-    event = event_factory("customer.created", metadata=metadata)
+    registry = flows.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
+    event = event_factory("customer.created", metadata={"flag": flag})
     with pytest.raises(errors.DeadLetter) as caught, sqlite_db.write() as conn:
         registry.apply(conn, connection_id="conn_1", event=event)
     assert caught.value.code == "filter_not_boolean"
     assert "filtered" in str(caught.value)
-    assert repr(filter_) in str(caught.value)
+    assert repr(LOOSE_FILTER) in str(caught.value)
     assert _contact_ids(sqlite_db) == []  # the transaction rolled back
+
+
+@pytest.mark.parametrize(
+    ("filter_", "shown"),
+    [
+        pytest.param("metadata.sync", "null", id="null"),
+        pytest.param("metadata", "{}", id="object"),
+        pytest.param("length(metadata)", "0", id="number"),
+        pytest.param("[livemode]", "[false]", id="list-of-boolean"),
+        pytest.param("object", '"customer"', id="string"),
+    ],
+)
+def test_a_filter_that_is_not_boolean_on_a_sample_is_refused(filter_: str, shown: str) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        flows.parse(FILTERED.format(filter=filter_), WHERE)
+    message = str(caught.value)
+    assert message.startswith(f"{WHERE}:4: flow 'filtered': filter: "), message
+    assert f"gives {shown} on a sample customer.created event, not a boolean" in message
 
 
 def test_through_the_worker_a_non_boolean_filter_sends_the_item_dead(
     sqlite_url: str, sqlite_db: Database, event_factory: EventFactory
 ) -> None:
-    registry = flows.parse(FILTERED.format(filter="metadata"), WHERE)
-    event = event_factory("customer.created", id="evt_not_boolean")
+    registry = flows.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
+    event = event_factory("customer.created", id="evt_not_boolean", metadata={"flag": "yes"})
     intake.store(
         sqlite_db,
         registry,

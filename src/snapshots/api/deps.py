@@ -19,7 +19,7 @@ from snapshots.store.db import Database
 class State:
     settings: Settings
     db: Database
-    registry: Registry
+    registry: Callable[[], Registry]  # the flows in force (`flows.Live`)
     secrets: connections.SecretsCache
     intake: intake.GroupCommit
     worker: bool = False  # an embedded worker process runs beside this app

@@ -96,6 +96,7 @@ class EventPublic(BaseModel):
     attempts: int
     last_error: str | None
     flows: list[str]
+    records: list[str] = Field(description="The records the flows wrote, in their order")
     received_at: str
     processed_at: str | None
 

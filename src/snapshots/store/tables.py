@@ -51,6 +51,7 @@ inbox_items = sa.Table(
     sa.Column("locked_by", sa.String(100)),
     sa.Column("last_error", sa.Text),
     sa.Column("flows", sa.Text),  # comma-separated names of the flows that ran
+    sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
     sa.UniqueConstraint("connection_id", "event_id"),
@@ -86,6 +87,8 @@ contacts = sa.Table(
     sa.Column("address", sa.JSON),
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("custom", sa.JSON),  # custom fields a flow maps (`custom.plan`)
+    sa.Column("field_versions", sa.JSON),  # per field or tag: the newest event that set it
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("livemode", sa.Boolean),
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -120,6 +123,7 @@ invoices = sa.Table(
     sa.Column("due_date", sa.BigInteger),
     sa.Column("paid_at", sa.BigInteger),
     sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("custom", sa.JSON),
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("livemode", sa.Boolean),
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -143,6 +147,8 @@ locations = sa.Table(
     sa.Column("country", sa.String(2)),
     sa.Column("currency", sa.String(3)),
     sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("custom", sa.JSON),
+    sa.Column("field_versions", sa.JSON),
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("livemode", sa.Boolean),
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -226,4 +232,35 @@ watched_locations = sa.Table(
     sa.Column("stripe_location_id", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("seen_at", sa.Float, nullable=False),
+)
+
+# No-code flows (flows.py): every version of the flows file ever in force.
+flow_versions = sa.Table(
+    "flow_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),  # the YAML as imported
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("comment", sa.String(500)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# A contact's timeline (the `log_event` action).
+activities = sa.Table(
+    "activities",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("contact_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),  # the kind of activity (an event type)
+    sa.Column("title", sa.String(512)),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("occurred_at", sa.BigInteger, nullable=False),  # the event's `created`
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("contact_id", "event_id", "flow"),
+    sa.Index("ix_activities_contact_id_occurred_at", "contact_id", "occurred_at"),
 )

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from snapshots import errors, intake
+from snapshots import errors, intake, samples
 from snapshots.api import schemas
 from snapshots.api.deps import State
 
@@ -52,7 +52,12 @@ async def receive_stripe_webhook(request: Request) -> JSONResponse:
         tolerance=state.settings.webhook_tolerance,
     )
     event = intake.parse_event(payload)
-    receipt = await state.intake.submit(connection_id=connection_id, event=event, payload=payload)
+    # An event `snapshots send-test-event` made (its id says so, under the signature) is
+    # marked as a test on the inbox item and on every record it writes.
+    source = "test" if event["id"].startswith(samples.TEST_PREFIX) else "webhook"
+    receipt = await state.intake.submit(
+        connection_id=connection_id, event=event, payload=payload, source=source
+    )
     return JSONResponse(receipt.public())
 
 
