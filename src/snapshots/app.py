@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from snapshots import __version__, connections, errors, flows, intake, vault, worker
 from snapshots.api.deps import State, request_id
 from snapshots.api.routes import events, health, records, sync_runs, webhooks
+from snapshots.api.routes import flows as flow_routes
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     api.include_router(records.router)
     api.include_router(events.router)
     api.include_router(sync_runs.router)
+    api.include_router(flow_routes.router)
     api.include_router(health.router)
     generate_openapi = api.openapi
 

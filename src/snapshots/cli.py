@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snapshots import connections, errors, flows, inbox, keys, sync, vault
+from snapshots import catalog, connections, errors, flows, inbox, keys, samples, sync, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 
@@ -30,7 +32,13 @@ app = typer.Typer(
 connect_app = typer.Typer(no_args_is_help=True, help="Link an account.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the Snapshots API.")
 events_app = typer.Typer(no_args_is_help=True, help="The event log (inbox items).")
+flows_app = typer.Typer(
+    no_args_is_help=True, help="The flows in force: export, import, roll back (versioned)."
+)
+mappings_app = typer.Typer(no_args_is_help=True, help="Check and try flows files and mappings.")
 app.add_typer(connect_app, name="connect")
+app.add_typer(flows_app, name="flows")
+app.add_typer(mappings_app, name="mappings")
 app.add_typer(keys_app, name="keys")
 app.add_typer(events_app, name="events")
 
@@ -76,7 +84,7 @@ def root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
-        for noisy in ("stripe", "alembic", "snapshots.stripe"):
+        for noisy in ("stripe", "alembic", "snapshots.stripe", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     overrides: dict[str, Any] = {}
     if database_url:
@@ -458,6 +466,307 @@ def _show_runs(runs: list[dict[str, Any]], *, as_json: bool) -> None:
     for r in runs:
         if r["error"] or r["warning"]:
             out.print(f"{r['id']}: {r['error'] or r['warning']}", soft_wrap=True)
+
+
+def _actor() -> str:
+    """Who changes something from this shell, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _problems(checked: flows.Checked) -> None:
+    """Print a flows file's problems, one a line, and exit 2."""
+    for problem in checked.problems:
+        sys.stderr.write(f"error: {problem}\n")
+    raise typer.Exit(2)
+
+
+@flows_app.command("export")
+def flows_export(
+    ctx: typer.Context,
+    version: Annotated[
+        int | None, typer.Option(min=0, help="A stored version (default: the one in force).")
+    ] = None,
+) -> None:
+    """Print the flows file (YAML) in force, to edit and import again."""
+    stored = flows.get_version(_ctx(ctx).db(), version)
+    sys.stdout.write(stored.text if stored.text.endswith("\n") else stored.text + "\n")
+
+
+@flows_app.command("import")
+def flows_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A flows file (YAML).")],
+    comment: Annotated[str | None, typer.Option(help="Why, for the history.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a flows file, then put it in force as a new version (a bad file changes nothing)."""
+    database = _ctx(ctx).db()
+    text = flows.read(file)
+    checked = flows.check(text, str(file))
+    if checked.registry is None:
+        _problems(checked)
+    old = flows.current_version(database)
+    stored = flows.import_text(database, text, where=str(file), actor=_actor(), comment=comment)
+    if as_json:
+        _print_json(stored.public() | {"previous_version": old})
+        return
+    count = len(checked.registry.flows) if checked.registry else 0
+    out.print(f"flows version {stored.version} is in force ({count} flows; was version {old})")
+
+
+@flows_app.command("rollback")
+def flows_rollback(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(min=0, help="The version to put back (0: prebuilt).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Put an earlier version back in force (as a new version: history stays)."""
+    database = _ctx(ctx).db()
+    old = flows.current_version(database)
+    stored = flows.rollback(database, version, actor=_actor())
+    if as_json:
+        _print_json(stored.public() | {"previous_version": old})
+        return
+    out.print(
+        f"flows version {stored.version} is in force: the flows of version {version} "
+        f"(was version {old})"
+    )
+
+
+@flows_app.command("versions")
+def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every version of the flows, newest first (the first is in force)."""
+    found = flows.versions(_ctx(ctx).db())
+    if as_json:
+        _print_json([v.public() for v in found])
+        return
+    table = Table("version", "in force", "by", "when", "comment")
+    for index, v in enumerate(found):
+        table.add_row(
+            str(v.version),
+            "yes" if index == 0 else "",
+            v.actor,
+            _when(v.created_at),
+            v.comment or "",
+        )
+    out.print(table)
+
+
+@mappings_app.command("show")
+def mappings_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The flows in force: triggers, filter, action and mapped fields."""
+    registry = flows.current(_ctx(ctx).db())
+    shown: list[dict[str, Any]] = [
+        {
+            "name": f.name,
+            "trigger": list(f.triggers),
+            "filter": None if f.filter is None else f.filter.source,
+            "action": f.action.name,
+            "options": f.options,
+            "fields": {target: e.source for target, e in f.fields},
+        }
+        for f in registry.flows
+    ]
+    if as_json:
+        _print_json({"version": registry.version, "flows": shown})
+        return
+    out.print(f"flows version {registry.version}")
+    table = Table("flow", "trigger", "filter", "action", "fields")
+    for f in shown:
+        table.add_row(
+            f["name"],
+            ", ".join(f["trigger"]),
+            f["filter"] or "",
+            f["action"],
+            "\n".join(f"{k} <- {v}" for k, v in f["fields"].items()),
+        )
+    out.print(table)
+
+
+@mappings_app.command("validate")
+def mappings_validate(
+    file: Annotated[Path, typer.Argument(help="A flows file (YAML).")],
+) -> None:
+    """Check a flows file: exit 0 when good; else each problem with its file, line, flow and
+    field, and exit 2."""
+    checked = flows.check(flows.read(file), str(file))
+    if checked.registry is None:
+        _problems(checked)
+    count = len(checked.registry.flows) if checked.registry else 0
+    out.print(f"{file}: ok, {count} flows")
+
+
+def _read_event(path: Path, event_type: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(flows.read(path))
+    except ValueError as exc:
+        raise errors.BadRequest(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise errors.BadRequest(f"{path}: give a Stripe event or object (a JSON object)")
+    if data.get("object") == "event" and isinstance(data.get("data"), dict):
+        if not isinstance(data["data"].get("object"), dict) or not data.get("type"):
+            raise errors.BadRequest(f"{path}: the event has no type or no data.object")
+        return data
+    if event_type is None:
+        raise errors.BadRequest(
+            f"{path} holds a {data.get('object') or 'JSON'} object, not an event: give --type"
+        )
+    return samples.sample_event(event_type, obj=data, event_id="evt_mappings_test")
+
+
+@mappings_app.command("test")
+def mappings_test(
+    ctx: typer.Context,
+    event_file: Annotated[
+        Path, typer.Option("--event", help="A Stripe event (JSON), or an object with --type.")
+    ],
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="The event type, when --event is an object.")
+    ] = None,
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    flows_file: Annotated[
+        Path | None,
+        typer.Option("--flows", help="Try this flows file instead of the one in force."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run filters and mappings on a sample event and print what would be written (nothing is)."""
+    event = _read_event(event_file, event_type)
+    if flows_file is not None:
+        registry = flows.parse(flows.read(flows_file), str(flows_file))
+    else:
+        registry = flows.current(_ctx(ctx).db())
+    matched = [f for f in registry.for_type(event["type"]) if flow is None or f.name == flow]
+    if flow is not None and not any(f.name == flow for f in registry.flows):
+        raise errors.BadRequest(f"no flow named {flow!r}")
+    results = []
+    for f in matched:
+        result: dict[str, Any] = {"flow": f.name, "action": f.action.name}
+        try:
+            values = f.map(event)
+        except errors.SnapshotsError as exc:
+            result |= {"outcome": "error", "error": errors.describe(exc)}
+        else:
+            if values is None:
+                result |= {"outcome": "filtered out"}
+            else:
+                result |= {"outcome": "would write", "record": f.action.record, "fields": values}
+        results.append(result)
+    if as_json:
+        _print_json({"event_type": event["type"], "flows": results})
+        return
+    if not results:
+        out.print(f"no flow is triggered by {event['type']}: the event would be ignored")
+    for r in results:
+        out.print(f"[bold]{r['flow']}[/] ({r['action']}): {r['outcome']}")
+        if r.get("error"):
+            out.print(f"  {r['error']}", soft_wrap=True)
+        for target, value in (r.get("fields") or {}).items():
+            out.print(
+                f"  {target} = {json.dumps(value, default=str)}", soft_wrap=True, markup=False
+            )
+    if any(r["outcome"] == "error" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("send-test-event")
+def send_test_event(
+    ctx: typer.Context,
+    types: Annotated[
+        list[str] | None, typer.Argument(metavar="TYPE...", help="Event types to send.")
+    ] = None,
+    all_types: Annotated[
+        bool, typer.Option("--all", help="Send one event of every type in the catalog.")
+    ] = False,
+    connection: Annotated[
+        str | None, typer.Option(help="The connection (default: the only one).")
+    ] = None,
+    object_file: Annotated[
+        Path | None, typer.Option("--object", help="The Stripe object to carry (JSON).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="The Snapshots base URL (default SNAPSHOTS_PUBLIC_URL).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the worker.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send signed test events through the real webhook endpoint and trace what they did."""
+    context = _ctx(ctx)
+    database = context.db()
+    chosen = list(samples.event_objects()) if all_types else list(types or [])
+    if not chosen:
+        raise errors.BadRequest("give one or more event types, or --all (see `snapshots catalog`)")
+    unknown = [t for t in chosen if t not in samples.event_objects()]
+    if unknown:
+        raise errors.BadRequest(f"unknown event type(s): {', '.join(unknown)}")
+    obj = None
+    if object_file is not None:
+        try:
+            obj = json.loads(flows.read(object_file))
+        except ValueError as exc:
+            raise errors.BadRequest(f"{object_file} is not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise errors.BadRequest(f"{object_file}: give a Stripe object (a JSON object)")
+    secrets_vault = vault.load(context.settings)
+    conns = connections.choose(database, secrets_vault, connection)
+    if len(conns) > 1:
+        raise errors.BadRequest("there are several connections: give --connection")
+    conn = conns[0]
+    secrets = connections.SecretsCache(database, secrets_vault).get(conn.id) or []
+    base = (url or context.settings.base_url).rstrip("/")
+    events = [samples.sample_event(t, obj=None if obj is None else dict(obj)) for t in chosen]
+    traces = samples.send_test_events(
+        database,
+        secrets,
+        flows.current(database),
+        url=f"{base}/webhooks/stripe/{conn.id}",
+        events=events,
+        timeout=timeout,
+    )
+    if as_json:
+        _print_json([t.public() for t in traces])
+    else:
+        for t in traces:
+            out.print(
+                f"[bold]{t.type}[/] {t.event_id}: received (HTTP {t.http_status}, item "
+                f"{t.item_id}) -> {t.status}"
+            )
+            for name, record in zip(t.flows, t.records, strict=False):
+                out.print(f"  flow {name} -> {record}")
+                for target, value in t.fields.get(name, {}).items():
+                    out.print(f"    {target} = {json.dumps(value, default=str)}", markup=False)
+            if t.error:
+                out.print(f"  {t.error}", soft_wrap=True, markup=False)
+    if any(t.status in ("dead", "failed", "not received") or t.error for t in traces):
+        raise typer.Exit(1)
+
+
+@app.command("catalog")
+def catalog_command(as_json: JsonOpt = False) -> None:
+    """Every trigger (event type) and action a flow may use."""
+    found = catalog.catalog()
+    if as_json:
+        _print_json(found)
+        return
+    counts = found["counts"]
+    table = Table("action", "records", "options", "scopes", "description")
+    for a in found["actions"]:
+        table.add_row(
+            a["name"],
+            ", ".join(a["records"]),
+            ", ".join(a["options"]),
+            ", ".join(a["scopes"]),
+            a["description"],
+        )
+    out.print(table)
+    out.print(
+        f"{counts['triggers']} triggers ({counts['stripe_triggers']} Stripe event types and "
+        f"{counts['synthetic_triggers']} made by Snapshots; `--json` lists them) and "
+        f"{counts['actions']} actions"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,11 +10,19 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from snapshots import ids
+import httpx
+import stripe
+
+from snapshots import errors, ids, inbox
+from snapshots.store.db import Database
+
+if TYPE_CHECKING:
+    from snapshots.flows import Registry
 
 API_VERSION = "2026-07-29.dahlia"  # the version of the shipped event list and examples
 TEST_PREFIX = "evt_snptest_"  # the id of an event `send-test-event` makes
@@ -82,3 +90,122 @@ def sample_event(
         "request": {"id": None, "idempotency_key": None},
         "type": event_type,
     }
+
+
+# `snapshots send-test-event`: a signed test event through the real webhook endpoint.
+
+WAIT_POLL = 0.1  # seconds between looks at the inbox item
+
+
+@dataclass
+class Trace:
+    """What became of a test event: received -> flows matched -> fields written -> records."""
+
+    event_id: str
+    type: str
+    http_status: int
+    item_id: int | None = None
+    status: str = "not received"
+    flows: list[str] = field(default_factory=list)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "http_status": self.http_status,
+            "item_id": self.item_id,
+            "status": self.status,
+            "flows": self.flows,
+            "fields": self.fields,
+            "records": self.records,
+            "error": self.error,
+        }
+
+
+def send_test_events(
+    db: Database,
+    secrets: list[str],
+    registry: Registry,
+    *,
+    url: str,
+    events: list[dict[str, Any]],
+    timeout: float = 30.0,
+    client: httpx.Client | None = None,
+) -> list[Trace]:
+    """Post each event, signed with the connection's first signing secret, to `url` (the
+    connection's webhook endpoint), then wait until a worker has applied each one."""
+    if not secrets:
+        raise errors.ConfigError("the connection has no webhook signing secret")
+    traces = []
+    http = client or httpx.Client(timeout=10.0)
+    try:
+        for event in events:
+            payload = json.dumps(event, indent=2).encode()
+            header = stripe.WebhookSignature.generate_signature_header(payload.decode(), secrets[0])
+            try:
+                response = http.post(
+                    url,
+                    content=payload,
+                    headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise errors.Unavailable(
+                    f"cannot reach the webhook endpoint {url}: {exc}; is `snapshots serve` "
+                    "running there (SNAPSHOTS_PUBLIC_URL, or --url)?"
+                ) from exc
+            trace = Trace(event["id"], event["type"], response.status_code)
+            if response.status_code >= 300:
+                trace.error = _error_of(response)
+            else:
+                trace.fields = {flow.name: values for flow, values in _plan(registry, event)}
+            traces.append(trace)
+    finally:
+        if client is None:
+            http.close()
+    _wait(db, traces, timeout)
+    return traces
+
+
+def _plan(registry: Registry, event: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+    try:
+        return registry.plan(event)
+    except errors.SnapshotsError:
+        return []  # the worker records the failure on the item: the trace shows it
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def _wait(db: Database, traces: list[Trace], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = [t for t in traces if t.http_status < 300]
+    while waiting:
+        still = []
+        for trace in waiting:
+            item = inbox.get(db, trace.event_id)
+            trace.item_id = item["id"]
+            trace.status = item["status"]
+            if item["status"] in ("pending", "processing"):
+                still.append(trace)
+                continue
+            shown = inbox.public(item)
+            trace.flows, trace.records = shown["flows"], shown["records"]
+            trace.error = item["last_error"]
+            trace.fields = {k: v for k, v in trace.fields.items() if k in trace.flows}
+        waiting = still
+        if waiting and time.monotonic() > deadline:
+            for trace in waiting:
+                trace.error = (
+                    f"no worker applied it within {timeout:.0f} s: is `snapshots serve` (with "
+                    "its worker) or `snapshots worker` running?"
+                )
+            return
+        if waiting:
+            time.sleep(WAIT_POLL)

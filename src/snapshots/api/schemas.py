@@ -20,6 +20,7 @@ class RecordPublic(BaseModel):
     id: str
     connection_id: str | None
     metadata: dict[str, Any]
+    custom: dict[str, Any] = Field(description="Custom fields flows map (`custom.plan`)")
     archived: bool
     livemode: bool | None
     test: bool
@@ -127,6 +128,71 @@ class SyncRunPublic(BaseModel):
 class SyncRunsPublic(BaseModel):
     data: list[SyncRunPublic]
     has_more: bool
+
+
+class ActivityPublic(BaseModel):
+    id: str
+    object: Literal["activity"]
+    contact_id: str
+    type: str = Field(description="The kind of activity (the event type, unless the flow says)")
+    title: str | None
+    data: dict[str, Any] = Field(description="The other fields the flow mapped")
+    occurred_at: str | None
+    event_id: str
+    flow: str
+    test: bool
+    created_at: str | None
+
+
+class ActivitiesPublic(BaseModel):
+    data: list[ActivityPublic]
+    has_more: bool
+
+
+class TriggerPublic(BaseModel):
+    type: str
+    object: str
+    description: str
+    synthetic: bool = Field(description="Made by Snapshots, not sent by Stripe")
+
+
+class ActionPublic(BaseModel):
+    name: str
+    records: list[str]
+    targets: list[str]
+    nested_targets: list[str]
+    options: list[str]
+    required: list[str]
+    scopes: list[str] = Field(description="The API scopes that may write what it writes")
+    description: str
+
+
+class CatalogPublic(BaseModel):
+    counts: dict[str, int]
+    triggers: list[TriggerPublic]
+    actions: list[ActionPublic]
+
+
+class FlowVersionPublic(BaseModel):
+    version: int
+    actor: str
+    comment: str | None
+    created_at: str | None
+    text: str | None = Field(None, description="The flows file (YAML)")
+
+
+class FlowVersionsPublic(BaseModel):
+    data: list[FlowVersionPublic]
+    has_more: bool
+
+
+class FlowsImport(BaseModel):
+    text: str = Field(description="A flows file (YAML)", max_length=1024 * 1024)
+    comment: str | None = Field(None, max_length=500)
+
+
+class FlowsRollback(BaseModel):
+    version: int = Field(ge=0)
 
 
 class WebhookReceipt(BaseModel):

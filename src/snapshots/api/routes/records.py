@@ -79,6 +79,28 @@ async def get_customer(contact_id: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.get(
+    "/customers/{contact_id}/activities",
+    response_model=schemas.ActivitiesPublic,
+    tags=["contacts"],
+    responses={**NOT_FOUND, 400: {"model": schemas.ErrorResponse}},
+    summary="A contact's timeline, newest first (scope contacts.readonly)",
+    dependencies=[deps.scope("contacts.readonly")],
+)
+async def list_activities(
+    contact_id: str,
+    state: StateDep,
+    limit: Limit = 20,
+    starting_after: Annotated[
+        str | None, Query(description="The id of the last activity of the previous page.")
+    ] = None,
+) -> dict[str, Any]:
+    data, has_more = await run_in_threadpool(
+        records.activities, state.db, contact_id, limit=limit, starting_after=starting_after
+    )
+    return {"data": data, "has_more": has_more}
+
+
+@router.get(
     "/invoices",
     response_model=schemas.InvoicesPublic,
     tags=["invoices"],

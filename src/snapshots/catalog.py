@@ -1,0 +1,85 @@
+"""The operations catalog: every trigger and every action, generated from the registry.
+
+Triggers are the event types Snapshots knows (Stripe's list shipped as package data, plus the
+synthetic ones it makes itself); actions are `actions.ACTIONS`. Nothing here is a hand-kept
+list, so the catalog cannot drift from what a flows file may use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snapshots import actions, samples
+
+# What the last part of an event type says happened, in words.
+_VERBS = {
+    "created": "was created",
+    "updated": "was updated",
+    "deleted": "was deleted",
+    "synced": "was read by a backfill (`snapshots sync`)",
+}
+_MADE_BY_SNAPSHOTS = {
+    "terminal.location.created": "the location watcher",
+    "terminal.location.updated": "the location watcher",
+    "terminal.location.deleted": "the location watcher",
+    "customer.synced": "a backfill",
+    "invoice.synced": "a backfill",
+}
+
+
+def describe(event_type: str, obj: str) -> str:
+    """A sentence for an event type, from its name and object (`A customer was created.`)."""
+    verb = event_type.rsplit(".", 1)[-1]
+    noun = obj.replace("_", " ").replace(".", " ")
+    happened = _VERBS.get(verb, verb.replace("_", " "))
+    if verb in _VERBS:
+        text = f"A {noun} {happened}."
+    else:
+        text = f"A {noun}: {happened}."
+    made_by = _MADE_BY_SNAPSHOTS.get(event_type)
+    return f"{text} Made by Snapshots ({made_by})." if made_by else text
+
+
+def triggers() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": event_type,
+            "object": obj,
+            "description": describe(event_type, obj),
+            "synthetic": event_type in samples.SYNTHETIC_OBJECTS,
+        }
+        for event_type, obj in sorted(samples.event_objects().items())
+    ]
+
+
+def _action(action: actions.Action) -> dict[str, Any]:
+    variants = [action, *action.variants]
+    return {
+        "name": action.name,
+        "records": [v.record for v in variants],
+        "targets": sorted(action.targets),
+        "nested_targets": sorted(f"{name}.*" for name in action.nested),
+        "options": list(action.options),
+        "required": list(action.required),
+        "scopes": sorted({v.scope for v in variants}),
+        "description": action.description,
+    }
+
+
+def actions_list() -> list[dict[str, Any]]:
+    return [_action(action) for _, action in sorted(actions.ACTIONS.items())]
+
+
+def catalog() -> dict[str, Any]:
+    found_triggers = triggers()
+    found_actions = actions_list()
+    return {
+        "counts": {
+            "triggers": len(found_triggers),
+            "stripe_triggers": sum(not t["synthetic"] for t in found_triggers),
+            "synthetic_triggers": sum(t["synthetic"] for t in found_triggers),
+            "actions": len(found_actions),
+        },
+        "triggers": found_triggers,
+        "actions": found_actions,
+    }
