@@ -87,6 +87,8 @@ class Snapshots:
     port: int
     master_key: str | None = None
     running: list[Running] = field(default_factory=list)
+    # More settings for every process it starts (`{"SNAPSHOTS_LOCATION_POLL_INTERVAL": "3600"}`).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def database_url(self) -> str:
@@ -105,6 +107,7 @@ class Snapshots:
         env["PYTHONUNBUFFERED"] = "1"
         if self.master_key:
             env["SNAPSHOTS_MASTER_KEY"] = self.master_key
+        env.update(self.extra_env)
         return env
 
     # -- one-shot commands ------------------------------------------------------------
