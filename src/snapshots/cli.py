@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import sqlalchemy as sa
@@ -476,7 +476,7 @@ def _actor() -> str:
         return "cli"
 
 
-def _problems(checked: flows.Checked) -> None:
+def _problems(checked: flows.Checked) -> NoReturn:
     """Print a flows file's problems, one a line, and exit 2."""
     for problem in checked.problems:
         sys.stderr.write(f"error: {problem}\n")
@@ -636,7 +636,10 @@ def mappings_test(
     """Run filters and mappings on a sample event and print what would be written (nothing is)."""
     event = _read_event(event_file, event_type)
     if flows_file is not None:
-        registry = flows.parse(flows.read(flows_file), str(flows_file))
+        checked = flows.check(flows.read(flows_file), str(flows_file))
+        if checked.registry is None:
+            _problems(checked)
+        registry = checked.registry
     else:
         registry = flows.current(_ctx(ctx).db())
     matched = [f for f in registry.for_type(event["type"]) if flow is None or f.name == flow]

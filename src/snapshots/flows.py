@@ -89,7 +89,12 @@ class Flow:
         if self.filter is None:
             return True
         with mapping.for_event(event):
-            keep = self.filter.evaluate(event["data"]["object"])
+            try:
+                keep = self.filter.evaluate(event["data"]["object"])
+            except errors.DeadLetter as exc:
+                raise errors.DeadLetter(
+                    f"flow {self.name!r}: filter: {exc}", code=exc.code
+                ) from exc
         if not isinstance(keep, bool):
             raise errors.DeadLetter(
                 f"flow {self.name!r}: filter {self.filter.source!r} gave {keep!r}, not a boolean",
@@ -103,11 +108,16 @@ class Flow:
         if not self.keeps(event):
             return None
         obj = event["data"]["object"]
+        values = {}
         with mapping.for_event(event):
-            try:
-                return {target: expression.evaluate(obj) for target, expression in self.fields}
-            except errors.DeadLetter as exc:
-                raise errors.DeadLetter(f"flow {self.name!r}: {exc}", code=exc.code) from exc
+            for target, expression in self.fields:
+                try:
+                    values[target] = expression.evaluate(obj)
+                except errors.DeadLetter as exc:
+                    raise errors.DeadLetter(
+                        f"flow {self.name!r}: field {target!r}: {exc}", code=exc.code
+                    ) from exc
+        return values
 
     def run(
         self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
@@ -261,8 +271,8 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
     if len(text) > MAX_TEXT:
         return Checked(None, [Problem(where, None, None, None, "the file is over 1 MiB")])
     try:
-        data = yaml.safe_load(text)
-        lines = _Lines(yaml.compose(text))
+        data = yaml.load(text, Loader=_UniqueKeys)
+        lines = _Lines(yaml.compose(text, Loader=_UniqueKeys))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -271,7 +281,7 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
     try:
         spec = FlowsFile.model_validate(data)
     except ValidationError as exc:
-        return Checked(None, [_schema_problem(data, exc, where, lines)])
+        return Checked(None, [_schema_problem(data, e, where, lines) for e in exc.errors()])
     problems: list[Problem] = []
     seen: set[str] = set()
     compiled = []
@@ -296,9 +306,27 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
     return Checked(Registry(compiled, version=version))
 
 
-def _schema_problem(data: Any, exc: ValidationError, where: str, lines: _Lines) -> Problem:
-    """The first schema error, naming the flow (`flow 'x': action: Field required`)."""
-    first = exc.errors()[0]
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the last would win
+    silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} is given twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem:
+    """A schema error, naming the flow (`flow 'x': action: Field required`)."""
     loc = list(first["loc"])
     if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int):
         index = loc[1]
@@ -306,7 +334,7 @@ def _schema_problem(data: Any, exc: ValidationError, where: str, lines: _Lines) 
         name = flow.get("name") if isinstance(flow, dict) else None
         rest = ".".join(str(part) for part in loc[2:]) or None
         label = str(name) if name else f"flows[{index}]"
-        return Problem(where, lines.of(*loc[:3]), label, rest, first["msg"])
+        return Problem(where, lines.of(*loc), label, rest, first["msg"])
     if not isinstance(data, dict):
         return Problem(where, 1, None, None, "a flows file is a mapping with a `flows:` list")
     return Problem(where, lines.of(*loc[:1]), None, ".".join(map(str, loc)) or None, first["msg"])
@@ -517,6 +545,7 @@ def import_text(
     """Check `text`, then make it the flows in force as a new version (nothing changes when
     it has a problem). Writes an audit entry with the old and the new version."""
     parse(text, where)
+    comment = None if comment is None else comment[:500]
     now = time.time()
     with db.write() as conn:
         old = int(conn.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none() or 0)
@@ -526,7 +555,7 @@ def import_text(
                 version=new,
                 text=text,
                 actor=actor,
-                comment=None if comment is None else comment[:500],
+                comment=comment,
                 created_at=now,
             )
         )

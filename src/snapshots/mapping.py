@@ -3,16 +3,16 @@
 Expressions are compiled once when flows load. They read the event's Stripe object
 (`data.object`); the whole event is `$event` (`$event.type`, `$event.created`), which is
 shorthand for the function `event()`. Custom functions, beyond JMESPath's built-ins
-(registered through jmespath's `custom_functions`; each passes null through as null):
+(registered through jmespath's `custom_functions`; those that read a value give null for null):
 
 | function | result |
 |---|---|
 | `lower(s)`, `upper(s)`, `trim(s)` | the string in lower or upper case, or without outer spaces |
 | `default(value, fallback)` | `fallback` when `value` is null or `""` |
-| `concat(a, b, ...)` | the values as one string (null counts as `""`) |
-| `template(text, object)` | `text` with `{field}` replaced by the object's fields (`{address[city]}` for nested ones; missing ones are `""`) |
+| `concat(a, b, ...)` | the values as one string (null counts as `""`, objects and lists as JSON) |
+| `template(text, object)` | `text` with `{field}` replaced by the object's fields (`{address[city]}` for nested ones, `{{` for a brace; missing ones are `""`) |
 | `split(s, separator)` | the string's parts, a list |
-| `cents_to_decimal(amount, currency)` | an amount in minor units as a number in the currency's unit, as Stripe counts them (JPY 500 -> 500, USD 1999 -> 19.99, KWD 1999 -> 1.999) |
+| `cents_to_decimal(amount, currency)` | an amount in minor units as a number in the currency's unit, as Stripe counts them (JPY 500 -> 500, USD 1999 -> 19.99, KWD 1999 -> 1.999); an unknown currency fails the event |
 | `iso_datetime(seconds)` | a unix time as `2024-01-31T12:00:00Z` |
 | `country_currency(country)` | the currency of a country, lower case as Stripe writes it (`DE` -> `eur`), from Babel's CLDR data |
 | `invoice_payment_status(invoice)` | where an invoice stands for the payer: `draft`, `unpaid`, `partially_paid`, `failed` (a payment attempt failed and it is still open), `paid`, `void` or `uncollectible` |
@@ -21,7 +21,10 @@ shorthand for the function `event()`. Custom functions, beyond JMESPath's built-
 
 from __future__ import annotations
 
+import _string
 import contextvars
+import functools
+import json
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,6 +120,8 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -130,16 +135,35 @@ class _Fields(dict[str, Any]):
 
 
 class _Formatter(string.Formatter):
+    """`{field}` and `{field[key]}` lookups only: no attributes (`{name.__class__}`), no
+    conversions; a missing field is empty."""
+
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        try:
-            value, used = super().get_field(field_name, args, kwargs)
-        except (KeyError, IndexError, AttributeError, TypeError):
-            return "", field_name
-        return value, used
+        first, rest = _string.formatter_field_name_split(field_name)
+        value: Any = kwargs.get(first) if isinstance(first, str) else None
+        for is_attribute, key in rest:
+            if is_attribute:
+                raise ValueError(f"{{{field_name}}}: use [key] for a nested field, not .{key}")
+            if isinstance(value, dict):
+                value = value.get(str(key))
+            elif (
+                isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value)
+            ):
+                value = value[key]
+            else:
+                value = None
+        return value, first
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:
+            raise ValueError(f"!{conversion} conversions are not supported in templates")
+        return value
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        if value is None or isinstance(value, dict | list):
-            return "" if value is None else str(value)
+        if value is None:
+            return ""
+        if isinstance(value, dict | list):
+            return json.dumps(value, ensure_ascii=False)
         return str(super().format_field(_text(value) if not format_spec else value, format_spec))
 
 
@@ -154,7 +178,14 @@ def currency_decimals(currency: str) -> int:
     code = currency.strip().lower()
     if code in STRIPE_DECIMALS:
         return STRIPE_DECIMALS[code]
+    if code.upper() not in _iso_currencies():
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
     return int(babel_numbers.get_currency_precision(code.upper()))
+
+
+@functools.cache
+def _iso_currencies() -> frozenset[str]:
+    return frozenset(babel_numbers.list_currencies())
 
 
 def cents_to_decimal(amount: float, currency: str) -> float:
@@ -163,6 +194,9 @@ def cents_to_decimal(amount: float, currency: str) -> float:
 
 
 def iso_datetime(seconds: float) -> str:
+    if not -62135596800 <= seconds <= 253402300799:  # years 1 to 9999
+        hint = " (milliseconds? Stripe times are seconds)" if seconds > 0 else ""
+        raise ValueError(f"{seconds} is not a unix time in seconds{hint}")
     moment = datetime.fromtimestamp(seconds, UTC)
     text = moment.isoformat(timespec="milliseconds" if seconds % 1 else "seconds")
     return text.replace("+00:00", "Z")
@@ -211,7 +245,9 @@ class Expression:
     def evaluate(self, data: Any) -> Any:
         try:
             return self._parsed.search(data, options=OPTIONS)
-        except jexc.JMESPathError as exc:
+        except (jexc.JMESPathError, ValueError, TypeError, ArithmeticError) as exc:
+            # A function given a value it cannot use (a template with a stray brace, a time
+            # out of range) fails the event, like a type error does.
             raise errors.DeadLetter(
                 f"expression {self.source!r} failed: {_first_line(exc)}", code="mapping_failed"
             ) from exc

@@ -171,7 +171,7 @@ def _clean(fields: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     return values
 
 
-def _merge(values: dict[str, Any], row: Any) -> dict[str, Any]:
+def _merge(values: dict[str, Any], stored: Any) -> dict[str, Any]:
     """Fold dotted targets into their JSON field: over the field's mapped value when the flow
     maps it whole, else over what the record holds (a flow may set `metadata.tier` alone)."""
     dotted = [k for k in values if "." in k]
@@ -181,9 +181,7 @@ def _merge(values: dict[str, Any], row: Any) -> dict[str, Any]:
     for key in dotted:
         column, *path = key.split(".")
         base = (
-            merged.get(column)
-            if column in merged
-            else (None if row is None else row._mapping[column])
+            merged.get(column) if column in merged else (None if stored is None else stored[column])
         )
         target = merged[column] = _copy(base)
         for part in path[:-1]:
@@ -214,8 +212,8 @@ def _write(
     test: bool,
 ) -> str:
     now = time.time()
-    values = _merge(values, row)
     if row is None:
+        values = _merge(values, None)
         record_id = ids.new(PREFIXES[kind])
         defaults: dict[str, Any] = {"metadata": {}}
         if kind == "contact":
@@ -236,10 +234,7 @@ def _write(
         return record_id
     if _is_newer(version, row):
         current = row._mapping
-        stamps = current.get("field_versions")
-        if stamps:  # fields a newer `set_fields` wrote stay as it left them
-            stamp = _stamp(version)
-            values = {k: v for k, v in values.items() if not stamps.get(k, stamp) > stamp}
+        values = _keep_newer_fields(values, current, _stamp(version))
         changed = current["connection_id"] != connection_id or any(
             current[name] != value for name, value in values.items()
         )
@@ -255,6 +250,33 @@ def _write(
             },
         )
     return str(row.id)
+
+
+def _keep_newer_fields(values: dict[str, Any], current: Any, stamp: list[Any]) -> dict[str, Any]:
+    """`values` (merged into their JSON fields) without what a newer `set_fields` wrote: its
+    fields and its paths inside JSON fields (`custom.plan`) stay as it left them."""
+    stamps = current.get("field_versions")
+    if not stamps:
+        return _merge(values, current)
+    newer = {key for key, set_by in stamps.items() if not key.startswith("tag:") and set_by > stamp}
+    merged = _merge({k: v for k, v in values.items() if k not in newer}, current)
+    for key in newer:
+        column, dot, path = key.partition(".")
+        if not dot or column not in merged or not isinstance(merged[column], dict):
+            continue
+        stored: Any = current[column]
+        target = merged[column]
+        parts = path.split(".")
+        for part in parts[:-1]:
+            stored = stored.get(part) if isinstance(stored, dict) else None
+            inner = target.get(part)
+            target[part] = inner = dict(inner) if isinstance(inner, dict) else {}
+            target = inner
+        if isinstance(stored, dict) and parts[-1] in stored:
+            target[parts[-1]] = stored[parts[-1]]
+        else:
+            target.pop(parts[-1], None)
+    return merged
 
 
 def _find_contact(
@@ -439,7 +461,7 @@ def set_fields(
         stamps[name] = stamp
         changed[name] = value
     if changed:
-        values = _merge(changed, row)
+        values = _merge(changed, row._mapping)
         conn.execute(
             _update_by_seq(KINDS[kind].name),
             values | {"field_versions": stamps, "updated_at": time.time(), "b_seq": row.seq},

@@ -1,8 +1,11 @@
 """Sample events of any type, for validating filters and for `snapshots send-test-event`.
 
 The object of a sample is Stripe's example object for its type (`data/fixtures/`, from
-Stripe's OpenAPI fixtures), with a fresh id; an object type without an example gets the fields
-every Stripe object has. Event types and their objects come from `data/event-types.json`.
+Stripe's OpenAPI fixtures), moved to the state its event type says (a sample `invoice.paid`
+carries a paid invoice). Example ids are kept, so the examples refer to each other (a sample
+subscription's customer is the sample customer); an object type without an example gets the
+fields every Stripe object has and a fresh id. Event types and their objects come from
+`data/event-types.json`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,50 @@ def sample_object(obj: str, *, deleted: bool = False) -> dict[str, Any]:
     return sample
 
 
+def _later(obj: dict[str, Any], now: int) -> int:
+    """A moment after the example was created (a fixed one: samples map the same each time)."""
+    created = obj.get("created")
+    return int(created) + 3600 if isinstance(created, int) else now
+
+
+def _paid(obj: dict[str, Any], now: int) -> dict[str, Any]:
+    due = obj.get("amount_due") or 0
+    transitions = dict(obj.get("status_transitions") or {}) | {"paid_at": _later(obj, now)}
+    return {
+        "status": "paid",
+        "amount_paid": due,
+        "amount_remaining": 0,
+        "attempted": True,
+        "attempt_count": 1,
+        "status_transitions": transitions,
+    }
+
+
+# Event type -> the changes that put the example object in the state the event reports.
+_STATES: dict[str, Any] = {
+    "invoice.finalized": lambda o, now: {"status": "open"},
+    "invoice.sent": lambda o, now: {"status": "open"},
+    "invoice.overdue": lambda o, now: {"status": "open", "due_date": _later(o, now)},
+    "invoice.payment_failed": lambda o, now: {
+        "status": "open",
+        "attempted": True,
+        "attempt_count": 1,
+    },
+    "invoice.payment_action_required": lambda o, now: {"status": "open", "attempted": True},
+    "invoice.paid": _paid,
+    "invoice.payment_succeeded": _paid,
+    "invoice.voided": lambda o, now: {"status": "void"},
+    "invoice.marked_uncollectible": lambda o, now: {"status": "uncollectible"},
+    "customer.subscription.deleted": lambda o, now: {
+        "status": "canceled",
+        "ended_at": _later(o, now),
+    },
+    "customer.subscription.paused": lambda o, now: {"status": "paused"},
+    "charge.refunded": lambda o, now: {"refunded": True, "amount_refunded": o.get("amount")},
+    "charge.failed": lambda o, now: {"status": "failed", "paid": False},
+}
+
+
 def sample_event(
     event_type: str, *, obj: dict[str, Any] | None = None, event_id: str | None = None
 ) -> dict[str, Any]:
@@ -79,6 +126,9 @@ def sample_event(
     if obj is None:
         kind = event_objects().get(event_type, event_type.rsplit(".", 1)[0])
         obj = sample_object(kind, deleted=event_type.endswith(".deleted"))
+        state = _STATES.get(event_type)
+        if state is not None:
+            obj |= state(obj, int(time.time()))
     return {
         "id": event_id or ids.ordered(TEST_PREFIX),
         "object": "event",

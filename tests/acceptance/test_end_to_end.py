@@ -29,6 +29,7 @@ APPLIED_TYPES = frozenset(
         "customer.deleted",
         "invoice.created",
         "invoice.payment_succeeded",
+        "customer.subscription.created",  # the prebuilt timeline flow
     }
 )
 ADDRESS_KEYS = ("line1", "line2", "city", "state", "postal_code", "country")

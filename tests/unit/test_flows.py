@@ -46,6 +46,7 @@ def test_prebuilt_flows_load() -> None:
         "invoice-deletions": "archive_invoice",
         "locations": "upsert_location",
         "location-deletions": "archive_location",
+        "timeline": "log_event",
     }
 
 
@@ -76,7 +77,12 @@ def test_prebuilt_flows_load() -> None:
             "terminal.location.deleted", ["location-deletions"], id="terminal.location.deleted"
         ),
         pytest.param("charge.succeeded", [], id="charge.succeeded"),
-        pytest.param("customer.subscription.created", [], id="customer.subscription.created"),
+        pytest.param(
+            "customer.subscription.created", ["timeline"], id="customer.subscription.created"
+        ),
+        pytest.param("charge.refunded", ["timeline"], id="charge.refunded"),
+        pytest.param("customer.synced", ["contacts"], id="customer.synced"),
+        pytest.param("invoice.synced", ["invoices"], id="invoice.synced"),
         pytest.param("customer.discount.updated", [], id="customer.discount.updated"),
         pytest.param("invoice.upcoming", [], id="invoice.upcoming"),
         pytest.param("invoice.sent", [], id="invoice.sent"),
