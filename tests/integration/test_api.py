@@ -37,6 +37,7 @@ CONTACT_KEYS = {
     "stripe_created",
     "connection_id",
     "metadata",
+    "custom",
     "archived",
     "livemode",
     "test",
