@@ -44,7 +44,15 @@ class RequestId:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                usage = scope["state"].get("rate_limit")
+                if usage is not None:  # an authenticated API request: its key's rate limit
+                    headers += [
+                        (b"x-ratelimit-limit", str(usage.limit).encode()),
+                        (b"x-ratelimit-remaining", str(usage.remaining).encode()),
+                        (b"x-ratelimit-reset", str(usage.reset_at).encode()),
+                    ]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -63,6 +71,8 @@ def error_response(request: Request, exc: errors.SnapshotsError) -> JSONResponse
         headers["X-Accepted-Scopes"] = exc.scope
     if isinstance(exc, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse({"error": body}, status_code=exc.status, headers=headers)
 
 

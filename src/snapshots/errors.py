@@ -75,6 +75,16 @@ class PayloadTooLarge(Rejected):
     code = "payload_too_large"
 
 
+class RateLimited(Rejected):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class RetryLater(SnapshotsError):
     code = "retry_later"
 

@@ -58,20 +58,37 @@ class ApiKey:
     expires_at: float | None
     last_used_at: float | None
     revoked_at: float | None
+    last_used_ip: str | None = None
+    rotated_from: str | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
+    def status(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
     def public(self) -> dict[str, Any]:
+        """The key without its secret (only its prefix and last 4 characters)."""
+        from snapshots.records import iso
+
         return {
             "id": self.id,
+            "object": "api_key",
             "name": self.name,
             "key": f"{self.prefix}…{self.last4}",
             "scopes": list(self.scopes),
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "last_used_at": self.last_used_at,
-            "revoked_at": self.revoked_at,
+            "status": self.status(),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+            "last_used_ip": self.last_used_ip,
+            "revoked_at": iso(self.revoked_at),
+            "rotated_from": self.rotated_from,
         }
 
 
@@ -125,6 +142,8 @@ def _from_row(row: Any) -> ApiKey:
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        last_used_ip=row.last_used_ip,
+        rotated_from=row.rotated_from,
     )
 
 
@@ -136,6 +155,7 @@ def create(
     env: str = "live",
     expires_in: float | None = None,
     actor: str = "cli",
+    rotated_from: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key; returns it and its clear text, which is never available again."""
     name = name.strip()
@@ -164,6 +184,7 @@ def create(
         "scopes": sorted(set(scopes)),
         "created_at": now,
         "expires_at": None if expires_in is None else now + expires_in,
+        "rotated_from": rotated_from,
     }
     with db.write() as conn:
         conn.execute(tables.api_keys.insert().values(**row))
@@ -172,7 +193,13 @@ def create(
             actor=actor,
             action="key.created",
             target=str(row["id"]),
-            details={"name": name, "scopes": row["scopes"], "expires_at": row["expires_at"]},
+            details={
+                "name": name,
+                "scopes": row["scopes"],
+                "expires_at": row["expires_at"],
+                "key": f"{row['prefix']}…{row['last4']}",
+                "rotated_from": rotated_from,
+            },
         )
         stored = conn.execute(
             sa.select(tables.api_keys).where(tables.api_keys.c.id == row["id"])
@@ -184,6 +211,62 @@ def list_all(db: Database) -> list[ApiKey]:
     with db.read() as conn:
         rows = conn.execute(sa.select(tables.api_keys).order_by(tables.api_keys.c.seq))
         return [_from_row(r) for r in rows]
+
+
+def get(db: Database, key_id: str) -> ApiKey:
+    row = None
+    if ids.plausible(key_id):
+        with db.read() as conn:
+            row = conn.execute(
+                sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)
+            ).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"no API key {key_id}")
+    return _from_row(row)
+
+
+MAX_OVERLAP = 30 * 86400  # seconds an old key may keep working after a rotation
+
+
+def rotate(
+    db: Database,
+    key_id: str,
+    *,
+    overlap: float = 86400.0,
+    env: str = "live",
+    actor: str = "cli",
+) -> tuple[ApiKey, str, ApiKey]:
+    """A new key with the same name and scopes; the old one keeps working for `overlap`
+    seconds (0: stops now), then expires. Returns (new key, its secret, old key)."""
+    if not 0 <= overlap <= MAX_OVERLAP:
+        raise errors.BadRequest("the overlap is between 0 seconds and 30 days")
+    old = get(db, key_id)
+    if old.status() != "active":
+        raise errors.Conflict(f"API key {key_id} is {old.status()}: only an active key rotates")
+    lifetime = None if old.expires_at is None else max(old.expires_at - old.created_at, 1.0)
+    new, secret = create(
+        db,
+        name=old.name,
+        scopes=list(old.scopes),
+        env=env,
+        expires_in=None if lifetime is None else min(lifetime, MAX_LIFETIME),
+        actor=actor,
+        rotated_from=old.id,
+    )
+    until = time.time() + overlap
+    with db.write() as conn:
+        t = tables.api_keys
+        current = conn.execute(sa.select(t.c.expires_at).where(t.c.id == old.id)).scalar()
+        if current is None or current > until:
+            conn.execute(t.update().where(t.c.id == old.id).values(expires_at=until))
+        audit.record(
+            conn,
+            actor=actor,
+            action="key.rotated",
+            target=old.id,
+            details={"new_key": new.id, "overlap_seconds": overlap, "old_key_expires_at": until},
+        )
+    return new, secret, get(db, old.id)
 
 
 def revoke(db: Database, key_id: str, *, actor: str = "cli") -> ApiKey:
@@ -204,8 +287,9 @@ def revoke(db: Database, key_id: str, *, actor: str = "cli") -> ApiKey:
     return _from_row(row)
 
 
-def verify(db: Database, presented: str | None) -> ApiKey:
-    """The key behind a bearer token, or Unauthorized saying why not."""
+def verify(db: Database, presented: str | None, *, ip: str | None = None) -> ApiKey:
+    """The key behind a bearer token, or Unauthorized saying why not. Notes when and from
+    which address it was used, at most once a minute per key."""
     if not presented:
         raise errors.Unauthorized(
             "no API key: send `Authorization: Bearer snp_...`", code="missing_api_key"
@@ -230,7 +314,7 @@ def verify(db: Database, presented: str | None) -> ApiKey:
             conn.execute(
                 tables.api_keys.update()
                 .where(tables.api_keys.c.id == row.id)
-                .values(last_used_at=now)
+                .values(last_used_at=now, last_used_ip=ip)
             )
-        api_key = dataclasses.replace(api_key, last_used_at=now)
+        api_key = dataclasses.replace(api_key, last_used_at=now, last_used_ip=ip)
     return api_key

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)
     key_env: str = Field("live", pattern="^(live|test)$")
+    # API requests per key and window, counted in the database (shared by every process).
+    api_rate_limit: int = Field(100, ge=1)
+    api_rate_window: int = Field(10, ge=1, le=3600)  # seconds
     # Pulling from Stripe (issue 3): the location watcher, reconciliation, the API budget.
     location_poll_interval: float = Field(300.0, gt=0)  # seconds between location polls
     reconcile_interval: float = Field(3600.0, gt=0)  # seconds between reconciliations

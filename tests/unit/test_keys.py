@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +382,10 @@ def test_cli_create_list_revoke(db: Database, sqlite_url: str) -> None:
     secret = shown["secret"]
     assert keys.well_formed(secret)
     assert shown["scopes"] == ["contacts.readonly", "invoices.readonly"]
-    assert shown["expires_at"] - shown["created_at"] == pytest.approx(90 * 86_400)
+    lifetime = datetime.fromisoformat(shown["expires_at"]) - datetime.fromisoformat(
+        shown["created_at"]
+    )
+    assert lifetime.total_seconds() == pytest.approx(90 * 86_400, abs=1)
     assert keys.verify(db, secret).id == shown["id"]
 
     listed = cli(sqlite_url, "keys", "list", "--json")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from snapshots import connections, errors, intake, keys
+from snapshots import audit, connections, errors, intake, keys, limits
 from snapshots.flows import Registry
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -51,16 +51,63 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _authorize(
+    state: State, token: str | None, scope: str, ip: str | None, box: dict[str, Any]
+) -> keys.ApiKey:
+    """Verify the key, count the request against its rate limit, check the scope (one thread
+    hop for all three). Refusals of a bad key or a missing scope are audited."""
+    try:
+        api_key = keys.verify(state.db, token, ip=ip)
+    except errors.Unauthorized as exc:
+        audit.denied(state.db, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
+        raise
+    settings = state.settings
+    usage = limits.hit(
+        state.db,
+        f"key:{api_key.id}",
+        limit=settings.api_rate_limit,
+        window=settings.api_rate_window,
+    )
+    box["usage"] = usage
+    if usage.exceeded:
+        raise errors.RateLimited(
+            f"this API key made more than {usage.limit} requests in {settings.api_rate_window} s; "
+            f"retry in {usage.retry_after()} s",
+            retry_after=usage.retry_after(),
+        )
+    if not api_key.allows(scope):
+        audit.denied(
+            state.db,
+            action="auth.scope_denied",
+            actor=f"key:{api_key.id}",
+            ip=ip,
+            reason=f"lacks {scope}",
+        )
+        raise errors.Forbidden(f"this API key lacks the scope {scope}", scope=scope)
+    return api_key
+
+
 def require(scope: str) -> Callable[..., Any]:
-    """A dependency that authenticates the bearer key and checks it carries `scope`."""
+    """A dependency that authenticates the bearer key, counts the request against the key's
+    rate limit, and checks the key carries `scope`."""
 
     async def dependency(request: Request, state: StateDep) -> keys.ApiKey:
-        api_key = await run_in_threadpool(keys.verify, state.db, _bearer(request))
-        if not api_key.allows(scope):
-            raise errors.Forbidden(f"this API key lacks the scope {scope}", scope=scope)
-        return api_key
+        ip = client_ip(request)
+        # The request id and address of what this request audits (the endpoint's changes too).
+        audit.REQUEST.set((request_id(request), ip))
+        box: dict[str, Any] = {}
+        try:
+            return await run_in_threadpool(_authorize, state, _bearer(request), scope, ip, box)
+        finally:
+            if "usage" in box:  # X-RateLimit-* headers, added by the RequestId middleware
+                request.scope.setdefault("state", {})["rate_limit"] = box["usage"]
 
     dependency.__name__ = f"require_{scope.replace('/', '_').replace('.', '_')}"
+    dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI hook
     return dependency
 
 

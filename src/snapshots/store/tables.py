@@ -122,6 +122,7 @@ invoices = sa.Table(
     sa.Column("hosted_invoice_url", sa.Text),
     sa.Column("due_date", sa.BigInteger),
     sa.Column("paid_at", sa.BigInteger),
+    sa.Column("notes", sa.Text),  # written through the API only
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("custom", sa.JSON),
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -171,7 +172,9 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
+    sa.Column("last_used_ip", sa.String(64)),
     sa.Column("revoked_at", sa.Float),
+    sa.Column("rotated_from", sa.String(40)),  # the key this one replaced
 )
 
 audit_entries = sa.Table(
@@ -184,6 +187,9 @@ audit_entries = sa.Table(
     sa.Column("target", sa.String(200)),
     sa.Column("outcome", sa.String(20), nullable=False, server_default="ok"),
     sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("request_id", sa.String(64)),
+    sa.Column("ip", sa.String(64)),
+    sa.Index("ix_audit_entries_at", "at"),
 )
 
 # Pulling from Stripe (sync.py, watcher.py, schedule.py).
@@ -263,4 +269,26 @@ activities = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("contact_id", "event_id", "flow"),
     sa.Index("ix_activities_contact_id_occurred_at", "contact_id", "occurred_at"),
+)
+
+# The API (issue 5): idempotent writes and per-key rate limits, shared by every process.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("api_key_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),  # the Idempotency-Key header
+    sa.Column("method", sa.String(10), nullable=False),
+    sa.Column("path", sa.String(500), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),  # sha256 of method, path, body
+    sa.Column("status_code", sa.Integer),  # null while the first request is running
+    sa.Column("response", sa.Text),  # its JSON body
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("bucket", sa.String(200), primary_key=True),  # key:<id>, audit:<kind>:<ip>, ...
+    sa.Column("window_start", sa.BigInteger, primary_key=True),  # unix seconds
+    sa.Column("count", sa.Integer, nullable=False),
 )
