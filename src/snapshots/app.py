@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from snapshots import __version__, connections, errors, flows, intake, vault, worker
 from snapshots.api.deps import State, request_id
-from snapshots.api.routes import events, health, records, sync_runs, webhooks
+from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
+from snapshots.api.routes import audit as audit_routes
 from snapshots.api.routes import flows as flow_routes
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -110,6 +112,45 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc)
 
 
+def _required_scope(dependant: Any) -> str | None:
+    for sub in dependant.dependencies:
+        found = getattr(sub.call, "required_scope", None) or _required_scope(sub)
+        if found:
+            return str(found)
+    return None
+
+
+def _document_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
+    """Each operation's scope in the OpenAPI document: a bearer security requirement naming
+    it, `x-required-scope`, and a line of its description."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["apiKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer snp_live_...` (`snapshots keys "
+        "create`). Each operation names the scope it needs; `admin` grants every scope. "
+        "Responses carry X-RateLimit-Limit / X-RateLimit-Remaining; over the limit: 429 "
+        "with Retry-After.",
+    }
+    for route in (r for router in routers for r in router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        scope = _required_scope(route.dependant)
+        if scope is None:
+            continue
+        for method in route.methods or ():
+            operation = schema.get("paths", {}).get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                continue
+            operation["security"] = [{"apiKey": [scope]}]
+            operation["x-required-scope"] = scope
+            note = f"Requires an API key with the scope `{scope}` (or `admin`)."
+            operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
+            operation.setdefault("responses", {}).setdefault(
+                "429", {"description": "Rate limited: retry after the Retry-After seconds"}
+            )
+
+
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
     """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
 
@@ -147,16 +188,23 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     )
     api.state.snapshots = state
     _install_error_handlers(api)
-    api.include_router(records.router)
-    api.include_router(events.router)
-    api.include_router(sync_runs.router)
-    api.include_router(flow_routes.router)
-    api.include_router(health.router)
+    routers = [
+        records.router,
+        events.router,
+        sync_runs.router,
+        flow_routes.router,
+        api_keys.router,
+        audit_routes.router,
+        health.router,
+    ]
+    for router in routers:
+        api.include_router(router)
     generate_openapi = api.openapi
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
             webhooks.document(generate_openapi())
+            _document_scopes(routers, api.openapi_schema or {})
         return api.openapi_schema or {}
 
     api.openapi = openapi  # type: ignore[method-assign]

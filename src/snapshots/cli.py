@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snapshots import catalog, connections, errors, flows, inbox, keys, samples, sync, vault
+from snapshots import audit, catalog, connections, errors, flows, inbox, keys, samples, sync, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 
@@ -36,6 +36,8 @@ flows_app = typer.Typer(
     no_args_is_help=True, help="The flows in force: export, import, roll back (versioned)."
 )
 mappings_app = typer.Typer(no_args_is_help=True, help="Check and try flows files and mappings.")
+connections_app = typer.Typer(no_args_is_help=True, help="Linked Stripe accounts.")
+app.add_typer(connections_app, name="connections")
 app.add_typer(connect_app, name="connect")
 app.add_typer(flows_app, name="flows")
 app.add_typer(mappings_app, name="mappings")
@@ -153,17 +155,31 @@ def worker_command(ctx: typer.Context) -> None:
 def connect_stripe(
     ctx: typer.Context,
     secret_key: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Secret (sk_...) or restricted (rk_...) key.",
             envvar="STRIPE_SECRET_KEY",
             show_envvar=False,
         ),
-    ],
+    ] = None,
     webhook_secret: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(help="Webhook signing secret (whsec_...); repeat during a rotation."),
-    ],
+    ] = None,
+    rotate_webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Add this new signing secret to --connection; the old ones retire after "
+            "--overlap.",
+            show_default=False,
+        ),
+    ] = None,
+    connection_id: Annotated[
+        str | None, typer.Option("--connection", help="The connection (with --rotate-...).")
+    ] = None,
+    overlap: Annotated[
+        str, typer.Option(help="How long old signing secrets keep working (0s: retire now).")
+    ] = "24h",
     name: Annotated[str | None, typer.Option(help="A name for the connection.")] = None,
     api_base: Annotated[str | None, typer.Option(help="A Stripe-compatible API base URL.")] = None,
     api_version: Annotated[
@@ -178,18 +194,46 @@ def connect_stripe(
     ] = "payload",
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a Stripe key, store it encrypted, print the webhook URL to register."""
+    """Check a Stripe key, store it encrypted, print the webhook URL to register; or roll a
+    connection's webhook signing secret (--rotate-webhook-secret)."""
     context = _ctx(ctx)
     database = context.db()
+    secrets_vault = vault.load(context.settings)
+    if rotate_webhook_secret is not None:
+        if secret_key or webhook_secret:
+            raise errors.BadRequest(
+                "--rotate-webhook-secret changes a connection: give it with --connection only"
+            )
+        (chosen,) = _one_connection(database, secrets_vault, connection_id)
+        seconds = 0.0 if overlap.strip() in ("0", "0s") else keys.parse_duration(overlap)
+        changed = connections.rotate_webhook_secret(
+            database,
+            secrets_vault,
+            chosen.id,
+            rotate_webhook_secret,
+            overlap=seconds,
+            actor=_actor(),
+        )
+        if as_json:
+            _print_json(changed.public())
+            return
+        out.print(
+            f"{changed.id}: new signing secret …{rotate_webhook_secret.strip()[-4:]} in force; "
+            f"the earlier ones work for {overlap} more"
+        )
+        return
+    if not secret_key or not webhook_secret:
+        raise errors.BadRequest("give --secret-key and --webhook-secret (whsec_...)")
     connection = connections.create(
         database,
-        vault.load(context.settings),
+        secrets_vault,
         secret_key=secret_key,
         webhook_secrets=webhook_secret,
         name=name,
         api_base=api_base,
         api_version=api_version,
         ordering=ordering,
+        actor=_actor(),
     )
     webhook_url = f"{context.settings.base_url}/webhooks/stripe/{connection.id}"
     if as_json:
@@ -216,7 +260,12 @@ def keys_create(
     context = _ctx(ctx)
     lifetime = keys.parse_duration(expires_in) if expires_in else None
     api_key, secret = keys.create(
-        context.db(), name=name, scopes=scope, env=context.settings.key_env, expires_in=lifetime
+        context.db(),
+        name=name,
+        scopes=scope,
+        env=context.settings.key_env,
+        expires_in=lifetime,
+        actor=_actor(),
     )
     if as_json:
         _print_json(api_key.public() | {"secret": secret})
@@ -233,7 +282,7 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([k.public() for k in found])
         return
-    table = Table("id", "name", "key", "scopes", "expires", "last used", "revoked")
+    table = Table("id", "name", "key", "scopes", "status", "expires", "last used", "from")
     for k in found:
         p = k.public()
         table.add_row(
@@ -241,11 +290,38 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             k.name,
             p["key"],
             " ".join(k.scopes),
+            p["status"],
             _when(k.expires_at),
             _when(k.last_used_at),
-            _when(k.revoked_at),
+            k.last_used_ip or "",
         )
     out.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(metavar="ID")],
+    overlap: Annotated[
+        str, typer.Option(help="How long the old key keeps working: 24h, 7d, or 0s (now).")
+    ] = "24h",
+    as_json: JsonOpt = False,
+) -> None:
+    """A new key with the same scopes; the old one keeps working until the overlap ends."""
+    context = _ctx(ctx)
+    seconds = 0.0 if overlap.strip() in ("0", "0s") else keys.parse_duration(overlap)
+    new, secret, old = keys.rotate(
+        context.db(), key_id, overlap=seconds, env=context.settings.key_env, actor=_actor()
+    )
+    if as_json:
+        _print_json(new.public() | {"secret": secret, "previous": old.public()})
+        return
+    out.print(
+        f"created {new.id} with scopes {', '.join(new.scopes)}; {old.id} works until "
+        f"{_when(old.expires_at)}"
+    )
+    out.print("the new key (shown once; store it now):")
+    sys.stdout.write(secret + "\n")
 
 
 @keys_app.command("revoke")
@@ -255,7 +331,7 @@ def keys_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key at once."""
-    api_key = keys.revoke(_ctx(ctx).db(), key_id)
+    api_key = keys.revoke(_ctx(ctx).db(), key_id, actor=_actor())
     if as_json:
         _print_json(api_key.public())
         return
@@ -466,6 +542,75 @@ def _show_runs(runs: list[dict[str, Any]], *, as_json: bool) -> None:
     for r in runs:
         if r["error"] or r["warning"]:
             out.print(f"{r['id']}: {r['error'] or r['warning']}", soft_wrap=True)
+
+
+def _one_connection(
+    database: store.Database, secrets_vault: vault.Vault, connection_id: str | None
+) -> list[connections.Connection]:
+    found = connections.choose(database, secrets_vault, connection_id)
+    if len(found) > 1:
+        raise errors.BadRequest("there are several connections: give --connection")
+    return found
+
+
+@connections_app.command("list")
+def connections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The linked Stripe accounts (never their secrets: the key's last 4 characters)."""
+    context = _ctx(ctx)
+    found = connections.list_all(context.db(), vault.load(context.settings))
+    if as_json:
+        _print_json([c.public() for c in found])
+        return
+    table = Table("id", "name", "account", "mode", "key", "signing secrets", "ordering")
+    for c in found:
+        table.add_row(
+            c.id,
+            c.name,
+            c.account_id or "",
+            "live" if c.livemode else "test",
+            f"…{c.secret_key_last4}",
+            str(c.webhook_secret_count),
+            c.ordering,
+        )
+    out.print(table)
+
+
+@connections_app.command("remove")
+def connections_remove(
+    ctx: typer.Context,
+    connection_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget a connection and its secrets (its records and events stay)."""
+    context = _ctx(ctx)
+    removed = connections.remove(
+        context.db(), vault.load(context.settings), connection_id, actor=_actor()
+    )
+    if as_json:
+        _print_json(removed.public())
+        return
+    out.print(f"removed {removed.id} ({removed.name}); remove its webhook endpoint in Stripe too")
+
+
+@app.command("rotate-master-key")
+def rotate_master_key(
+    ctx: typer.Context,
+    new_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The new Fernet key (default: generated, for a key file; with "
+            "SNAPSHOTS_MASTER_KEY=new,old the first one).",
+            envvar="SNAPSHOTS_NEW_MASTER_KEY",
+            show_envvar=False,
+        ),
+    ] = None,
+) -> None:
+    """Re-encrypt every stored Stripe secret with a new master key."""
+    context = _ctx(ctx)
+    count = vault.rotate(context.db(), context.settings, new_key=new_key, actor=_actor())
+    out.print(f"re-encrypted the secrets of {count} connection(s) with the new master key")
+    if context.settings.master_key:
+        out.print("now set SNAPSHOTS_MASTER_KEY to the new key alone and restart")
 
 
 def _actor() -> str:
@@ -745,6 +890,38 @@ def send_test_event(
                 out.print(f"  {t.error}", soft_wrap=True, markup=False)
     if any(t.status in ("dead", "failed", "not received") or t.error for t in traces):
         raise typer.Exit(1)
+
+
+@app.command("audit")
+def audit_command(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="A date, a UTC time, or a duration back (24h, 7d).")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="One action (key.rotated) or a prefix (key.*).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log, newest first: who changed what, when, from where."""
+    since_at = None if since is None else sync.parse_since(since)
+    entries, _ = audit.page(_ctx(ctx).db(), since=since_at, action=action, limit=limit)
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table("when", "actor", "action", "target", "outcome", "from", "details")
+    for e in entries:
+        table.add_row(
+            e["at"],
+            e["actor"],
+            e["action"],
+            e["target"] or "",
+            e["outcome"],
+            e["ip"] or "",
+            json.dumps(e["details"], default=str, ensure_ascii=False),
+        )
+    out.print(table)
 
 
 @app.command("catalog")

@@ -52,6 +52,14 @@ class Connection:
         }
 
 
+def _validate_secret(secret: str) -> None:
+    if not secret.startswith("whsec_") or len(secret) < 10:
+        raise errors.BadRequest(
+            "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
+            code="bad_secret",
+        )
+
+
 def _validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: str | None) -> None:
     if not secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
         raise errors.BadRequest(
@@ -60,11 +68,7 @@ def _validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: 
     if not webhook_secrets:
         raise errors.BadRequest("give at least one webhook signing secret", code="bad_secret")
     for secret in webhook_secrets:
-        if not secret.startswith("whsec_") or len(secret) < 10:
-            raise errors.BadRequest(
-                "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
-                code="bad_secret",
-            )
+        _validate_secret(secret)
     if name is not None and not 0 < len(name) <= NAME_MAX:
         raise errors.BadRequest(f"a connection's name has 1 to {NAME_MAX} characters")
     if ordering not in ORDERINGS:
@@ -170,12 +174,90 @@ def _from_row(row: Any, secret_count: int) -> Connection:
     )
 
 
+def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> list[str]:
+    """The signing secrets in force from a stored token: a JSON list of secrets, or (after a
+    rotation) of `{"secret", "expires_at"}` entries, whose expired ones are left out."""
+    now = time.time() if now is None else now
+    found = []
+    for entry in json.loads(vault.decrypt(token)):
+        if isinstance(entry, str):
+            found.append(entry)
+        elif entry.get("expires_at") is None or entry["expires_at"] > now:
+            found.append(str(entry["secret"]))
+    return found
+
+
 def list_all(db: Database, vault: Vault) -> list[Connection]:
     with db.read() as conn:
         rows = conn.execute(sa.select(tables.connections).order_by(tables.connections.c.created_at))
-        return [
-            _from_row(r._mapping, len(json.loads(vault.decrypt(r.webhook_secrets)))) for r in rows
+        return [_from_row(r._mapping, len(signing_secrets(vault, r.webhook_secrets))) for r in rows]
+
+
+MAX_SECRET_OVERLAP = 7 * 86400  # seconds an old signing secret may keep working (Stripe: 24 h)
+
+
+def rotate_webhook_secret(
+    db: Database,
+    vault: Vault,
+    connection_id: str,
+    new_secret: str,
+    *,
+    overlap: float = 86400.0,
+    actor: str = "cli",
+) -> Connection:
+    """Add a new signing secret; the ones in force now keep working for `overlap` seconds (as
+    Stripe keeps the old one when you roll it in the dashboard), then retire."""
+    new_secret = new_secret.strip()
+    _validate_secret(new_secret)
+    if not 0 <= overlap <= MAX_SECRET_OVERLAP:
+        raise errors.BadRequest("the overlap is between 0 seconds and 7 days")
+    t = tables.connections
+    now = time.time()
+    with db.write() as conn:
+        token = conn.execute(
+            sa.select(t.c.webhook_secrets).where(t.c.id == connection_id)
+        ).scalar_one_or_none()
+        if token is None:
+            raise errors.NotFound(f"no connection {connection_id!r}")
+        current = signing_secrets(vault, token, now=now)
+        if new_secret in current:
+            raise errors.Conflict("that signing secret is already in force")
+        entries: list[dict[str, Any]] = [
+            {"secret": s, "expires_at": now + overlap} for s in current
         ]
+        entries.append({"secret": new_secret, "expires_at": None})
+        conn.execute(
+            t.update()
+            .where(t.c.id == connection_id)
+            .values(webhook_secrets=vault.encrypt(json.dumps(entries)), updated_at=now)
+        )
+        audit.record(
+            conn,
+            actor=actor,
+            action="connection.changed",
+            target=connection_id,
+            details={
+                "webhook_secret_added": f"…{new_secret[-4:]}",
+                "retiring": len(current),
+                "retire_at": now + overlap,
+            },
+        )
+    return get(db, vault, connection_id)
+
+
+def remove(db: Database, vault: Vault, connection_id: str, *, actor: str = "cli") -> Connection:
+    """Forget a connection and its secrets (its records and events stay)."""
+    found = get(db, vault, connection_id)
+    with db.write() as conn:
+        conn.execute(tables.connections.delete().where(tables.connections.c.id == connection_id))
+        audit.record(
+            conn,
+            actor=actor,
+            action="connection.removed",
+            target=connection_id,
+            details={"name": found.name, "secret_key": f"…{found.secret_key_last4}"},
+        )
+    return found
 
 
 def get(db: Database, vault: Vault, connection_id: str) -> Connection:
@@ -266,7 +348,7 @@ class SecretsCache:
                     tables.connections.c.id == connection_id
                 )
             ).scalar_one_or_none()
-        secrets = None if token is None else list(json.loads(self._vault.decrypt(token)))
+        secrets = None if token is None else signing_secrets(self._vault, token)
         with self._lock:
             if len(self._entries) > 10_000:  # bounded: ids come from the URL, i.e. from anyone
                 self._entries.clear()

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -294,10 +294,31 @@ def _find_contact(
         row = _find(
             conn, tables.contacts, connection_id=connection_id, stripe_customer_id=customer_id
         )
+    if row is None and "stripe_customer_id" in match_on:
+        row = _unclaimed_contact(conn, customer_id)
     if row is None and "email" in match_on and isinstance(email, str) and email:
         stmt = _unlinked_by_email(conn.dialect.name == "postgresql")
         row = conn.execute(stmt, {"b_email": email, "b_connection_id": connection_id}).one_or_none()
     return row
+
+
+@functools.cache
+def _unclaimed_by_customer(lock: bool) -> sa.Select[Any]:
+    t = tables.contacts
+    stmt = (
+        sa.select(t)
+        .where(t.c.stripe_customer_id == sa.bindparam("b_customer"), t.c.connection_id.is_(None))
+        .order_by(t.c.seq)
+        .limit(1)
+    )
+    return stmt.with_for_update() if lock else stmt
+
+
+def _unclaimed_contact(conn: Connection, customer_id: str) -> Any:
+    """A contact the API made for a Stripe customer (no connection yet): the first event about
+    that customer, on whichever connection, claims it."""
+    stmt = _unclaimed_by_customer(conn.dialect.name == "postgresql")
+    return conn.execute(stmt, {"b_customer": customer_id}).first()
 
 
 def upsert_contact(
@@ -404,6 +425,8 @@ def _target(
     row = None
     if stripe_id:
         row = _find(conn, t, connection_id=connection_id, **{key: stripe_id})
+        if row is None and kind == "contact":
+            row = _unclaimed_contact(conn, stripe_id)
     email = match.get("email")
     if row is None and kind == "contact" and isinstance(email, str) and email:
         stmt = _unlinked_by_email(conn.dialect.name == "postgresql")
@@ -601,6 +624,206 @@ def account_currency(conn: Connection, connection_id: str) -> str | None:
     return None if currency is None else str(currency)
 
 
+# Writes through the API. An API write is a version like an event's, (OWN, now, 0, "api_<request
+# id>"), stamped in `field_versions` on each field, JSON key (`metadata.tier`) and tag it sets:
+# an event Stripe made later overwrites the edit, an older one (late, retried, replayed) does
+# not. Same-second ties go to Stripe (its rank is >= 0 and "evt_" sorts after "api_").
+
+_SET_BY_SNAPSHOTS = "is set by Snapshots and read-only"
+_INVOICE_OWNED = "is owned by Stripe and read-only: only payment_status and notes can be changed"
+READ_ONLY: dict[str, dict[str, str]] = {
+    kind: dict.fromkeys(
+        ("id", "object", "connection_id", "livemode", "test", "created_at", "updated_at"),
+        _SET_BY_SNAPSHOTS,
+    )
+    for kind in KINDS
+}
+READ_ONLY["contact"] |= {
+    "stripe_customer_id": "is owned by Stripe and read-only: it links the contact to its "
+    "Stripe customer (POST /v1/customers/upsert can link a contact that has none)",
+    "stripe_created": "is owned by Stripe and read-only",
+    "archived": "is read-only here: DELETE /v1/customers/{id} archives a contact",
+}
+READ_ONLY["location"] |= {
+    "stripe_location_id": "is owned by Stripe and read-only: it links the location to its "
+    "Stripe Terminal location",
+    "archived": "is read-only: a location is archived when it vanishes from Stripe",
+}
+READ_ONLY["invoice"] |= dict.fromkeys(
+    sorted(INVOICE_FIELDS - {"payment_status", "custom"} | {"customer_id", "archived"}),
+    _INVOICE_OWNED,
+)
+READ_ONLY["invoice"]["custom"] = "is set by flows and read-only through the API"
+# JSON fields an API write merges key by key (a key set to None is removed).
+MERGED = frozenset({"metadata", "custom"})
+
+
+def api_version(request_id: str) -> Version:
+    """The version of an API write made now."""
+    return Version(OWN, int(time.time()), 0, f"api_{request_id or ids.new('req_', 16)}")
+
+
+def refuse_read_only(kind: str, body: dict[str, Any]) -> None:
+    """Raise a 400 naming the first field of `body` that the API may not change, and why."""
+    for name in body:
+        reason = READ_ONLY[kind].get(name)
+        if reason is not None:
+            raise errors.BadRequest(f"{name} {reason}", code="read_only_field")
+
+
+def _row(conn: Connection, kind: str, record_id: str) -> Any:
+    """The record `record_id` of `kind`, locked on PostgreSQL until commit; 404 when unknown."""
+    row = _find(conn, KINDS[kind], id=record_id) if ids.plausible(record_id) else None
+    if row is None:
+        raise errors.NotFound(f"no {kind} {record_id}")
+    return row
+
+
+def _apply(
+    conn: Connection,
+    kind: str,
+    row: Any,
+    changes: dict[str, Any],
+    version: Version,
+    *,
+    unstamped: dict[str, Any] | None = None,
+) -> Any:
+    """Write an API write's `changes` to `row`; returns the row as stored.
+
+    `metadata` and `custom` merge key by key (None removes a key) and `tags` replaces the list;
+    every field, key and tag set is stamped with `version` (tables without `field_versions`
+    only keep whole-record ordering). `updated_at` moves only when a value changes."""
+    t = KINDS[kind]
+    current = row._mapping
+    stamped = "field_versions" in t.c
+    stamps = dict(current["field_versions"] or {}) if stamped else {}
+    stamp = _stamp(version)
+    values: dict[str, Any] = dict(unstamped or {})
+    for name, value in changes.items():
+        if name in MERGED:
+            merged = _copy(current[name])
+            for key, inner in value.items():
+                stamps[f"{name}.{key}"] = stamp
+                if inner is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = inner
+            values[name] = merged
+        elif name == "tags":
+            for tag in {*(current["tags"] or []), *value}:
+                stamps[f"tag:{tag}"] = stamp
+            values[name] = list(value)
+        else:
+            stamps[name] = stamp
+            values[name] = value
+    changed = any(
+        (current[name] or {} if name in MERGED else current[name]) != value
+        for name, value in values.items()
+    )
+    if stamped:
+        values["field_versions"] = stamps
+    if not values:
+        return row
+    conn.execute(
+        _update_by_seq(t.name),
+        values
+        | {"updated_at": time.time() if changed else current["updated_at"], "b_seq": row.seq},
+    )
+    return conn.execute(sa.select(t).where(t.c.seq == row.seq)).one()
+
+
+def _insert_bare(conn: Connection, kind: str, values: dict[str, Any]) -> Any:
+    t = KINDS[kind]
+    now = time.time()
+    record_id = ids.new(PREFIXES[kind])
+    defaults: dict[str, Any] = (
+        {"metadata": {}, "tags": []} if kind == "contact" else {"metadata": {}}
+    )
+    conn.execute(
+        t.insert().values(
+            defaults
+            | values
+            | {"id": record_id, "connection_id": None, "created_at": now, "updated_at": now}
+        )
+    )
+    return conn.execute(sa.select(t).where(t.c.id == record_id)).one()
+
+
+def _lock_matching(conn: Connection, *names: str | None) -> None:
+    """On PostgreSQL, hold a lock per match key until commit, so two upserts of one new contact
+    cannot both create it (SQLite's single writer already serialises them)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for name in names:
+        if name:
+            conn.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(name, 0)))
+            )
+
+
+def upsert_contact_by_api(
+    conn: Connection, *, fields: dict[str, Any], version: Version
+) -> tuple[bool, dict[str, Any]]:
+    """`POST /v1/customers/upsert`: the contact of `stripe_customer_id` (any connection), else
+    the oldest unarchived contact with `email` (one not linked to a Stripe customer when a
+    customer id is given, which then links it), updated with `fields`; or a new contact, not
+    tied to a connection until the first event about its customer claims it.
+
+    Returns (created, the contact)."""
+    t = tables.contacts
+    customer_id = fields.get("stripe_customer_id")
+    email = fields.get("email")
+    if not customer_id and not email:
+        raise errors.BadRequest("give stripe_customer_id or email to match a contact on")
+    _lock_matching(conn, customer_id and f"contact:{customer_id}", email and f"email:{email}")
+    lock = conn.dialect.name == "postgresql"
+    row = None
+    if customer_id:
+        stmt = sa.select(t).where(t.c.stripe_customer_id == customer_id)
+        stmt = stmt.order_by(t.c.seq).limit(1)
+        row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    if row is None and email:
+        stmt = sa.select(t).where(t.c.email == email, t.c.archived.is_(False))
+        if customer_id:
+            stmt = stmt.where(t.c.stripe_customer_id.is_(None))
+        stmt = stmt.order_by(t.c.seq).limit(1)
+        row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    changes = {k: v for k, v in fields.items() if k != "stripe_customer_id"}
+    link: dict[str, Any] = {}
+    created = row is None
+    if row is None:
+        row = _insert_bare(conn, "contact", {"stripe_customer_id": customer_id})
+    elif customer_id and row.stripe_customer_id is None:
+        link = {"stripe_customer_id": customer_id}
+    row = _apply(conn, "contact", row, changes, version, unstamped=link)
+    return created, public("contact", row)
+
+
+def create_location(
+    conn: Connection, *, fields: dict[str, Any], version: Version
+) -> dict[str, Any]:
+    """`POST /v1/locations`: a location of Snapshots' own, not linked to Stripe."""
+    row = _insert_bare(conn, "location", {"name": fields.get("name")})
+    return public("location", _apply(conn, "location", row, fields, version))
+
+
+def edit(
+    conn: Connection, kind: str, record_id: str, *, changes: dict[str, Any], version: Version
+) -> dict[str, Any]:
+    """`PATCH`: change some fields of a record (see `_apply`); 404 when it is unknown."""
+    row = _row(conn, kind, record_id)
+    return public(kind, _apply(conn, kind, row, changes, version))
+
+
+def archive(conn: Connection, kind: str, record_id: str, *, version: Version) -> dict[str, Any]:
+    """`DELETE`: archive a record (archiving an archived record changes nothing). A later
+    event about its Stripe object that says it exists brings it back, as for any field."""
+    row = _row(conn, kind, record_id)
+    if not row.archived:
+        row = _apply(conn, kind, row, {"archived": True}, version)
+    return public(kind, row)
+
+
 # Reading, for the API and the CLI.
 
 
@@ -663,6 +886,7 @@ def public(kind: str, row: Any) -> dict[str, Any]:
             "hosted_invoice_url": row.hosted_invoice_url,
             "due_date": iso(row.due_date),
             "paid_at": iso(row.paid_at),
+            "notes": row.notes,
             "stripe_invoice_id": row.stripe_invoice_id,
             "stripe_customer_id": row.stripe_customer_id,
             "stripe_created": iso(row.stripe_created),
@@ -691,17 +915,36 @@ def get(db: Database, kind: str, record_id: str) -> dict[str, Any]:
     return public(kind, row)
 
 
+Order = Literal["desc", "asc"]
+
+
 def page(
-    db: Database, kind: str, *, limit: int = 20, starting_after: str | None = None
+    db: Database,
+    kind: str,
+    *,
+    limit: int = 20,
+    starting_after: str | None = None,
+    order: Order = "desc",
+    filters: dict[str, Any] | None = None,
+    updated_since: float | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Newest first; `starting_after` is the id of the last record of the previous page."""
+    """A page of records in creation order (newest first unless `order` is "asc"), only those
+    whose columns equal `filters` (None values are ignored) and, with `updated_since` (unix
+    seconds), updated at or after it; `starting_after` is the id of the last record of the
+    previous page."""
+    t = KINDS[kind]
+    where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    if updated_since is not None:
+        where.append(t.c.updated_at >= updated_since)
     return paginate(
         db,
-        KINDS[kind],
+        t,
         kind,
         lambda row: public(kind, row),
         limit=limit,
         starting_after=starting_after,
+        where=where,
+        order=order,
     )
 
 
@@ -713,10 +956,15 @@ def paginate(
     *,
     limit: int = 20,
     starting_after: str | None = None,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+    order: Order = "desc",
 ) -> tuple[list[dict[str, Any]], bool]:
-    """A page of a table with `seq` and `id` columns, newest first, after the row whose id is
-    `starting_after` (which must exist)."""
-    stmt = sa.select(t).order_by(t.c.seq.desc()).limit(limit + 1)
+    """A page of a table with `seq` and `id` columns, newest first (or oldest first), of the
+    rows matching `where`, after the row whose id is `starting_after` (which must exist, but
+    need not match `where`)."""
+    ascending = order == "asc"
+    stmt = sa.select(t).where(*where).order_by(t.c.seq.asc() if ascending else t.c.seq.desc())
+    stmt = stmt.limit(limit + 1)
     with db.read() as conn:
         if starting_after is not None:
             seq = (
@@ -730,6 +978,6 @@ def paginate(
                 raise errors.BadRequest(
                     f"starting_after: no {noun} {starting_after}", code="invalid_cursor"
                 )
-            stmt = stmt.where(t.c.seq < seq)
+            stmt = stmt.where(t.c.seq > seq if ascending else t.c.seq < seq)
         rows = conn.execute(stmt).all()
     return [to_public(r) for r in rows[:limit]], len(rows) > limit

@@ -195,6 +195,51 @@ class FlowsRollback(BaseModel):
     version: int = Field(ge=0)
 
 
+class ApiKeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"]
+    name: str
+    key: str = Field(description="The key's prefix and last 4 characters, never the secret")
+    scopes: list[str]
+    status: str = Field(description="active, expired or revoked")
+    created_at: str | None
+    expires_at: str | None
+    last_used_at: str | None
+    last_used_ip: str | None
+    revoked_at: str | None
+    rotated_from: str | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    secret: str = Field(description="The key itself: shown in this response only")
+
+
+class ApiKeyRotated(ApiKeyCreated):
+    previous: ApiKeyPublic = Field(description="The old key, working until its expires_at")
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
+    has_more: bool
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: str | None
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    details: dict[str, Any]
+    request_id: str | None
+    ip: str | None
+
+
+class AuditEntriesPublic(BaseModel):
+    data: list[AuditEntryPublic]
+    has_more: bool
+
+
 class WebhookReceipt(BaseModel):
     received: bool
     item_id: int
