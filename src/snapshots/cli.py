@@ -205,7 +205,7 @@ def connect_stripe(
                 "--rotate-webhook-secret changes a connection: give it with --connection only"
             )
         (chosen,) = _one_connection(database, secrets_vault, connection_id)
-        seconds = 0.0 if overlap.strip() in ("0", "0s") else keys.parse_duration(overlap)
+        seconds = keys.parse_overlap(overlap)
         changed = connections.rotate_webhook_secret(
             database,
             secrets_vault,
@@ -309,7 +309,7 @@ def keys_rotate(
 ) -> None:
     """A new key with the same scopes; the old one keeps working until the overlap ends."""
     context = _ctx(ctx)
-    seconds = 0.0 if overlap.strip() in ("0", "0s") else keys.parse_duration(overlap)
+    seconds = keys.parse_overlap(overlap)
     new, secret, old = keys.rotate(
         context.db(), key_id, overlap=seconds, env=context.settings.key_env, actor=_actor()
     )

@@ -174,17 +174,22 @@ def _from_row(row: Any, secret_count: int) -> Connection:
     )
 
 
-def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> list[str]:
-    """The signing secrets in force from a stored token: a JSON list of secrets, or (after a
-    rotation) of `{"secret", "expires_at"}` entries, whose expired ones are left out."""
+def _entries(vault: Vault, token: str, *, now: float | None = None) -> list[dict[str, Any]]:
+    """The signing secrets in force in a stored token, as `{"secret", "expires_at"}`: the
+    token holds a JSON list of secrets, or (after a rotation) of such entries; expired ones
+    are left out."""
     now = time.time() if now is None else now
     found = []
     for entry in json.loads(vault.decrypt(token)):
         if isinstance(entry, str):
-            found.append(entry)
-        elif entry.get("expires_at") is None or entry["expires_at"] > now:
-            found.append(str(entry["secret"]))
+            entry = {"secret": entry, "expires_at": None}
+        if entry.get("expires_at") is None or entry["expires_at"] > now:
+            found.append({"secret": str(entry["secret"]), "expires_at": entry.get("expires_at")})
     return found
+
+
+def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> list[str]:
+    return [entry["secret"] for entry in _entries(vault, token, now=now)]
 
 
 def list_all(db: Database, vault: Vault) -> list[Connection]:
@@ -219,11 +224,13 @@ def rotate_webhook_secret(
         ).scalar_one_or_none()
         if token is None:
             raise errors.NotFound(f"no connection {connection_id!r}")
-        current = signing_secrets(vault, token, now=now)
-        if new_secret in current:
+        current = _entries(vault, token, now=now)
+        if any(e["secret"] == new_secret for e in current):
             raise errors.Conflict("that signing secret is already in force")
-        entries: list[dict[str, Any]] = [
-            {"secret": s, "expires_at": now + overlap} for s in current
+        until = now + overlap
+        entries: list[dict[str, Any]] = [  # a secret already retiring never lives longer
+            {"secret": e["secret"], "expires_at": min(e["expires_at"] or until, until)}
+            for e in current
         ]
         entries.append({"secret": new_secret, "expires_at": None})
         conn.execute(

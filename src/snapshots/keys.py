@@ -131,6 +131,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def parse_overlap(text: str) -> float:
+    """An overlap: a duration (`24h`), or zero in any unit (`0s`, `0h`): stop now."""
+    match = DURATION.match(text.strip())
+    if match and int(match.group(1)) == 0:
+        return 0.0
+    if text.strip() == "0":
+        return 0.0
+    return parse_duration(text)
+
+
 def _from_row(row: Any) -> ApiKey:
     return ApiKey(
         id=row.id,
@@ -270,6 +280,8 @@ def rotate(
 
 
 def revoke(db: Database, key_id: str, *, actor: str = "cli") -> ApiKey:
+    if not ids.plausible(key_id):
+        raise errors.NotFound(f"no API key {key_id}")
     with db.write() as conn:
         row = conn.execute(
             sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)

@@ -95,11 +95,14 @@ def load(settings: Settings) -> Vault:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a 0600 file whole or not at all (a temporary file, then a rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(temporary, path)
 
 
 def rotate(
@@ -126,7 +129,12 @@ def rotate(
             )
     new = Vault(new_key)
     if path is not None:
-        _write_private(_pending(path), new_key.encode() + b"\n")
+        pending = _pending(path)
+        if pending.exists():  # an earlier rotation stopped half-way: keep both its keys
+            both = pending.read_bytes().strip() + b"," + path.read_bytes().strip()
+            _write_private(path, both + b"\n")
+            pending.unlink()
+        _write_private(pending, new_key.encode() + b"\n")
     t = tables.connections
     with db.write() as conn:
         rows = conn.execute(sa.select(t.c.id, t.c.secret_key, t.c.webhook_secrets)).all()

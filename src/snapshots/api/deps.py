@@ -56,12 +56,12 @@ def client_ip(request: Request) -> str | None:
 
 
 def _authorize(
-    state: State, token: str | None, scope: str, ip: str | None, box: dict[str, Any]
+    state: State, request: Request, scope: str, ip: str | None, box: dict[str, Any]
 ) -> keys.ApiKey:
     """Verify the key, count the request against its rate limit, check the scope (one thread
     hop for all three). Refusals of a bad key or a missing scope are audited."""
     try:
-        api_key = keys.verify(state.db, token, ip=ip)
+        api_key = keys.verify(state.db, _bearer(request), ip=ip)
     except errors.Unauthorized as exc:
         audit.denied(state.db, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
         raise
@@ -101,7 +101,7 @@ def require(scope: str) -> Callable[..., Any]:
         audit.REQUEST.set((request_id(request), ip))
         box: dict[str, Any] = {}
         try:
-            return await run_in_threadpool(_authorize, state, _bearer(request), scope, ip, box)
+            return await run_in_threadpool(_authorize, state, request, scope, ip, box)
         finally:
             if "usage" in box:  # X-RateLimit-* headers, added by the RequestId middleware
                 request.scope.setdefault("state", {})["rate_limit"] = box["usage"]

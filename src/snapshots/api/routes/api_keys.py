@@ -46,10 +46,6 @@ def _actor(api_key: keys.ApiKey) -> str:
     return f"key:{api_key.id}"
 
 
-def _lifetime(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0s", "0m", "0h", "0d") else keys.parse_duration(text)
-
-
 @router.post(
     "/api-keys",
     response_model=schemas.ApiKeyCreated,
@@ -104,7 +100,7 @@ async def get_key(key_id: str, state: StateDep) -> dict[str, Any]:
 async def rotate_key(
     key_id: str, state: StateDep, admin: Admin, body: KeyRotate | None = None
 ) -> dict[str, Any]:
-    overlap = _lifetime((body or KeyRotate()).overlap)
+    overlap = keys.parse_overlap((body or KeyRotate()).overlap)
     new, secret, old = await run_in_threadpool(
         lambda: keys.rotate(
             state.db, key_id, overlap=overlap, env=state.settings.key_env, actor=_actor(admin)

@@ -36,7 +36,11 @@ async def list_audit(
     ] = None,
     action: Annotated[
         str | None,
-        Query(max_length=100, description="One action (key.rotated) or a prefix (key.*)"),
+        Query(
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_.]+\*?$",
+            description="One action (key.rotated) or a prefix (key.*)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[
