@@ -45,9 +45,11 @@ log = logging.getLogger("snapshots.idempotency")
 t = tables.idempotency_keys
 
 
-async def run(db: Database, api_key_id: str, request: Request, work: Work) -> JSONResponse:
-    """Run `work` in a write transaction, once per `Idempotency-Key` when the request has one."""
-    key = request.headers.get(HEADER)
+async def run(
+    db: Database, api_key_id: str, request: Request, work: Work, *, key: str | None
+) -> JSONResponse:
+    """Run `work` in a write transaction: once per `key` (the request's Idempotency-Key) and
+    API key when a key is given, replaying the first response to the same request after."""
     if key is not None and not KEY.fullmatch(key):
         raise errors.BadRequest(
             f"the {HEADER} header must be 1 to 255 printable ASCII characters",
@@ -133,10 +135,13 @@ def _claim(
             "response": None,
             "created_at": now,
         }
-        done = conn.execute(
-            insert.values(api_key_id=api_key_id, key=key, **claim).on_conflict_do_nothing()
-        )
-        if done.rowcount == 1:
+        # RETURNING says whether the row is new (psycopg reports no rowcount for DO NOTHING).
+        new = conn.execute(
+            insert.values(api_key_id=api_key_id, key=key, **claim)
+            .on_conflict_do_nothing()
+            .returning(t.c.key)
+        ).first()
+        if new is not None:
             return None, now
         stmt = sa.select(t).where(t.c.api_key_id == api_key_id, t.c.key == key)
         row = conn.execute(

@@ -627,7 +627,8 @@ def account_currency(conn: Connection, connection_id: str) -> str | None:
 # Writes through the API. An API write is a version like an event's, (OWN, now, 0, "api_<request
 # id>"), stamped in `field_versions` on each field, JSON key (`metadata.tier`) and tag it sets:
 # an event Stripe made later overwrites the edit, an older one (late, retried, replayed) does
-# not. Same-second ties go to Stripe (its rank is >= 0 and "evt_" sorts after "api_").
+# not. A same-second tie goes to the event (its rank is >= 0, and "evt_" sorts after "api_"),
+# except to a backfill's snapshot (rank -1), which loses ties to edits as it does to events.
 
 _SET_BY_SNAPSHOTS = "is set by Snapshots and read-only"
 _INVOICE_OWNED = "is owned by Stripe and read-only: only payment_status and notes can be changed"
@@ -720,10 +721,10 @@ def _apply(
         (current[name] or {} if name in MERGED else current[name]) != value
         for name, value in values.items()
     )
-    if stamped:
-        values["field_versions"] = stamps
     if not values:
         return row
+    if stamped:
+        values["field_versions"] = stamps
     conn.execute(
         _update_by_seq(t.name),
         values
@@ -802,7 +803,17 @@ def upsert_contact_by_api(
 def create_location(
     conn: Connection, *, fields: dict[str, Any], version: Version
 ) -> dict[str, Any]:
-    """`POST /v1/locations`: a location of Snapshots' own, not linked to Stripe."""
+    """`POST /v1/locations`: a location of Snapshots' own, not linked to Stripe. Its country
+    defaults to its address's."""
+    address = fields.get("address")
+    country = address.get("country") if isinstance(address, dict) else None
+    if (
+        fields.get("country") is None
+        and isinstance(country, str)
+        and len(country) == 2
+        and country.isalpha()
+    ):
+        fields = fields | {"country": country.upper()}
     row = _insert_bare(conn, "location", {"name": fields.get("name")})
     return public("location", _apply(conn, "location", row, fields, version))
 

@@ -123,6 +123,7 @@ invoices = sa.Table(
     sa.Column("due_date", sa.BigInteger),
     sa.Column("paid_at", sa.BigInteger),
     sa.Column("notes", sa.Text),  # written through the API only
+    sa.Column("field_versions", sa.JSON),  # per field: the newest write that set it
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("custom", sa.JSON),
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),

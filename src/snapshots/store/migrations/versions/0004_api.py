@@ -29,6 +29,7 @@ def upgrade() -> None:
     op.create_index("ix_audit_entries_at", "audit_entries", ["at"], unique=False)
     with op.batch_alter_table("invoices") as batch:
         batch.add_column(sa.Column("notes", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("field_versions", sa.JSON(), nullable=True))
     op.create_table(
         "idempotency_keys",
         sa.Column("api_key_id", sa.String(length=40), nullable=False),
@@ -78,6 +79,7 @@ def downgrade() -> None:
     op.drop_table("rate_limits")
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("invoices") as batch:
+        batch.drop_column("field_versions")
         batch.drop_column("notes")
     op.drop_index("ix_audit_entries_at", table_name="audit_entries")
     with op.batch_alter_table("audit_entries") as batch:
