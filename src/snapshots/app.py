@@ -96,7 +96,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             str(exc.detail), code="not_found" if exc.status_code == 404 else "http_error"
         )
         error.status = exc.status_code
-        return error_response(request, error)
+        response = error_response(request, error)
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(sa.exc.OperationalError)
     async def database_down(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
@@ -149,6 +151,14 @@ def _document_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
             operation.setdefault("responses", {}).setdefault(
                 "429", {"description": "Rate limited: retry after the Retry-After seconds"}
             )
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            # Invalid parameters or bodies are 400 `parameter_invalid`, never FastAPI's 422.
+            responses.pop("422", None)
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", {"description": "Bad request", "content": error})
 
 
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:

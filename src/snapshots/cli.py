@@ -610,7 +610,8 @@ def rotate_master_key(
     count = vault.rotate(context.db(), context.settings, new_key=new_key, actor=_actor())
     out.print(f"re-encrypted the secrets of {count} connection(s) with the new master key")
     if context.settings.master_key:
-        out.print("now set SNAPSHOTS_MASTER_KEY to the new key alone and restart")
+        out.print("now set SNAPSHOTS_MASTER_KEY to the new key alone")
+    out.print("restart `snapshots serve` and every `snapshots worker`: they read the key at start")
 
 
 def _actor() -> str:
@@ -665,7 +666,9 @@ def flows_import(
 @flows_app.command("rollback")
 def flows_rollback(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(min=0, help="The version to put back (0: prebuilt).")],
+    version: Annotated[
+        int, typer.Argument(min=0, max=2**31 - 1, help="The version to put back (0: prebuilt).")
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Put an earlier version back in force (as a new version: history stays)."""

@@ -202,7 +202,7 @@ class FlowsImport(BaseModel):
 
 
 class FlowsRollback(BaseModel):
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=2**31 - 1)  # flow_versions.version is a 32-bit integer
 
 
 class ApiKeyPublic(BaseModel):

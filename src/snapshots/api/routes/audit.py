@@ -44,7 +44,8 @@ async def list_audit(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[
-        int | None, Query(ge=1, le=2**62, description="The id of the last entry of the page")
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="The id of the last entry of the page"),
     ] = None,
 ) -> dict[str, Any]:
     try:
