@@ -61,6 +61,11 @@ class ApiKey:
     last_used_ip: str | None = None
     rotated_from: str | None = None
 
+    @property
+    def actor(self) -> str:
+        """Who acts with this key, in audit entries."""
+        return f"key:{self.id}"
+
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 

@@ -83,7 +83,7 @@ def _authorize(
         audit.denied(
             state.db,
             action="auth.scope_denied",
-            actor=f"key:{api_key.id}",
+            actor=api_key.actor,
             ip=ip,
             reason=f"lacks {scope}",
         )

@@ -42,10 +42,6 @@ class KeyRotate(BaseModel):
     )
 
 
-def _actor(api_key: keys.ApiKey) -> str:
-    return f"key:{api_key.id}"
-
-
 @router.post(
     "/api-keys",
     response_model=schemas.ApiKeyCreated,
@@ -61,7 +57,7 @@ async def create_key(body: KeyCreate, state: StateDep, admin: Admin) -> dict[str
             scopes=body.scopes,
             env=state.settings.key_env,
             expires_in=lifetime,
-            actor=_actor(admin),
+            actor=admin.actor,
         )
     )
     return api_key.public() | {"secret": secret}
@@ -103,7 +99,7 @@ async def rotate_key(
     overlap = keys.parse_overlap((body or KeyRotate()).overlap)
     new, secret, old = await run_in_threadpool(
         lambda: keys.rotate(
-            state.db, key_id, overlap=overlap, env=state.settings.key_env, actor=_actor(admin)
+            state.db, key_id, overlap=overlap, env=state.settings.key_env, actor=admin.actor
         )
     )
     return new.public() | {"secret": secret, "previous": old.public()}
@@ -116,5 +112,5 @@ async def rotate_key(
     summary="Revoke an API key now (scope admin)",
 )
 async def revoke_key(key_id: str, state: StateDep, admin: Admin) -> dict[str, Any]:
-    revoked = await run_in_threadpool(lambda: keys.revoke(state.db, key_id, actor=_actor(admin)))
+    revoked = await run_in_threadpool(lambda: keys.revoke(state.db, key_id, actor=admin.actor))
     return revoked.public()

@@ -52,10 +52,6 @@ async def list_flow_versions(
     return {"data": [v.public(with_text=with_text) for v in found], "has_more": False}
 
 
-def _actor(api_key: keys.ApiKey) -> str:
-    return f"key:{api_key.id}"
-
-
 @router.post(
     "/flows",
     response_model=schemas.FlowVersionPublic,
@@ -73,7 +69,7 @@ async def import_flows(
         raise errors.BadRequest("; ".join(str(p) for p in checked.problems), code="invalid_flows")
     stored = await run_in_threadpool(
         lambda: flows.import_text(
-            state.db, body.text, where="flows file", actor=_actor(api_key), comment=body.comment
+            state.db, body.text, where="flows file", actor=api_key.actor, comment=body.comment
         )
     )
     return stored.public(with_text=True)
@@ -93,7 +89,7 @@ async def rollback_flows(
 ) -> dict[str, Any]:
     try:
         stored = await run_in_threadpool(
-            lambda: flows.rollback(state.db, body.version, actor=_actor(api_key))
+            lambda: flows.rollback(state.db, body.version, actor=api_key.actor)
         )
     except errors.ConfigError as exc:  # that version no longer passes today's checks
         raise errors.BadRequest(str(exc), code="invalid_flows") from exc
