@@ -268,10 +268,15 @@ def remove(db: Database, vault: Vault, connection_id: str, *, actor: str = "cli"
 
 
 def get(db: Database, vault: Vault, connection_id: str) -> Connection:
-    for connection in list_all(db, vault):
-        if connection.id == connection_id:
-            return connection
-    raise errors.NotFound(f"no connection {connection_id!r} (see `snapshots connect stripe`)")
+    row = None
+    if ids.plausible(connection_id):
+        with db.read() as conn:
+            row = conn.execute(
+                sa.select(tables.connections).where(tables.connections.c.id == connection_id)
+            ).first()
+    if row is None:
+        raise errors.NotFound(f"no connection {connection_id!r} (see `snapshots connect stripe`)")
+    return _from_row(row._mapping, len(signing_secrets(vault, row.webhook_secrets)))
 
 
 def choose(db: Database, vault: Vault, connection_id: str | None) -> list[Connection]:
@@ -388,16 +393,19 @@ class Cache:
         self._connections: dict[str, Connection] = {}
         self._clients: dict[str, tuple[Connection, stripe_api.Stripe]] = {}
 
-    def all(self) -> list[Connection]:
+    def _by_id(self) -> dict[str, Connection]:
         with self._lock:
             if time.monotonic() >= self._until:
                 self._connections = {c.id: c for c in list_all(self._db, self._vault)}
                 self._until = time.monotonic() + self._ttl
-            return list(self._connections.values())
+            return self._connections
+
+    def all(self) -> list[Connection]:
+        return list(self._by_id().values())
 
     def get(self, connection_id: str) -> Connection | None:
-        found = {c.id: c for c in self.all()}.get(connection_id)
-        return found
+        """The connection, from memory (the worker asks once per inbox item)."""
+        return self._by_id().get(connection_id)
 
     def client(self, connection: Connection) -> stripe_api.Stripe:
         with self._lock:

@@ -160,11 +160,9 @@ class _Formatter(string.Formatter):
         return value
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, dict | list):
-            return json.dumps(value, ensure_ascii=False)
-        return str(super().format_field(_text(value) if not format_spec else value, format_spec))
+        if not format_spec or value is None or isinstance(value, dict | list):
+            return _text(value)  # as concat() writes it
+        return str(super().format_field(value, format_spec))
 
 
 _FORMATTER = _Formatter()

@@ -414,6 +414,14 @@ def _stamp(version: Version) -> list[Any]:
     return [version.authority, version.created, version.rank, version.event_id]
 
 
+def _take(stamps: dict[str, Any], key: str, stamp: list[Any]) -> bool:
+    """Stamp `key` as written by `stamp`, unless a newer write holds it (then False)."""
+    if key in stamps and stamps[key] > stamp:
+        return False
+    stamps[key] = stamp
+    return True
+
+
 def _target(
     conn: Connection, kind: str, *, connection_id: str, match: dict[str, Any], test: bool
 ) -> Any:
@@ -479,10 +487,8 @@ def set_fields(
     for name, value in _clean(fields, allowed).items():
         if name in match and name in ("stripe_customer_id", "stripe_location_id"):
             continue
-        if name in stamps and stamps[name] > stamp:
-            continue
-        stamps[name] = stamp
-        changed[name] = value
+        if _take(stamps, name, stamp):
+            changed[name] = value
     if changed:
         values = _merge(changed, row._mapping)
         conn.execute(
@@ -508,10 +514,8 @@ def change_tags(
     stamp = _stamp(version)
     current = list(row.tags or [])
     for tag in tags:
-        key = f"tag:{tag}"
-        if key in stamps and stamps[key] > stamp:
+        if not _take(stamps, f"tag:{tag}", stamp):
             continue
-        stamps[key] = stamp
         if present and tag not in current:
             current.append(tag)
         elif not present and tag in current:

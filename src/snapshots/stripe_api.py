@@ -279,14 +279,6 @@ def translate(what: str, exc: stripe.StripeError, *, attempts: int = 1) -> error
     return errors.StripeError(f"Stripe said no while {what}: {_message(exc)}")
 
 
-def call(what: str, fn: Callable[[], T]) -> T:
-    """Run one SDK call once and translate its errors into ours."""
-    try:
-        return fn()
-    except stripe.StripeError as exc:
-        raise translate(what, exc) from exc
-
-
 def _brief(exc: stripe.StripeError) -> str:
     if isinstance(exc, stripe.APIConnectionError):
         return _network_reason(exc)
