@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapshots import __version__, connections, errors, flows, intake, vault, worker
+from snapshots import __version__, connections, errors, flows, intake, readiness, vault, worker
 from snapshots.api.deps import State, request_id
 from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
 from snapshots.api.routes import audit as audit_routes
@@ -102,7 +103,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.OperationalError)
     async def database_down(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
-        log.error("request %s: the database failed: %s", request_id(request), exc.orig)
+        _state(request).faults.report(exc)  # logged once, not once per request
         error = errors.Unavailable(
             "the database is unavailable; retry later", code="database_unavailable"
         )
@@ -110,8 +111,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(errors.SnapshotsError)
     async def unavailable(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
-        log.error("request %s failed: %s", request_id(request), errors.describe(exc))
+        if isinstance(exc, errors.ProcessFault):
+            _state(request).faults.report(exc)
+        else:
+            log.error("request %s failed: %s", request_id(request), errors.describe(exc))
         return error_response(request, exc)
+
+
+def _state(request: Request) -> State:
+    state: State = request.app.state.snapshots
+    return state
 
 
 def _required_scope(dependant: Any) -> str | None:
@@ -169,23 +178,30 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
     live = flows.Live(db)  # the flows in force, followed as new versions are imported
+    secrets = vault.load(settings)
+    faults = readiness.Faults()
+    monitor = readiness.Monitor(db, secrets, settings, faults, live=live)
+    embedded = worker.Embedded(settings) if embedded_worker else None
     state = State(
         settings=settings,
         db=db,
         registry=live,
-        secrets=connections.SecretsCache(db, vault.load(settings)),
+        secrets=connections.SecretsCache(db, secrets),
         intake=intake.GroupCommit(db, live),
-        worker=embedded_worker,
+        faults=faults,
+        worker_faults=None if embedded is None else embedded.faults,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        embedded = worker.Embedded(settings) if embedded_worker else None
+        stop = threading.Event()
+        monitor.start(stop)
         if embedded is not None:
             embedded.start()
         try:
             yield
         finally:
+            stop.set()
             if embedded is not None:
                 embedded.stop()
             state.intake.close()

@@ -19,7 +19,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snapshots import audit, catalog, connections, errors, flows, inbox, keys, samples, sync, vault
+from snapshots import (
+    audit,
+    catalog,
+    connections,
+    errors,
+    flows,
+    inbox,
+    keys,
+    readiness,
+    replay,
+    samples,
+    schedule,
+    sync,
+    times,
+    vault,
+)
 from snapshots.settings import Settings
 from snapshots.store import db as store
 
@@ -128,8 +143,10 @@ def serve(
         updates["port"] = port
     settings = settings.model_copy(update=updates)
     database = store.Database(settings.database_url)
-    store.migrate(database)
-    database.dispose()
+    try:
+        readiness.startup(database, settings, migrate=True)
+    finally:
+        database.dispose()
     application = create_app(settings, embedded_worker=worker)
     uvicorn.run(
         application,
@@ -142,13 +159,27 @@ def serve(
 
 
 @app.command("worker")
-def worker_command(ctx: typer.Context) -> None:
-    """Run a standalone worker (many may run at once on PostgreSQL)."""
+def worker_command(
+    ctx: typer.Context,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Answer /healthz and /readyz on this port (SNAPSHOTS_WORKER_HEALTH_PORT).",
+        ),
+    ] = None,
+) -> None:
+    """Run a standalone worker (many may run at once on PostgreSQL). It checks the database,
+    its schema, the master key and the flows first, and never migrates."""
     from snapshots import worker
 
     context = _ctx(ctx)
-    context.db()  # refuses an unmigrated database with a clear error
-    worker.main(context.settings)
+    settings = context.settings
+    if health_port is not None:
+        settings = settings.model_copy(update={"worker_health_port": health_port})
+    readiness.startup(context.db(migrated=False), settings)
+    worker.main(settings)
 
 
 @connect_app.command("stripe")
@@ -390,14 +421,115 @@ def events_show(
 
 @events_app.command("replay")
 def events_replay(
-    ctx: typer.Context, ref: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="One inbox item, or filters for many.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Replay every item with this status: dead or failed (with filters)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only items received since: 2h, 2024-01-31, ...")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Only this event type (invoice.* works).")
+    ] = None,
+    error: Annotated[
+        str | None, typer.Option(help="Only items whose error contains this text (any case).")
+    ] = None,
+    connection: Annotated[str | None, typer.Option(help="Only this connection's items.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the items and show their errors only.")
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Queue a done, dead, failed or ignored event again."""
-    item = inbox.public(inbox.replay(_ctx(ctx).db(), ref))
-    if as_json:
-        _print_json(item)
+    """Queue an event again (done, dead, failed or ignored), or every dead or failed item a
+    filter matches (at most 50,000 a run; the count and the commonest errors first)."""
+    context = _ctx(ctx)
+    bulk = any(v is not None for v in (status, since, event_type, error, connection))
+    if ref is not None:
+        if bulk or dry_run:
+            raise errors.BadRequest("give an inbox item ID, or filters (--status ...), not both")
+        item = inbox.public(inbox.replay(context.db(), ref))
+        if as_json:
+            _print_json(item)
+            return
+        out.print(f"inbox item {item['id']} ({item['event_id']}) is pending again")
         return
-    out.print(f"inbox item {item['id']} ({item['event_id']}) is pending again")
+    if status is None:
+        raise errors.BadRequest(
+            "give an inbox item ID, or --status dead|failed (and --since, --type, --error, "
+            "--connection) to replay many"
+        )
+    flt = replay.Filter(
+        status=status,
+        since=None if since is None else times.parse_since(since),
+        type=event_type,
+        error=error,
+        connection_id=connection,
+    )
+    database = context.db()
+    if dry_run:
+        with database.read() as conn:
+            found = replay.preview(conn, flt)
+        if as_json:
+            _print_json(
+                {
+                    "filter": flt.public(),
+                    "matched": found.matched,
+                    "quota": found.quota,
+                    "capped": found.capped,
+                    "top_errors": [{"error": e, "count": n} for e, n in found.top_errors],
+                    "dry_run": True,
+                }
+            )
+            return
+        _show_matches(flt, found.matched, found.quota, found.top_errors)
+        out.print("dry run: nothing was queued")
+        return
+    with database.write() as conn:
+        job = replay.start(conn, flt, actor=_actor())
+    if not as_json:
+        _show_matches(flt, job.matched, job.quota, job.top_errors)
+    progress = Progress(
+        TextColumn("[bold]re-queueing"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} of {task.total:,.0f}"),
+        console=Console(stderr=True),
+        disable=as_json or job.quota == 0,
+    )
+    with progress:
+        task = progress.add_task("replay", total=job.quota)
+        job = replay.run(
+            database,
+            job.id,
+            holder=schedule.holder_name(),
+            progress=lambda j: progress.update(task, completed=j.requeued),
+        )
+    if as_json:
+        _print_json(job.public())
+        return
+    out.print(f"{job.requeued:,} item(s) are pending again ({job.id})")
+
+
+def _show_matches(
+    flt: replay.Filter, matched: int, quota: int, top_errors: list[tuple[str, int]]
+) -> None:
+    what = ", ".join(
+        f"{name} {value}" for name, value in flt.public().items() if value and name != "status"
+    )
+    out.print(
+        f"{matched:,} {flt.status} item(s) match" + (f" ({what})" if what else ""), markup=False
+    )
+    if top_errors:
+        out.print("most common errors:")
+        for text, count in top_errors:
+            out.print(f"  {count:>8,}  {text or '(none)'}", markup=False, soft_wrap=True)
+    if matched > quota:
+        out.print(
+            f"this run queues the oldest {quota:,} (the cap of one run): run it again for the rest"
+        )
 
 
 @app.command("sync")
@@ -432,7 +564,7 @@ def sync_command(
         return
     names = sync.parse_objects(objects)
     since_at = None if since is None else sync.parse_since(since)
-    secrets = vault.load(context.settings)
+    secrets = readiness.startup(database, context.settings)
     chosen = connections.choose(database, secrets, connection)
     registry = flows.current(database)
     settings = context.settings
@@ -973,7 +1105,9 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             traceback.print_exc()
         sys.stderr.write(f"error: {errors.describe(exc)}\n")
-        sys.exit(2 if isinstance(exc, errors.Rejected | errors.ConfigError) else 1)
+        sys.exit(
+            2 if isinstance(exc, errors.Rejected | errors.ConfigError | errors.ProcessFault) else 1
+        )
     except sa.exc.OperationalError as exc:
         if verbose:
             traceback.print_exc()

@@ -13,10 +13,24 @@ SnapshotsError
 ├── StripeError               Stripe refused or could not be reached (translated at the boundary)
 │   ├── StripeAuthError       the key is refused: stop, tell the user
 │   └── StripeUnavailable     network error, 5xx, rate limit: retry later
-└── ConfigError               bad settings, files or flows: fix configuration
+├── ConfigError               bad settings, files or flows: fix configuration
+└── ProcessFault              this process cannot work now, whatever the item: a worker releases
+    │                         what it holds without charging an attempt, reports it on /readyz
+    │                         and in the log once, and tries again with backoff (HTTP 503)
+    ├── DatabaseUnavailable   the database does not answer (or a library error that says so)
+    ├── SchemaMismatch        the schema is behind this code (`snapshots migrate`) or ahead of it
+    ├── WrongMasterKey        a stored secret does not decrypt (also a ConfigError: the fix is
+    │                         SNAPSHOTS_MASTER_KEY)
+    └── FlowsIncompatible     the flows version in force does not load with this code (a rolling
+                              upgrade: a newer process imported it)
+
+`is_process_fault` also counts the database library's connection-level errors (SQLAlchemy's
+OperationalError and InterfaceError) as faults of the process, never of the item.
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
 
 
 class SnapshotsError(Exception):
@@ -123,6 +137,41 @@ class StripeUnavailable(StripeError, RetryLater):
 
 class ConfigError(SnapshotsError):
     code = "config_error"
+
+
+class ProcessFault(SnapshotsError):
+    """Not the item's fault: the process is misconfigured or its database is away."""
+
+    code = "process_fault"
+    kind = "process"  # the name of the readiness check it fails
+
+
+class DatabaseUnavailable(ProcessFault):
+    code = "database_unavailable"
+    kind = "database"
+
+
+class SchemaMismatch(ProcessFault):
+    code = "schema_mismatch"
+    kind = "schema"
+
+
+class WrongMasterKey(ProcessFault, ConfigError):
+    code = "wrong_master_key"
+    kind = "master_key"
+
+
+class FlowsIncompatible(ProcessFault):
+    code = "flows_incompatible"
+    kind = "flows"
+
+
+def is_process_fault(exc: BaseException) -> bool:
+    """Is `exc` about the process (its settings, its database) rather than the item in hand?
+    The database library's connection-level errors count: a lost connection, a server that is
+    down or restarting, SQLite's lock held too long, a full disk. Errors about the data (a
+    value too long, a constraint) do not."""
+    return isinstance(exc, ProcessFault | sa.exc.OperationalError | sa.exc.InterfaceError)
 
 
 # Libraries whose errors we translate at the boundary, keeping the gist in our message.

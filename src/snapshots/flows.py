@@ -20,7 +20,6 @@ import fnmatch
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -32,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import Connection
 
-from snapshots import actions, audit, errors, mapping, samples
+from snapshots import __version__, actions, audit, errors, mapping, samples
 from snapshots.store import tables
 from snapshots.store.db import Database
 
@@ -527,10 +526,25 @@ def versions(db: Database) -> list[Version]:
 
 
 def current(db: Database) -> Registry:
-    """The flows in force."""
+    """The flows in force; FlowsIncompatible when they do not load with this code (a newer
+    Snapshots imported them during a rolling upgrade, or today's checks refuse them)."""
     stored = get_version(db)
+    return _load(stored)
+
+
+def _load(stored: Version) -> Registry:
     where = DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
-    return parse(stored.text, where, version=stored.version)
+    try:
+        return parse(stored.text, where, version=stored.version)
+    except errors.ConfigError as exc:
+        back = (
+            f"`snapshots flows rollback {stored.version - 1}`" if stored.version else "a rollback"
+        )
+        raise errors.FlowsIncompatible(
+            f"the flows in force (version {stored.version}) do not load with this Snapshots "
+            f"({__version__}): {exc.message[:300]}: upgrade this process, or put back flows "
+            f"it can run with {back}"
+        ) from exc
 
 
 def import_text(
@@ -582,31 +596,55 @@ def rollback(db: Database, version: int, *, actor: str) -> Version:
     )
 
 
-Source = Callable[[], Registry]  # the flows in force, asked for each time they are needed
-
-
-def source(registry: Registry | Source) -> Source:
-    """A fixed set of flows as a source, or the source as it is (`Live`)."""
-    return registry if callable(registry) else (lambda: registry)
-
-
 class Live:
     """The flows in force for a long-running process: re-read when a new version appears,
-    looked for at most every `ttl` seconds (a cheap read)."""
+    looked for at most every `ttl` seconds (a cheap read).
+
+    When the version in force does not load with this code, calling it raises
+    FlowsIncompatible (a worker claims nothing until it loads or is rolled back), while
+    `wants` says yes to every event type, so intake keeps every event pending for a worker
+    that can run the flows, instead of marking one `ignored` by the flows of the past."""
 
     def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
         self._db = db
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._registry = current(db)
+        self._registry: Registry | None = None
+        self.fault: errors.FlowsIncompatible | None = None
+        self._version = current_version(db)  # the version in force, loaded or not
+        self._load()
         self._next = time.monotonic() + ttl
 
     def __call__(self) -> Registry:
-        if time.monotonic() < self._next:
-            return self._registry
-        with self._lock:
-            if time.monotonic() >= self._next:
-                self._next = time.monotonic() + self._ttl
-                if current_version(self._db) != self._registry.version:
-                    self._registry = current(self._db)
+        if time.monotonic() >= self._next:
+            self._refresh()
+        if self.fault is not None or self._registry is None:
+            raise self.fault or errors.FlowsIncompatible("no flows loaded")
         return self._registry
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._next:
+                return
+            self._next = time.monotonic() + self._ttl
+            version = current_version(self._db)
+            if version == self._version:
+                return
+            self._version = version
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            self._registry = current(self._db)
+            self.fault = None
+        except errors.FlowsIncompatible as exc:
+            self.fault = exc
+
+    def wants(self, event_type: str) -> bool:
+        try:
+            return self().wants(event_type)
+        except errors.FlowsIncompatible:
+            return True
+
+
+Wants = Registry | Live  # what intake and the pull paths ask whether a flow wants an event type

@@ -277,6 +277,57 @@ def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float
     )
 
 
+def _give_back(conn: Connection, item_ids: list[int], worker_id: str, **values: Any) -> int:
+    if not item_ids:
+        return 0
+    mine = (T.c.id.in_(item_ids), T.c.locked_by == worker_id, T.c.status == "processing")
+    return int(
+        conn.execute(
+            T.update()
+            .where(*mine)
+            .values(
+                status="pending",
+                attempts=sa.case((T.c.attempts > 0, T.c.attempts - 1), else_=0),
+                lease_until=None,
+                locked_by=None,
+                **values,
+            )
+        ).rowcount
+    )
+
+
+def release(conn: Connection, item_ids: list[int], *, worker_id: str) -> int:
+    """Give back claimed items without counting the attempt (a fault of the process, not of
+    the items): pending again at once. Items this worker no longer holds are left alone."""
+    return _give_back(conn, item_ids, worker_id)
+
+
+def postpone(conn: Connection, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
+    """Give back one claimed item uncharged, to be tried again in `delay` seconds, with the
+    reason it waits (the connection's Stripe is refused or away)."""
+    _give_back(conn, [item_id], worker_id, run_after=time.time() + delay, last_error=reason[:4000])
+
+
+def requeue(conn: Connection, item_ids: list[int], *, statuses: Sequence[str]) -> int:
+    """Queue these items again with a fresh attempt count, those still in one of `statuses`;
+    returns how many."""
+    return int(
+        conn.execute(
+            T.update()
+            .where(T.c.id.in_(item_ids), T.c.status.in_(statuses))
+            .values(
+                status="pending",
+                attempts=0,
+                run_after=time.time(),
+                last_error=None,
+                processed_at=None,
+                lease_until=None,
+                locked_by=None,
+            )
+        ).rowcount
+    )
+
+
 # Reading and replaying, for the CLI and the API.
 
 
@@ -331,19 +382,7 @@ def replay(db: Database, ref: str) -> dict[str, Any]:
     if item["status"] in ("pending", "processing"):
         raise errors.Conflict(f"inbox item {item['id']} is {item['status']} already")
     with db.write() as conn:
-        conn.execute(
-            T.update()
-            .where(T.c.id == item["id"], T.c.status == item["status"])
-            .values(
-                status="pending",
-                attempts=0,
-                run_after=time.time(),
-                last_error=None,
-                processed_at=None,
-                lease_until=None,
-                locked_by=None,
-            )
-        )
+        requeue(conn, [item["id"]], statuses=(item["status"],))
     return get(db, str(item["id"]))
 
 

@@ -22,7 +22,6 @@ import stripe
 from sqlalchemy.engine import Connection
 
 from snapshots import errors, flows, ids, inbox
-from snapshots.flows import Registry
 from snapshots.store import db as store_db
 from snapshots.store.db import Database, LockTaker
 
@@ -127,7 +126,7 @@ def parse_event(payload: bytes) -> dict[str, Any]:
 
 def store(
     db: Database,
-    registry: Registry,
+    registry: flows.Wants,
     *,
     connection_id: str,
     event: dict[str, Any],
@@ -169,9 +168,9 @@ class GroupCommit:
     LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
     LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
-    def __init__(self, db: Database, registry: Registry | flows.Source) -> None:
+    def __init__(self, db: Database, registry: flows.Wants) -> None:
         self._db = db
-        self._registry = flows.source(registry)  # followed as new versions are imported
+        self._registry = registry  # `flows.Live` follows new versions as they are imported
         self._inline = db.dialect == "sqlite"
         self._lock_taker: LockTaker | None = None
         self._pending: list[_Waiting] = []
@@ -183,7 +182,7 @@ class GroupCommit:
     async def submit(
         self, *, connection_id: str, event: dict[str, Any], payload: bytes, source: str = "webhook"
     ) -> Receipt:
-        wanted = self._registry().wants(event["type"])
+        wanted = self._registry.wants(event["type"])
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
         waiting = (inbox.Arrival(connection_id, event, payload, source, wanted), future)

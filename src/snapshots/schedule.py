@@ -131,12 +131,26 @@ class Scheduler:
 
     TICK = 1.0  # seconds between looks at what is due
 
-    def __init__(self, db: Database, jobs: Callable[[], list[Job]], *, holder: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        jobs: Callable[[], list[Job]],
+        *,
+        holder: str,
+        ready: Callable[[], bool] = lambda: True,
+        tasks: tuple[Callable[[], object], ...] = (),
+    ) -> None:
         self._db = db
         self._jobs = jobs
         self._holder = holder
+        self._ready = ready  # False while the process has a fault: no job would succeed
+        self._tasks = tasks  # run every tick; each looks cheaply whether it has work
 
     def tick(self) -> int:
+        if not self._ready():
+            return 0
+        for task in self._tasks:
+            task()
         ran = 0
         for job in self._jobs():
             ran += run_job(self._db, job, holder=self._holder)

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)
+    # `snapshots worker` answers /healthz and /readyz on this port (on SNAPSHOTS_HOST) when set.
+    worker_health_port: int | None = Field(None, ge=1, le=65535)
     key_env: str = Field("live", pattern="^(live|test)$")
     # API requests per key and window, counted in the database (shared by every process).
     api_rate_limit: int = Field(100, ge=1)

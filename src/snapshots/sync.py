@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from snapshots import connections, errors, ids, inbox, keys, records, schedule, stripe_api, watcher
 from snapshots.connections import Connection
-from snapshots.flows import Registry, Source, source
+from snapshots.flows import Wants
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -349,7 +349,7 @@ def backfill(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Registry,
+    registry: Wants,
     *,
     obj: str,
     since: int | None = None,
@@ -399,7 +399,7 @@ def _poll_locations(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Registry,
+    registry: Wants,
     *,
     holder: str | None,
     progress: Progress | None,
@@ -479,7 +479,7 @@ def reconcile(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Registry,
+    registry: Wants,
     settings: Settings,
     *,
     since: int | None = None,
@@ -579,20 +579,19 @@ def page_runs(
 
 
 def scheduled_jobs(
-    db: Database, stripe: connections.Cache, registry: Registry | Source, settings: Settings
+    db: Database, stripe: connections.Cache, registry: Wants, settings: Settings
 ) -> Callable[[], list[schedule.Job]]:
     """The periodic jobs of every connection: its location watcher and its reconciliation."""
-    flows = source(registry)
 
     def jobs() -> list[schedule.Job]:
         found = []
         for connection in stripe.all():
 
             def poll(c: Connection = connection) -> object:
-                return watcher.poll(db, stripe.client(c), c, flows())
+                return watcher.poll(db, stripe.client(c), c, registry)
 
             def catch_up(c: Connection = connection) -> object:
-                run = reconcile(db, stripe.client(c), c, flows(), settings)
+                run = reconcile(db, stripe.client(c), c, registry, settings)
                 if run.warning:
                     log.warning(run.warning)
                 return run

@@ -50,9 +50,9 @@ class Vault:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise errors.ConfigError(
+            raise errors.WrongMasterKey(
                 "a stored secret cannot be decrypted: the master key is not the one it was "
-                "encrypted with"
+                "encrypted with (SNAPSHOTS_MASTER_KEY)"
             ) from exc
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import socket
 import threading
 import time
@@ -22,7 +23,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshots import connections, errors, flows, inbox, refetch, retry, schedule, sync, vault
+from snapshots import (
+    connections,
+    errors,
+    flows,
+    inbox,
+    readiness,
+    refetch,
+    replay,
+    retry,
+    schedule,
+    sync,
+    vault,
+)
 from snapshots.flows import Registry
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -52,7 +65,7 @@ def _permanent(exc: Exception) -> bool:
     """Errors that will happen again however often the item is tried (a value too long for its
     column is one: the same payload gives the same value)."""
     return isinstance(exc, sa.exc.DataError) or isinstance(
-        exc, errors.DeadLetter | errors.Rejected | errors.ConfigError | errors.StripeAuthError
+        exc, errors.DeadLetter | errors.Rejected | errors.ConfigError
     )
 
 
@@ -65,7 +78,9 @@ class Worker:
         *,
         name: str | None = None,
         stripe: connections.Cache | None = None,
-        live: Callable[[], Registry] | None = None,
+        live: flows.Live | None = None,
+        faults: readiness.Faults | None = None,
+        monitor: readiness.Monitor | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -74,7 +89,11 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = Stats()
         self.stripe = stripe  # connections and clients, for refetch mode
+        self.faults = readiness.Faults() if faults is None else faults
+        self.monitor = monitor  # the readiness checks made before claiming
         self._known = set(flows.known_event_types())
+        self._unreleased: list[int] = []  # items a fault kept it from releasing
+        self._waiting: dict[str, int] = {}  # connection -> Stripe faults in a row
 
     def _refetched(self, item: inbox.Item, event: dict[str, Any]) -> dict[str, Any]:
         """The event with its object re-read from Stripe when its connection says so."""
@@ -86,7 +105,12 @@ class Worker:
         return refetch.refetched(self.stripe.client(connection), event, self._known)
 
     def step(self) -> int:
-        """Claim one batch and apply it; returns how many items were claimed."""
+        """Claim one batch and apply it; returns how many items were claimed.
+
+        A fault of the process (see `errors.is_process_fault`) raises after the items of the
+        batch that are still held are released without counting an attempt."""
+        if self._unreleased:
+            self._release(self._unreleased)
         if self._live is not None:
             self.registry = self._live()
         items = inbox.claim(
@@ -97,8 +121,26 @@ class Worker:
         )
         if items:
             self.stats.claimed += len(items)
-            self._apply(items)
+            try:
+                self._apply(items)
+            except Exception as exc:
+                if errors.is_process_fault(exc):
+                    self._release([item.id for item in items])
+                raise
         return len(items)
+
+    def _release(self, item_ids: list[int]) -> None:
+        """Give items back uncharged; when the database is away, try again before the next
+        claim (a lease that runs out meanwhile charges the attempt: the best that can be)."""
+        try:
+            with self.db.write() as conn:
+                inbox.release(conn, item_ids, worker_id=self.name)
+        except Exception as exc:
+            if not errors.is_process_fault(exc):
+                raise
+            self._unreleased = sorted({*self._unreleased, *item_ids})
+            return
+        self._unreleased = [i for i in self._unreleased if i not in set(item_ids)]
 
     def _apply(self, items: list[inbox.Item]) -> None:
         """Apply a claimed batch in one transaction. When an item fails, the transaction is
@@ -116,14 +158,21 @@ class Worker:
                 event = self._refetched(item, event)
                 work[item.id] = (event, self.registry.plan(event))
                 todo.append(item)
+            except (errors.StripeUnavailable, errors.StripeAuthError) as exc:
+                self._postpone(item, exc)
             except Exception as exc:
+                if errors.is_process_fault(exc):
+                    raise
                 self._failed(item, exc)
         while todo:
             try:
                 self._apply_all(todo, work)
                 return
             except _ItemFailed as failure:
-                self._failed(failure.item, failure.error)
+                if isinstance(failure.error, errors.StripeUnavailable | errors.StripeAuthError):
+                    self._postpone(failure.item, failure.error)
+                else:
+                    self._failed(failure.item, failure.error)
                 todo = [item for item in todo if item is not failure.item]
 
     def _apply_all(
@@ -152,6 +201,8 @@ class Worker:
                         test=item.source == "test",
                     )
                 except Exception as exc:
+                    if errors.is_process_fault(exc):
+                        raise
                     raise _ItemFailed(item, exc) from exc
                 finished.append(
                     (
@@ -169,6 +220,21 @@ class Worker:
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
+        self._waiting.clear()
+
+    def _postpone(self, item: inbox.Item, exc: errors.StripeError) -> None:
+        """Stripe refused the connection's key or could not be reached (refetch mode): not the
+        item's fault, so it waits uncharged, later each time while the fault lasts."""
+        streak = self._waiting.get(item.connection_id, 0) + 1
+        self._waiting[item.connection_id] = streak
+        delay = min(retry.backoff(streak), CONNECTION_WAIT_CAP)
+        message = f"waiting for Stripe: {errors.describe(exc)}"
+        with self.db.write() as conn:
+            inbox.postpone(conn, item.id, worker_id=self.name, reason=message, delay=delay)
+        if streak == 1:
+            log.warning(
+                "connection %s: %s (its items wait, uncharged)", item.connection_id, message
+            )
 
     def _failed(self, item: inbox.Item, exc: Exception) -> None:
         """Record that applying `item` failed: retry later, or `dead`."""
@@ -189,85 +255,134 @@ class Worker:
             self.stats.failed += 1
             log.info("inbox item %s failed, retry in %.0fs: %s", item.id, decision.delay, message)
 
+    def ready(self) -> bool:
+        """Run the readiness checks when they are due; False while the process has a fault."""
+        if self.monitor is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + readiness.CHECK_EVERY
+            self.monitor.check_now()
+        return not self.faults
+
+    _next_check = 0.0
+
     def run(self, stop: threading.Event, *, parent: int | None = None) -> None:
         """Work until `stop` is set (or, given `parent`, until that process is gone). An empty
-        inbox is polled every `worker_idle` seconds."""
+        inbox is polled every `worker_idle` seconds. While the process has a fault it claims
+        nothing and looks again after a growing pause (`FAULT_WAIT` doubling, capped)."""
         log.info("worker %s started", self.name)
+        faulty = 0
         while not stop.is_set():
             if parent is not None and os.getppid() != parent:
                 log.warning("worker %s: the serve process that started it is gone", self.name)
                 break
             try:
-                claimed = self.step()
-            except Exception:
-                log.exception("worker %s: a batch failed; trying again shortly", self.name)
-                claimed = 0
-                stop.wait(1.0)
+                claimed = self.step() if self.ready() else -1
+            except Exception as exc:
+                if not errors.is_process_fault(exc):
+                    log.exception("worker %s: a batch failed; trying again shortly", self.name)
+                    stop.wait(1.0)
+                    continue
+                self.faults.report(exc)
+                claimed = -1
+            if claimed < 0:  # not ready: check again before the next claim
+                faulty += 1
+                self._next_check = 0.0
+                stop.wait(min(FAULT_WAIT * 2 ** min(faulty - 1, 10), FAULT_WAIT_CAP))
+                continue
+            if faulty:
+                faulty = 0
+                self.faults.clear()
             if claimed < self.settings.worker_batch:
                 stop.wait(self.settings.worker_idle)
         log.info("worker %s stopped", self.name)
 
 
-def main(settings: Settings, *, parent: int | None = None) -> None:
+FAULT_WAIT = 0.5  # seconds before a process with a fault looks again (doubling)
+FAULT_WAIT_CAP = 15.0  # seconds between two looks at most
+CONNECTION_WAIT_CAP = 300.0  # seconds an item of a connection whose Stripe fails waits at most
+
+
+def main(
+    settings: Settings,
+    *,
+    parent: int | None = None,
+    report: Callable[[list[readiness.Fault]], object] | None = None,
+) -> None:
     """A worker process: runs until SIGTERM or SIGINT (and, given `parent`, until it dies).
 
-    `snapshots worker` runs this; `snapshots serve` starts it as its embedded worker, a
-    child process, so applying events never competes with intake for one interpreter."""
+    `snapshots worker` runs this after `readiness.startup` passed; `snapshots serve` starts it
+    as its embedded worker, a child process, so applying events never competes with intake for
+    one interpreter, and hears its faults through `report`. With `worker_health_port` set, it
+    answers `/healthz` and `/readyz` on that port."""
     import signal
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     database = Database(settings.database_url)
+    faults = readiness.Faults(on_change=report)
+    secrets = vault.load(settings)
     live = flows.Live(database)
-    stripe = None
-    try:
-        stripe = connections.Cache(
+    monitor = readiness.Monitor(database, secrets, settings, faults, live=live)
+    stripe = connections.Cache(
+        database,
+        secrets,
+        rps=settings.stripe_rps,
+        retries=settings.stripe_retries,
+        sleep=stop.wait,  # a retry's wait ends when the process stops
+    )
+    holder = schedule.holder_name()
+    scheduler = threading.Thread(
+        target=schedule.Scheduler(
             database,
-            vault.load(settings),
-            rps=settings.stripe_rps,
-            retries=settings.stripe_retries,
-            sleep=stop.wait,  # a retry's wait ends when the process stops
-        )
-    except errors.ConfigError as exc:
-        log.warning("pulling from Stripe is off: %s", exc)
-    scheduler = None
-    if stripe is not None:
-        scheduler = threading.Thread(
-            target=schedule.Scheduler(
-                database,
-                sync.scheduled_jobs(database, stripe, live, settings),
-                holder=schedule.holder_name(),
-            ).run,
-            args=(stop,),
-            name="scheduler",
-            daemon=True,
-        )
-        scheduler.start()
+            sync.scheduled_jobs(database, stripe, live, settings),
+            holder=holder,
+            ready=lambda: not faults,
+            tasks=(lambda: replay.run_due(database, holder=holder),),
+        ).run,
+        args=(stop,),
+        name="scheduler",
+        daemon=True,
+    )
+    scheduler.start()
+    health = None
+    if settings.worker_health_port is not None:
+        health = readiness.serve_health(settings.host, settings.worker_health_port, faults)
     try:
-        Worker(database, live(), settings, stripe=stripe, live=live).run(stop, parent=parent)
+        Worker(
+            database,
+            flows.Registry([]),
+            settings,
+            stripe=stripe,
+            live=live,
+            faults=faults,
+            monitor=monitor,
+        ).run(stop, parent=parent)
     finally:
         stop.set()
-        if scheduler is not None:
-            scheduler.join(10.0)
+        if health is not None:
+            health.shutdown()
+        scheduler.join(10.0)
         database.dispose()
 
 
-def _child(settings: Settings, parent: int) -> None:
+def _child(settings: Settings, parent: int, reports: Any) -> None:
     # Below the serve process in CPU priority: acknowledging webhooks is what Stripe times,
     # applying them can wait for a spare moment (the inbox absorbs bursts).
     os.nice(EMBEDDED_NICENESS)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    main(settings, parent=parent)
+    main(
+        settings.model_copy(update={"worker_health_port": None}), parent=parent, report=reports.put
+    )
 
 
 EMBEDDED_NICENESS = 19  # added to the embedded worker's nice value
 
 
 class Embedded:
-    """The worker `serve` runs beside the app: a child process, restarted if it dies."""
+    """The worker `serve` runs beside the app: a child process, restarted if it dies. Its
+    faults come back through a queue, for `serve`'s `/readyz`."""
 
     RESTART_DELAY = 1.0  # seconds
 
@@ -277,6 +392,8 @@ class Embedded:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._reports = self._context.Queue()
+        self._faults: list[readiness.Fault] = []
 
     def start(self) -> None:
         self._spawn()
@@ -284,19 +401,34 @@ class Embedded:
         self._watch.start()
 
     def _spawn(self) -> None:
+        self._faults = []
         self._process = self._context.Process(
-            target=_child, args=(self._settings, os.getpid()), name="snapshots-worker", daemon=True
+            target=_child,
+            args=(self._settings, os.getpid(), self._reports),
+            name="snapshots-worker",
+            daemon=True,
         )
         self._process.start()
 
     def _supervise(self) -> None:
-        while not self._stop.wait(self.RESTART_DELAY):
+        while not self._stop.is_set():
+            try:
+                self._faults = self._reports.get(timeout=self.RESTART_DELAY)
+            except queue.Empty:
+                pass
             process = self._process
-            if process is not None and not process.is_alive():
+            if process is not None and not process.is_alive() and not self._stop.is_set():
                 log.error(
                     "the embedded worker exited (code %s); starting another", process.exitcode
                 )
                 self._spawn()
+
+    def faults(self) -> list[readiness.Fault]:
+        """The embedded worker's faults, as its own (a dead worker is one)."""
+        process = self._process
+        if process is None or not process.is_alive():
+            return [readiness.Fault("worker", "the embedded worker is not running", time.time())]
+        return [readiness.Fault("worker", f"{f.kind}: {f.message}", f.since) for f in self._faults]
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -309,6 +441,7 @@ class Embedded:
             if process.is_alive():
                 process.kill()
                 process.join(timeout)
+        self._reports.close()
 
 
 def drain(worker: Worker, *, timeout: float = 30.0) -> None:

@@ -205,9 +205,7 @@ def test_failures_back_off_exponentially_then_go_dead(
         pytest.param(errors.DeadLetter("cannot map this"), "dead", id="dead-letter"),
         pytest.param(errors.BadRequest("bad input"), "dead", id="rejected"),
         pytest.param(errors.ConfigError("flow is broken"), "dead", id="config-error"),
-        pytest.param(errors.StripeAuthError("key refused"), "dead", id="stripe-key-refused"),
         pytest.param(errors.RetryLater("try later"), "failed", id="retry-later"),
-        pytest.param(errors.StripeUnavailable("stripe is down"), "failed", id="stripe-down"),
         pytest.param(RuntimeError("a bug"), "failed", id="unexpected-error"),
     ],
 )
@@ -228,6 +226,38 @@ def test_which_errors_retry_and_which_go_dead_at_once(
         assert stored.processed_at is not None
     else:
         assert stored.run_after > time.time() + 0.5 * retry.BASE - 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(errors.StripeAuthError("key refused"), id="stripe-key-refused"),
+        pytest.param(errors.StripeUnavailable("stripe is down"), id="stripe-down"),
+    ],
+)
+def test_a_stripe_that_refuses_or_is_away_is_not_the_items_fault(
+    error: Exception,
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    """The item waits, uncharged, a little longer each time while the fault lasts."""
+    item_id = put(db, connection.id, customer_event(event_factory, 1))
+    worker = Worker(db, failing(error), settings)
+    delays = []
+    for _ in range(3):
+        before = time.time()
+        assert worker.step() == 1
+        stored = row(db, item_id)
+        assert (stored.status, stored.attempts) == ("pending", 0)
+        assert stored.last_error == f"waiting for Stripe: {error}"
+        assert stored.locked_by is None and stored.lease_until is None
+        delays.append(stored.run_after - before)
+        make_due(db, item_id)
+    assert 0.5 * retry.BASE <= delays[0] <= retry.BASE + 1
+    assert delays[2] >= 2 * retry.BASE  # the third wait: BASE * 4, jittered into [0.5, 1]
+    assert (worker.stats.failed, worker.stats.dead) == (0, 0)
 
 
 def test_a_customer_without_an_id_goes_dead_with_the_reason(

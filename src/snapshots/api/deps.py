@@ -9,8 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from snapshots import audit, connections, errors, intake, keys, limits
-from snapshots.flows import Registry
+from snapshots import audit, connections, errors, flows, intake, keys, limits, readiness
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -19,10 +18,16 @@ from snapshots.store.db import Database
 class State:
     settings: Settings
     db: Database
-    registry: Callable[[], Registry]  # the flows in force (`flows.Live`)
+    registry: flows.Live  # the flows in force
     secrets: connections.SecretsCache
     intake: intake.GroupCommit
-    worker: bool = False  # an embedded worker process runs beside this app
+    faults: readiness.Faults  # this process's, kept by a readiness.Monitor
+    # The faults of the embedded worker process running beside this app, when there is one.
+    worker_faults: Callable[[], list[readiness.Fault]] | None = None
+
+    @property
+    def worker(self) -> bool:
+        return self.worker_faults is not None
 
 
 async def get_state(request: Request) -> State:

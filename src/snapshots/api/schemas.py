@@ -117,6 +117,67 @@ class EventsPublic(BaseModel):
     has_more: bool
 
 
+class ReplayRequest(BaseModel):
+    """Which dead or failed items to queue again (at most 50,000 a run, oldest first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["dead", "failed"] = "dead"
+    since: str | None = Field(
+        None,
+        max_length=64,
+        description="Only items received since: a duration back (2h, 7d), an ISO date or "
+        "date-time, or unix seconds",
+    )
+    type: str | None = Field(
+        None, max_length=255, description="Only this event type; `*` wildcards (invoice.*)"
+    )
+    error: str | None = Field(
+        None, max_length=500, description="Only items whose error contains this (any case)"
+    )
+    connection_id: str | None = Field(None, max_length=40)
+    dry_run: bool = Field(False, description="Count and show the errors only: nothing changes")
+
+
+class ReplayFilter(BaseModel):
+    status: str
+    since: str | None
+    type: str | None
+    error: str | None
+    connection_id: str | None
+
+
+class ErrorCount(BaseModel):
+    error: str
+    count: int
+
+
+class ReplayPreview(BaseModel):
+    filter: ReplayFilter
+    matched: int = Field(description="Items the filter matches now")
+    quota: int = Field(description="How many a run would queue again (at most 50,000)")
+    capped: bool
+    top_errors: list[ErrorCount]
+    dry_run: Literal[True]
+
+
+class ReplayJobPublic(BaseModel):
+    id: str
+    object: Literal["replay_job"]
+    status: str = Field(description="queued, running, done or failed")
+    filter: ReplayFilter
+    matched: int = Field(description="Items the filter matched when the job was made")
+    quota: int = Field(description="How many it queues again (the oldest, at most 50,000)")
+    capped: bool = Field(description="More matched than one run queues: run it again")
+    requeued: int = Field(description="Queued again so far")
+    top_errors: list[ErrorCount]
+    actor: str
+    error: str | None
+    created_at: str | None
+    updated_at: str | None
+    finished_at: str | None
+
+
 class SyncRunPublic(BaseModel):
     id: str
     connection_id: str

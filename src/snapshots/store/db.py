@@ -7,16 +7,21 @@ processes never deadlock upgrading a read lock; readers never block writers.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from snapshots import errors
@@ -24,6 +29,7 @@ from snapshots import errors
 BUSY_TIMEOUT = 30_000  # milliseconds a SQLite writer waits for the lock
 LOCK_POLL = 0.0003  # seconds between tries for SQLite's write lock
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATE_LOCK = 0x536E617073686F74  # PostgreSQL advisory lock held while migrating ("Snapshot")
 
 
 class Database:
@@ -152,16 +158,61 @@ def alembic_config(db: Database) -> Config:
 
 
 def migrate(db: Database) -> None:
-    """Bring the schema up to the newest migration (idempotent)."""
+    """Bring the schema up to the newest migration (idempotent). One process migrates at a
+    time: the others wait, then find nothing to do (a PostgreSQL advisory lock held for the
+    transaction; SQLite's write lock)."""
     config = alembic_config(db)
     try:
-        with db.engine.begin() as conn:
+        with db.write() as conn:
+            if db.dialect == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATE_LOCK)))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())
         raise errors.ConfigError(f"cannot migrate the database: {reason}") from exc
+    except CommandError as exc:  # a revision this code does not know: a newer Snapshots's
+        raise errors.SchemaMismatch(
+            f"the database schema is newer than this Snapshots ({exc}): this is an older "
+            "Snapshots than the database: upgrade it"
+        ) from exc
 
 
 def is_migrated(db: Database) -> bool:
     return sa.inspect(db.engine).has_table("inbox_items")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where the database's schema stands against this code's migrations."""
+
+    current: str | None  # the database's revision; None when it has no schema
+    head: str  # the newest revision this code knows
+    known: bool  # this code knows `current` (False: a newer Snapshots migrated it)
+
+    @property
+    def state(self) -> str:
+        """`current`, `behind`, `ahead` or `empty`."""
+        if self.current is None:
+            return "empty"
+        if self.current == self.head:
+            return "current"
+        return "behind" if self.known else "ahead"
+
+
+@functools.cache
+def _revisions() -> tuple[str, frozenset[str]]:
+    """This code's head revision and every revision it knows (read once per process)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    assert head is not None  # the package ships its migrations
+    return head, frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def schema(db: Database) -> Schema:
+    head, known = _revisions()
+    with db.read() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return Schema(current, head, current is None or current in known)

@@ -293,3 +293,27 @@ rate_limits = sa.Table(
     sa.Column("window_start", sa.BigInteger, primary_key=True),  # unix seconds
     sa.Column("count", sa.Integer, nullable=False),
 )
+
+# Bulk replays of inbox items (replay.py): one row per run, with its filter and progress.
+replay_jobs = sa.Table(
+    "replay_jobs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("filter", sa.JSON, nullable=False),  # status, since, type, error, connection_id
+    sa.Column("status", sa.String(20), nullable=False),  # queued | running | done | failed
+    sa.Column("matched", sa.Integer, nullable=False),  # items matching when it was made
+    sa.Column("quota", sa.Integer, nullable=False),  # how many it re-queues at most (the cap)
+    sa.Column("requeued", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_item_id", sa.Integer, nullable=False, server_default="0"),  # the cursor
+    sa.Column("max_item_id", sa.Integer, nullable=False),  # items newer than the job are left
+    sa.Column("top_errors", sa.JSON, nullable=False),  # [[error, count], ...] when it was made
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("holder", sa.String(100)),  # the process running it
+    sa.Column("lease_until", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_replay_jobs_status", "status"),
+)

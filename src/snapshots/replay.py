@@ -1,0 +1,327 @@
+"""Bulk replay: queue again every `dead` (or `failed`) inbox item a filter matches.
+
+A replay is a job (a row of `replay_jobs`) made in one transaction with its audit entry: the
+filter, how many items matched and their most common errors. It re-queues at most `CAP` items
+(the oldest first; the rest wait for another run) and never an item that arrived after it was
+made, in batches that each commit with the job's cursor, so a job cut short (Ctrl-C, a crash)
+resumes where it stopped: the CLI runs its job at once; a job made through the API is run by
+a worker's scheduler (or by any process once the holder's lease ran out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from snapshots import audit, errors, ids, inbox, times
+from snapshots.store import tables
+from snapshots.store.db import Database
+
+log = logging.getLogger("snapshots.replay")
+T = tables.inbox_items
+J = tables.replay_jobs
+STATUSES = ("dead", "failed")  # what a bulk replay takes
+CAP = 50_000  # items one run re-queues at most
+BATCH = 500  # items re-queued per commit
+LEASE = 60.0  # seconds a running job is held without progress before another may take it
+TOP_ERRORS = 5
+ERROR_TEXT = 300  # characters of an error that are grouped on
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which items: a status (`dead` or `failed`), and optionally since when they arrived
+    (unix seconds), their event type (`invoice.*` wildcards), a piece of their error (any
+    case) and their connection."""
+
+    status: str = "dead"
+    since: float | None = None
+    type: str | None = None
+    error: str | None = None
+    connection_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise errors.BadRequest(
+                f"a bulk replay takes items whose status is {' or '.join(STATUSES)}, not "
+                f"{self.status!r}",
+                code="parameter_invalid",
+            )
+        if self.type is not None and not (0 < len(self.type) <= 255 and self.type.isprintable()):
+            raise errors.BadRequest("type: 1 to 255 printable characters", code="parameter_invalid")
+        if self.error is not None and not (0 < len(self.error) <= 500):
+            raise errors.BadRequest("error: 1 to 500 characters", code="parameter_invalid")
+        if self.connection_id is not None and not ids.plausible(self.connection_id):
+            raise errors.BadRequest(
+                f"no connection {self.connection_id!r}", code="parameter_invalid"
+            )
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        found = [T.c.status == self.status]
+        if self.since is not None:
+            found.append(T.c.received_at >= self.since)
+        if self.type is not None:
+            pattern = _like(self.type).replace("*", "%")
+            found.append(T.c.event_type.like(pattern, escape="\\"))
+        if self.error is not None:
+            found.append(
+                sa.func.lower(T.c.last_error).like(f"%{_like(self.error.lower())}%", escape="\\")
+            )
+        if self.connection_id is not None:
+            found.append(T.c.connection_id == self.connection_id)
+        return found
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "since": times.iso(self.since),
+            "type": self.type,
+            "error": self.error,
+            "connection_id": self.connection_id,
+        }
+
+    def stored(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "since": self.since,
+            "type": self.type,
+            "error": self.error,
+            "connection_id": self.connection_id,
+        }
+
+
+def _like(text: str) -> str:
+    """`text` with LIKE's own wildcards escaped (`*` is ours, made `%` by the caller)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Preview:
+    matched: int
+    quota: int  # how many a run would re-queue (at most CAP)
+    top_errors: list[tuple[str, int]]
+
+    @property
+    def capped(self) -> bool:
+        return self.matched > self.quota
+
+
+def preview(conn: Connection, flt: Filter, *, cap: int = CAP) -> Preview:
+    """How many items `flt` matches now, and their most common errors (nothing changes)."""
+    where = flt.where()
+    matched = int(
+        conn.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one()
+    )
+    error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
+    rows = conn.execute(
+        sa.select(error, sa.func.count().label("n"))
+        .where(*where)
+        .group_by(error)
+        .order_by(sa.desc("n"), error)
+        .limit(TOP_ERRORS)
+    ).all()
+    return Preview(matched, min(matched, cap), [(str(r.error), int(r.n)) for r in rows])
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    filter: Filter
+    status: str
+    matched: int
+    quota: int
+    requeued: int
+    top_errors: list[tuple[str, int]]
+    actor: str
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def capped(self) -> bool:
+        return self.matched > self.quota
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "replay_job",
+            "status": self.status,
+            "filter": self.filter.public(),
+            "matched": self.matched,
+            "quota": self.quota,
+            "capped": self.capped,
+            "requeued": self.requeued,
+            "top_errors": [{"error": e, "count": n} for e, n in self.top_errors],
+            "actor": self.actor,
+            "error": self.error,
+            "created_at": times.iso(self.created_at),
+            "updated_at": times.iso(self.updated_at),
+            "finished_at": times.iso(self.finished_at),
+        }
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        filter=Filter(**row.filter),
+        status=row.status,
+        matched=row.matched,
+        quota=row.quota,
+        requeued=row.requeued,
+        top_errors=[(str(e), int(n)) for e, n in row.top_errors],
+        actor=row.actor,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def start(conn: Connection, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
+    """Make a job for the items `flt` matches now, with its audit entry (the filter and the
+    count); a worker or `run` does the re-queueing."""
+    found = preview(conn, flt, cap=cap)
+    newest = conn.execute(sa.select(sa.func.max(T.c.id)).where(*flt.where())).scalar_one()
+    now = time.time()
+    row = {
+        "id": ids.new("rpl_", 16),
+        "filter": flt.stored(),
+        "status": "queued" if found.quota else "done",
+        "matched": found.matched,
+        "quota": found.quota,
+        "requeued": 0,
+        "last_item_id": 0,
+        "max_item_id": int(newest or 0),
+        "top_errors": [list(pair) for pair in found.top_errors],
+        "actor": actor,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": None if found.quota else now,
+    }
+    conn.execute(J.insert().values(**row))
+    audit.record(
+        conn,
+        actor=actor,
+        action="events.replayed",
+        target=str(row["id"]),
+        details={"filter": flt.public(), "matched": found.matched, "count": found.quota},
+    )
+    return get(conn, str(row["id"]))
+
+
+def get(conn: Connection, job_id: str) -> Job:
+    row = None
+    if ids.plausible(job_id):
+        row = conn.execute(sa.select(J).where(J.c.id == job_id)).first()
+    if row is None:
+        raise errors.NotFound(f"no replay job {job_id}")
+    return _job(row)
+
+
+def _claim(conn: Connection, job_id: str, *, holder: str, now: float) -> bool:
+    free = sa.or_(
+        J.c.status == "queued",
+        sa.and_(J.c.status == "running", sa.or_(J.c.lease_until < now, J.c.holder == holder)),
+    )
+    taken = conn.execute(
+        J.update()
+        .where(J.c.id == job_id, free)
+        .values(status="running", holder=holder, lease_until=now + LEASE, updated_at=now)
+    )
+    return taken.rowcount == 1
+
+
+def run(
+    db: Database,
+    job_id: str,
+    *,
+    holder: str,
+    progress: Callable[[Job], object] | None = None,
+) -> Job:
+    """Re-queue the job's items batch by batch (each commits with the job's cursor); returns
+    the job as it ended. A job another live process holds is left to it (and returned)."""
+    with db.write() as conn:
+        if not _claim(conn, job_id, holder=holder, now=time.time()):
+            return get(conn, job_id)
+    while True:
+        with db.write() as conn:
+            row = conn.execute(sa.select(J).where(J.c.id == job_id)).one()
+            if row.holder != holder:
+                return _job(row)  # taken over after our lease ran out
+            job = _job(row)
+            left = row.quota - row.requeued
+            batch = (
+                conn.execute(
+                    sa.select(T.c.id)
+                    .where(
+                        *job.filter.where(),
+                        T.c.id > row.last_item_id,
+                        T.c.id <= row.max_item_id,
+                    )
+                    .order_by(T.c.id)
+                    .limit(min(BATCH, left))
+                )
+                .scalars()
+                .all()
+                if left > 0
+                else []
+            )
+            now = time.time()
+            if not batch:
+                conn.execute(
+                    J.update()
+                    .where(J.c.id == job_id)
+                    .values(
+                        status="done",
+                        holder=None,
+                        lease_until=None,
+                        updated_at=now,
+                        finished_at=now,
+                    )
+                )
+                job = get(conn, job_id)
+            else:
+                count = inbox.requeue(conn, list(batch), statuses=(job.filter.status,))
+                conn.execute(
+                    J.update()
+                    .where(J.c.id == job_id)
+                    .values(
+                        requeued=J.c.requeued + count,
+                        last_item_id=batch[-1],
+                        lease_until=now + LEASE,
+                        updated_at=now,
+                    )
+                )
+                job = get(conn, job_id)
+        if progress is not None:
+            progress(job)
+        if job.status == "done":
+            log.info("replay %s: %d item(s) queued again", job.id, job.requeued)
+            return job
+
+
+def run_due(db: Database, *, holder: str) -> Job | None:
+    """Run the oldest job waiting for a runner (queued, or whose holder's lease ran out), if
+    any; a cheap read first, as a scheduler calls this every tick."""
+    now = time.time()
+    with db.read() as conn:
+        job_id = conn.execute(
+            sa.select(J.c.id)
+            .where(
+                sa.or_(
+                    J.c.status == "queued", sa.and_(J.c.status == "running", J.c.lease_until < now)
+                )
+            )
+            .order_by(J.c.seq)
+            .limit(1)
+        ).scalar_one_or_none()
+    if job_id is None:
+        return None
+    return run(db, job_id, holder=holder)
