@@ -10,39 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from snapshots.store.db import Tx
 
-from snapshots import records
-
-# Same-second ties: the object's state first, then the event type (see records.py).
-INVOICE_STATUS_RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
-TYPE_RANK = {
-    # A backfill's snapshot loses a same-second tie with any real event (it is read from a
-    # list that may lag); a later second wins as usual.
-    "customer.synced": -1,
-    "invoice.synced": -1,
-    "customer.created": 0,
-    "customer.updated": 1,
-    "customer.deleted": 99,
-    "invoice.created": 0,
-    "invoice.updated": 1,
-    "invoice.finalized": 2,
-    "invoice.payment_failed": 3,
-    "invoice.payment_succeeded": 4,
-    "invoice.paid": 5,
-    "invoice.marked_uncollectible": 6,
-    "invoice.voided": 7,
-    "invoice.deleted": 99,
-    "terminal.location.created": 0,
-    "terminal.location.updated": 1,
-    "terminal.location.deleted": 99,
-}
-OTHER_TYPE_RANK = 50
+from snapshots import connections
+from snapshots.records import apply, kinds, ordering, timeline
 
 
 @dataclass(frozen=True)
-class Context:
-    """What an action knows of the event that triggered it."""
+class Invocation:
+    """One run of an action: the event that triggered it, its flow and the flow's options."""
 
     connection_id: str
     event: dict[str, Any]
@@ -50,14 +26,12 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     flow: str = ""
 
-    def version(self, state_rank: int = 0) -> records.Version:
-        type_rank = TYPE_RANK.get(self.event["type"], OTHER_TYPE_RANK)
-        return records.Version(
-            records.OWN, int(self.event["created"]), state_rank * 100 + type_rank, self.event["id"]
-        )
+    def key(self, state: int = 0) -> ordering.Key:
+        """The ordering key of what this event writes, in state rank `state`."""
+        return ordering.Key.of_event(self.event, state)
 
 
-Run = Callable[[Connection, Context, dict[str, Any]], str]
+Perform = Callable[[Tx, Invocation, dict[str, Any]], str]
 # Checks a flow's options for an action; returns what is wrong, or None.
 CheckOptions = Callable[[dict[str, Any]], str | None]
 SCOPES = {
@@ -76,7 +50,7 @@ class Action:
     name: str
     record: str  # the kind of record written
     targets: frozenset[str]
-    run: Run
+    run: Perform
     description: str
     options: tuple[str, ...] = ()
     check: CheckOptions = _no_check
@@ -95,7 +69,7 @@ class Action:
     @property
     def nested(self) -> frozenset[str]:
         """Targets a flow may write into by path (`metadata.tier`)."""
-        return self.targets & records.NESTED
+        return self.targets & kinds.NESTED
 
     @property
     def scope(self) -> str:
@@ -109,70 +83,66 @@ class Action:
         return head in self.nested and all(rest.split("."))
 
 
-def _upsert_contact(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
-    match_on = tuple(ctx.options.get("match_on", ("stripe_customer_id", "email")))
-    return records.upsert_contact(
-        conn,
-        connection_id=ctx.connection_id,
+def _upsert_contact(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    match_on = tuple(call.options.get("match_on", ("stripe_customer_id", "email")))
+    return apply.upsert_contact(
+        tx,
+        connection_id=call.connection_id,
         fields=fields,
-        version=ctx.version(),
+        key=call.key(),
         match_on=match_on,
-        test=ctx.test,
+        test=call.test,
     )
 
 
-def _archive_contact(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
-    return records.upsert_contact(
-        conn,
-        connection_id=ctx.connection_id,
+def _archive_contact(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return apply.upsert_contact(
+        tx,
+        connection_id=call.connection_id,
         fields=fields,
-        version=ctx.version(1),
+        key=call.key(ordering.ARCHIVED),
         archived=True,
-        test=ctx.test,
+        test=call.test,
     )
 
 
-def _invoice_rank(fields: dict[str, Any]) -> int:
-    return INVOICE_STATUS_RANK.get(str(fields.get("status")), 0)
-
-
-def _log_invoice(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
-    return records.upsert_invoice(
-        conn,
-        connection_id=ctx.connection_id,
+def _log_invoice(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return apply.upsert_invoice(
+        tx,
+        connection_id=call.connection_id,
         fields=fields,
-        version=ctx.version(_invoice_rank(fields)),
-        test=ctx.test,
+        key=call.key(ordering.invoice_state(fields.get("status"))),
+        test=call.test,
     )
 
 
-def _archive_invoice(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
-    return records.upsert_invoice(
-        conn,
-        connection_id=ctx.connection_id,
+def _archive_invoice(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return apply.upsert_invoice(
+        tx,
+        connection_id=call.connection_id,
         fields=fields,
-        version=ctx.version(9),
+        key=call.key(ordering.INVOICE_DELETED),
         archived=True,
-        test=ctx.test,
+        test=call.test,
     )
 
 
-def _upsert_location(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+def _upsert_location(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
     if fields.get("currency") is None:  # unless the mapping says otherwise: the account's
-        fields = fields | {"currency": records.account_currency(conn, ctx.connection_id)}
-    return records.upsert_location(
-        conn, connection_id=ctx.connection_id, fields=fields, version=ctx.version(), test=ctx.test
+        fields = fields | {"currency": connections.default_currency(tx, call.connection_id)}
+    return apply.upsert_location(
+        tx, connection_id=call.connection_id, fields=fields, key=call.key(), test=call.test
     )
 
 
-def _archive_location(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
-    return records.upsert_location(
-        conn,
-        connection_id=ctx.connection_id,
+def _archive_location(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return apply.upsert_location(
+        tx,
+        connection_id=call.connection_id,
         fields=fields,
-        version=ctx.version(1),
+        key=call.key(ordering.ARCHIVED),
         archived=True,
-        test=ctx.test,
+        test=call.test,
     )
 
 
@@ -180,9 +150,9 @@ def _match(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {key: fields.pop(key) for key in keys if key in fields}
 
 
-def _tags(ctx: Context, fields: dict[str, Any]) -> list[str]:
+def _tags(call: Invocation, fields: dict[str, Any]) -> list[str]:
     """The tags of `add_tag` / `remove_tag`: its `tags` option and its mapped `tags` field."""
-    found: list[str] = list(ctx.options.get("tags") or [])
+    found: list[str] = list(call.options.get("tags") or [])
     mapped = fields.pop("tags", None)
     if isinstance(mapped, str):
         mapped = [mapped]
@@ -191,54 +161,54 @@ def _tags(ctx: Context, fields: dict[str, Any]) -> list[str]:
     return [tag.strip() for tag in dict.fromkeys(found) if tag.strip()]
 
 
-def _changer(present: bool) -> Run:
-    def run(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+def _changer(present: bool) -> Perform:
+    def run(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         fields = dict(fields)
         match = _match(fields, "stripe_customer_id", "email")
-        return records.change_tags(
-            conn,
-            connection_id=ctx.connection_id,
+        return apply.change_tags(
+            tx,
+            connection_id=call.connection_id,
             match=match,
-            tags=_tags(ctx, fields),
+            tags=_tags(call, fields),
             present=present,
-            version=ctx.version(),
-            test=ctx.test,
+            key=call.key(),
+            test=call.test,
         )
 
     return run
 
 
-def _set_fields(record: str) -> Run:
-    def run(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+def _set_fields(record: str) -> Perform:
+    def run(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         keys = ("stripe_customer_id", "email") if record == "contact" else ("stripe_location_id",)
         match = {key: fields.get(key) for key in keys if fields.get(key) is not None}
-        return records.set_fields(
-            conn,
-            record,
-            connection_id=ctx.connection_id,
+        return apply.set_fields(
+            tx,
+            kinds.KINDS[record],
+            connection_id=call.connection_id,
             match=match,
             fields=fields,
-            version=ctx.version(),
-            test=ctx.test,
+            key=call.key(),
+            test=call.test,
         )
 
     return run
 
 
-def _log_event(conn: Connection, ctx: Context, fields: dict[str, Any]) -> str:
+def _log_event(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
     fields = dict(fields)
     match = _match(fields, "stripe_customer_id", "email")
     title = fields.pop("title", None)
-    return records.log_activity(
-        conn,
-        connection_id=ctx.connection_id,
+    return timeline.log(
+        tx,
+        connection_id=call.connection_id,
         match=match,
-        event=ctx.event,
-        flow=ctx.flow,
-        kind=str(ctx.options.get("type") or ctx.event["type"]),
+        event=call.event,
+        flow=call.flow,
+        kind=str(call.options.get("type") or call.event["type"]),
         title=None if title is None else str(title),
         data=fields,
-        test=ctx.test,
+        test=call.test,
     )
 
 
@@ -274,7 +244,7 @@ def _check_type(options: dict[str, Any]) -> str | None:
     return None
 
 
-INVOICE_TARGETS = records.INVOICE_FIELDS | records.INVOICE_CONTACT_FIELDS
+INVOICE_TARGETS = kinds.INVOICE_FIELDS | kinds.INVOICE_CONTACT_FIELDS
 TAG_TARGETS = frozenset({"stripe_customer_id", "email", "tags"})
 # An activity keeps `title` and any other mapped field as its data.
 ACTIVITY_TARGETS = frozenset(
@@ -297,7 +267,7 @@ ACTIONS: dict[str, Action] = {
         Action(
             "upsert_contact",
             "contact",
-            records.CONTACT_FIELDS,
+            kinds.CONTACT_FIELDS,
             _upsert_contact,
             "Create or update a contact (match on Stripe customer id, then email).",
             options=("match_on",),
@@ -306,7 +276,7 @@ ACTIONS: dict[str, Action] = {
         Action(
             "archive_contact",
             "contact",
-            records.CONTACT_FIELDS,
+            kinds.CONTACT_FIELDS,
             _archive_contact,
             "Archive the contact of a deleted Stripe customer.",
         ),
@@ -334,14 +304,14 @@ ACTIONS: dict[str, Action] = {
         Action(
             "upsert_location",
             "location",
-            records.LOCATION_FIELDS,
+            kinds.LOCATION_FIELDS,
             _upsert_location,
             "Create or update a location.",
         ),
         Action(
             "archive_location",
             "location",
-            records.LOCATION_FIELDS,
+            kinds.LOCATION_FIELDS,
             _archive_location,
             "Archive a location that vanished from Stripe.",
         ),
@@ -369,7 +339,7 @@ ACTIONS: dict[str, Action] = {
         Action(
             "set_fields",
             "contact",
-            records.CONTACT_FIELDS,
+            kinds.CONTACT_FIELDS,
             _set_fields("contact"),
             "Set some fields of a contact (found by `stripe_customer_id`, then `email`), or of a "
             "location with `record: location` (found by `stripe_location_id`); each field keeps "
@@ -380,7 +350,7 @@ ACTIONS: dict[str, Action] = {
                 Action(
                     "set_fields",
                     "location",
-                    records.LOCATION_FIELDS,
+                    kinds.LOCATION_FIELDS,
                     _set_fields("location"),
                     "Set some fields of a location (found by `stripe_location_id`).",
                     options=("record",),

@@ -4,23 +4,21 @@ deletes, and the database refuses it too (triggers, migration 0004).
 An entry records the actor (`cli:<user>`, `key:<id>`), the action (`key.created`,
 `connection.created`, `flows.imported`, `auth.scope_denied`, ...), its target, the outcome,
 details (never a secret: at most its last 4 characters), and, for API requests, the request id
-and the client's IP (taken from the request context, see `for_request`).
+and the client's IP (taken from the request context, `REQUEST`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from pydantic import BaseModel, ConfigDict
 
-from snapshots import errors, limits
+from snapshots import limits, paging
 from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store.db import Tx
+from snapshots.times import Timestamp
 
 T = tables.audit_entries
 DENIED_EVERY = 60  # seconds: at most one denied-request entry per kind and IP in this window
@@ -31,17 +29,8 @@ REQUEST: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.Con
 )
 
 
-@contextmanager
-def for_request(request_id: str | None, ip: str | None) -> Iterator[None]:
-    token = REQUEST.set((request_id, ip))
-    try:
-        yield
-    finally:
-        REQUEST.reset(token)
-
-
 def record(
-    conn: Connection,
+    tx: Tx,
     *,
     actor: str,
     action: str,
@@ -51,7 +40,7 @@ def record(
 ) -> None:
     """Append one entry inside the caller's transaction (so it commits with the change)."""
     request_id, ip = REQUEST.get()
-    conn.execute(
+    tx.execute(
         T.insert().values(
             at=time.time(),
             actor=actor[:200],
@@ -65,53 +54,51 @@ def record(
     )
 
 
-def denied(db: Database, *, action: str, actor: str, ip: str | None, reason: str) -> None:
+def denied(tx: Tx, *, action: str, actor: str, ip: str | None, reason: str) -> None:
     """Record a refused request (a bad key, a missing scope), at most once a minute per kind
     and client, so a flood of bad requests cannot flood the log."""
-    if not limits.first_in_window(db, f"audit:{action}:{ip}", window=DENIED_EVERY):
+    if not limits.first_in_window(tx, f"audit:{action}:{ip}", window=DENIED_EVERY):
         return
-    with db.write() as conn:
-        record(conn, actor=actor, action=action, outcome="denied", details={"reason": reason})
+    record(tx, actor=actor, action=action, outcome="denied", details={"reason": reason})
 
 
-def public(row: Any) -> dict[str, Any]:
-    from snapshots.records import iso
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
-    return {
-        "id": row.id,
-        "at": iso(row.at),
-        "actor": row.actor,
-        "action": row.action,
-        "target": row.target,
-        "outcome": row.outcome,
-        "details": row.details or {},
-        "request_id": row.request_id,
-        "ip": row.ip,
-    }
+    id: int
+    at: Timestamp | None
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    details: dict[str, Any]
+    request_id: str | None
+    ip: str | None
 
 
 def page(
-    db: Database,
+    tx: Tx,
     *,
     since: float | None = None,
     action: str | None = None,
     limit: int = 20,
     starting_after: int | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
+) -> paging.Page[AuditEntry]:
     """Entries newest first, optionally since a time and of one action (`key.*` prefixes work)."""
-    stmt = sa.select(T).order_by(T.c.id.desc()).limit(limit + 1)
+    where = []
     if since is not None:
-        stmt = stmt.where(T.c.at >= since)
+        where.append(T.c.at >= since)
     if action:
-        stmt = stmt.where(
+        where.append(
             T.c.action.like(action[:-1] + "%") if action.endswith("*") else T.c.action == action
         )
-    with db.read() as conn:
-        if starting_after is not None:
-            if conn.execute(sa.select(T.c.id).where(T.c.id == starting_after)).first() is None:
-                raise errors.BadRequest(
-                    f"starting_after: no audit entry {starting_after}", code="invalid_cursor"
-                )
-            stmt = stmt.where(T.c.id < starting_after)
-        rows = conn.execute(stmt).all()
-    return [public(r) for r in rows[:limit]], len(rows) > limit
+    return paging.paginate(
+        tx,
+        T,
+        "audit entry",
+        lambda row: AuditEntry.model_validate(row._mapping),
+        limit=limit,
+        starting_after=starting_after,
+        where=where,
+        key="id",
+    )

@@ -7,7 +7,9 @@ list, so the catalog cannot drift from what a flows file may use.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+
+from pydantic import BaseModel, Field
 
 from snapshots import actions, samples
 
@@ -40,46 +42,68 @@ def describe(event_type: str, obj: str) -> str:
     return f"{text} Made by Snapshots ({made_by})." if made_by else text
 
 
-def triggers() -> list[dict[str, Any]]:
+class Trigger(BaseModel):
+    type: str
+    object: str
+    description: str
+    synthetic: bool = Field(description="Made by Snapshots, not sent by Stripe")
+
+
+class ActionSpec(BaseModel):
+    name: str
+    records: list[str]
+    targets: list[str]
+    nested_targets: list[str]
+    options: list[str]
+    required: list[str]
+    scopes: list[str] = Field(description="The API scopes that may write what it writes")
+    description: str
+
+
+class Catalog(BaseModel):
+    counts: dict[str, int]
+    triggers: list[Trigger]
+    actions: list[ActionSpec]
+
+
+def triggers() -> list[Trigger]:
     return [
-        {
-            "type": event_type,
-            "object": obj,
-            "description": describe(event_type, obj),
-            "synthetic": event_type in samples.SYNTHETIC_OBJECTS,
-        }
+        Trigger(
+            type=event_type,
+            object=obj,
+            description=describe(event_type, obj),
+            synthetic=event_type in samples.SYNTHETIC_OBJECTS,
+        )
         for event_type, obj in sorted(samples.event_objects().items())
     ]
 
 
-def _action(action: actions.Action) -> dict[str, Any]:
+def _action(action: actions.Action) -> ActionSpec:
     variants = [action, *action.variants]
-    return {
-        "name": action.name,
-        "records": [v.record for v in variants],
-        "targets": sorted(action.targets),
-        "nested_targets": sorted(f"{name}.*" for name in action.nested),
-        "options": list(action.options),
-        "required": list(action.required),
-        "scopes": sorted({v.scope for v in variants}),
-        "description": action.description,
-    }
+    return ActionSpec(
+        name=action.name,
+        records=[v.record for v in variants],
+        targets=sorted(action.targets),
+        nested_targets=sorted(f"{name}.*" for name in action.nested),
+        options=list(action.options),
+        required=list(action.required),
+        scopes=sorted({v.scope for v in variants}),
+        description=action.description,
+    )
 
 
-def actions_list() -> list[dict[str, Any]]:
-    return [_action(action) for _, action in sorted(actions.ACTIONS.items())]
-
-
-def catalog() -> dict[str, Any]:
+@functools.cache
+def catalog() -> Catalog:
+    """Every trigger and action (built once: it depends on the code only)."""
     found_triggers = triggers()
-    found_actions = actions_list()
-    return {
-        "counts": {
+    found_actions = [_action(action) for _, action in sorted(actions.ACTIONS.items())]
+    return Catalog(
+        counts={
             "triggers": len(found_triggers),
-            "stripe_triggers": sum(not t["synthetic"] for t in found_triggers),
-            "synthetic_triggers": sum(t["synthetic"] for t in found_triggers),
+            "stripe_triggers": sum(not t.synthetic for t in found_triggers),
+            "synthetic_triggers": sum(t.synthetic for t in found_triggers),
             "actions": len(found_actions),
         },
-        "triggers": found_triggers,
-        "actions": found_actions,
-    }
+        triggers=found_triggers,
+        actions=found_actions,
+    )

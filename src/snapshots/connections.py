@@ -6,24 +6,32 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 
 from snapshots import audit, errors, ids, stripe_api
 from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
+from snapshots.times import Timestamp
 from snapshots.vault import Vault
+
+T = tables.connections
 
 ORDERINGS = ("payload", "refetch")
 NAME_MAX = 200  # characters
 SECRETS_TTL = 5.0  # seconds intake trusts its cached copy of a connection's signing secrets
 
 
-@dataclass(frozen=True)
-class Connection:
+class Connection(BaseModel):
+    """A linked Stripe account, as every shell shows it: never a secret, only the key's last 4
+    characters and how many signing secrets are in force."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
+    object: Literal["connection"] = "connection"
     name: str
     account_id: str | None
     livemode: bool
@@ -31,25 +39,13 @@ class Connection:
     api_version: str | None
     default_currency: str | None
     ordering: str
-    secret_key_last4: str
-    webhook_secret_count: int
-    created_at: float
+    secret_key: str = Field(description="The key's last 4 characters: …abcd")
+    webhook_secrets: int = Field(description="Signing secrets in force")
+    created_at: Timestamp
 
-    def public(self) -> dict[str, Any]:
-        """Everything but secrets: only the key's last 4 characters."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "account_id": self.account_id,
-            "livemode": self.livemode,
-            "api_base": self.api_base,
-            "api_version": self.api_version,
-            "default_currency": self.default_currency,
-            "ordering": self.ordering,
-            "secret_key": f"…{self.secret_key_last4}",
-            "webhook_secrets": self.webhook_secret_count,
-            "created_at": self.created_at,
-        }
+    @property
+    def secret_key_last4(self) -> str:
+        return self.secret_key[-4:]
 
 
 def _validate_secret(secret: str) -> None:
@@ -75,7 +71,7 @@ def _validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: 
         raise errors.BadRequest(f"ordering must be one of {', '.join(ORDERINGS)}")
 
 
-def create(
+def connect(
     db: Database,
     vault: Vault,
     *,
@@ -87,7 +83,8 @@ def create(
     ordering: str = "payload",
     actor: str = "cli",
 ) -> Connection:
-    """Check the key against Stripe, then store the connection with its secrets encrypted."""
+    """Check the key against Stripe (no transaction open meanwhile), then store the connection
+    with its secrets encrypted."""
     secret_key = secret_key.strip()
     webhook_secrets = [s.strip() for s in webhook_secrets]
     _validate(secret_key, webhook_secrets, ordering, name)
@@ -95,22 +92,23 @@ def create(
     account = stripe_api.check_key(
         secret_key=secret_key, api_base=api_base, api_version=api_version
     )
-    return add(
-        db,
-        vault,
-        account=account,
-        secret_key=secret_key,
-        webhook_secrets=webhook_secrets,
-        name=name,
-        api_base=api_base,
-        api_version=api_version,
-        ordering=ordering,
-        actor=actor,
-    )
+    with db.write() as tx:
+        return add(
+            tx,
+            vault,
+            account=account,
+            secret_key=secret_key,
+            webhook_secrets=webhook_secrets,
+            name=name,
+            api_base=api_base,
+            api_version=api_version,
+            ordering=ordering,
+            actor=actor,
+        )
 
 
 def add(
-    db: Database,
+    tx: Tx,
     vault: Vault,
     *,
     account: stripe_api.Account,
@@ -122,7 +120,7 @@ def add(
     ordering: str = "payload",
     actor: str = "cli",
 ) -> Connection:
-    """Store a connection whose key was checked already (`create` checks it)."""
+    """Store a connection whose key was checked already (`connect` checks it)."""
     _validate(secret_key, webhook_secrets, ordering, name)
     now = time.time()
     row = {
@@ -140,21 +138,20 @@ def add(
         "created_at": now,
         "updated_at": now,
     }
-    with db.write() as conn:
-        conn.execute(tables.connections.insert().values(**row))
-        audit.record(
-            conn,
-            actor=actor,
-            action="connection.created",
-            target=str(row["id"]),
-            details={
-                "name": row["name"],
-                "account_id": account.id,
-                "livemode": account.livemode,
-                "secret_key": f"…{row['secret_key_last4']}",
-                "webhook_secrets": len(webhook_secrets),
-            },
-        )
+    tx.execute(T.insert().values(**row))
+    audit.record(
+        tx,
+        actor=actor,
+        action="connection.created",
+        target=str(row["id"]),
+        details={
+            "name": row["name"],
+            "account_id": account.id,
+            "livemode": account.livemode,
+            "secret_key": f"…{row['secret_key_last4']}",
+            "webhook_secrets": len(webhook_secrets),
+        },
+    )
     return _from_row(row, len(webhook_secrets))
 
 
@@ -168,8 +165,8 @@ def _from_row(row: Any, secret_count: int) -> Connection:
         api_version=row["api_version"],
         default_currency=row["default_currency"],
         ordering=row["ordering"],
-        secret_key_last4=row["secret_key_last4"],
-        webhook_secret_count=secret_count,
+        secret_key=f"…{row['secret_key_last4']}",
+        webhook_secrets=secret_count,
         created_at=row["created_at"],
     )
 
@@ -192,17 +189,16 @@ def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> li
     return [entry["secret"] for entry in _entries(vault, token, now=now)]
 
 
-def list_all(db: Database, vault: Vault) -> list[Connection]:
-    with db.read() as conn:
-        rows = conn.execute(sa.select(tables.connections).order_by(tables.connections.c.created_at))
-        return [_from_row(r._mapping, len(signing_secrets(vault, r.webhook_secrets))) for r in rows]
+def list_all(tx: Tx, vault: Vault) -> list[Connection]:
+    rows = tx.execute(sa.select(T).order_by(T.c.created_at))
+    return [_from_row(r._mapping, len(signing_secrets(vault, r.webhook_secrets))) for r in rows]
 
 
 MAX_SECRET_OVERLAP = 7 * 86400  # seconds an old signing secret may keep working (Stripe: 24 h)
 
 
 def rotate_webhook_secret(
-    db: Database,
+    tx: Tx,
     vault: Vault,
     connection_id: str,
     new_secret: str,
@@ -216,81 +212,74 @@ def rotate_webhook_secret(
     _validate_secret(new_secret)
     if not 0 <= overlap <= MAX_SECRET_OVERLAP:
         raise errors.BadRequest("the overlap is between 0 seconds and 7 days")
-    t = tables.connections
     now = time.time()
-    with db.write() as conn:
-        token = conn.execute(
-            sa.select(t.c.webhook_secrets).where(t.c.id == connection_id)
-        ).scalar_one_or_none()
-        if token is None:
-            raise errors.NotFound(f"no connection {connection_id!r}")
-        current = _entries(vault, token, now=now)
-        if any(e["secret"] == new_secret for e in current):
-            raise errors.Conflict("that signing secret is already in force")
-        until = now + overlap
-        entries: list[dict[str, Any]] = [  # a secret already retiring never lives longer
-            {"secret": e["secret"], "expires_at": min(e["expires_at"] or until, until)}
-            for e in current
-        ]
-        entries.append({"secret": new_secret, "expires_at": None})
-        conn.execute(
-            t.update()
-            .where(t.c.id == connection_id)
-            .values(webhook_secrets=vault.encrypt(json.dumps(entries)), updated_at=now)
-        )
-        audit.record(
-            conn,
-            actor=actor,
-            action="connection.changed",
-            target=connection_id,
-            details={
-                "webhook_secret_added": f"…{new_secret[-4:]}",
-                "retiring": len(current),
-                "retire_at": now + overlap,
-            },
-        )
-    return get(db, vault, connection_id)
+    token = tx.execute(
+        sa.select(T.c.webhook_secrets).where(T.c.id == connection_id)
+    ).scalar_one_or_none()
+    if token is None:
+        raise errors.NotFound(f"no connection {connection_id!r}")
+    current = _entries(vault, token, now=now)
+    if any(e["secret"] == new_secret for e in current):
+        raise errors.Conflict("that signing secret is already in force")
+    until = now + overlap
+    entries: list[dict[str, Any]] = [  # a secret already retiring never lives longer
+        {"secret": e["secret"], "expires_at": min(e["expires_at"] or until, until)} for e in current
+    ]
+    entries.append({"secret": new_secret, "expires_at": None})
+    tx.execute(
+        T.update()
+        .where(T.c.id == connection_id)
+        .values(webhook_secrets=vault.encrypt(json.dumps(entries)), updated_at=now)
+    )
+    audit.record(
+        tx,
+        actor=actor,
+        action="connection.changed",
+        target=connection_id,
+        details={
+            "webhook_secret_added": f"…{new_secret[-4:]}",
+            "retiring": len(current),
+            "retire_at": now + overlap,
+        },
+    )
+    return get(tx, vault, connection_id)
 
 
-def remove(db: Database, vault: Vault, connection_id: str, *, actor: str = "cli") -> Connection:
+def remove(tx: Tx, vault: Vault, connection_id: str, *, actor: str = "cli") -> Connection:
     """Forget a connection and its secrets (its records and events stay)."""
-    found = get(db, vault, connection_id)
-    with db.write() as conn:
-        conn.execute(tables.connections.delete().where(tables.connections.c.id == connection_id))
-        audit.record(
-            conn,
-            actor=actor,
-            action="connection.removed",
-            target=connection_id,
-            details={"name": found.name, "secret_key": f"…{found.secret_key_last4}"},
-        )
+    found = get(tx, vault, connection_id)
+    tx.execute(T.delete().where(T.c.id == connection_id))
+    audit.record(
+        tx,
+        actor=actor,
+        action="connection.removed",
+        target=connection_id,
+        details={"name": found.name, "secret_key": found.secret_key},
+    )
     return found
 
 
-def get(db: Database, vault: Vault, connection_id: str) -> Connection:
+def get(tx: Tx, vault: Vault, connection_id: str) -> Connection:
     row = None
     if ids.plausible(connection_id):
-        with db.read() as conn:
-            row = conn.execute(
-                sa.select(tables.connections).where(tables.connections.c.id == connection_id)
-            ).first()
+        row = tx.execute(sa.select(T).where(T.c.id == connection_id)).first()
     if row is None:
         raise errors.NotFound(f"no connection {connection_id!r} (see `snapshots connect stripe`)")
     return _from_row(row._mapping, len(signing_secrets(vault, row.webhook_secrets)))
 
 
-def choose(db: Database, vault: Vault, connection_id: str | None) -> list[Connection]:
+def choose(tx: Tx, vault: Vault, connection_id: str | None) -> list[Connection]:
     """The connections a command works on: the one named, or all of them."""
     if connection_id is not None:
-        return [get(db, vault, connection_id)]
-    found = list_all(db, vault)
+        return [get(tx, vault, connection_id)]
+    found = list_all(tx, vault)
     if not found:
         raise errors.BadRequest("no Stripe connection yet: run `snapshots connect stripe` first")
     return found
 
 
 def stripe_client(
-    db: Database,
+    tx: Tx,
     vault: Vault,
     connection: Connection,
     *,
@@ -299,12 +288,9 @@ def stripe_client(
     sleep: Callable[[float], object] = time.sleep,
 ) -> stripe_api.Stripe:
     """The Stripe client of a connection: its key, API base and pinned API version."""
-    with db.read() as conn:
-        token = conn.execute(
-            sa.select(tables.connections.c.secret_key).where(
-                tables.connections.c.id == connection.id
-            )
-        ).scalar_one_or_none()
+    token = tx.execute(
+        sa.select(T.c.secret_key).where(T.c.id == connection.id)
+    ).scalar_one_or_none()
     if token is None:
         raise errors.NotFound(f"no connection {connection.id!r}")
     return stripe_api.Stripe(
@@ -317,15 +303,21 @@ def stripe_client(
     )
 
 
-def set_default_currency(db: Database, connection_id: str, currency: str | None) -> None:
+def set_default_currency(tx: Tx, connection_id: str, currency: str | None) -> None:
     """Remember the account's default currency (the watcher refreshes it)."""
-    t = tables.connections
-    with db.write() as conn:
-        conn.execute(
-            t.update()
-            .where(t.c.id == connection_id, t.c.default_currency.is_distinct_from(currency))
-            .values(default_currency=currency, updated_at=time.time())
-        )
+    tx.execute(
+        T.update()
+        .where(T.c.id == connection_id, T.c.default_currency.is_distinct_from(currency))
+        .values(default_currency=currency, updated_at=time.time())
+    )
+
+
+def default_currency(tx: Tx, connection_id: str) -> str | None:
+    """The default currency of the Stripe account behind a connection, when known."""
+    currency = tx.execute(
+        sa.select(T.c.default_currency).where(T.c.id == connection_id)
+    ).scalar_one_or_none()
+    return None if currency is None else str(currency)
 
 
 class SecretsCache:
@@ -354,11 +346,9 @@ class SecretsCache:
         if not ids.plausible(connection_id):
             return None
         now = time.monotonic()
-        with self._db.read() as conn:
-            token = conn.execute(
-                sa.select(tables.connections.c.webhook_secrets).where(
-                    tables.connections.c.id == connection_id
-                )
+        with self._db.read() as tx:
+            token = tx.execute(
+                sa.select(T.c.webhook_secrets).where(T.c.id == connection_id)
             ).scalar_one_or_none()
         secrets = None if token is None else signing_secrets(self._vault, token)
         with self._lock:
@@ -396,7 +386,8 @@ class Cache:
     def _by_id(self) -> dict[str, Connection]:
         with self._lock:
             if time.monotonic() >= self._until:
-                self._connections = {c.id: c for c in list_all(self._db, self._vault)}
+                with self._db.read() as tx:
+                    self._connections = {c.id: c for c in list_all(tx, self._vault)}
                 self._until = time.monotonic() + self._ttl
             return self._connections
 
@@ -412,14 +403,15 @@ class Cache:
             cached = self._clients.get(connection.id)
             if cached is not None and cached[0] == connection:
                 return cached[1]
-        client = stripe_client(
-            self._db,
-            self._vault,
-            connection,
-            rps=self._rps,
-            retries=self._retries,
-            sleep=self._sleep,
-        )
+        with self._db.read() as tx:
+            client = stripe_client(
+                tx,
+                self._vault,
+                connection,
+                rps=self._rps,
+                retries=self._retries,
+                sleep=self._sleep,
+            )
         with self._lock:
             self._clients[connection.id] = (connection, client)
         return client

@@ -29,11 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.engine import Connection
 
 from snapshots import __version__, actions, audit, errors, mapping, samples
 from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
+from snapshots.times import Timestamp
 
 # Events Stripe never sends, made by Snapshots itself: the location watcher's, and the
 # `*.synced` events of a backfill (an object as a list endpoint returned it).
@@ -118,18 +118,9 @@ class Flow:
                     ) from exc
         return values
 
-    def run(
-        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool
-    ) -> str | None:
-        """Apply this flow to one event; None when its filter leaves the event out."""
-        values = self.map(event)
-        if values is None:
-            return None
-        return self.write(conn, values, connection_id=connection_id, event=event, test=test)
-
     def write(
         self,
-        conn: Connection,
+        tx: Tx,
         values: dict[str, Any],
         *,
         connection_id: str,
@@ -137,14 +128,14 @@ class Flow:
         test: bool,
     ) -> str:
         """The action, with fields `map` produced; returns the record id."""
-        ctx = actions.Context(
+        call = actions.Invocation(
             connection_id=connection_id,
             event=event,
             test=test,
             options=self.options,
             flow=self.name,
         )
-        return self.action.run(conn, ctx, values)
+        return self.action.run(tx, call, values)
 
 
 Plan = list[tuple[Flow, dict[str, Any]]]
@@ -181,7 +172,7 @@ class Registry:
 
     def execute(
         self,
-        conn: Connection,
+        tx: Tx,
         plan: Plan,
         *,
         connection_id: str,
@@ -192,17 +183,17 @@ class Registry:
         return [
             (
                 flow.name,
-                flow.write(conn, values, connection_id=connection_id, event=event, test=test),
+                flow.write(tx, values, connection_id=connection_id, event=event, test=test),
             )
             for flow, values in plan
         ]
 
     def apply(
-        self, conn: Connection, *, connection_id: str, event: dict[str, Any], test: bool = False
+        self, tx: Tx, *, connection_id: str, event: dict[str, Any], test: bool = False
     ) -> list[tuple[str, str]]:
         """Run every flow the event starts; returns (flow name, record id) for those that ran."""
         return self.execute(
-            conn, self.plan(event), connection_id=connection_id, event=event, test=test
+            tx, self.plan(event), connection_id=connection_id, event=event, test=test
         )
 
 
@@ -468,74 +459,88 @@ def read(path: Path) -> str:
         raise errors.ConfigError(f"cannot read {path}: {reason}") from exc
 
 
-# Versions in the database.
+# Revisions: every version of the flows file in force, kept in the database.
 
 V = tables.flow_versions
-
-
-@dataclass(frozen=True)
-class Version:
-    version: int
-    text: str
-    actor: str
-    comment: str | None
-    created_at: float | None
-
-    def public(self, *, with_text: bool = False) -> dict[str, Any]:
-        from snapshots.records import iso
-
-        shown: dict[str, Any] = {
-            "version": self.version,
-            "actor": self.actor,
-            "comment": self.comment,
-            "created_at": iso(self.created_at),
-        }
-        if with_text:
-            shown["text"] = self.text
-        return shown
-
-
 PREBUILT = "the prebuilt flows"
 
 
-def current_version(db: Database) -> int:
-    with db.read() as conn:
-        found = conn.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none()
+class Revision(BaseModel):
+    """One version of the flows file (0 is the prebuilt one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    actor: str
+    comment: str | None
+    created_at: Timestamp | None
+    text: str | None = Field(None, description="The flows file (YAML)")
+
+
+class Invalid(errors.BadRequest):
+    """A flows file with problems: each one names its file, line, flow and field."""
+
+    code = "invalid_flows"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _prebuilt(with_text: bool = True) -> Revision:
+    return Revision(
+        version=0,
+        actor="snapshots",
+        comment=PREBUILT,
+        created_at=None,
+        text=default_text() if with_text else None,
+    )
+
+
+def _revision(row: Any, with_text: bool = True) -> Revision:
+    return Revision(
+        version=row.version,
+        actor=row.actor,
+        comment=row.comment,
+        created_at=row.created_at,
+        text=row.text if with_text else None,
+    )
+
+
+def current_version(tx: Tx) -> int:
+    found = tx.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none()
     return int(found or 0)
 
 
-def get_version(db: Database, version: int | None = None) -> Version:
-    """A stored version (the one in force by default); 0 is the prebuilt flows."""
-    with db.read() as conn:
-        stmt = sa.select(V).order_by(V.c.version.desc()).limit(1)
-        if version is not None:
-            stmt = sa.select(V).where(V.c.version == version)
-        row = conn.execute(stmt).first()
+def get_revision(tx: Tx, version: int | None = None) -> Revision:
+    """A stored version (the one in force by default), with its text; 0 is the prebuilt one."""
+    stmt = sa.select(V).order_by(V.c.version.desc()).limit(1)
+    if version is not None:
+        stmt = sa.select(V).where(V.c.version == version)
+    row = tx.execute(stmt).first()
     if row is None:
         if version not in (None, 0):
             raise errors.NotFound(f"no flows version {version} (see `snapshots flows versions`)")
-        return Version(0, default_text(), "snapshots", PREBUILT, None)
-    return Version(row.version, row.text, row.actor, row.comment, row.created_at)
+        return _prebuilt()
+    return _revision(row)
 
 
-def versions(db: Database) -> list[Version]:
-    with db.read() as conn:
-        rows = conn.execute(sa.select(V).order_by(V.c.version.desc())).all()
-    found = [Version(r.version, r.text, r.actor, r.comment, r.created_at) for r in rows]
-    return [*found, Version(0, default_text(), "snapshots", PREBUILT, None)]
+def revisions(tx: Tx, *, with_text: bool = False) -> list[Revision]:
+    """Every version, newest first (the first is in force; the prebuilt one comes last)."""
+    rows = tx.execute(sa.select(V).order_by(V.c.version.desc())).all()
+    return [*(_revision(r, with_text) for r in rows), _prebuilt(with_text)]
 
 
-def current(db: Database) -> Registry:
+def current(tx: Tx) -> Registry:
     """The flows in force; FlowsIncompatible when they do not load with this code (a newer
     Snapshots imported them during a rolling upgrade, or today's checks refuse them)."""
-    stored = get_version(db)
-    return _load(stored)
+    return _load(get_revision(tx))
 
 
-def _load(stored: Version) -> Registry:
+def _load(stored: Revision) -> Registry:
     where = DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
     try:
-        return parse(stored.text, where, version=stored.version)
+        return parse(stored.text or "", where, version=stored.version)
     except errors.ConfigError as exc:
         back = (
             f"`snapshots flows rollback {stored.version - 1}`" if stored.version else "a rollback"
@@ -555,40 +560,39 @@ def import_text(
     actor: str,
     comment: str | None = None,
     action: str = "flows.imported",
-) -> Version:
-    """Check `text`, then make it the flows in force as a new version (nothing changes when
-    it has a problem). Writes an audit entry with the old and the new version."""
-    parse(text, where)
+) -> Revision:
+    """Check `text` once, holding no transaction (a check evaluates sample events), then make
+    it the flows in force as a new version with its audit entry (the old and the new version)
+    in one short transaction. A file with a problem changes nothing: `Invalid` lists them."""
+    checked = check(text, where)
+    if checked.registry is None:
+        raise Invalid(checked.problems)
     comment = None if comment is None else comment[:500]
     now = time.time()
-    with db.write() as conn:
-        old = int(conn.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none() or 0)
+    with db.write() as tx:
+        old = current_version(tx)
         new = old + 1
-        conn.execute(
-            V.insert().values(
-                version=new,
-                text=text,
-                actor=actor,
-                comment=comment,
-                created_at=now,
-            )
+        tx.execute(
+            V.insert().values(version=new, text=text, actor=actor, comment=comment, created_at=now)
         )
         audit.record(
-            conn,
+            tx,
             actor=actor,
             action=action,
             target=f"flows:{new}",
             details={"old_version": old, "new_version": new, "comment": comment},
         )
-    return Version(new, text, actor, comment, now)
+    return Revision(version=new, actor=actor, comment=comment, created_at=now, text=text)
 
 
-def rollback(db: Database, version: int, *, actor: str) -> Version:
-    """Put an earlier version back in force, as a new version (history is never rewritten)."""
-    earlier = get_version(db, version)
+def rollback(db: Database, version: int, *, actor: str) -> Revision:
+    """Put an earlier version back in force, as a new version (history is never rewritten);
+    `Invalid` when that version no longer passes today's checks."""
+    with db.read() as tx:
+        earlier = get_revision(tx, version)
     return import_text(
         db,
-        earlier.text,
+        earlier.text or "",
         where=f"flows version {version}",
         actor=actor,
         comment=f"rollback to version {version}",
@@ -611,7 +615,7 @@ class Live:
         self._lock = threading.Lock()
         self._registry: Registry | None = None
         self.fault: errors.FlowsIncompatible | None = None
-        self._version = current_version(db)  # the version in force, loaded or not
+        self._version = self._current_version()  # the version in force, loaded or not
         self._load()
         self._next = time.monotonic() + ttl
 
@@ -627,15 +631,20 @@ class Live:
             if time.monotonic() < self._next:
                 return
             self._next = time.monotonic() + self._ttl
-            version = current_version(self._db)
+            version = self._current_version()
             if version == self._version:
                 return
             self._version = version
             self._load()
 
+    def _current_version(self) -> int:
+        with self._db.read() as tx:
+            return current_version(tx)
+
     def _load(self) -> None:
         try:
-            self._registry = current(self._db)
+            with self._db.read() as tx:
+                self._registry = current(tx)
             self.fault = None
         except errors.FlowsIncompatible as exc:
             self.fault = exc

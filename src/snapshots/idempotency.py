@@ -21,15 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from snapshots import errors
-from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store import dialect, tables
+from snapshots.store.db import Database, Tx
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -39,29 +34,10 @@ IN_FLIGHT = 60.0  # seconds after which an unfinished first request counts as ab
 PRUNE_ONE_IN = 100  # claims; one in this many deletes every expired key
 
 # A write: given the transaction, returns the status code and the JSON body of its response.
-Work = Callable[[Connection], tuple[int, dict[str, Any]]]
+Work = Callable[[Tx], tuple[int, dict[str, Any]]]
 
 log = logging.getLogger("snapshots.idempotency")
 t = tables.idempotency_keys
-
-
-async def run(
-    db: Database, api_key_id: str, request: Request, work: Work, *, key: str | None
-) -> JSONResponse:
-    """Run `work` in a write transaction: once per `key` (the request's Idempotency-Key) and
-    API key when a key is given, replaying the first response to the same request after."""
-    if key is not None and not KEY.fullmatch(key):
-        raise errors.BadRequest(
-            f"the {HEADER} header must be 1 to 255 printable ASCII characters",
-            code="idempotency_key_invalid",
-        )
-    body = await request.body()
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    rid = str(request.scope.get("state", {}).get("request_id", ""))
-    status, payload, replayed = await run_in_threadpool(
-        _run, db, api_key_id, key, (request.method, path, body), rid, work
-    )
-    return JSONResponse(payload, status, headers={REPLAYED: "true"} if replayed else None)
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -75,7 +51,15 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b"\n" + path.encode() + b"\n" + text).hexdigest()
 
 
-def _run(
+def check_key(key: str | None) -> None:
+    if key is not None and not KEY.fullmatch(key):
+        raise errors.BadRequest(
+            f"the {HEADER} header must be 1 to 255 printable ASCII characters",
+            code="idempotency_key_invalid",
+        )
+
+
+def once(
     db: Database,
     api_key_id: str,
     key: str | None,
@@ -83,24 +67,26 @@ def _run(
     rid: str,
     work: Work,
 ) -> tuple[int, dict[str, Any], bool]:
+    """Run `work` in a write transaction: once per `key` (the request's Idempotency-Key) and
+    API key when a key is given, replaying the first answer to the same request after.
+    `request` is (method, path with query, body); returns (status, body, replayed)."""
+    check_key(key)
     if key is None:
-        with db.write() as conn:
-            return (*work(conn), False)
+        with db.write() as tx:
+            return (*work(tx), False)
     stored, claimed_at = _claim(db, api_key_id, key, request)
     if stored is not None:
         return (*stored, True)
     where = (t.c.api_key_id == api_key_id, t.c.key == key, t.c.created_at == claimed_at)
     try:
-        with db.write() as conn:
-            status, payload = work(conn)
-            conn.execute(
-                t.update().where(*where).values(status_code=status, response=_dump(payload))
-            )
+        with db.write() as tx:
+            status, payload = work(tx)
+            tx.execute(t.update().where(*where).values(status_code=status, response=_dump(payload)))
     except errors.Rejected as exc:  # kept: the same request would be refused again
         error = {"type": exc.type, "code": exc.code, "message": exc.message, "request_id": rid}
         try:
-            with db.write() as conn:
-                conn.execute(
+            with db.write() as tx:
+                tx.execute(
                     t.update()
                     .where(*where)
                     .values(status_code=exc.status, response=_dump({"error": error}))
@@ -123,10 +109,10 @@ def _claim(
     method, path, body = request
     request_hash = fingerprint(method, path, body)
     now = time.time()
-    with db.write() as conn:
+    with db.write() as tx:
         if random.randrange(PRUNE_ONE_IN) == 0:
-            prune(conn, now)
-        insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
+            prune(tx, now)
+        insert = dialect.insert(tx, t)
         claim = {
             "method": method[:10],
             "path": path[:500],
@@ -136,7 +122,7 @@ def _claim(
             "created_at": now,
         }
         # RETURNING says whether the row is new (psycopg reports no rowcount for DO NOTHING).
-        new = conn.execute(
+        new = tx.execute(
             insert.values(api_key_id=api_key_id, key=key, **claim)
             .on_conflict_do_nothing()
             .returning(t.c.key)
@@ -144,13 +130,11 @@ def _claim(
         if new is not None:
             return None, now
         stmt = sa.select(t).where(t.c.api_key_id == api_key_id, t.c.key == key)
-        row = conn.execute(
-            stmt.with_for_update() if conn.dialect.name == "postgresql" else stmt
-        ).one()
+        row = tx.execute(stmt.with_for_update() if tx.dialect.name == "postgresql" else stmt).one()
         expired = row.created_at < now - TTL
         abandoned = row.status_code is None and row.created_at < now - IN_FLIGHT
         if expired or (abandoned and row.request_hash == request_hash):
-            conn.execute(
+            tx.execute(
                 t.update().where(t.c.api_key_id == api_key_id, t.c.key == key).values(**claim)
             )
             return None, now
@@ -171,16 +155,16 @@ def _claim(
 def _release(db: Database, where: tuple[sa.ColumnElement[bool], ...]) -> None:
     """Forget the claim of a request that failed (5xx), so a retry runs it again."""
     try:
-        with db.write() as conn:
-            conn.execute(t.delete().where(*where))
+        with db.write() as tx:
+            tx.execute(t.delete().where(*where))
     except Exception as exc:  # the claim lapses after IN_FLIGHT seconds anyway
         log.warning("could not release an idempotency key: %s", errors.describe(exc))
 
 
-def prune(conn: Connection, now: float | None = None) -> int:
+def prune(tx: Tx, now: float | None = None) -> int:
     """Delete keys older than `TTL`; returns how many."""
     cutoff = (time.time() if now is None else now) - TTL
-    return int(conn.execute(t.delete().where(t.c.created_at < cutoff)).rowcount)
+    return int(tx.execute(t.delete().where(t.c.created_at < cutoff)).rowcount)
 
 
 def _dump(payload: dict[str, Any]) -> str:

@@ -11,16 +11,15 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from snapshots import errors, ids
-from snapshots.records import iso
-from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots import errors, ids, paging
+from snapshots.store import dialect, tables
+from snapshots.store.db import Tx
+from snapshots.times import Timestamp
 
 STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
 T = tables.inbox_items
@@ -75,13 +74,14 @@ def _row(arrival: Arrival, now: float) -> dict[str, Any]:
     }
 
 
-def _insert_new(dialect: sa.Dialect) -> Any:
+def _insert_new(sql: sa.Dialect) -> Any:
     """INSERT ... ON CONFLICT (connection, event id) DO NOTHING, in the database's dialect."""
-    insert = postgresql.insert(T) if dialect.name == "postgresql" else sqlite.insert(T)
-    return insert.on_conflict_do_nothing(index_elements=[T.c.connection_id, T.c.event_id])
+    return dialect.insert(sql, T).on_conflict_do_nothing(
+        index_elements=[T.c.connection_id, T.c.event_id]
+    )
 
 
-def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
+def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     """Store events unless (connection, event id) is there already, in one statement.
 
     Returns, for each arrival in order, its item and whether it was a duplicate (of an item
@@ -95,12 +95,12 @@ def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
             continue
         first[key] = index
         rows.append(_row(arrival, now))
-    stmt = _insert_new(conn.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
+    stmt = _insert_new(tx.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
     stored: dict[tuple[str, str], Stored] = {}
-    for row in conn.execute(stmt, rows):
+    for row in tx.execute(stmt, rows):
         stored[(row.connection_id, row.event_id)] = Stored(row.id, row.status, False)
     for key in first.keys() - stored.keys():  # there already: report the stored item
-        row = conn.execute(
+        row = tx.execute(
             sa.select(T.c.id, T.c.status).where(T.c.connection_id == key[0], T.c.event_id == key[1])
         ).one()
         stored[key] = Stored(row.id, row.status, True)
@@ -112,34 +112,34 @@ def enqueue_many(conn: Connection, arrivals: list[Arrival]) -> list[Stored]:
     return results
 
 
-def add_new(conn: Connection, arrivals: list[Arrival]) -> int:
+def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
     """Store the events the inbox has not seen (the duplicates rule of `enqueue_many`) without
     reporting each one: returns how many were new. For bulk sources (sync)."""
     if not arrivals:
         return 0
     now = time.time()
-    sql, order = _bulk_insert(conn.dialect)
+    sql, order = _bulk_insert(tx.dialect)
     rows = [_row(arrival, now) for arrival in arrivals]
     # The driver's executemany, compiled once: a page of rows costs no per-row statement work.
     if order is None:  # named parameters (psycopg)
-        result = conn.exec_driver_sql(sql, rows)
+        result = tx.exec_driver_sql(sql, rows)
     else:
-        result = conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+        result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
     return int(result.rowcount)
 
 
 @functools.cache
-def _bulk_insert(dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
-    stmt = _insert_new(dialect)
+def _bulk_insert(sql: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
+    stmt = _insert_new(sql)
     names = tuple(_row(Arrival("c", {"id": "e", "type": "t", "created": 0}, b"", "s", True), 0))
     values: dict[str, Any] = {name: sa.bindparam(name) for name in names}
-    compiled = stmt.values(values).inline().compile(dialect=dialect)  # inline: no RETURNING
+    compiled = stmt.values(values).inline().compile(dialect=sql)  # inline: no RETURNING
     order = None if compiled.positiontup is None else tuple(compiled.positiontup)
     return str(compiled), order
 
 
 def enqueue(
-    conn: Connection,
+    tx: Tx,
     *,
     connection_id: str,
     event: dict[str, Any],
@@ -148,17 +148,13 @@ def enqueue(
     wanted: bool,
 ) -> tuple[int, str, bool]:
     """Store one event (see `enqueue_many`); returns (item id, status, duplicate)."""
-    (stored,) = enqueue_many(conn, [Arrival(connection_id, event, payload, source, wanted)])
+    (stored,) = enqueue_many(tx, [Arrival(connection_id, event, payload, source, wanted)])
     return stored.item_id, stored.status, stored.duplicate
 
 
-def has_claimable(db: Database) -> bool:
+def has_claimable(tx: Tx) -> bool:
     """A cheap read: is anything claimable now? (Spares SQLite a write lock when idle.)"""
-    with db.read() as conn:
-        return (
-            conn.execute(sa.select(T.c.id).where(_claimable(time.time())).limit(1)).first()
-            is not None
-        )
+    return tx.execute(sa.select(T.c.id).where(_claimable(time.time())).limit(1)).first() is not None
 
 
 def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -168,7 +164,7 @@ def _claimable(now: float) -> sa.ColumnElement[bool]:
     )
 
 
-def _claim_postgresql(conn: Connection, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     now = time.time()
     ids = (
         sa.select(T.c.id)
@@ -178,20 +174,18 @@ def _claim_postgresql(conn: Connection, *, worker_id: str, limit: int, lease: fl
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    return _claim_update(conn, ids, worker_id=worker_id, until=now + lease)
+    return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
 
 
-def _claim_sqlite(conn: Connection, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
     now = time.time()
     ids = sa.select(T.c.id).where(_claimable(now)).order_by(T.c.id).limit(limit).scalar_subquery()
-    return _claim_update(conn, ids, worker_id=worker_id, until=now + lease)
+    return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
 
 
-def _claim_update(
-    conn: Connection, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float
-) -> list[Item]:
-    rows = conn.execute(
+def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float) -> list[Item]:
+    rows = tx.execute(
         T.update()
         .where(T.c.id.in_(ids))
         .values(
@@ -210,31 +204,27 @@ def _claim_update(
     return sorted((Item(**r._mapping) for r in rows), key=lambda item: item.id)
 
 
-def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[Item]:
-    """Take up to `limit` items for `lease` seconds, oldest first."""
-    if not has_claimable(db):
-        return []
-    claimer = _claim_postgresql if db.dialect == "postgresql" else _claim_sqlite
-    with db.write() as conn:
-        return claimer(conn, worker_id=worker_id, limit=limit, lease=lease)
+def claim(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+    """Take up to `limit` items for `lease` seconds, oldest first (ask `has_claimable` in a
+    read first: an idle worker then never takes SQLite's write lock)."""
+    claimer = _claim_postgresql if dialect.is_postgresql(tx) else _claim_sqlite
+    return claimer(tx, worker_id=worker_id, limit=limit, lease=lease)
 
 
-def still_mine(conn: Connection, ids: list[int], *, worker_id: str) -> set[int]:
+def still_mine(tx: Tx, ids: list[int], *, worker_id: str) -> set[int]:
     """Of these items, the ones this worker still holds, locked for the rest of the transaction
     (a worker whose lease ran out must not apply an item another worker has taken over)."""
     stmt = sa.select(T.c.id).where(
         T.c.id.in_(ids), T.c.locked_by == worker_id, T.c.status == "processing"
     )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return set(conn.execute(stmt).scalars())
+    return set(tx.execute(dialect.locked(tx, stmt)).scalars())
 
 
 _UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
 
 
 def finish(
-    conn: Connection,
+    tx: Tx,
     outcomes: Sequence[tuple[int, str, list[str]] | tuple[int, str, list[str], list[str]]],
 ) -> None:
     """Mark items applied: (item id, `done` or `ignored`, names of the flows that ran[, ids of
@@ -242,7 +232,7 @@ def finish(
     if not outcomes:
         return
     now = time.time()
-    conn.execute(
+    tx.execute(
         _UPDATE_ONE,
         [
             {
@@ -261,9 +251,9 @@ def finish(
     )
 
 
-def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float) -> None:
+def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
     now = time.time()
-    conn.execute(
+    tx.execute(
         _UPDATE_ONE,
         {
             "b_id": item_id,
@@ -277,12 +267,12 @@ def fail(conn: Connection, item_id: int, *, error: str, dead: bool, delay: float
     )
 
 
-def _give_back(conn: Connection, item_ids: list[int], worker_id: str, **values: Any) -> int:
+def _give_back(tx: Tx, item_ids: list[int], worker_id: str, **values: Any) -> int:
     if not item_ids:
         return 0
     mine = (T.c.id.in_(item_ids), T.c.locked_by == worker_id, T.c.status == "processing")
     return int(
-        conn.execute(
+        tx.execute(
             T.update()
             .where(*mine)
             .values(
@@ -296,23 +286,23 @@ def _give_back(conn: Connection, item_ids: list[int], worker_id: str, **values: 
     )
 
 
-def release(conn: Connection, item_ids: list[int], *, worker_id: str) -> int:
+def release(tx: Tx, item_ids: list[int], *, worker_id: str) -> int:
     """Give back claimed items without counting the attempt (a fault of the process, not of
     the items): pending again at once. Items this worker no longer holds are left alone."""
-    return _give_back(conn, item_ids, worker_id)
+    return _give_back(tx, item_ids, worker_id)
 
 
-def postpone(conn: Connection, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
+def postpone(tx: Tx, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
     """Give back one claimed item uncharged, to be tried again in `delay` seconds, with the
     reason it waits (the connection's Stripe is refused or away)."""
-    _give_back(conn, [item_id], worker_id, run_after=time.time() + delay, last_error=reason[:4000])
+    _give_back(tx, [item_id], worker_id, run_after=time.time() + delay, last_error=reason[:4000])
 
 
-def requeue(conn: Connection, item_ids: list[int], *, statuses: Sequence[str]) -> int:
+def requeue(tx: Tx, item_ids: list[int], *, statuses: Sequence[str]) -> int:
     """Queue these items again with a fresh attempt count, those still in one of `statuses`;
     returns how many."""
     return int(
-        conn.execute(
+        tx.execute(
             T.update()
             .where(T.c.id.in_(item_ids), T.c.status.in_(statuses))
             .values(
@@ -340,75 +330,97 @@ def _ref_filter(ref: str) -> sa.ColumnElement[bool]:
     return T.c.event_id == ref
 
 
-def get(db: Database, ref: str) -> dict[str, Any]:
-    """One item by its number or its Stripe event id."""
+def _names(value: Any) -> Any:
+    """A comma-separated column (`flows`, `records`) as its list."""
+    if isinstance(value, str):
+        return value.split(",") if value else []
+    return value or []
+
+
+Names = Annotated[list[str], BeforeValidator(_names)]
+
+
+class Event(BaseModel):
+    """An inbox item as every shell shows it (without its payload)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    connection_id: str
+    event_id: str
+    event_type: str
+    event_created: int
+    api_version: str | None
+    livemode: bool
+    source: str
+    status: str
+    attempts: int
+    last_error: str | None
+    flows: Names
+    records: Names = Field(description="The records the flows wrote, in their order")
+    received_at: Timestamp
+    processed_at: Timestamp | None
+
+
+SHOWN = [c for c in T.c if c.name != "payload"]  # an item's columns but its raw bytes
+
+
+def _one(tx: Tx, ref: str) -> Any:
     if not ids.plausible(ref):
         raise errors.NotFound(f"no inbox item {ref}")
-    with db.read() as conn:
-        rows = conn.execute(sa.select(T).where(_ref_filter(ref)).order_by(T.c.id)).all()
+    rows = tx.execute(sa.select(*SHOWN).where(_ref_filter(ref)).order_by(T.c.id)).all()
     if not rows:
         raise errors.NotFound(f"no inbox item {ref}")
     if len(rows) > 1:
         raise errors.Conflict(
             f"event {ref} arrived on {len(rows)} connections; give the item number instead"
         )
-    return dict(rows[0]._mapping)
+    return rows[0]
 
 
-def list_items(
-    db: Database, *, status: str | None = None, limit: int = 50, before: int | None = None
-) -> list[dict[str, Any]]:
+def get(tx: Tx, ref: str) -> Event:
+    """One item by its number or its Stripe event id."""
+    return Event.model_validate(_one(tx, ref)._mapping)
+
+
+def payload(tx: Tx, item_id: int) -> bytes:
+    """An item's raw bytes, as they arrived."""
+    return bytes(tx.execute(sa.select(T.c.payload).where(T.c.id == item_id)).scalar_one())
+
+
+def page(
+    tx: Tx,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    starting_after: int | None = None,
+) -> paging.Page[Event]:
     """Newest first, without payloads."""
     if status is not None and status not in STATUSES:
         raise errors.BadRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
-    columns = [c for c in T.c if c.name != "payload"]
-    stmt = sa.select(*columns).order_by(T.c.id.desc()).limit(limit)
-    if status is not None:
-        stmt = stmt.where(T.c.status == status)
-    with db.read() as conn:
-        if before is not None:
-            known = conn.execute(sa.select(T.c.id).where(T.c.id == before)).scalar_one_or_none()
-            if known is None:
-                raise errors.BadRequest(
-                    f"starting_after: no inbox item {before}", code="invalid_cursor"
-                )
-            stmt = stmt.where(T.c.id < before)
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+    return paging.paginate(
+        tx,
+        T,
+        "inbox item",
+        lambda row: Event.model_validate(row._mapping),
+        limit=limit,
+        starting_after=starting_after,
+        where=[] if status is None else [T.c.status == status],
+        key="id",
+        columns=SHOWN,
+    )
 
 
-def replay(db: Database, ref: str) -> dict[str, Any]:
+def replay(tx: Tx, ref: str) -> Event:
     """Queue a `dead`, `done`, `failed` or `ignored` item again, with a fresh attempt count."""
-    item = get(db, ref)
-    if item["status"] in ("pending", "processing"):
-        raise errors.Conflict(f"inbox item {item['id']} is {item['status']} already")
-    with db.write() as conn:
-        requeue(conn, [item["id"]], statuses=(item["status"],))
-    return get(db, str(item["id"]))
+    item = _one(tx, ref)
+    if item.status in ("pending", "processing"):
+        raise errors.Conflict(f"inbox item {item.id} is {item.status} already")
+    requeue(tx, [item.id], statuses=(item.status,))
+    return get(tx, str(item.id))
 
 
-def counts(db: Database) -> dict[str, int]:
-    with db.read() as conn:
-        rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
-        found = {status: n for status, n in rows}
+def counts(tx: Tx) -> dict[str, int]:
+    rows = tx.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
+    found = {status: n for status, n in rows}
     return {status: found.get(status, 0) for status in STATUSES}
-
-
-def public(item: dict[str, Any]) -> dict[str, Any]:
-    """The API and `--json` shape of an item (without the payload)."""
-    return {
-        "id": item["id"],
-        "connection_id": item["connection_id"],
-        "event_id": item["event_id"],
-        "event_type": item["event_type"],
-        "event_created": item["event_created"],
-        "api_version": item["api_version"],
-        "livemode": bool(item["livemode"]),
-        "source": item["source"],
-        "status": item["status"],
-        "attempts": item["attempts"],
-        "last_error": item["last_error"],
-        "flows": item["flows"].split(",") if item["flows"] else [],
-        "records": item["records"].split(",") if item.get("records") else [],
-        "received_at": iso(item["received_at"]),
-        "processed_at": iso(item["processed_at"]),
-    }

@@ -15,38 +15,29 @@ import re
 import threading
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import stripe
-from sqlalchemy.engine import Connection
+from pydantic import BaseModel
 
 from snapshots import errors, flows, ids, inbox
 from snapshots.store import db as store_db
-from snapshots.store.db import Database, LockTaker
+from snapshots.store.db import Database, LockTaker, Tx
 
 log = logging.getLogger("snapshots.intake")
 API_VERSION = re.compile(r"[A-Za-z0-9_.\-]{1,100}")  # 2026-07-29.dahlia
 EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(BaseModel):
+    """What the webhook endpoint answers for a stored (or duplicate) event."""
+
+    received: bool = True
     item_id: int
     event_id: str
-    event_type: str
+    type: str
     status: str
     duplicate: bool
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "received": True,
-            "item_id": self.item_id,
-            "event_id": self.event_id,
-            "type": self.event_type,
-            "status": self.status,
-            "duplicate": self.duplicate,
-        }
 
 
 def _signature_error(message: str) -> errors.BadRequest:
@@ -135,14 +126,20 @@ def store(
 ) -> Receipt:
     """Commit one raw event to the inbox (once per connection and event id)."""
     arrival = inbox.Arrival(connection_id, event, payload, source, registry.wants(event["type"]))
-    with db.write() as conn:
-        (stored,) = inbox.enqueue_many(conn, [arrival])
+    with db.write() as tx:
+        (stored,) = inbox.enqueue_many(tx, [arrival])
     return _receipt(arrival, stored)
 
 
 def _receipt(arrival: inbox.Arrival, stored: inbox.Stored) -> Receipt:
     event = arrival.event
-    return Receipt(stored.item_id, event["id"], event["type"], stored.status, stored.duplicate)
+    return Receipt(
+        item_id=stored.item_id,
+        event_id=event["id"],
+        type=event["type"],
+        status=stored.status,
+        duplicate=stored.duplicate,
+    )
 
 
 _Waiting = tuple[inbox.Arrival, asyncio.Future[Receipt]]
@@ -212,7 +209,7 @@ class GroupCommit:
         else:
             self._flushing = False
 
-    def _transaction(self, *, wait: bool) -> AbstractContextManager[Connection]:
+    def _transaction(self, *, wait: bool) -> AbstractContextManager[Tx]:
         if wait:
             return self._db.write()
         if self._lock_taker is None:
@@ -223,8 +220,8 @@ class GroupCommit:
         """Commit a batch; one outcome per request. Without `wait` (SQLite, on the event loop)
         raises errors.Busy when the write lock is taken."""
         try:
-            with self._transaction(wait=wait) as conn:
-                stored = inbox.enqueue_many(conn, [arrival for arrival, _ in batch])
+            with self._transaction(wait=wait) as tx:
+                stored = inbox.enqueue_many(tx, [arrival for arrival, _ in batch])
         except errors.Busy:
             raise
         except Exception as exc:

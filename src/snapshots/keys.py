@@ -8,21 +8,23 @@ right hash: it is what the lookup index holds, and the final comparison is const
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import re
 import secrets
 import time
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 
-from snapshots import audit, errors, ids
-from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots import audit, errors, ids, paging
+from snapshots.store import dialect, tables
+from snapshots.store.db import Tx
+from snapshots.times import Timestamp
+
+T = tables.api_keys
 
 SCOPES = (
     "saas/location.read",
@@ -42,23 +44,25 @@ RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
 LAST_USED_EVERY = 60.0  # seconds between writes of last_used_at for one key
 KEY_PATTERN = re.compile(rf"^snp_(live|test)_([0-9A-Za-z]{{{RANDOM_LENGTH + CHECKSUM_LENGTH}}})$")
-DURATION = re.compile(r"^(\d+)([smhdw])$")
 MAX_LIFETIME = 10 * 366 * 86400  # seconds
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(BaseModel):
+    """An API key as every shell shows it: never the secret, only its prefix and last 4."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     id: str
+    object: Literal["api_key"] = "api_key"
     name: str
-    prefix: str
-    last4: str
+    key: str = Field(description="The key's prefix and last 4 characters, never the secret")
     scopes: tuple[str, ...]
-    created_at: float
-    expires_at: float | None
-    last_used_at: float | None
-    revoked_at: float | None
+    status: str = Field(description="active, expired or revoked")
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
     last_used_ip: str | None = None
+    revoked_at: Timestamp | None
     rotated_from: str | None = None
 
     @property
@@ -69,32 +73,22 @@ class ApiKey:
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
-    def status(self, now: float | None = None) -> str:
-        now = time.time() if now is None else now
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
 
-    def public(self) -> dict[str, Any]:
-        """The key without its secret (only its prefix and last 4 characters)."""
-        from snapshots.records import iso
+class ApiKeyCreated(ApiKey):
+    secret: str = Field(description="The key itself: shown in this answer only")
 
-        return {
-            "id": self.id,
-            "object": "api_key",
-            "name": self.name,
-            "key": f"{self.prefix}…{self.last4}",
-            "scopes": list(self.scopes),
-            "status": self.status(),
-            "created_at": iso(self.created_at),
-            "expires_at": iso(self.expires_at),
-            "last_used_at": iso(self.last_used_at),
-            "last_used_ip": self.last_used_ip,
-            "revoked_at": iso(self.revoked_at),
-            "rotated_from": self.rotated_from,
-        }
+
+class ApiKeyRotated(ApiKeyCreated):
+    previous: ApiKey = Field(description="The old key, working until its expires_at")
+
+
+def status(row: Any, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
 
 
 def _base62(number: int, width: int) -> str:
@@ -125,45 +119,14 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def parse_duration(text: str) -> float:
-    """'90d' -> seconds. Units: s, m, h, d, w."""
-    match = DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise errors.BadRequest(f"bad duration {text!r}: use a number and a unit, e.g. 90d or 12h")
-    seconds = int(match.group(1)) * UNITS[match.group(2)]
-    if seconds > MAX_LIFETIME:
-        raise errors.BadRequest(f"bad duration {text!r}: at most 10 years")
-    return seconds
-
-
-def parse_overlap(text: str) -> float:
-    """An overlap: a duration (`24h`), or zero in any unit (`0s`, `0h`): stop now."""
-    match = DURATION.match(text.strip())
-    if match and int(match.group(1)) == 0:
-        return 0.0
-    if text.strip() == "0":
-        return 0.0
-    return parse_duration(text)
-
-
 def _from_row(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        prefix=row.prefix,
-        last4=row.last4,
-        scopes=tuple(row.scopes),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
-        last_used_ip=row.last_used_ip,
-        rotated_from=row.rotated_from,
+    return ApiKey.model_validate(
+        {**row._mapping, "key": f"{row.prefix}…{row.last4}", "status": status(row)}
     )
 
 
 def create(
-    db: Database,
+    tx: Tx,
     *,
     name: str,
     scopes: list[str],
@@ -171,8 +134,8 @@ def create(
     expires_in: float | None = None,
     actor: str = "cli",
     rotated_from: str | None = None,
-) -> tuple[ApiKey, str]:
-    """Make a key; returns it and its clear text, which is never available again."""
+) -> ApiKeyCreated:
+    """Make a key; the answer carries its clear text, which is never available again."""
     name = name.strip()
     if not name:
         raise errors.BadRequest("a key needs a name")
@@ -201,40 +164,38 @@ def create(
         "expires_at": None if expires_in is None else now + expires_in,
         "rotated_from": rotated_from,
     }
-    with db.write() as conn:
-        conn.execute(tables.api_keys.insert().values(**row))
-        audit.record(
-            conn,
-            actor=actor,
-            action="key.created",
-            target=str(row["id"]),
-            details={
-                "name": name,
-                "scopes": row["scopes"],
-                "expires_at": row["expires_at"],
-                "key": f"{row['prefix']}…{row['last4']}",
-                "rotated_from": rotated_from,
-            },
-        )
-        stored = conn.execute(
-            sa.select(tables.api_keys).where(tables.api_keys.c.id == row["id"])
-        ).one()
-    return _from_row(stored), secret
+    tx.execute(T.insert().values(**row))
+    audit.record(
+        tx,
+        actor=actor,
+        action="key.created",
+        target=str(row["id"]),
+        details={
+            "name": name,
+            "scopes": row["scopes"],
+            "expires_at": row["expires_at"],
+            "key": f"{row['prefix']}…{row['last4']}",
+            "rotated_from": rotated_from,
+        },
+    )
+    made = get(tx, str(row["id"]))
+    return ApiKeyCreated(**made.model_dump(), secret=secret)
 
 
-def list_all(db: Database) -> list[ApiKey]:
-    with db.read() as conn:
-        rows = conn.execute(sa.select(tables.api_keys).order_by(tables.api_keys.c.seq))
-        return [_from_row(r) for r in rows]
+def page(tx: Tx, *, limit: int = 20, starting_after: str | None = None) -> paging.Page[ApiKey]:
+    """Keys, newest first."""
+    return paging.paginate(tx, T, "API key", _from_row, limit=limit, starting_after=starting_after)
 
 
-def get(db: Database, key_id: str) -> ApiKey:
+def list_all(tx: Tx) -> list[ApiKey]:
+    """Every key, oldest first."""
+    return [_from_row(r) for r in tx.execute(sa.select(T).order_by(T.c.seq))]
+
+
+def get(tx: Tx, key_id: str) -> ApiKey:
     row = None
     if ids.plausible(key_id):
-        with db.read() as conn:
-            row = conn.execute(
-                sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)
-            ).one_or_none()
+        row = tx.execute(sa.select(T).where(T.c.id == key_id)).one_or_none()
     if row is None:
         raise errors.NotFound(f"no API key {key_id}")
     return _from_row(row)
@@ -244,23 +205,24 @@ MAX_OVERLAP = 30 * 86400  # seconds an old key may keep working after a rotation
 
 
 def rotate(
-    db: Database,
+    tx: Tx,
     key_id: str,
     *,
     overlap: float = 86400.0,
     env: str = "live",
     actor: str = "cli",
-) -> tuple[ApiKey, str, ApiKey]:
+) -> ApiKeyRotated:
     """A new key with the same name and scopes; the old one keeps working for `overlap`
-    seconds (0: stops now), then expires. Returns (new key, its secret, old key)."""
+    seconds (0: stops now), then expires. The new key, the old key's new expiry and the
+    `key.rotated` entry are one change: in the caller's transaction, all or nothing."""
     if not 0 <= overlap <= MAX_OVERLAP:
         raise errors.BadRequest("the overlap is between 0 seconds and 30 days")
-    old = get(db, key_id)
-    if old.status() != "active":
-        raise errors.Conflict(f"API key {key_id} is {old.status()}: only an active key rotates")
+    old = get(tx, key_id)
+    if old.status != "active":
+        raise errors.Conflict(f"API key {key_id} is {old.status}: only an active key rotates")
     lifetime = None if old.expires_at is None else max(old.expires_at - old.created_at, 1.0)
-    new, secret = create(
-        db,
+    new = create(
+        tx,
         name=old.name,
         scopes=list(old.scopes),
         env=env,
@@ -269,44 +231,32 @@ def rotate(
         rotated_from=old.id,
     )
     until = time.time() + overlap
-    with db.write() as conn:
-        t = tables.api_keys
-        current = conn.execute(sa.select(t.c.expires_at).where(t.c.id == old.id)).scalar()
-        if current is None or current > until:
-            conn.execute(t.update().where(t.c.id == old.id).values(expires_at=until))
-        audit.record(
-            conn,
-            actor=actor,
-            action="key.rotated",
-            target=old.id,
-            details={"new_key": new.id, "overlap_seconds": overlap, "old_key_expires_at": until},
-        )
-    return new, secret, get(db, old.id)
+    if old.expires_at is None or old.expires_at > until:
+        tx.execute(T.update().where(T.c.id == old.id).values(expires_at=until))
+    audit.record(
+        tx,
+        actor=actor,
+        action="key.rotated",
+        target=old.id,
+        details={"new_key": new.id, "overlap_seconds": overlap, "old_key_expires_at": until},
+    )
+    return ApiKeyRotated(**new.model_dump(), previous=get(tx, old.id))
 
 
-def revoke(db: Database, key_id: str, *, actor: str = "cli") -> ApiKey:
-    if not ids.plausible(key_id):
+def revoke(tx: Tx, key_id: str, *, actor: str = "cli") -> ApiKey:
+    row = None
+    if ids.plausible(key_id):
+        row = tx.execute(dialect.locked(tx, sa.select(T).where(T.c.id == key_id))).one_or_none()
+    if row is None:
         raise errors.NotFound(f"no API key {key_id}")
-    with db.write() as conn:
-        row = conn.execute(
-            sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)
-        ).one_or_none()
-        if row is None:
-            raise errors.NotFound(f"no API key {key_id}")
-        if row.revoked_at is None:
-            conn.execute(
-                tables.api_keys.update()
-                .where(tables.api_keys.c.id == key_id)
-                .values(revoked_at=time.time())
-            )
-            audit.record(conn, actor=actor, action="key.revoked", target=key_id)
-        row = conn.execute(sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)).one()
-    return _from_row(row)
+    if row.revoked_at is None:
+        tx.execute(T.update().where(T.c.id == key_id).values(revoked_at=time.time()))
+        audit.record(tx, actor=actor, action="key.revoked", target=key_id)
+    return get(tx, key_id)
 
 
-def verify(db: Database, presented: str | None, *, ip: str | None = None) -> ApiKey:
-    """The key behind a bearer token, or Unauthorized saying why not. Notes when and from
-    which address it was used, at most once a minute per key."""
+def verify(tx: Tx, presented: str | None) -> ApiKey:
+    """The key behind a bearer token, or Unauthorized saying why not (a read)."""
     if not presented:
         raise errors.Unauthorized(
             "no API key: send `Authorization: Bearer snp_...`", code="missing_api_key"
@@ -314,24 +264,22 @@ def verify(db: Database, presented: str | None, *, ip: str | None = None) -> Api
     if not well_formed(presented):
         raise errors.Unauthorized("the API key is malformed (bad checksum or shape)")
     hashed = digest(presented)
-    with db.read() as conn:
-        row = conn.execute(
-            sa.select(tables.api_keys).where(tables.api_keys.c.key_hash == hashed)
-        ).one_or_none()
+    row = tx.execute(sa.select(T).where(T.c.key_hash == hashed)).one_or_none()
     if row is None or not hmac.compare_digest(row.key_hash, hashed):
         raise errors.Unauthorized("the API key is not known")
-    now = time.time()
-    if row.revoked_at is not None:
+    found = status(row)
+    if found == "revoked":
         raise errors.Unauthorized("the API key was revoked", code="api_key_revoked")
-    if row.expires_at is not None and row.expires_at <= now:
+    if found == "expired":
         raise errors.Unauthorized("the API key has expired", code="api_key_expired")
-    api_key = _from_row(row)
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
-        with db.write() as conn:
-            conn.execute(
-                tables.api_keys.update()
-                .where(tables.api_keys.c.id == row.id)
-                .values(last_used_at=now, last_used_ip=ip)
-            )
-        api_key = dataclasses.replace(api_key, last_used_at=now, last_used_ip=ip)
-    return api_key
+    return _from_row(row)
+
+
+def note_use(tx: Tx, api_key: ApiKey, *, ip: str | None, now: float | None = None) -> ApiKey:
+    """Note when and from which address a key was used, at most once a minute per key; returns
+    the key as noted."""
+    now = time.time() if now is None else now
+    if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_EVERY:
+        return api_key
+    tx.execute(T.update().where(T.c.id == api_key.id).values(last_used_at=now, last_used_ip=ip))
+    return api_key.model_copy(update={"last_used_at": now, "last_used_ip": ip})

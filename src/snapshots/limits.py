@@ -10,10 +10,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.dialects import postgresql, sqlite
-
-from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store import dialect, tables
+from snapshots.store.db import Tx
 
 T = tables.rate_limits
 PRUNE_CHANCE = 0.01  # of hits that also delete windows over an hour old
@@ -37,25 +35,24 @@ class Usage:
         return max(1, int(self.reset_at - (time.time() if now is None else now) + 0.999))
 
 
-def hit(db: Database, bucket: str, *, limit: int, window: int, now: float | None = None) -> Usage:
+def hit(tx: Tx, bucket: str, *, limit: int, window: int, now: float | None = None) -> Usage:
     """Count one hit in `bucket`'s current window."""
     now = time.time() if now is None else now
     start = int(now) // window * window
-    with db.write() as conn:
-        insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
-        stmt = (
-            insert.values(bucket=bucket, window_start=start, count=1)
-            .on_conflict_do_update(
-                index_elements=[T.c.bucket, T.c.window_start], set_={"count": T.c["count"] + 1}
-            )
-            .returning(T.c["count"])
+    stmt = (
+        dialect.insert(tx, T)
+        .values(bucket=bucket, window_start=start, count=1)
+        .on_conflict_do_update(
+            index_elements=[T.c.bucket, T.c.window_start], set_={"count": T.c["count"] + 1}
         )
-        count = int(conn.execute(stmt).scalar_one())
-        if random.random() < PRUNE_CHANCE:
-            conn.execute(T.delete().where(T.c.window_start < start - 3600))
+        .returning(T.c["count"])
+    )
+    count = int(tx.execute(stmt).scalar_one())
+    if random.random() < PRUNE_CHANCE:
+        tx.execute(T.delete().where(T.c.window_start < start - 3600))
     return Usage(limit, count, start + window)
 
 
-def first_in_window(db: Database, bucket: str, *, window: int) -> bool:
+def first_in_window(tx: Tx, bucket: str, *, window: int) -> bool:
     """True for the first hit of a window: lets something happen at most once a window."""
-    return hit(db, bucket, limit=1, window=window).count == 1
+    return hit(tx, bucket, limit=1, window=window).count == 1

@@ -39,8 +39,8 @@ def _database_label(db: Database) -> str:
 
 def check_database(db: Database) -> None:
     try:
-        with db.read() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        with db.read() as tx:
+            tx.execute(sa.text("SELECT 1"))
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         reason = " ".join(str(exc.orig or exc).split())[:300]
         raise errors.DatabaseUnavailable(
@@ -70,8 +70,8 @@ def check_schema(db: Database) -> None:
 def check_master_key(db: Database, secrets: vault.Vault, settings: Settings) -> None:
     """Every stored secret decrypts with the master key in force (`new,old` lists count)."""
     t = tables.connections
-    with db.read() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.secret_key, t.c.webhook_secrets)).all()
+    with db.read() as tx:
+        rows = tx.execute(sa.select(t.c.id, t.c.secret_key, t.c.webhook_secrets)).all()
     failing = []
     for row in rows:
         try:
@@ -98,7 +98,8 @@ def check_flows(db: Database, live: flows.Live | None = None) -> None:
     """The flows version in force loads with this code (a newer one may use a newer action):
     FlowsIncompatible otherwise. A process's `live` flows answer without parsing again."""
     if live is None:
-        flows.current(db)
+        with db.read() as tx:
+            flows.current(tx)
     else:
         live()
 

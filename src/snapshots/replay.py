@@ -13,15 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from snapshots import audit, errors, ids, inbox, times
+from snapshots import audit, errors, ids, inbox
 from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
+from snapshots.times import Timestamp
 
 log = logging.getLogger("snapshots.replay")
 T = tables.inbox_items
@@ -34,19 +34,20 @@ TOP_ERRORS = 5
 ERROR_TEXT = 300  # characters of an error that are grouped on
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(BaseModel):
     """Which items: a status (`dead` or `failed`), and optionally since when they arrived
     (unix seconds), their event type (`invoice.*` wildcards), a piece of their error (any
     case) and their connection."""
 
+    model_config = ConfigDict(frozen=True)
+
     status: str = "dead"
-    since: float | None = None
+    since: Timestamp | None = None
     type: str | None = None
     error: str | None = None
     connection_id: str | None = None
 
-    def __post_init__(self) -> None:
+    def model_post_init(self, _: Any) -> None:
         if self.status not in STATUSES:
             raise errors.BadRequest(
                 f"a bulk replay takes items whose status is {' or '.join(STATUSES)}, not "
@@ -77,16 +78,8 @@ class Filter:
             found.append(T.c.connection_id == self.connection_id)
         return found
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "since": times.iso(self.since),
-            "type": self.type,
-            "error": self.error,
-            "connection_id": self.connection_id,
-        }
-
     def stored(self) -> dict[str, Any]:
+        """As kept in the job's row (the time in unix seconds)."""
         return {
             "status": self.status,
             "since": self.since,
@@ -101,94 +94,83 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-@dataclass(frozen=True)
-class Preview:
-    matched: int
-    quota: int  # how many a run would re-queue (at most CAP)
-    top_errors: list[tuple[str, int]]
+class ErrorCount(BaseModel):
+    error: str
+    count: int
 
+
+class Preview(BaseModel):
+    """What a bulk replay would take (a dry run)."""
+
+    filter: Filter
+    matched: int = Field(description="Items the filter matches now")
+    quota: int = Field(description="How many a run would queue again (at most 50,000)")
+    top_errors: list[ErrorCount]
+    dry_run: bool = True
+
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def capped(self) -> bool:
         return self.matched > self.quota
 
 
-def preview(conn: Connection, flt: Filter, *, cap: int = CAP) -> Preview:
+def preview(tx: Tx, flt: Filter, *, cap: int = CAP) -> Preview:
     """How many items `flt` matches now, and their most common errors (nothing changes)."""
     where = flt.where()
-    matched = int(
-        conn.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one()
-    )
+    matched = int(tx.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one())
     error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
-    rows = conn.execute(
+    rows = tx.execute(
         sa.select(error, sa.func.count().label("n"))
         .where(*where)
         .group_by(error)
         .order_by(sa.desc("n"), error)
         .limit(TOP_ERRORS)
     ).all()
-    return Preview(matched, min(matched, cap), [(str(r.error), int(r.n)) for r in rows])
+    return Preview(
+        filter=flt,
+        matched=matched,
+        quota=min(matched, cap),
+        top_errors=[ErrorCount(error=str(r.error), count=int(r.n)) for r in rows],
+    )
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     id: str
+    object: Literal["replay_job"] = "replay_job"
+    status: str = Field(description="queued, running, done or failed")
     filter: Filter
-    status: str
-    matched: int
-    quota: int
-    requeued: int
-    top_errors: list[tuple[str, int]]
+    matched: int = Field(description="Items the filter matched when the job was made")
+    quota: int = Field(description="How many it queues again (the oldest, at most 50,000)")
+    requeued: int = Field(description="Queued again so far")
+    top_errors: list[ErrorCount]
     actor: str
     error: str | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    finished_at: Timestamp | None
 
+    @computed_field(description="More matched than one run queues: run it again")  # type: ignore[prop-decorator]
     @property
     def capped(self) -> bool:
         return self.matched > self.quota
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "replay_job",
-            "status": self.status,
-            "filter": self.filter.public(),
-            "matched": self.matched,
-            "quota": self.quota,
-            "capped": self.capped,
-            "requeued": self.requeued,
-            "top_errors": [{"error": e, "count": n} for e, n in self.top_errors],
-            "actor": self.actor,
-            "error": self.error,
-            "created_at": times.iso(self.created_at),
-            "updated_at": times.iso(self.updated_at),
-            "finished_at": times.iso(self.finished_at),
-        }
-
 
 def _job(row: Any) -> Job:
-    return Job(
-        id=row.id,
-        filter=Filter(**row.filter),
-        status=row.status,
-        matched=row.matched,
-        quota=row.quota,
-        requeued=row.requeued,
-        top_errors=[(str(e), int(n)) for e, n in row.top_errors],
-        actor=row.actor,
-        error=row.error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
+    return Job.model_validate(
+        {
+            **row._mapping,
+            "top_errors": [{"error": e, "count": n} for e, n in row.top_errors],
+        }
     )
 
 
-def start(conn: Connection, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
+def start(tx: Tx, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
     """Make a job for the items `flt` matches now, with its audit entry (the filter and the
     count); a worker or `run` does the re-queueing."""
-    found = preview(conn, flt, cap=cap)
-    newest = conn.execute(sa.select(sa.func.max(T.c.id)).where(*flt.where())).scalar_one()
+    found = preview(tx, flt, cap=cap)
+    newest = tx.execute(sa.select(sa.func.max(T.c.id)).where(*flt.where())).scalar_one()
     now = time.time()
     row = {
         "id": ids.new("rpl_", 16),
@@ -199,38 +181,42 @@ def start(conn: Connection, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
         "requeued": 0,
         "last_item_id": 0,
         "max_item_id": int(newest or 0),
-        "top_errors": [list(pair) for pair in found.top_errors],
+        "top_errors": [[e.error, e.count] for e in found.top_errors],
         "actor": actor,
         "created_at": now,
         "updated_at": now,
         "finished_at": None if found.quota else now,
     }
-    conn.execute(J.insert().values(**row))
+    tx.execute(J.insert().values(**row))
     audit.record(
-        conn,
+        tx,
         actor=actor,
         action="events.replayed",
         target=str(row["id"]),
-        details={"filter": flt.public(), "matched": found.matched, "count": found.quota},
+        details={
+            "filter": flt.model_dump(mode="json"),
+            "matched": found.matched,
+            "count": found.quota,
+        },
     )
-    return get(conn, str(row["id"]))
+    return get(tx, str(row["id"]))
 
 
-def get(conn: Connection, job_id: str) -> Job:
+def get(tx: Tx, job_id: str) -> Job:
     row = None
     if ids.plausible(job_id):
-        row = conn.execute(sa.select(J).where(J.c.id == job_id)).first()
+        row = tx.execute(sa.select(J).where(J.c.id == job_id)).first()
     if row is None:
         raise errors.NotFound(f"no replay job {job_id}")
     return _job(row)
 
 
-def _claim(conn: Connection, job_id: str, *, holder: str, now: float) -> bool:
+def _claim(tx: Tx, job_id: str, *, holder: str, now: float) -> bool:
     free = sa.or_(
         J.c.status == "queued",
         sa.and_(J.c.status == "running", sa.or_(J.c.lease_until < now, J.c.holder == holder)),
     )
-    taken = conn.execute(
+    taken = tx.execute(
         J.update()
         .where(J.c.id == job_id, free)
         .values(status="running", holder=holder, lease_until=now + LEASE, updated_at=now)
@@ -247,18 +233,18 @@ def run(
 ) -> Job:
     """Re-queue the job's items batch by batch (each commits with the job's cursor); returns
     the job as it ended. A job another live process holds is left to it (and returned)."""
-    with db.write() as conn:
-        if not _claim(conn, job_id, holder=holder, now=time.time()):
-            return get(conn, job_id)
+    with db.write() as tx:
+        if not _claim(tx, job_id, holder=holder, now=time.time()):
+            return get(tx, job_id)
     while True:
-        with db.write() as conn:
-            row = conn.execute(sa.select(J).where(J.c.id == job_id)).one()
+        with db.write() as tx:
+            row = tx.execute(sa.select(J).where(J.c.id == job_id)).one()
             if row.holder != holder:
                 return _job(row)  # taken over after our lease ran out
             job = _job(row)
             left = row.quota - row.requeued
             batch = (
-                conn.execute(
+                tx.execute(
                     sa.select(T.c.id)
                     .where(
                         *job.filter.where(),
@@ -275,7 +261,7 @@ def run(
             )
             now = time.time()
             if not batch:
-                conn.execute(
+                tx.execute(
                     J.update()
                     .where(J.c.id == job_id)
                     .values(
@@ -286,10 +272,10 @@ def run(
                         finished_at=now,
                     )
                 )
-                job = get(conn, job_id)
+                job = get(tx, job_id)
             else:
-                count = inbox.requeue(conn, list(batch), statuses=(job.filter.status,))
-                conn.execute(
+                count = inbox.requeue(tx, list(batch), statuses=(job.filter.status,))
+                tx.execute(
                     J.update()
                     .where(J.c.id == job_id)
                     .values(
@@ -299,7 +285,7 @@ def run(
                         updated_at=now,
                     )
                 )
-                job = get(conn, job_id)
+                job = get(tx, job_id)
         if progress is not None:
             progress(job)
         if job.status == "done":
@@ -311,8 +297,8 @@ def run_due(db: Database, *, holder: str) -> Job | None:
     """Run the oldest job waiting for a runner (queued, or whose holder's lease ran out), if
     any; a cheap read first, as a scheduler calls this every tick."""
     now = time.time()
-    with db.read() as conn:
-        job_id = conn.execute(
+    with db.read() as tx:
+        job_id = tx.execute(
             sa.select(J.c.id)
             .where(
                 sa.or_(

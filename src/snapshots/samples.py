@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import stripe
+from pydantic import BaseModel, Field
 
 from snapshots import errors, ids, inbox
 from snapshots.store.db import Database
@@ -147,8 +147,7 @@ def sample_event(
 WAIT_POLL = 0.1  # seconds between looks at the inbox item
 
 
-@dataclass
-class Trace:
+class Trace(BaseModel):
     """What became of a test event: received -> flows matched -> fields written -> records."""
 
     event_id: str
@@ -156,23 +155,10 @@ class Trace:
     http_status: int
     item_id: int | None = None
     status: str = "not received"
-    flows: list[str] = field(default_factory=list)
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
-    records: list[str] = field(default_factory=list)
+    flows: list[str] = Field(default_factory=list)
+    fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    records: list[str] = Field(default_factory=list)
     error: str | None = None
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "type": self.type,
-            "http_status": self.http_status,
-            "item_id": self.item_id,
-            "status": self.status,
-            "flows": self.flows,
-            "fields": self.fields,
-            "records": self.records,
-            "error": self.error,
-        }
 
 
 def send_test_events(
@@ -206,7 +192,9 @@ def send_test_events(
                     f"cannot reach the webhook endpoint {url}: {exc}; is `snapshots serve` "
                     "running there (SNAPSHOTS_PUBLIC_URL, or --url)?"
                 ) from exc
-            trace = Trace(event["id"], event["type"], response.status_code)
+            trace = Trace(
+                event_id=event["id"], type=event["type"], http_status=response.status_code
+            )
             if response.status_code >= 300:
                 trace.error = _error_of(response)
             else:
@@ -239,15 +227,15 @@ def _wait(db: Database, traces: list[Trace], timeout: float) -> None:
     while waiting:
         still = []
         for trace in waiting:
-            item = inbox.get(db, trace.event_id)
-            trace.item_id = item["id"]
-            trace.status = item["status"]
-            if item["status"] in ("pending", "processing"):
+            with db.read() as tx:
+                item = inbox.get(tx, trace.event_id)
+            trace.item_id = item.id
+            trace.status = item.status
+            if item.status in ("pending", "processing"):
                 still.append(trace)
                 continue
-            shown = inbox.public(item)
-            trace.flows, trace.records = shown["flows"], shown["records"]
-            trace.error = item["last_error"]
+            trace.flows, trace.records = item.flows, item.records
+            trace.error = item.last_error
             trace.fields = {k: v for k, v in trace.fields.items() if k in trace.flows}
         waiting = still
         if waiting and time.monotonic() > deadline:

@@ -52,16 +52,16 @@ def claim(db: Database, name: str, *, holder: str, force: bool = False) -> bool:
     """Take the job `name` if it is due (or `force`) and nobody else holds it."""
     now = time.time()
     if not force:  # a read first: most ticks find nothing due, and take no write lock
-        with db.read() as conn:
-            row = conn.execute(sa.select(T.c.next_run_at).where(T.c.name == name)).first()
+        with db.read() as tx:
+            row = tx.execute(sa.select(T.c.next_run_at).where(T.c.name == name)).first()
         if row is not None and row.next_run_at > now:
             return False
-    with db.write() as conn:
-        insert = postgresql.insert(T) if conn.dialect.name == "postgresql" else sqlite.insert(T)
-        conn.execute(insert.values(name=name, next_run_at=now).on_conflict_do_nothing())
+    with db.write() as tx:
+        insert = postgresql.insert(T) if tx.dialect.name == "postgresql" else sqlite.insert(T)
+        tx.execute(insert.values(name=name, next_run_at=now).on_conflict_do_nothing())
         free = sa.or_(T.c.lease_until.is_(None), T.c.lease_until < now, T.c.holder == holder)
         due = sa.true() if force else T.c.next_run_at <= now
-        claimed = conn.execute(
+        claimed = tx.execute(
             T.update()
             .where(T.c.name == name, free, due)
             .values(holder=holder, lease_until=now + LEASE)
@@ -71,8 +71,8 @@ def claim(db: Database, name: str, *, holder: str, force: bool = False) -> bool:
 
 def extend(db: Database, name: str, *, holder: str) -> None:
     """Keep holding a long job (call it now and then while working)."""
-    with db.write() as conn:
-        conn.execute(
+    with db.write() as tx:
+        tx.execute(
             T.update()
             .where(T.c.name == name, T.c.holder == holder)
             .values(lease_until=time.time() + LEASE)
@@ -91,8 +91,8 @@ def release(
     }
     if next_run_at is not None:
         values["next_run_at"] = next_run_at
-    with db.write() as conn:
-        conn.execute(T.update().where(T.c.name == name, T.c.holder == holder).values(**values))
+    with db.write() as tx:
+        tx.execute(T.update().where(T.c.name == name, T.c.holder == holder).values(**values))
 
 
 @dataclass(frozen=True)

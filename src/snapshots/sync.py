@@ -14,26 +14,34 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from snapshots import connections, errors, ids, inbox, keys, records, schedule, stripe_api, watcher
+from snapshots import (
+    connections,
+    errors,
+    ids,
+    inbox,
+    paging,
+    schedule,
+    stripe_api,
+    times,
+    watcher,
+)
 from snapshots.connections import Connection
 from snapshots.flows import Wants
 from snapshots.settings import Settings
 from snapshots.store import tables
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
+from snapshots.times import Timestamp
 
 log = logging.getLogger("snapshots.sync")
 R = tables.sync_runs
@@ -52,91 +60,38 @@ COMMIT_EVERY = 0.2  # seconds: pages that come faster than this are committed to
 COMMIT_MAX = 1000  # objects in one commit at most
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(BaseModel):
+    """A backfill or reconciliation, with its progress."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     id: str
     connection_id: str
-    kind: str
-    object: str
-    since: int | None
-    status: str
-    cursor: str | None
+    kind: str = Field(description="backfill or reconcile")
+    object: str = Field(description="customers, invoices, locations or events")
+    since: Timestamp | None
+    status: str = Field(description="running, done, failed or interrupted")
     pages: int
-    objects: int
-    enqueued: int
+    objects: int = Field(description="Objects read from Stripe so far")
+    enqueued: int = Field(description="New inbox items (duplicates are not counted)")
     error: str | None
     warning: str | None
-    started_at: float
-    updated_at: float
-    finished_at: float | None
-    resumed_from: int = 0  # objects read by earlier attempts when this one resumed
+    started_at: Timestamp
+    updated_at: Timestamp
+    finished_at: Timestamp | None
+    cursor: str | None = Field(None, exclude=True)  # the last object of the last page
+    # Objects read by earlier attempts when this one resumed.
+    resumed_from: int = Field(0, exclude=True)
 
-    def public(self) -> dict[str, Any]:
+    @computed_field(description="Objects read per second")  # type: ignore[prop-decorator]
+    @property
+    def rate(self) -> float:
         end = self.finished_at or self.updated_at
-        elapsed = max(end - self.started_at, 1e-9)
-        return {
-            "id": self.id,
-            "connection_id": self.connection_id,
-            "kind": self.kind,
-            "object": self.object,
-            "since": records.iso(self.since),
-            "status": self.status,
-            "pages": self.pages,
-            "objects": self.objects,
-            "enqueued": self.enqueued,
-            "rate": round(self.objects / elapsed, 1),
-            "error": self.error,
-            "warning": self.warning,
-            "started_at": records.iso(self.started_at),
-            "updated_at": records.iso(self.updated_at),
-            "finished_at": records.iso(self.finished_at),
-        }
+        return round(self.objects / max(end - self.started_at, 1e-9), 1)
 
 
 def _run(row: Any, resumed_from: int = 0) -> Run:
-    return Run(
-        id=row.id,
-        connection_id=row.connection_id,
-        kind=row.kind,
-        object=row.object,
-        since=row.since,
-        status=row.status,
-        cursor=row.cursor,
-        pages=row.pages,
-        objects=row.objects,
-        enqueued=row.enqueued,
-        error=row.error,
-        warning=row.warning,
-        started_at=row.started_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-        resumed_from=resumed_from,
-    )
-
-
-DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
-
-
-def parse_since(text: str, *, now: float | None = None) -> int:
-    """`2024-01-31`, `2024-01-31T12:00:00Z` (UTC unless an offset is given), or a duration
-    back from now (`72h`, `30d`) -> unix seconds."""
-    text = text.strip()
-    if DATE.fullmatch(text):
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise errors.BadRequest(f"--since {text!r}: {exc}") from exc
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp())
-    try:
-        seconds = keys.parse_duration(text)
-    except errors.BadRequest:
-        raise errors.BadRequest(
-            f"--since {text!r}: give a date (2024-01-31), a UTC time (2024-01-31T12:00:00Z) "
-            "or a duration back from now (72h, 30d)"
-        ) from None
-    return int((time.time() if now is None else now) - seconds)
+    return Run.model_validate({**row._mapping, "resumed_from": resumed_from})
 
 
 def parse_objects(text: str | None) -> list[str]:
@@ -161,8 +116,8 @@ def _start(
     """Resume the unfinished run of this kind, object and `since`, or start a new one. A run
     another live process holds is refused."""
     now = time.time()
-    with db.write() as conn:
-        row = conn.execute(
+    with db.write() as tx:
+        row = tx.execute(
             sa.select(R)
             .where(
                 R.c.connection_id == connection_id,
@@ -182,7 +137,7 @@ def _start(
                     f"({row.objects} objects so far); wait for it, or stop that process "
                     f"(it counts as stopped {int(row.lease_until - now)} s after its last page)"
                 )
-            conn.execute(
+            tx.execute(
                 R.update()
                 .where(R.c.id == row.id)
                 .values(
@@ -193,7 +148,7 @@ def _start(
                     updated_at=now,
                 )
             )
-            fresh = conn.execute(sa.select(R).where(R.c.id == row.id)).one()
+            fresh = tx.execute(sa.select(R).where(R.c.id == row.id)).one()
             return _run(fresh, resumed_from=row.objects)
         values = {
             "id": ids.ordered("sync_"),  # its events' ids sort after an earlier run's
@@ -207,12 +162,12 @@ def _start(
             "started_at": now,
             "updated_at": now,
         }
-        conn.execute(R.insert().values(**values))
-        return _run(conn.execute(sa.select(R).where(R.c.id == values["id"])).one())
+        tx.execute(R.insert().values(**values))
+        return _run(tx.execute(sa.select(R).where(R.c.id == values["id"])).one())
 
 
 def _checkpoint(
-    conn: sa.Connection, run: Run, *, cursor: str | None, pages: int, objects: int, enqueued: int
+    tx: Tx, run: Run, *, cursor: str | None, pages: int, objects: int, enqueued: int
 ) -> Run:
     now = time.time()
     values = {
@@ -223,14 +178,15 @@ def _checkpoint(
         "lease_until": now + RUN_LEASE,
         "updated_at": now,
     }
-    conn.execute(R.update().where(R.c.id == run.id).values(**values))
-    return dataclasses.replace(
-        run,
-        cursor=cursor,
-        pages=run.pages + pages,
-        objects=run.objects + objects,
-        enqueued=run.enqueued + enqueued,
-        updated_at=now,
+    tx.execute(R.update().where(R.c.id == run.id).values(**values))
+    return run.model_copy(
+        update={
+            "cursor": cursor,
+            "pages": run.pages + pages,
+            "objects": run.objects + objects,
+            "enqueued": run.enqueued + enqueued,
+            "updated_at": now,
+        }
     )
 
 
@@ -245,14 +201,14 @@ def _end(db: Database, run: Run, status: str, *, error: str | None = None) -> Ru
     }
     if status == "done":
         values["finished_at"] = now
-    with db.write() as conn:
-        conn.execute(R.update().where(R.c.id == run.id).values(**values))
-        return _run(conn.execute(sa.select(R).where(R.c.id == run.id)).one(), run.resumed_from)
+    with db.write() as tx:
+        tx.execute(R.update().where(R.c.id == run.id).values(**values))
+        return _run(tx.execute(sa.select(R).where(R.c.id == run.id)).one(), run.resumed_from)
 
 
 def _set_warning(db: Database, run: Run, warning: str) -> None:
-    with db.write() as conn:
-        conn.execute(R.update().where(R.c.id == run.id).values(warning=warning))
+    with db.write() as tx:
+        tx.execute(R.update().where(R.c.id == run.id).values(warning=warning))
 
 
 Progress = Callable[[Run], None]
@@ -310,10 +266,10 @@ def _run_pages(
 
     def commit() -> None:
         nonlocal run, batch, objects, pages_read, last_commit
-        with db.write() as conn:
-            new = inbox.add_new(conn, batch)
+        with db.write() as tx:
+            new = inbox.add_new(tx, batch)
             run = _checkpoint(
-                conn, run, cursor=cursor, pages=pages_read, objects=objects, enqueued=new
+                tx, run, cursor=cursor, pages=pages_read, objects=objects, enqueued=new
             )
         batch, objects, pages_read, last_commit = [], 0, 0, time.monotonic()
         if progress is not None:
@@ -425,9 +381,9 @@ def _poll_locations(
         )
         try:
             result = watcher.poll(db, client, connection, registry)
-            with db.write() as conn:
+            with db.write() as tx:
                 run = _checkpoint(
-                    conn, run, cursor=None, pages=1, objects=result.seen, enqueued=result.changes
+                    tx, run, cursor=None, pages=1, objects=result.seen, enqueued=result.changes
                 )
         except BaseException as exc:
             error = errors.describe(exc) if isinstance(exc, Exception) else "interrupted"
@@ -453,8 +409,8 @@ def default_since(db: Database, connection_id: str, settings: Settings) -> int:
     """Where a reconciliation starts: a little before the last finished one started, or
     `reconcile_window` back on the first; never beyond the 30 days Stripe keeps."""
     now = time.time()
-    with db.read() as conn:
-        last = conn.execute(
+    with db.read() as tx:
+        last = tx.execute(
             sa.select(sa.func.max(R.c.started_at)).where(
                 R.c.connection_id == connection_id, R.c.kind == "reconcile", R.c.status == "done"
             )
@@ -465,8 +421,8 @@ def default_since(db: Database, connection_id: str, settings: Settings) -> int:
 
 def last_webhook_at(db: Database, connection_id: str) -> float | None:
     t = tables.inbox_items
-    with db.read() as conn:
-        found = conn.execute(
+    with db.read() as tx:
+        found = tx.execute(
             sa.select(t.c.received_at)
             .where(t.c.connection_id == connection_id, t.c.source == "webhook")
             .order_by(t.c.received_at.desc())
@@ -523,7 +479,7 @@ def reconcile(
     )
     if warning:
         _set_warning(db, run, warning)
-        run = dataclasses.replace(run, warning=warning)
+        run = run.model_copy(update={"warning": warning})
     return run
 
 
@@ -545,37 +501,25 @@ def silence_warning(
         return None
     if last_webhook is not None and newest_event <= last_webhook:
         return None
-    when = "ever" if last_webhook is None else f"since {records.iso(last_webhook)}"
+    when = "ever" if last_webhook is None else f"since {times.iso(last_webhook)}"
     return (
         f"{connection_id}: no webhook received {when}, but Stripe lists {missed} events that "
-        f"never arrived (newest {records.iso(newest_event)}); check that the webhook endpoint is "
+        f"never arrived (newest {times.iso(newest_event)}); check that the webhook endpoint is "
         "enabled in the Stripe dashboard and reaches this server"
     )
 
 
-def get_run(db: Database, run_id: str) -> Run:
-    with db.read() as conn:
-        row = (
-            conn.execute(sa.select(R).where(R.c.id == run_id)).one_or_none()
-            if ids.plausible(run_id)
-            else None
-        )
+def get_run(tx: Tx, run_id: str) -> Run:
+    row = None
+    if ids.plausible(run_id):
+        row = tx.execute(sa.select(R).where(R.c.id == run_id)).one_or_none()
     if row is None:
         raise errors.NotFound(f"no sync run {run_id}")
     return _run(row)
 
 
-def page_runs(
-    db: Database, *, limit: int = 20, starting_after: str | None = None
-) -> tuple[list[dict[str, Any]], bool]:
-    return records.paginate(
-        db,
-        R,
-        "sync run",
-        lambda row: _run(row).public(),
-        limit=limit,
-        starting_after=starting_after,
-    )
+def page_runs(tx: Tx, *, limit: int = 20, starting_after: str | None = None) -> paging.Page[Run]:
+    return paging.paginate(tx, R, "sync run", _run, limit=limit, starting_after=starting_after)
 
 
 def scheduled_jobs(

@@ -14,6 +14,9 @@ import math
 import re
 import time
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import PlainSerializer
 
 from snapshots import errors
 
@@ -33,6 +36,11 @@ def iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+# A moment in a public model: unix seconds inside Snapshots, ISO 8601 text wherever it is shown
+# (`model_dump`, JSON, the OpenAPI document), so every resource writes its times one way.
+Timestamp = Annotated[float, PlainSerializer(lambda seconds: iso(seconds), return_type=str)]
 
 
 def parse_duration(

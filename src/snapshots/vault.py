@@ -136,10 +136,10 @@ def rotate(
             pending.unlink()
         _write_private(pending, new_key.encode() + b"\n")
     t = tables.connections
-    with db.write() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.secret_key, t.c.webhook_secrets)).all()
+    with db.write() as tx:
+        rows = tx.execute(sa.select(t.c.id, t.c.secret_key, t.c.webhook_secrets)).all()
         for row in rows:
-            conn.execute(
+            tx.execute(
                 t.update()
                 .where(t.c.id == row.id)
                 .values(
@@ -148,11 +148,11 @@ def rotate(
                 )
             )
         # Proof the new key decrypts what was written, before the old one can be dropped.
-        for written in conn.execute(sa.select(t.c.secret_key, t.c.webhook_secrets)).all():
+        for written in tx.execute(sa.select(t.c.secret_key, t.c.webhook_secrets)).all():
             new.decrypt(written.secret_key)
             json.loads(new.decrypt(written.webhook_secrets))
         audit.record(
-            conn,
+            tx,
             actor=actor,
             action="vault.master_key_rotated",
             details={"connections": len(rows), "key_file": path is not None},

@@ -74,7 +74,8 @@ def refresh_account(db: Database, client: stripe_api.Stripe, connection: Connect
         return
     currency = account.get("default_currency")
     if currency:  # (the connection in hand may be a cached copy: the UPDATE skips no-ops)
-        connections.set_default_currency(db, connection.id, currency)
+        with db.write() as tx:
+            connections.set_default_currency(tx, connection.id, currency)
 
 
 def poll(db: Database, client: stripe_api.Stripe, connection: Connection, registry: Wants) -> Poll:
@@ -101,10 +102,10 @@ def poll(db: Database, client: stripe_api.Stripe, connection: Connection, regist
         )
         counts[kind] += 1
 
-    with db.write() as conn:
+    with db.write() as tx:
         seen = {
             row.stripe_location_id: row.fingerprint
-            for row in conn.execute(
+            for row in tx.execute(
                 sa.select(W.c.stripe_location_id, W.c.fingerprint).where(
                     W.c.connection_id == connection.id
                 )
@@ -119,9 +120,9 @@ def poll(db: Database, client: stripe_api.Stripe, connection: Connection, regist
         for location_id in gone:
             add("deleted", {"id": location_id, "object": "terminal.location", "deleted": True})
         if arrivals:
-            inbox.enqueue_many(conn, arrivals)
+            inbox.enqueue_many(tx, arrivals)
         if gone:
-            conn.execute(
+            tx.execute(
                 W.delete().where(
                     W.c.connection_id == connection.id, W.c.stripe_location_id.in_(gone)
                 )
@@ -137,13 +138,13 @@ def poll(db: Database, client: stripe_api.Stripe, connection: Connection, regist
             if seen.get(k) != v
         ]
         if changed:
-            conn.execute(
+            tx.execute(
                 W.delete().where(
                     W.c.connection_id == connection.id,
                     W.c.stripe_location_id.in_([row["stripe_location_id"] for row in changed]),
                 )
             )
-            conn.execute(W.insert(), changed)
+            tx.execute(W.insert(), changed)
     result = Poll(len(current), counts["created"], counts["updated"], counts["deleted"])
     if result.changes:
         log.info(

@@ -113,12 +113,7 @@ class Worker:
             self._release(self._unreleased)
         if self._live is not None:
             self.registry = self._live()
-        items = inbox.claim(
-            self.db,
-            worker_id=self.name,
-            limit=self.settings.worker_batch,
-            lease=self.settings.lease,
-        )
+        items = self._claim()
         if items:
             self.stats.claimed += len(items)
             try:
@@ -129,12 +124,24 @@ class Worker:
                 raise
         return len(items)
 
+    def _claim(self) -> list[inbox.Item]:
+        with self.db.read() as tx:  # an idle worker never takes SQLite's write lock
+            if not inbox.has_claimable(tx):
+                return []
+        with self.db.write() as tx:
+            return inbox.claim(
+                tx,
+                worker_id=self.name,
+                limit=self.settings.worker_batch,
+                lease=self.settings.lease,
+            )
+
     def _release(self, item_ids: list[int]) -> None:
         """Give items back uncharged; when the database is away, try again before the next
         claim (a lease that runs out meanwhile charges the attempt: the best that can be)."""
         try:
-            with self.db.write() as conn:
-                inbox.release(conn, item_ids, worker_id=self.name)
+            with self.db.write() as tx:
+                inbox.release(tx, item_ids, worker_id=self.name)
         except Exception as exc:
             if not errors.is_process_fault(exc):
                 raise
@@ -180,21 +187,21 @@ class Worker:
     ) -> None:
         done = ignored = dead = 0
         finished: list[tuple[int, str, list[str], list[str]]] = []
-        with self.db.write() as conn:
-            mine = inbox.still_mine(conn, [item.id for item in items], worker_id=self.name)
+        with self.db.write() as tx:
+            mine = inbox.still_mine(tx, [item.id for item in items], worker_id=self.name)
             for item in items:
                 if item.id not in mine:
                     continue
                 if item.attempts > self.settings.max_attempts:
                     # Its earlier holders died while applying it: stop feeding it to workers.
                     error = f"gave up: the worker applying it stopped {item.attempts - 1} times"
-                    inbox.fail(conn, item.id, error=error, dead=True, delay=0)
+                    inbox.fail(tx, item.id, error=error, dead=True, delay=0)
                     dead += 1
                     continue
                 event, plan = work[item.id]
                 try:
                     ran = self.registry.execute(
-                        conn,
+                        tx,
                         plan,
                         connection_id=item.connection_id,
                         event=event,
@@ -216,7 +223,7 @@ class Worker:
                     done += 1
                 else:
                     ignored += 1
-            inbox.finish(conn, finished)
+            inbox.finish(tx, finished)
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
@@ -229,8 +236,8 @@ class Worker:
         self._waiting[item.connection_id] = streak
         delay = min(retry.backoff(streak), CONNECTION_WAIT_CAP)
         message = f"waiting for Stripe: {errors.describe(exc)}"
-        with self.db.write() as conn:
-            inbox.postpone(conn, item.id, worker_id=self.name, reason=message, delay=delay)
+        with self.db.write() as tx:
+            inbox.postpone(tx, item.id, worker_id=self.name, reason=message, delay=delay)
         if streak == 1:
             log.warning(
                 "connection %s: %s (its items wait, uncharged)", item.connection_id, message
@@ -244,10 +251,10 @@ class Worker:
             permanent=_permanent(exc),
         )
         message = errors.describe(exc)
-        with self.db.write() as conn:
-            if item.id not in inbox.still_mine(conn, [item.id], worker_id=self.name):
+        with self.db.write() as tx:
+            if item.id not in inbox.still_mine(tx, [item.id], worker_id=self.name):
                 return
-            inbox.fail(conn, item.id, error=message, dead=decision.dead, delay=decision.delay)
+            inbox.fail(tx, item.id, error=message, dead=decision.dead, delay=decision.delay)
         if decision.dead:
             self.stats.dead += 1
             log.warning("inbox item %s (%s) is dead: %s", item.id, item.event_id, message)

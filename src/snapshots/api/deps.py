@@ -1,15 +1,16 @@
-"""Dependencies shared by routes: the app state, the request id and API-key authentication."""
+"""What routes share: the app state, the request id, API-key authentication with one dependency
+alias per scope, the paging parameters, and the error responses every router declares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, Query, Request
 
 from snapshots import audit, connections, errors, flows, intake, keys, limits, readiness
+from snapshots.api import schemas
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -60,62 +61,90 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _authorize(
-    state: State, request: Request, scope: str, ip: str | None, box: dict[str, Any]
-) -> keys.ApiKey:
-    """Verify the key, count the request against its rate limit, check the scope (one thread
-    hop for all three). Refusals of a bad key or a missing scope are audited."""
+def _authorize(state: State, request: Request, scope: str, ip: str | None) -> keys.ApiKey:
+    """Verify the key, count the request against its rate limit, check the scope. Refusals
+    of a bad key or a missing scope are audited."""
+    db = state.db
     try:
-        api_key = keys.verify(state.db, _bearer(request), ip=ip)
+        with db.read() as tx:
+            api_key = keys.verify(tx, _bearer(request))
     except errors.Unauthorized as exc:
-        audit.denied(state.db, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
+        with db.write() as tx:
+            audit.denied(tx, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
         raise
     settings = state.settings
-    usage = limits.hit(
-        state.db,
-        f"key:{api_key.id}",
-        limit=settings.api_rate_limit,
-        window=settings.api_rate_window,
-    )
-    box["usage"] = usage
+    with db.write() as tx:
+        api_key = keys.note_use(tx, api_key, ip=ip)
+        usage = limits.hit(
+            tx, f"key:{api_key.id}", limit=settings.api_rate_limit, window=settings.api_rate_window
+        )
+        if not usage.exceeded and not api_key.allows(scope):
+            audit.denied(
+                tx, action="auth.scope_denied", actor=api_key.actor, ip=ip, reason=f"lacks {scope}"
+            )
+    # X-RateLimit-* headers, added by the RequestId middleware to whatever answer follows.
+    request.scope.setdefault("state", {})["rate_limit"] = usage
     if usage.exceeded:
         raise errors.RateLimited(
-            f"this API key made more than {usage.limit} requests in {settings.api_rate_window} s; "
-            f"retry in {usage.retry_after()} s",
+            f"this API key made more than {usage.limit} requests in "
+            f"{settings.api_rate_window} s; retry in {usage.retry_after()} s",
             retry_after=usage.retry_after(),
         )
     if not api_key.allows(scope):
-        audit.denied(
-            state.db,
-            action="auth.scope_denied",
-            actor=api_key.actor,
-            ip=ip,
-            reason=f"lacks {scope}",
-        )
         raise errors.Forbidden(f"this API key lacks the scope {scope}", scope=scope)
     return api_key
 
 
-def require(scope: str) -> Callable[..., Any]:
+def require(scope: str) -> Callable[..., keys.ApiKey]:
     """A dependency that authenticates the bearer key, counts the request against the key's
     rate limit, and checks the key carries `scope`."""
 
-    async def dependency(request: Request, state: StateDep) -> keys.ApiKey:
+    def dependency(request: Request, state: StateDep) -> keys.ApiKey:
         ip = client_ip(request)
         # The request id and address of what this request audits (the endpoint's changes too).
         audit.REQUEST.set((request_id(request), ip))
-        box: dict[str, Any] = {}
-        try:
-            return await run_in_threadpool(_authorize, state, request, scope, ip, box)
-        finally:
-            if "usage" in box:  # X-RateLimit-* headers, added by the RequestId middleware
-                request.scope.setdefault("state", {})["rate_limit"] = box["usage"]
+        return _authorize(state, request, scope, ip)
 
     dependency.__name__ = f"require_{scope.replace('/', '_').replace('.', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI hook
     return dependency
 
 
-def scope(name: str) -> Any:
-    """For a route's `dependencies=[...]`: the request needs a key carrying scope `name`."""
-    return Depends(require(name))
+# One alias per scope: a route names the key it needs as a parameter (`_: ContactsReader`).
+LocationsReader = Annotated[keys.ApiKey, Depends(require("saas/location.read"))]
+LocationsWriter = Annotated[keys.ApiKey, Depends(require("saas/location.write"))]
+ContactsReader = Annotated[keys.ApiKey, Depends(require("contacts.readonly"))]
+ContactsWriter = Annotated[keys.ApiKey, Depends(require("contacts.write"))]
+InvoicesReader = Annotated[keys.ApiKey, Depends(require("invoices.readonly"))]
+InvoicesWriter = Annotated[keys.ApiKey, Depends(require("invoices.write"))]
+EventsReader = Annotated[keys.ApiKey, Depends(require("events.readonly"))]
+WorkflowsReader = Annotated[keys.ApiKey, Depends(require("workflows.readonly"))]
+WorkflowsWriter = Annotated[keys.ApiKey, Depends(require("workflows.write"))]
+IntegrationsWriter = Annotated[keys.ApiKey, Depends(require("integrations.write"))]
+Admin = Annotated[keys.ApiKey, Depends(require("admin"))]
+
+# Paging, the same on every list.
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
+After = Annotated[
+    str | None,
+    Query(max_length=255, description="The id of the last item of the previous page."),
+]
+Order = Annotated[
+    Literal["desc", "asc"],
+    Query(description="Creation order: desc (newest first, the default) or asc (oldest first)."),
+]
+
+# The errors every authenticated route may answer, declared once per router.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": schemas.ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Bad request: a parameter or the body is invalid"),
+        (401, "No API key, or a malformed, unknown, revoked or expired one"),
+        (403, "The API key lacks the scope the route needs"),
+        (404, "No such object"),
+        (429, "Rate limited: retry after the Retry-After seconds"),
+    )
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"model": schemas.ErrorResponse, "description": "A conflict (Idempotency-Key in use)"}
+}

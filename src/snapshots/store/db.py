@@ -26,6 +26,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from snapshots import errors
 
+# A database connection inside a transaction, as domain functions take it (`tx`): "connection"
+# alone means a linked Stripe account here.
+Tx = Connection
+
 BUSY_TIMEOUT = 30_000  # milliseconds a SQLite writer waits for the lock
 LOCK_POLL = 0.0003  # seconds between tries for SQLite's write lock
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -2,115 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
-
-from snapshots import keys
+from snapshots import keys, paging, times
 from snapshots.api import deps, schemas
 from snapshots.api.deps import StateDep
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["api keys"],
-    responses={
-        400: {"model": schemas.ErrorResponse},
-        401: {"model": schemas.ErrorResponse},
-        403: {"model": schemas.ErrorResponse},
-    },
-)
-Admin = Annotated[keys.ApiKey, Depends(deps.require("admin"))]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.ErrorResponse}}
-
-
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=keys.NAME_MAX)
-    scopes: list[str] = Field(min_length=1, description=f"Of: {', '.join(keys.SCOPES)}")
-    expires_in: str | None = Field(None, description="A lifetime such as 90d or 12h")
-
-
-class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    overlap: str = Field(
-        default="24h",
-        description="How long the old key keeps working (0s: it stops now), at most 30d",
-    )
+router = APIRouter(prefix="/v1", tags=["api keys"], responses=deps.ERRORS)
 
 
 @router.post(
     "/api-keys",
-    response_model=schemas.ApiKeyCreated,
     status_code=201,
     summary="Create an API key; its secret is in this response only (scope admin)",
 )
-async def create_key(body: KeyCreate, state: StateDep, admin: Admin) -> dict[str, Any]:
-    lifetime = keys.parse_duration(body.expires_in) if body.expires_in else None
-    api_key, secret = await run_in_threadpool(
-        lambda: keys.create(
-            state.db,
+def create_key(body: schemas.KeyCreate, state: StateDep, admin: deps.Admin) -> keys.ApiKeyCreated:
+    lifetime = (
+        times.parse_duration(body.expires_in, longest=keys.MAX_LIFETIME)
+        if body.expires_in
+        else None
+    )
+    with state.db.write() as tx:
+        return keys.create(
+            tx,
             name=body.name,
             scopes=body.scopes,
             env=state.settings.key_env,
             expires_in=lifetime,
             actor=admin.actor,
         )
-    )
-    return api_key.public() | {"secret": secret}
 
 
-@router.get(
-    "/api-keys",
-    response_model=schemas.ApiKeysPublic,
-    summary="List API keys, never their secrets (scope admin)",
-    dependencies=[deps.scope("admin")],
-)
-async def list_keys(state: StateDep) -> dict[str, Any]:
-    found = await run_in_threadpool(keys.list_all, state.db)
-    return {"data": [k.public() for k in reversed(found)], "has_more": False}
+@router.get("/api-keys", summary="List API keys, never their secrets (scope admin)")
+def list_keys(state: StateDep, _: deps.Admin) -> paging.Page[keys.ApiKey]:
+    with state.db.read() as tx:
+        found = keys.list_all(tx)
+    return paging.Page(data=found[::-1], has_more=False)
 
 
-@router.get(
-    "/api-keys/{key_id}",
-    response_model=schemas.ApiKeyPublic,
-    responses=NOT_FOUND,
-    summary="Get an API key (scope admin)",
-    dependencies=[deps.scope("admin")],
-)
-async def get_key(key_id: str, state: StateDep) -> dict[str, Any]:
-    return (await run_in_threadpool(keys.get, state.db, key_id)).public()
+@router.get("/api-keys/{key_id}", summary="Get an API key (scope admin)")
+def get_key(key_id: str, state: StateDep, _: deps.Admin) -> keys.ApiKey:
+    with state.db.read() as tx:
+        return keys.get(tx, key_id)
 
 
 @router.post(
     "/api-keys/{key_id}/rotate",
-    response_model=schemas.ApiKeyRotated,
     status_code=201,
-    responses={**NOT_FOUND, 409: {"model": schemas.ErrorResponse}},
+    responses=deps.WRITE_ERRORS,
     summary="A new key with the same scopes; the old one works until the overlap ends "
     "(scope admin)",
 )
-async def rotate_key(
-    key_id: str, state: StateDep, admin: Admin, body: KeyRotate | None = None
-) -> dict[str, Any]:
-    overlap = keys.parse_overlap((body or KeyRotate()).overlap)
-    new, secret, old = await run_in_threadpool(
-        lambda: keys.rotate(
-            state.db, key_id, overlap=overlap, env=state.settings.key_env, actor=admin.actor
+def rotate_key(
+    key_id: str, state: StateDep, admin: deps.Admin, body: schemas.KeyRotate | None = None
+) -> keys.ApiKeyRotated:
+    overlap = times.parse_duration((body or schemas.KeyRotate()).overlap, zero=True)
+    with state.db.write() as tx:
+        return keys.rotate(
+            tx, key_id, overlap=overlap, env=state.settings.key_env, actor=admin.actor
         )
-    )
-    return new.public() | {"secret": secret, "previous": old.public()}
 
 
-@router.delete(
-    "/api-keys/{key_id}",
-    response_model=schemas.ApiKeyPublic,
-    responses=NOT_FOUND,
-    summary="Revoke an API key now (scope admin)",
-)
-async def revoke_key(key_id: str, state: StateDep, admin: Admin) -> dict[str, Any]:
-    revoked = await run_in_threadpool(lambda: keys.revoke(state.db, key_id, actor=admin.actor))
-    return revoked.public()
+@router.delete("/api-keys/{key_id}", summary="Revoke an API key now (scope admin)")
+def revoke_key(key_id: str, state: StateDep, admin: deps.Admin) -> keys.ApiKey:
+    with state.db.write() as tx:
+        return keys.revoke(tx, key_id, actor=admin.actor)

@@ -19,8 +19,8 @@ router = APIRouter(tags=["health"])
 
 
 def _ping(db: Database) -> None:
-    with db.read() as conn:
-        conn.execute(sa.text("SELECT 1"))
+    with db.read() as tx:
+        tx.execute(sa.text("SELECT 1"))
 
 
 @router.get("/healthz", summary="Liveness and database check")
@@ -60,7 +60,9 @@ class _InboxCollector:
         gauge = GaugeMetricFamily(
             "snapshots_inbox_items", "Inbox items by status", labels=["status"]
         )
-        for status, count in inbox.counts(self.db).items():
+        with self.db.read() as tx:
+            found = inbox.counts(tx)
+        for status, count in found.items():
             gauge.add_metric([status], count)
         yield gauge
 

@@ -58,7 +58,7 @@ async def receive_stripe_webhook(request: Request) -> JSONResponse:
     receipt = await state.intake.submit(
         connection_id=connection_id, event=event, payload=payload, source=source
     )
-    return JSONResponse(receipt.public())
+    return JSONResponse(receipt.model_dump())
 
 
 route = Route(PATH, receive_stripe_webhook, methods=["POST"], name="receive_stripe_webhook")
@@ -67,7 +67,7 @@ route = Route(PATH, receive_stripe_webhook, methods=["POST"], name="receive_stri
 def document(openapi: dict[str, Any]) -> None:
     """Add the webhook endpoint to an OpenAPI document FastAPI generated."""
     components = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for model in (schemas.WebhookReceipt, schemas.ErrorResponse):
+    for model in (intake.Receipt, schemas.ErrorResponse):
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(found.pop("$defs", {}))
         components[model.__name__] = found
@@ -105,7 +105,7 @@ def document(openapi: dict[str, Any]) -> None:
                 "content": {"application/json": {"schema": {"type": "object"}}},
             },
             "responses": {
-                "200": answer("Stored (or a duplicate of a stored event)", "WebhookReceipt"),
+                "200": answer("Stored (or a duplicate of a stored event)", "Receipt"),
                 "400": answer(
                     "Bad signature, stale timestamp, or not a Stripe event", "ErrorResponse"
                 ),

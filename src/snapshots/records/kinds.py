@@ -1,0 +1,149 @@
+"""One spec per record kind (contact, invoice, location): its table, id prefix, the fields
+flows write, the column that links it to its Stripe object, what a new one starts with, what
+the API may not change and why, and its public model. Code that works on any kind reads the
+spec instead of asking which kind it has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+
+from snapshots.records import models
+from snapshots.store import tables
+
+# JSON fields a flow may write into by path (`address.city`, `metadata.tier`, `custom.plan`).
+NESTED = frozenset({"address", "metadata", "custom"})
+# JSON fields an API write merges key by key (a key set to None is removed).
+MERGED = frozenset({"metadata", "custom"})
+
+CONTACT_FIELDS = frozenset(
+    {
+        "custom",
+        "stripe_customer_id",
+        "email",
+        "name",
+        "phone",
+        "address",
+        "metadata",
+        "livemode",
+        "stripe_created",
+    }
+)
+INVOICE_FIELDS = frozenset(
+    {
+        "custom",
+        "stripe_invoice_id",
+        "stripe_customer_id",
+        "number",
+        "amount_due",
+        "amount_paid",
+        "amount_remaining",
+        "total",
+        "currency",
+        "status",
+        "payment_status",
+        "customer_email",
+        "customer_name",
+        "hosted_invoice_url",
+        "due_date",
+        "paid_at",
+        "metadata",
+        "livemode",
+        "stripe_created",
+    }
+)
+LOCATION_FIELDS = frozenset(
+    {
+        "stripe_location_id",
+        "name",
+        "address",
+        "country",
+        "currency",
+        "metadata",
+        "custom",
+        "livemode",
+    }
+)
+# Fields of an invoice used only to make a missing contact.
+INVOICE_CONTACT_FIELDS = frozenset({"customer_phone", "customer_address"})
+
+_SET_BY_SNAPSHOTS = "is set by Snapshots and read-only"
+_COMMON_READ_ONLY = dict.fromkeys(
+    ("id", "object", "connection_id", "livemode", "test", "created_at", "updated_at"),
+    _SET_BY_SNAPSHOTS,
+)
+_INVOICE_OWNED = "is owned by Stripe and read-only: only payment_status and notes can be changed"
+
+
+M = TypeVar("M", bound=models.RecordPublic)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (a cache key)
+class Kind(Generic[M]):
+    name: str  # contact | invoice | location
+    table: sa.Table
+    prefix: str  # of its ids: con_, inv_, loc_
+    fields: frozenset[str]  # what a flow's whole-record upsert writes
+    stripe_id: str  # the column that links it to its Stripe object
+    model: type[M]
+    defaults: dict[str, Any] = field(default_factory=lambda: {"metadata": {}})
+    read_only: dict[str, str] = field(default_factory=dict)  # field -> why the API may not
+    by_email: bool = False  # found by email too (a contact)
+
+    @property
+    def stamped(self) -> bool:
+        """Does it keep per-field stamps (`field_versions`)?"""
+        return "field_versions" in self.table.c
+
+    def public(self, row: Any) -> M:
+        return self.model.model_validate(row._mapping)
+
+
+CONTACT: Kind[models.ContactPublic] = Kind(
+    "contact",
+    tables.contacts,
+    "con_",
+    CONTACT_FIELDS,
+    "stripe_customer_id",
+    models.ContactPublic,
+    defaults={"metadata": {}, "tags": []},
+    read_only=_COMMON_READ_ONLY
+    | {
+        "stripe_customer_id": "is owned by Stripe and read-only: it links the contact to its "
+        "Stripe customer (POST /v1/customers/upsert can link a contact that has none)",
+        "stripe_created": "is owned by Stripe and read-only",
+        "archived": "is read-only here: DELETE /v1/customers/{id} archives a contact",
+    },
+    by_email=True,
+)
+INVOICE: Kind[models.InvoicePublic] = Kind(
+    "invoice",
+    tables.invoices,
+    "inv_",
+    INVOICE_FIELDS,
+    "stripe_invoice_id",
+    models.InvoicePublic,
+    read_only=_COMMON_READ_ONLY
+    | dict.fromkeys(
+        sorted(INVOICE_FIELDS - {"payment_status", "custom"} | {"customer_id", "archived"}),
+        _INVOICE_OWNED,
+    )
+    | {"custom": "is set by flows and read-only through the API"},
+)
+LOCATION: Kind[models.LocationPublic] = Kind(
+    "location",
+    tables.locations,
+    "loc_",
+    LOCATION_FIELDS,
+    "stripe_location_id",
+    models.LocationPublic,
+    read_only=_COMMON_READ_ONLY
+    | {
+        "stripe_location_id": "is owned by Stripe and read-only: it links the location to its "
+        "Stripe Terminal location",
+        "archived": "is read-only: a location is archived when it vanishes from Stripe",
+    },
+)
+KINDS: dict[str, Kind[Any]] = {kind.name: kind for kind in (CONTACT, INVOICE, LOCATION)}

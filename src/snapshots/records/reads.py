@@ -1,0 +1,50 @@
+"""Reading records, for every shell: one by id, or a page with the API's filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from snapshots.store.db import Tx
+
+from snapshots import errors, ids, paging
+from snapshots.records.kinds import Kind, M
+
+
+def get(tx: Tx, kind: Kind[M], record_id: str) -> M:
+    row = None
+    if ids.plausible(record_id):
+        row = tx.execute(sa.select(kind.table).where(kind.table.c.id == record_id)).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"no {kind.name} {record_id}")
+    return kind.public(row)
+
+
+def page(
+    tx: Tx,
+    kind: Kind[M],
+    *,
+    limit: int = 20,
+    starting_after: str | None = None,
+    order: paging.Order = "desc",
+    filters: dict[str, Any] | None = None,
+    updated_since: float | None = None,
+) -> paging.Page[M]:
+    """A page of records in creation order (newest first unless `order` is "asc"), only those
+    whose columns equal `filters` (None values are ignored) and, with `updated_since` (unix
+    seconds), updated at or after it; `starting_after` is the id of the last record of the
+    previous page."""
+    t = kind.table
+    where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    if updated_since is not None:
+        where.append(t.c.updated_at >= updated_since)
+    return paging.paginate(
+        tx,
+        t,
+        kind.name,
+        kind.public,
+        limit=limit,
+        starting_after=starting_after,
+        where=where,
+        order=order,
+    )
