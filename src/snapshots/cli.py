@@ -22,6 +22,7 @@ from rich.table import Table
 from snapshots import audit, catalog, connections, errors, flows, inbox, keys, samples, sync, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
+from snapshots.store import lock as store_lock
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -61,6 +62,12 @@ class Context:
                 "the database has no schema yet: run `snapshots migrate` first"
             )
         return database
+
+    def in_use(self) -> None:
+        """Mark the SQLite database as used by this process until the command ends, so
+        `restore` refuses meanwhile (errors.Conflict now if a restore is running)."""
+        held = store_lock.shared(self.settings.sqlite_path)
+        self.click_context.call_on_close(held.release)
 
 
 def _ctx(ctx: typer.Context) -> Context:
@@ -127,6 +134,7 @@ def serve(
     if port:
         updates["port"] = port
     settings = settings.model_copy(update=updates)
+    _ctx(ctx).in_use()
     database = store.Database(settings.database_url)
     store.migrate(database)
     database.dispose()
@@ -432,6 +440,7 @@ def sync_command(
         return
     names = sync.parse_objects(objects)
     since_at = None if since is None else sync.parse_since(since)
+    context.in_use()
     secrets = vault.load(context.settings)
     chosen = connections.choose(database, secrets, connection)
     registry = flows.current(database)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from snapshots import connections, errors, flows, inbox, refetch, retry, schedule, sync, vault
 from snapshots.flows import Registry
 from snapshots.settings import Settings
+from snapshots.store import lock
 from snapshots.store.db import Database
 
 log = logging.getLogger("snapshots.worker")
@@ -218,6 +219,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    held = lock.shared(settings.sqlite_path)  # `restore` refuses while this worker runs
     database = Database(settings.database_url)
     live = flows.Live(database)
     stripe = None
@@ -251,6 +253,7 @@ def main(settings: Settings, *, parent: int | None = None) -> None:
         if scheduler is not None:
             scheduler.join(10.0)
         database.dispose()
+        held.release()
 
 
 def _child(settings: Settings, parent: int) -> None:
