@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from snapshots import errors
@@ -149,6 +150,16 @@ def alembic_config(db: Database) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     return config
+
+
+def revisions() -> tuple[set[str], str]:
+    """Every schema revision this code knows, and the newest (what `migrate` upgrades to)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    known = {s.revision for s in script.walk_revisions()}
+    (head,) = script.get_heads()
+    return known, head
 
 
 def migrate(db: Database) -> None:
