@@ -37,6 +37,7 @@ from snapshots import (
 )
 from snapshots.settings import Settings
 from snapshots.store import db as store
+from snapshots.store import lock as store_lock
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -76,6 +77,12 @@ class Context:
                 "the database has no schema yet: run `snapshots migrate` first"
             )
         return database
+
+    def in_use(self) -> None:
+        """Mark the SQLite database as used by this process until the command ends, so
+        `restore` refuses meanwhile (errors.Conflict now if a restore is running)."""
+        held = store_lock.shared(self.settings.sqlite_path)
+        self.click_context.call_on_close(held.release)
 
 
 def _ctx(ctx: typer.Context) -> Context:
@@ -142,6 +149,7 @@ def serve(
     if port:
         updates["port"] = port
     settings = settings.model_copy(update=updates)
+    _ctx(ctx).in_use()
     database = store.Database(settings.database_url)
     try:
         readiness.startup(database, settings, migrate=True)
@@ -564,6 +572,7 @@ def sync_command(
         return
     names = sync.parse_objects(objects)
     since_at = None if since is None else sync.parse_since(since)
+    context.in_use()
     secrets = readiness.startup(database, context.settings)
     chosen = connections.choose(database, secrets, connection)
     registry = flows.current(database)
@@ -744,6 +753,115 @@ def rotate_master_key(
     if context.settings.master_key:
         out.print("now set SNAPSHOTS_MASTER_KEY to the new key alone")
     out.print("restart `snapshots serve` and every `snapshots worker`: they read the key at start")
+
+
+def _say(line: str) -> None:
+    """One line to stdout as it is (no markup, never wrapped: paths and commands stay whole)."""
+    sys.stdout.write(line + "\n")
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} kB"
+
+
+def _postgres_commands(url: str, file: Path, *, as_json: bool, restoring: bool) -> None:
+    from snapshots import backup
+
+    dump, restore = backup.postgres_commands(url, file)
+    if as_json:
+        _print_json({"database": "postgresql", "backup": dump, "restore": restore})
+        return
+    if restoring:
+        _say("PostgreSQL: stop every snapshots serve and worker, then restore with pg_restore:")
+        _say(f"  {restore}")
+    else:
+        _say("PostgreSQL: back up with pg_dump (it copies a live database consistently):")
+        _say(f"  {dump}")
+        _say("restore it later (every snapshots serve and worker stopped) with:")
+        _say(f"  {restore}")
+    if dump.startswith(backup.PASSWORD_PLACEHOLDER):
+        _say("put the password in place of <password> (or in ~/.pgpass); it is never printed")
+    _say(
+        "the Stripe secrets in it decrypt only with SNAPSHOTS_MASTER_KEY: keep that key with "
+        "the backup"
+    )
+
+
+@app.command("backup")
+def backup_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Where to write the copy (SQLite).")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the database while snapshots runs, and its master key (SQLite); for PostgreSQL,
+    print the pg_dump and pg_restore commands."""
+    from snapshots import backup
+
+    settings = _ctx(ctx).settings
+    if backup.is_postgres(settings.database_url):
+        _postgres_commands(settings.database_url, file, as_json=as_json, restoring=False)
+        return
+    result = backup.backup(settings, file, force=force)
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if as_json:
+        _print_json(result.public())
+        return
+    _say(
+        f"backed up {settings.sqlite_path} to {result.database} ({_size(result.size)}, schema "
+        f"{result.revision}, {result.seconds:.2f} s)"
+    )
+    if result.key_file is not None:
+        _say(
+            f"master key copied to {result.key_file} (0600): keep it with the backup, the Stripe "
+            "secrets in it decrypt only with that key"
+        )
+    elif result.key_source == "env":
+        _say(
+            "the secrets in it decrypt only with SNAPSHOTS_MASTER_KEY: keep that key with the "
+            "backup"
+        )
+    else:
+        _say("no master key file exists yet: nothing in the database is encrypted")
+    _say(f"restore it with: snapshots restore {result.database}")
+
+
+@app.command("restore")
+def restore_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A backup made by `snapshots backup`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a backup in place of the database (SQLite; snapshots must be stopped): the current
+    one is kept aside. For PostgreSQL, print the pg_restore command."""
+    from snapshots import backup
+
+    settings = _ctx(ctx).settings
+    if backup.is_postgres(settings.database_url):
+        _postgres_commands(settings.database_url, file, as_json=as_json, restoring=True)
+        return
+    result = backup.restore(settings, file)
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if as_json:
+        _print_json(result.public())
+        return
+    _say(
+        f"restored {result.source} into {result.database} ({_size(result.size)}, schema "
+        f"{result.revision}, {result.seconds:.2f} s)"
+    )
+    if result.upgraded_to:
+        _say(f"upgraded its schema from {result.revision} to {result.upgraded_to}")
+    for kept in result.kept:
+        _say(f"kept the previous file as {kept}")
+    if result.key_file is not None:
+        _say(f"master key restored to {result.key_file} from {backup.key_path(file.absolute())}")
+    elif result.key_source == "env":
+        _say("the master key in force is SNAPSHOTS_MASTER_KEY")
+    elif result.key_source == "file":
+        _say("no master key beside the backup: the key file in force stays")
+    _say("start snapshots serve (and any workers) again")
 
 
 def _actor() -> str:

@@ -38,6 +38,7 @@ from snapshots import (
 )
 from snapshots.flows import Registry
 from snapshots.settings import Settings
+from snapshots.store import lock
 from snapshots.store.db import Database
 
 log = logging.getLogger("snapshots.worker")
@@ -325,6 +326,7 @@ def main(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    held = lock.shared(settings.sqlite_path)  # `restore` refuses while this worker runs
     database = Database(settings.database_url)
     faults = readiness.Faults(on_change=report)
     secrets = vault.load(settings)
@@ -370,6 +372,7 @@ def main(
             health.shutdown()
         scheduler.join(10.0)
         database.dispose()
+        held.release()
 
 
 def _child(settings: Settings, parent: int, reports: Any) -> None:

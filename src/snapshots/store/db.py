@@ -205,7 +205,7 @@ class Schema:
 
 
 @functools.cache
-def _revisions() -> tuple[str, frozenset[str]]:
+def revisions() -> tuple[str, frozenset[str]]:
     """This code's head revision and every revision it knows (read once per process)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -216,7 +216,7 @@ def _revisions() -> tuple[str, frozenset[str]]:
 
 
 def schema(db: Database) -> Schema:
-    head, known = _revisions()
+    head, known = revisions()
     with db.read() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     return Schema(current, head, current is None or current in known)
