@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from snapshots.store.db import Tx
-
 from snapshots import connections
 from snapshots.records import apply, kinds, ordering, timeline
+from snapshots.store.db import Tx
 
 
 @dataclass(frozen=True)

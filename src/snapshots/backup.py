@@ -24,12 +24,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from snapshots import errors, vault
 from snapshots.settings import Settings
@@ -41,14 +41,15 @@ SIDECARS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
 ASIDE = ".before-restore-"  # <database>.before-restore-<UTC time>: what a restore replaced
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(BaseModel):
     """What a backup or a restore did."""
+
+    model_config = ConfigDict(frozen=True)
 
     database: Path  # the copy (backup), or the database put back (restore)
     revision: str  # the schema revision of the copy (restore: before upgrading it)
     size: int  # bytes
-    seconds: float
+    seconds: Annotated[float, PlainSerializer(lambda value: round(value, 3))]
     key_file: Path | None  # the master key file written: beside the copy, or the one put back
     # Where the master key in force comes from: "file" (the key file beside the database),
     # "env" (SNAPSHOTS_MASTER_KEY) or "none" (no key file yet: nothing was ever encrypted).
@@ -57,20 +58,6 @@ class Result:
     upgraded_to: str | None = None  # restore: the schema revision after upgrading
     kept: tuple[Path, ...] = ()  # restore: what was moved aside
     warnings: tuple[str, ...] = ()
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "database": str(self.database),
-            "source": None if self.source is None else str(self.source),
-            "revision": self.revision,
-            "upgraded_to": self.upgraded_to,
-            "size": self.size,
-            "seconds": round(self.seconds, 3),
-            "key_file": None if self.key_file is None else str(self.key_file),
-            "key_source": self.key_source,
-            "kept": [str(p) for p in self.kept],
-            "warnings": list(self.warnings),
-        }
 
 
 def key_path(copy: Path) -> Path:

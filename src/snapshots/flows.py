@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 import yaml
@@ -195,6 +195,48 @@ class Registry:
         return self.execute(
             tx, self.plan(event), connection_id=connection_id, event=event, test=test
         )
+
+
+class Outcome(BaseModel):
+    """What one flow would do with an event: write (and what), leave it out, or fail."""
+
+    flow: str
+    action: str
+    outcome: Literal["would write", "filtered out", "error"]
+    record: str | None = None
+    fields: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def preview(registry: Registry, event: dict[str, Any], *, flow: str | None = None) -> list[Outcome]:
+    """Run the filters and mappings of the flows `event` triggers (only `flow`, when named) and
+    say what each would write; nothing is written. The same code the worker runs."""
+    if flow is not None and not any(f.name == flow for f in registry.flows):
+        raise errors.BadRequest(f"no flow named {flow!r}")
+    found = []
+    for candidate in registry.for_type(event["type"]):
+        if flow is not None and candidate.name != flow:
+            continue
+        name, action = candidate.name, candidate.action
+        try:
+            values = candidate.map(event)
+        except errors.SnapshotsError as exc:
+            error = errors.describe(exc)
+            found.append(Outcome(flow=name, action=action.name, outcome="error", error=error))
+            continue
+        if values is None:
+            found.append(Outcome(flow=name, action=action.name, outcome="filtered out"))
+        else:
+            found.append(
+                Outcome(
+                    flow=name,
+                    action=action.name,
+                    outcome="would write",
+                    record=action.record,
+                    fields=values,
+                )
+            )
+    return found
 
 
 # Checking a flows file.
@@ -552,6 +594,16 @@ def _load(stored: Revision) -> Registry:
         ) from exc
 
 
+@dataclass(frozen=True)
+class Imported:
+    """What an import or rollback did: the version now in force, the one before, and how
+    many flows it holds."""
+
+    revision: Revision
+    previous: int
+    flows: int
+
+
 def import_text(
     db: Database,
     text: str,
@@ -560,7 +612,7 @@ def import_text(
     actor: str,
     comment: str | None = None,
     action: str = "flows.imported",
-) -> Revision:
+) -> Imported:
     """Check `text` once, holding no transaction (a check evaluates sample events), then make
     it the flows in force as a new version with its audit entry (the old and the new version)
     in one short transaction. A file with a problem changes nothing: `Invalid` lists them."""
@@ -582,10 +634,11 @@ def import_text(
             target=f"flows:{new}",
             details={"old_version": old, "new_version": new, "comment": comment},
         )
-    return Revision(version=new, actor=actor, comment=comment, created_at=now, text=text)
+    revision = Revision(version=new, actor=actor, comment=comment, created_at=now, text=text)
+    return Imported(revision, old, len(checked.registry.flows))
 
 
-def rollback(db: Database, version: int, *, actor: str) -> Revision:
+def rollback(db: Database, version: int, *, actor: str) -> Imported:
     """Put an earlier version back in force, as a new version (history is never rewritten);
     `Invalid` when that version no longer passes today's checks."""
     with db.read() as tx:

@@ -8,9 +8,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from snapshots.store.db import Tx
 
 from snapshots import errors, ids
+from snapshots.store.db import Tx
 
 T = TypeVar("T")
 Order = Literal["desc", "asc"]

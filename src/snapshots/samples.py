@@ -142,6 +142,22 @@ def sample_event(
     }
 
 
+def as_event(data: Any, event_type: str | None, *, where: str) -> dict[str, Any]:
+    """A Stripe event to try flows on: `data` when it is one, else `data` as the object of a
+    sample `event_type` event (`where` names the source in errors)."""
+    if not isinstance(data, dict):
+        raise errors.BadRequest(f"{where}: give a Stripe event or object (a JSON object)")
+    if data.get("object") == "event" and isinstance(data.get("data"), dict):
+        if not isinstance(data["data"].get("object"), dict) or not data.get("type"):
+            raise errors.BadRequest(f"{where}: the event has no type or no data.object")
+        return data
+    if event_type is None:
+        raise errors.BadRequest(
+            f"{where} holds a {data.get('object') or 'JSON'} object, not an event: give --type"
+        )
+    return sample_event(event_type, obj=data, event_id="evt_mappings_test")
+
+
 # `snapshots send-test-event`: a signed test event through the real webhook endpoint.
 
 WAIT_POLL = 0.1  # seconds between looks at the inbox item

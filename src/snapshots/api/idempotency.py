@@ -25,8 +25,6 @@ Key = Annotated[
 ]
 
 
-
-
 async def _raw_body(request: Request) -> bytes:
     # async: the body is in memory already (FastAPI read it for the body parameter)
     return await request.body()

@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from snapshots.store.db import Tx
-
 from snapshots import errors, ids
 from snapshots.records import lookup, ordering, values
 from snapshots.records.kinds import CONTACT, INVOICE, LOCATION, Kind
 from snapshots.records.ordering import Key
+from snapshots.store.db import Tx
 
 
 def _write(

@@ -10,13 +10,13 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from snapshots.store.db import Tx
 
 from snapshots import errors, ids
 from snapshots.records import lookup, models, values
 from snapshots.records.kinds import CONTACT, LOCATION, MERGED, Kind, M
 from snapshots.records.ordering import Key
 from snapshots.store import dialect
+from snapshots.store.db import Tx
 
 
 def refuse_read_only(kind: Kind[Any], body: dict[str, Any]) -> None:

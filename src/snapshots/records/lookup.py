@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from snapshots.store.db import Tx
 
 from snapshots import errors, ids
 from snapshots.records.kinds import CONTACT, Kind
 from snapshots.store import dialect
+from snapshots.store.db import Tx
 
 
 @functools.cache
@@ -109,7 +109,9 @@ def contact_of(
     return row
 
 
-def target(tx: Tx, kind: Kind[Any], *, connection_id: str, match: dict[str, Any], test: bool) -> Any:
+def target(
+    tx: Tx, kind: Kind[Any], *, connection_id: str, match: dict[str, Any], test: bool
+) -> Any:
     """The contact or location that `match` names (created bare when missing, so a tag, a field
     or an activity is never lost; a later event about the object itself fills it in)."""
     t = kind.table

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from snapshots.store.db import Tx
 
 from snapshots import errors, ids, paging
 from snapshots.records.kinds import Kind, M
+from snapshots.store.db import Tx
 
 
 def get(tx: Tx, kind: Kind[M], record_id: str) -> M:

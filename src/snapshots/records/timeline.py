@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from snapshots.store.db import Tx
 
 from snapshots import errors, ids, paging
 from snapshots.records import lookup, reads
 from snapshots.records.kinds import CONTACT
 from snapshots.records.models import ActivityPublic
 from snapshots.store import dialect, tables
+from snapshots.store.db import Tx
 
 T = tables.activities
 

@@ -53,7 +53,7 @@ def import_flows(
     line, flow, field)."""
     return flows.import_text(
         state.db, body.text, where="flows file", actor=api_key.actor, comment=body.comment
-    )
+    ).revision
 
 
 @router.post(
@@ -64,4 +64,4 @@ def import_flows(
 def rollback_flows(
     body: schemas.FlowsRollback, state: StateDep, api_key: deps.WorkflowsWriter
 ) -> flows.Revision:
-    return flows.rollback(state.db, body.version, actor=api_key.actor)
+    return flows.rollback(state.db, body.version, actor=api_key.actor).revision

@@ -75,7 +75,9 @@ def _page(
     for name, value in (filters or {}).items():
         if isinstance(value, str) and "\x00" in value:
             raise errors.BadRequest(f"{name}: must not contain NUL", code="parameter_invalid")
-    since = None if updated_since is None else times.parse_since(updated_since, name="updated_since")
+    since = (
+        None if updated_since is None else times.parse_since(updated_since, name="updated_since")
+    )
     with state.db.read() as tx:
         return reads.page(
             tx,
@@ -112,9 +114,7 @@ def _write(
 ) -> JSONResponse:
     """An API write: `work(tx, ordering key)` -> (status, answer), once per Idempotency-Key."""
     stamp = ordering.api_write(deps.request_id(request))
-    return idempotency.write(
-        state, api_key_id, request, raw, key, lambda tx: work(tx, stamp)
-    )
+    return idempotency.write(state, api_key_id, request, raw, key, lambda tx: work(tx, stamp))
 
 
 # Locations.
@@ -267,9 +267,7 @@ def upsert_customer(
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
         created, contact = edits.upsert_contact(tx, fields=fields, key=stamp)
-        return (201 if created else 200), schemas.ContactUpserted(
-            created=created, customer=contact
-        )
+        return (201 if created else 200), schemas.ContactUpserted(created=created, customer=contact)
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
 

@@ -1,0 +1,82 @@
+"""The processes: `migrate`, `serve` (API, webhooks and an embedded worker) and `worker`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from snapshots import readiness
+from snapshots.cli.base import app, state
+from snapshots.cli.output import out
+from snapshots.store import db as store
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema."""
+    database = state(ctx).db(migrated=False)
+    store.migrate(database)
+    out.print("database is up to date")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address (SNAPSHOTS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (SNAPSHOTS_PORT).")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run a worker inside.")
+    ] = True,
+) -> None:
+    """Migrate, then serve the API and webhooks (with an embedded worker)."""
+    import uvicorn
+
+    from snapshots.app import create_app
+
+    context = state(ctx)
+    updates: dict[str, Any] = {}
+    if host:
+        updates["host"] = host
+    if port:
+        updates["port"] = port
+    settings = context.settings.model_copy(update=updates)
+    context.in_use()
+    database = store.Database(settings.database_url)
+    try:
+        readiness.startup(database, settings, migrate=True)
+    finally:
+        database.dispose()
+    application = create_app(settings, embedded_worker=worker)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("worker")
+def worker_command(
+    ctx: typer.Context,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Answer /healthz and /readyz on this port (SNAPSHOTS_WORKER_HEALTH_PORT).",
+        ),
+    ] = None,
+) -> None:
+    """Run a standalone worker (many may run at once on PostgreSQL). It checks the database,
+    its schema, the master key and the flows first, and never migrates."""
+    from snapshots import worker
+
+    context = state(ctx)
+    settings = context.settings
+    if health_port is not None:
+        settings = settings.model_copy(update={"worker_health_port": health_port})
+    readiness.startup(context.db(migrated=False), settings)
+    worker.main(settings)
