@@ -20,7 +20,16 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapshots import __version__, connections, errors, flows, intake, readiness, vault, worker
+from snapshots import (
+    __version__,
+    connections,
+    errors,
+    intake,
+    readiness,
+    revisions,
+    vault,
+    worker,
+)
 from snapshots.api.deps import State, request_id
 from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
 from snapshots.api.routes import audit as audit_routes
@@ -177,7 +186,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     else goes on to the FastAPI app (the API, its OpenAPI document at /docs). The webhook is
     the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
-    live = flows.Live(db)  # the flows in force, followed as new versions are imported
+    live = revisions.Live(db)  # the flows in force, followed as new versions are imported
     secrets = vault.load(settings)
     faults = readiness.Faults()
     monitor = readiness.Monitor(db, secrets, settings, faults, live=live)

@@ -43,10 +43,6 @@ class Connection(BaseModel):
     webhook_secrets: int = Field(description="Signing secrets in force")
     created_at: Timestamp
 
-    @property
-    def secret_key_last4(self) -> str:
-        return self.secret_key[-4:]
-
 
 def _validate_secret(secret: str) -> None:
     if not secret.startswith("whsec_") or len(secret) < 10:

@@ -2,17 +2,23 @@
 
 SnapshotsError
 ├── Rejected                  the caller's input is wrong: HTTP 4xx, CLI exit 2; never retried
-│   ├── BadRequest            400
+│   ├── BadRequest            400 (flowfile.Invalid: a flows file's problems, each with its line)
 │   ├── Unauthorized          401 (no key, bad key, revoked, expired)
 │   ├── Forbidden             403 (missing scope; names it)
 │   ├── NotFound              404
 │   ├── Conflict              409
-│   └── PayloadTooLarge       413
+│   ├── PayloadTooLarge       413
+│   └── RateLimited           429 (with the seconds to wait)
 ├── RetryLater                transient: the worker retries with backoff (network, lock, 5xx)
+│   ├── Busy                  SQLite's write lock is taken and the caller asked not to wait
+│   └── Unavailable           not now (the database is down or locked too long): HTTP 503
 ├── DeadLetter                the item can never succeed as it is: goes `dead` at once
 ├── StripeError               Stripe refused or could not be reached (translated at the boundary)
-│   ├── StripeAuthError       the key is refused: stop, tell the user
-│   └── StripeUnavailable     network error, 5xx, rate limit: retry later
+│   ├── StripeAuthError       the key is refused: stop, tell the user (a worker in refetch mode
+│   │                         postpones the connection's items, uncharged)
+│   ├── StripeNotFound        Stripe has no such object
+│   └── StripeUnavailable     network error, 5xx, rate limit: retry later (a worker postpones
+│                             the connection's items, uncharged)
 ├── ConfigError               bad settings, files or flows: fix configuration
 └── ProcessFault              this process cannot work now, whatever the item: a worker releases
     │                         what it holds without charging an attempt, reports it on /readyz

@@ -11,7 +11,7 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -36,6 +36,13 @@ class Item:
     source: str
     attempts: int
     payload: bytes
+
+
+class Wants(Protocol):
+    """Whether some flow wants an event type (`flows.Registry`, or `revisions.Live` for the flows
+    in force): an event no flow wants is stored `ignored`."""
+
+    def wants(self, event_type: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -136,20 +143,6 @@ def _bulk_insert(sql: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
     compiled = stmt.values(values).inline().compile(dialect=sql)  # inline: no RETURNING
     order = None if compiled.positiontup is None else tuple(compiled.positiontup)
     return str(compiled), order
-
-
-def enqueue(
-    tx: Tx,
-    *,
-    connection_id: str,
-    event: dict[str, Any],
-    payload: bytes,
-    source: str,
-    wanted: bool,
-) -> tuple[int, str, bool]:
-    """Store one event (see `enqueue_many`); returns (item id, status, duplicate)."""
-    (stored,) = enqueue_many(tx, [Arrival(connection_id, event, payload, source, wanted)])
-    return stored.item_id, stored.status, stored.duplicate
 
 
 def has_claimable(tx: Tx) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import stripe
 from pydantic import BaseModel
 
-from snapshots import errors, flows, ids, inbox
+from snapshots import errors, ids, inbox
 from snapshots.store import db as store_db
 from snapshots.store.db import Database, LockTaker, Tx
 
@@ -117,7 +117,7 @@ def parse_event(payload: bytes) -> dict[str, Any]:
 
 def store(
     db: Database,
-    registry: flows.Wants,
+    registry: inbox.Wants,
     *,
     connection_id: str,
     event: dict[str, Any],
@@ -165,9 +165,9 @@ class GroupCommit:
     LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
     LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
-    def __init__(self, db: Database, registry: flows.Wants) -> None:
+    def __init__(self, db: Database, registry: inbox.Wants) -> None:
         self._db = db
-        self._registry = registry  # `flows.Live` follows new versions as they are imported
+        self._registry = registry  # (revisions.Live follows each new version of the flows)
         self._inline = db.dialect == "sqlite"
         self._lock_taker: LockTaker | None = None
         self._pending: list[_Waiting] = []

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import sqlalchemy as sa
 
-from snapshots import __version__, connections, errors, flows, times, vault
+from snapshots import __version__, connections, errors, revisions, times, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
@@ -94,18 +94,18 @@ def check_master_key(db: Database, secrets: vault.Vault, settings: Settings) -> 
     )
 
 
-def check_flows(db: Database, live: flows.Live | None = None) -> None:
+def check_flows(db: Database, live: revisions.Live | None = None) -> None:
     """The flows version in force loads with this code (a newer one may use a newer action):
     FlowsIncompatible otherwise. A process's `live` flows answer without parsing again."""
     if live is None:
         with db.read() as tx:
-            flows.current(tx)
+            revisions.current(tx)
     else:
         live()
 
 
 def check(
-    db: Database, secrets: vault.Vault, settings: Settings, live: flows.Live | None = None
+    db: Database, secrets: vault.Vault, settings: Settings, live: revisions.Live | None = None
 ) -> None:
     """Every check, in the order an operator would fix them; raises the first failure."""
     check_database(db)
@@ -213,7 +213,7 @@ class Monitor:
         settings: Settings,
         faults: Faults,
         *,
-        live: flows.Live | None = None,
+        live: revisions.Live | None = None,
         interval: float = CHECK_EVERY,
     ) -> None:
         self._db = db

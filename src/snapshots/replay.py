@@ -78,16 +78,6 @@ class Filter(BaseModel):
             found.append(T.c.connection_id == self.connection_id)
         return found
 
-    def stored(self) -> dict[str, Any]:
-        """As kept in the job's row (the time in unix seconds)."""
-        return {
-            "status": self.status,
-            "since": self.since,
-            "type": self.type,
-            "error": self.error,
-            "connection_id": self.connection_id,
-        }
-
 
 def _like(text: str) -> str:
     """`text` with LIKE's own wildcards escaped (`*` is ours, made `%` by the caller)."""
@@ -174,7 +164,7 @@ def start(tx: Tx, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
     now = time.time()
     row = {
         "id": ids.new("rpl_", 16),
-        "filter": flt.stored(),
+        "filter": flt.model_dump(),  # the time in unix seconds
         "status": "queued" if found.quota else "done",
         "matched": found.matched,
         "quota": found.quota,

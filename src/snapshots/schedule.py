@@ -69,16 +69,6 @@ def claim(db: Database, name: str, *, holder: str, force: bool = False) -> bool:
         return claimed.rowcount == 1
 
 
-def extend(db: Database, name: str, *, holder: str) -> None:
-    """Keep holding a long job (call it now and then while working)."""
-    with db.write() as tx:
-        tx.execute(
-            T.update()
-            .where(T.c.name == name, T.c.holder == holder)
-            .values(lease_until=time.time() + LEASE)
-        )
-
-
 def release(
     db: Database, name: str, *, holder: str, next_run_at: float | None, error: str | None = None
 ) -> None:

@@ -37,7 +37,6 @@ from snapshots import (
     watcher,
 )
 from snapshots.connections import Connection
-from snapshots.flows import Wants
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
@@ -305,7 +304,7 @@ def backfill(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Wants,
+    registry: inbox.Wants,
     *,
     obj: str,
     since: int | None = None,
@@ -355,7 +354,7 @@ def _poll_locations(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Wants,
+    registry: inbox.Wants,
     *,
     holder: str | None,
     progress: Progress | None,
@@ -435,7 +434,7 @@ def reconcile(
     db: Database,
     client: stripe_api.Stripe,
     connection: Connection,
-    registry: Wants,
+    registry: inbox.Wants,
     settings: Settings,
     *,
     since: int | None = None,
@@ -523,7 +522,7 @@ def page_runs(tx: Tx, *, limit: int = 20, starting_after: str | None = None) -> 
 
 
 def scheduled_jobs(
-    db: Database, stripe: connections.Cache, registry: Wants, settings: Settings
+    db: Database, stripe: connections.Cache, registry: inbox.Wants, settings: Settings
 ) -> Callable[[], list[schedule.Job]]:
     """The periodic jobs of every connection: its location watcher and its reconciliation."""
 

@@ -40,7 +40,9 @@ def iso(seconds: float | None) -> str | None:
 
 # A moment in a public model: unix seconds inside Snapshots, ISO 8601 text wherever it is shown
 # (`model_dump`, JSON, the OpenAPI document), so every resource writes its times one way.
-Timestamp = Annotated[float, PlainSerializer(lambda seconds: iso(seconds), return_type=str)]
+Timestamp = Annotated[
+    float, PlainSerializer(lambda seconds: iso(seconds), return_type=str, when_used="json")
+]
 
 
 def parse_duration(

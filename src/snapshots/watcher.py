@@ -20,7 +20,6 @@ import sqlalchemy as sa
 
 from snapshots import connections, errors, ids, inbox, stripe_api
 from snapshots.connections import Connection
-from snapshots.flows import Wants
 from snapshots.store import tables
 from snapshots.store.db import Database
 
@@ -78,7 +77,9 @@ def refresh_account(db: Database, client: stripe_api.Stripe, connection: Connect
             connections.set_default_currency(tx, connection.id, currency)
 
 
-def poll(db: Database, client: stripe_api.Stripe, connection: Connection, registry: Wants) -> Poll:
+def poll(
+    db: Database, client: stripe_api.Stripe, connection: Connection, registry: inbox.Wants
+) -> Poll:
     """Compare Stripe's locations with what the last poll saw and enqueue the differences."""
     refresh_account(db, client, connection)
     current: dict[str, str] = {}

@@ -32,6 +32,7 @@ from snapshots import (
     refetch,
     replay,
     retry,
+    revisions,
     schedule,
     sync,
     vault,
@@ -79,7 +80,7 @@ class Worker:
         *,
         name: str | None = None,
         stripe: connections.Cache | None = None,
-        live: flows.Live | None = None,
+        live: revisions.Live | None = None,
         faults: readiness.Faults | None = None,
         monitor: readiness.Monitor | None = None,
     ) -> None:
@@ -330,7 +331,7 @@ def main(
     database = Database(settings.database_url)
     faults = readiness.Faults(on_change=report)
     secrets = vault.load(settings)
-    live = flows.Live(database)
+    live = revisions.Live(database)
     monitor = readiness.Monitor(database, secrets, settings, faults, live=live)
     stripe = connections.Cache(
         database,
@@ -452,10 +453,3 @@ class Embedded:
                 process.kill()
                 process.join(timeout)
         self._reports.close()
-
-
-def drain(worker: Worker, *, timeout: float = 30.0) -> None:
-    """Apply everything claimable now (for tests and `send-test-event`)."""
-    deadline = time.monotonic() + timeout
-    while worker.step() and time.monotonic() < deadline:
-        pass

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 
-from snapshots import audit, connections, errors, flows, intake, keys, limits, readiness
+from snapshots import audit, connections, errors, intake, keys, limits, readiness, revisions
 from snapshots.api import schemas
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -19,7 +19,7 @@ from snapshots.store.db import Database
 class State:
     settings: Settings
     db: Database
-    registry: flows.Live  # the flows in force
+    registry: revisions.Live  # the flows in force
     secrets: connections.SecretsCache
     intake: intake.GroupCommit
     faults: readiness.Faults  # this process's, kept by a readiness.Monitor

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 import typer
 
 from snapshots import errors
-from snapshots.cli import audit, backup, connections, events, flows, keys, serve, sync
-from snapshots.cli.base import app
 
-COMMAND_GROUPS = (audit, backup, connections, events, flows, keys, serve, sync)  # registered
+# Each command group's module adds its commands to `app` when it is imported.
+from snapshots.cli import audit, backup, connections, events, flows, keys, serve, sync  # noqa: F401
+from snapshots.cli.base import app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from snapshots import catalog, connections, errors, flows, samples, vault
+from snapshots import catalog, connections, errors, flowfile, flows, revisions, samples, vault
 from snapshots.cli.base import JsonOpt, actor, app, state
 from snapshots.cli.connections import one_connection
 from snapshots.cli.output import out, print_json, problems, when
@@ -33,11 +33,11 @@ def flows_export(
 ) -> None:
     """Print the flows file (YAML) in force, to edit and import again."""
     with state(ctx).db().read() as tx:
-        text = flows.get_revision(tx, version).text or ""
+        text = revisions.get_revision(tx, version).text or ""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _imported(imported: flows.Imported, as_json: bool, said: str) -> None:
+def _imported(imported: revisions.Imported, as_json: bool, said: str) -> None:
     if as_json:
         print_json(
             imported.revision.model_dump(mode="json") | {"previous_version": imported.previous}
@@ -56,10 +56,10 @@ def flows_import(
     """Check a flows file, then put it in force as a new version (a bad file changes nothing)."""
     database = state(ctx).db()
     try:
-        imported = flows.import_text(
-            database, flows.read(file), where=str(file), actor=actor(), comment=comment
+        imported = revisions.import_text(
+            database, flowfile.read(file), where=str(file), actor=actor(), comment=comment
         )
-    except flows.Invalid as exc:
+    except flowfile.Invalid as exc:
         problems(exc.problems)
     _imported(
         imported,
@@ -78,7 +78,7 @@ def flows_rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Put an earlier version back in force (as a new version: history stays)."""
-    imported = flows.rollback(state(ctx).db(), version, actor=actor())
+    imported = revisions.rollback(state(ctx).db(), version, actor=actor())
     _imported(
         imported,
         as_json,
@@ -91,7 +91,7 @@ def flows_rollback(
 def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every version of the flows, newest first (the first is in force)."""
     with state(ctx).db().read() as tx:
-        found = flows.revisions(tx)
+        found = revisions.revisions(tx)
     if as_json:
         print_json([v.model_dump(mode="json", exclude={"text"}) for v in found])
         return
@@ -111,7 +111,7 @@ def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def mappings_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The flows in force: triggers, filter, action and mapped fields."""
     with state(ctx).db().read() as tx:
-        registry = flows.current(tx)
+        registry = revisions.current(tx)
     shown: list[dict[str, Any]] = [
         {
             "name": f.name,
@@ -140,7 +140,7 @@ def mappings_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _checked(file: Path) -> flows.Registry:
-    checked = flows.check(flows.read(file), str(file))
+    checked = flowfile.check(flowfile.read(file), str(file))
     if checked.registry is None:
         problems(checked.problems)
     return checked.registry
@@ -158,7 +158,7 @@ def mappings_validate(
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(flows.read(path))
+        return json.loads(flowfile.read(path))
     except ValueError as exc:
         raise errors.BadRequest(f"{path} is not JSON: {exc}") from exc
 
@@ -185,7 +185,7 @@ def mappings_test(
         registry = _checked(flows_file)
     else:
         with state(ctx).db().read() as tx:
-            registry = flows.current(tx)
+            registry = revisions.current(tx)
     results = flows.preview(registry, event, flow=flow)
     if as_json:
         print_json(
@@ -250,7 +250,7 @@ def send_test_event(
     base = (url or context.settings.base_url).rstrip("/")
     events = [samples.sample_event(t, obj=None if obj is None else dict(obj)) for t in chosen]
     with database.read() as tx:
-        registry = flows.current(tx)
+        registry = revisions.current(tx)
     traces = samples.send_test_events(
         database,
         secrets,

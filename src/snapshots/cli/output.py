@@ -10,7 +10,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-from snapshots import flows, times
+from snapshots import flowfile, times
 
 out = Console()
 err = Console(stderr=True)
@@ -44,7 +44,7 @@ def size(count: int) -> str:
     return f"{count / 1e6:,.1f} MB" if count >= 100_000 else f"{count / 1e3:,.1f} kB"
 
 
-def problems(found: list[flows.Problem]) -> NoReturn:
+def problems(found: list[flowfile.Problem]) -> NoReturn:
     """Print a flows file's problems, one a line, and exit 2."""
     for problem in found:
         sys.stderr.write(f"error: {problem}\n")

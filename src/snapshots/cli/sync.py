@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from snapshots import connections, errors, flows, readiness, sync, times
+from snapshots import connections, errors, readiness, revisions, sync, times
 from snapshots.cli.base import JsonOpt, app, state
 from snapshots.cli.output import err, out, print_json, when
 
@@ -53,7 +53,7 @@ def sync_command(
     settings = context.settings
     with database.read() as tx:
         chosen = connections.choose(tx, secrets, connection)
-        registry = flows.current(tx)
+        registry = revisions.current(tx)
         clients = {
             found.id: connections.stripe_client(
                 tx, secrets, found, rps=settings.stripe_rps, retries=settings.stripe_retries

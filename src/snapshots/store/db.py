@@ -25,6 +25,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from snapshots import errors
+from snapshots.store import dialect
 
 # A database connection inside a transaction, as domain functions take it (`tx`): "connection"
 # alone means a linked Stripe account here.
@@ -168,8 +169,7 @@ def migrate(db: Database) -> None:
     config = alembic_config(db)
     try:
         with db.write() as conn:
-            if db.dialect == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATE_LOCK)))
+            dialect.lock_number(conn, MIGRATE_LOCK)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except sa.exc.OperationalError as exc:

@@ -8,8 +8,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-
-from snapshots.store.db import Tx
+from sqlalchemy.engine import Connection as Tx
 
 S = TypeVar("S", bound=sa.Select[Any])
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from snapshots import catalog, flows, paging
+from snapshots import catalog, paging, revisions
 from snapshots.api import deps, schemas
 from snapshots.api.deps import StateDep
 
@@ -23,9 +23,9 @@ def get_catalog(_: deps.WorkflowsReader) -> catalog.Catalog:
 @router.get(
     "/flows", summary="The flows file in force, with its version (scope workflows.readonly)"
 )
-def get_flows(state: StateDep, _: deps.WorkflowsReader) -> flows.Revision:
+def get_flows(state: StateDep, _: deps.WorkflowsReader) -> revisions.Revision:
     with state.db.read() as tx:
-        return flows.get_revision(tx)
+        return revisions.get_revision(tx)
 
 
 @router.get(
@@ -36,9 +36,9 @@ def list_flow_versions(
     state: StateDep,
     _: deps.WorkflowsReader,
     with_text: Annotated[bool, Query(description="Include each file")] = False,
-) -> paging.Page[flows.Revision]:
+) -> paging.Page[revisions.Revision]:
     with state.db.read() as tx:
-        return paging.Page(data=flows.revisions(tx, with_text=with_text), has_more=False)
+        return paging.Page(data=revisions.revisions(tx, with_text=with_text), has_more=False)
 
 
 @router.post(
@@ -48,10 +48,10 @@ def list_flow_versions(
 )
 def import_flows(
     body: schemas.FlowsImport, state: StateDep, api_key: deps.WorkflowsWriter
-) -> flows.Revision:
+) -> revisions.Revision:
     """A file with a problem changes nothing: 400 `invalid_flows` names each problem (file,
     line, flow, field)."""
-    return flows.import_text(
+    return revisions.import_text(
         state.db, body.text, where="flows file", actor=api_key.actor, comment=body.comment
     ).revision
 
@@ -63,5 +63,5 @@ def import_flows(
 )
 def rollback_flows(
     body: schemas.FlowsRollback, state: StateDep, api_key: deps.WorkflowsWriter
-) -> flows.Revision:
-    return flows.rollback(state.db, body.version, actor=api_key.actor).revision
+) -> revisions.Revision:
+    return revisions.rollback(state.db, body.version, actor=api_key.actor).revision

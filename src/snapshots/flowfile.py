@@ -1,0 +1,317 @@
+"""The flows file: YAML that lists flows, checked completely before anything uses it.
+
+Every check names the file, the line, the flow and the field: YAML and schema errors, unknown
+action, target or option, bad JMESPath, unknown function, a trigger that matches no event
+type, and a filter that is not a boolean on a sample event of each type it triggers on. The
+prebuilt flows ship as `defaults/flows.yaml`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from snapshots import actions, errors, mapping, samples
+from snapshots.flows import Flow, Registry, known_event_types
+
+DEFAULTS = "defaults/flows.yaml"
+MAX_TEXT = 1024 * 1024  # characters in a flows file
+
+
+class FlowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str | None = None
+    trigger: list[str] = Field(min_length=1)
+    filter: str | None = None
+    action: str
+    options: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class FlowsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flows: list[FlowSpec]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a flows file, with where it is."""
+
+    where: str
+    line: int | None
+    flow: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.where}:{self.line}" if self.line else self.where
+        parts = [place]
+        if self.flow is not None:
+            parts.append(f"flow {self.flow!r}")
+        if self.field is not None:
+            parts.append(self.field)
+        return ": ".join([*parts, self.message])
+
+
+@dataclass
+class _Lines:
+    """Line numbers (1-based) of the nodes of a YAML document, by path."""
+
+    root: yaml.Node | None
+
+    def of(self, *path: str | int) -> int | None:
+        node = self.root
+        line = None if node is None else node.start_mark.line + 1
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == part:
+                        line = key.start_mark.line + 1
+                        node = value
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    return line
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+
+@dataclass
+class Checked:
+    """The result of checking a flows file: its flows when it is good, else what is wrong."""
+
+    registry: Registry | None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check(text: str, where: str, *, version: int = 0) -> Checked:
+    """Check a flows file completely (see the module docstring)."""
+    if len(text) > MAX_TEXT:
+        return Checked(None, [Problem(where, None, None, None, "the file is over 1 MiB")])
+    try:
+        data = yaml.load(text, Loader=_UniqueKeys)
+        lines = _Lines(yaml.compose(text, Loader=_UniqueKeys))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        reason = getattr(exc, "problem", None) or str(exc)
+        return Checked(None, [Problem(where, line, None, None, f"not valid YAML: {reason}")])
+    try:
+        spec = FlowsFile.model_validate(data)
+    except ValidationError as exc:
+        return Checked(None, [_schema_problem(data, e, where, lines) for e in exc.errors()])
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    compiled = []
+    for index, flow_spec in enumerate(spec.flows):
+        if flow_spec.name in seen:
+            problems.append(
+                Problem(
+                    where,
+                    lines.of("flows", index, "name"),
+                    flow_spec.name,
+                    None,
+                    "flow names must be unique: another flow has this name",
+                )
+            )
+        seen.add(flow_spec.name)
+        flow, found = _compile(flow_spec, index, where, lines)
+        problems += found
+        if flow is not None:
+            compiled.append(flow)
+    if problems:
+        return Checked(None, problems)
+    return Checked(Registry(compiled, version=version))
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the last would win
+    silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} is given twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem:
+    """A schema error, naming the flow (`flow 'x': action: Field required`)."""
+    loc = list(first["loc"])
+    if len(loc) >= 2 and loc[0] == "flows" and isinstance(loc[1], int):
+        index = loc[1]
+        flow = data["flows"][index] if isinstance(data.get("flows"), list) else None
+        name = flow.get("name") if isinstance(flow, dict) else None
+        rest = ".".join(str(part) for part in loc[2:]) or None
+        label = str(name) if name else f"flows[{index}]"
+        return Problem(where, lines.of(*loc), label, rest, first["msg"])
+    if not isinstance(data, dict):
+        return Problem(where, 1, None, None, "a flows file is a mapping with a `flows:` list")
+    return Problem(where, lines.of(*loc[:1]), None, ".".join(map(str, loc)) or None, first["msg"])
+
+
+def _compile(
+    spec: FlowSpec, index: int, where: str, lines: _Lines
+) -> tuple[Flow | None, list[Problem]]:
+    problems: list[Problem] = []
+
+    def problem(message: str, *path: str | int, field: str | None = None) -> None:
+        problems.append(Problem(where, lines.of("flows", index, *path), spec.name, field, message))
+
+    action = actions.ACTIONS.get(spec.action)
+    if action is None:
+        problem(
+            f"unknown action {spec.action!r}; actions are: {', '.join(sorted(actions.ACTIONS))}",
+            "action",
+            field="action",
+        )
+    else:
+        unknown = sorted(set(spec.options) - set(action.options))
+        if unknown:
+            known = ", ".join(action.options) or "none"
+            problem(
+                f"unknown option(s) {', '.join(unknown)} for {action.name} (its options: {known})",
+                "options",
+                field="options",
+            )
+        else:
+            wrong = action.check(spec.options)
+            if wrong:
+                problem(wrong, "options", field="options")
+            action = action.resolve(spec.options)
+    matched: list[str] = []
+    for pattern in spec.trigger:
+        found = [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+        if not found:
+            problem(f"{pattern!r} matches no Stripe event type", "trigger", field="trigger")
+        matched += found
+    fields = []
+    for target, source in spec.fields.items():
+        label = f"field {target!r}"
+        if action is not None and not action.accepts(target):
+            nested = ", ".join(f"{name}.*" for name in sorted(action.nested))
+            problem(
+                f"{action.name} has no target {target!r}; targets are: "
+                f"{', '.join(sorted(action.targets))}" + (f" (and {nested})" if nested else ""),
+                "fields",
+                target,
+                field=label,
+            )
+            continue
+        try:
+            fields.append((target, mapping.Expression(source)))
+        except errors.ConfigError as exc:
+            problem(str(exc), "fields", target, field=label)
+    if action is not None and action.required:
+        given = set(spec.fields) | set(spec.options)
+        if not given & set(action.required):
+            problem(
+                f"{action.name} needs {' or '.join(action.required)} (an option or a field)",
+                "action",
+                field="action",
+            )
+    filter_ = None
+    if spec.filter is not None:
+        try:
+            filter_ = mapping.Expression(spec.filter)
+        except errors.ConfigError as exc:
+            problem(str(exc), "filter", field="filter")
+        else:
+            wrong = _filter_problem(filter_, matched)
+            if wrong:
+                problem(wrong, "filter", field="filter")
+    if problems or action is None:
+        return None, problems
+    flow = Flow(
+        spec.name,
+        tuple(spec.trigger),
+        action,
+        filter_,
+        tuple(fields),
+        dict(spec.options),
+        spec.description,
+    )
+    return flow, []
+
+
+def _filter_problem(expression: mapping.Expression, event_types: list[str]) -> str | None:
+    """What is wrong with a filter on a sample event of each type it triggers on."""
+    for event_type in dict.fromkeys(event_types):
+        event = samples.sample_event(event_type, event_id="evt_sample")
+        try:
+            with mapping.for_event(event):
+                result = expression.evaluate(event["data"]["object"])
+        except errors.DeadLetter as exc:
+            return f"{exc} (on a sample {event_type} event)"
+        if not isinstance(result, bool):
+            return (
+                f"{expression.source!r} gives {json.dumps(result, default=str)} on a sample "
+                f"{event_type} event, not a "
+                "boolean (compare with ==, or wrap it in to_string(...) == '...')"
+            )
+    return None
+
+
+def parse(text: str, where: str, *, version: int = 0) -> Registry:
+    """The flows of a file, or ConfigError naming every problem."""
+    checked = check(text, where, version=version)
+    if checked.registry is None:
+        raise errors.ConfigError("; ".join(str(p) for p in checked.problems))
+    return checked.registry
+
+
+def default_text() -> str:
+    return resources.files("snapshots").joinpath(DEFAULTS).read_text()
+
+
+def load(path: Path | None = None) -> Registry:
+    """The flows in `path`, or the prebuilt ones."""
+    if path is None:
+        return parse(default_text(), DEFAULTS)
+    return parse(read(path), str(path))
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise errors.ConfigError(f"cannot read {path}: {reason}") from exc
+
+
+class Invalid(errors.BadRequest):
+    """A flows file with problems: each one names its file, line, flow and field."""
+
+    code = "invalid_flows"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems

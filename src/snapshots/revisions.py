@@ -1,0 +1,217 @@
+"""Revisions of the flows in force: every version of the flows file ever put in force, kept
+in the database (version 0 is the prebuilt file). The newest is in force; an import or a
+rollback (an earlier version imported again) makes a new version with its audit entry, so the
+history is never rewritten. `Live` gives a long-running process the flows in force, following
+new versions as they appear.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from snapshots import __version__, audit, errors, flowfile
+from snapshots.flows import Registry
+from snapshots.store import tables
+from snapshots.store.db import Database, Tx
+from snapshots.times import Timestamp
+
+V = tables.flow_versions
+PREBUILT = "the prebuilt flows"
+
+
+class Revision(BaseModel):
+    """One version of the flows file (0 is the prebuilt one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    actor: str
+    comment: str | None
+    created_at: Timestamp | None
+    text: str | None = Field(None, description="The flows file (YAML)")
+
+
+def _prebuilt(with_text: bool = True) -> Revision:
+    return Revision(
+        version=0,
+        actor="snapshots",
+        comment=PREBUILT,
+        created_at=None,
+        text=flowfile.default_text() if with_text else None,
+    )
+
+
+def _revision(row: Any, with_text: bool = True) -> Revision:
+    return Revision(
+        version=row.version,
+        actor=row.actor,
+        comment=row.comment,
+        created_at=row.created_at,
+        text=row.text if with_text else None,
+    )
+
+
+def current_version(tx: Tx) -> int:
+    found = tx.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none()
+    return int(found or 0)
+
+
+def get_revision(tx: Tx, version: int | None = None) -> Revision:
+    """A stored version (the one in force by default), with its text; 0 is the prebuilt one."""
+    stmt = sa.select(V).order_by(V.c.version.desc()).limit(1)
+    if version is not None:
+        stmt = sa.select(V).where(V.c.version == version)
+    row = tx.execute(stmt).first()
+    if row is None:
+        if version not in (None, 0):
+            raise errors.NotFound(f"no flows version {version} (see `snapshots flows versions`)")
+        return _prebuilt()
+    return _revision(row)
+
+
+def revisions(tx: Tx, *, with_text: bool = False) -> list[Revision]:
+    """Every version, newest first (the first is in force; the prebuilt one comes last)."""
+    rows = tx.execute(sa.select(V).order_by(V.c.version.desc())).all()
+    return [*(_revision(r, with_text) for r in rows), _prebuilt(with_text)]
+
+
+def current(tx: Tx) -> Registry:
+    """The flows in force; FlowsIncompatible when they do not load with this code (a newer
+    Snapshots imported them during a rolling upgrade, or today's checks refuse them)."""
+    return _load(get_revision(tx))
+
+
+def _load(stored: Revision) -> Registry:
+    where = flowfile.DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
+    try:
+        return flowfile.parse(stored.text or "", where, version=stored.version)
+    except errors.ConfigError as exc:
+        back = (
+            f"`snapshots flows rollback {stored.version - 1}`" if stored.version else "a rollback"
+        )
+        raise errors.FlowsIncompatible(
+            f"the flows in force (version {stored.version}) do not load with this Snapshots "
+            f"({__version__}): {exc.message[:300]}: upgrade this process, or put back flows "
+            f"it can run with {back}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import or rollback did: the version now in force, the one before, and how
+    many flows it holds."""
+
+    revision: Revision
+    previous: int
+    flows: int
+
+
+def import_text(
+    db: Database,
+    text: str,
+    *,
+    where: str,
+    actor: str,
+    comment: str | None = None,
+    action: str = "flows.imported",
+) -> Imported:
+    """Check `text` once, holding no transaction (a check evaluates sample events), then make
+    it the flows in force as a new version with its audit entry (the old and the new version)
+    in one short transaction. A file with a problem changes nothing: `flowfile.Invalid` lists them."""
+    checked = flowfile.check(text, where)
+    if checked.registry is None:
+        raise flowfile.Invalid(checked.problems)
+    comment = None if comment is None else comment[:500]
+    now = time.time()
+    with db.write() as tx:
+        old = current_version(tx)
+        new = old + 1
+        tx.execute(
+            V.insert().values(version=new, text=text, actor=actor, comment=comment, created_at=now)
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action=action,
+            target=f"flows:{new}",
+            details={"old_version": old, "new_version": new, "comment": comment},
+        )
+    revision = Revision(version=new, actor=actor, comment=comment, created_at=now, text=text)
+    return Imported(revision, old, len(checked.registry.flows))
+
+
+def rollback(db: Database, version: int, *, actor: str) -> Imported:
+    """Put an earlier version back in force, as a new version (history is never rewritten);
+    `flowfile.Invalid` when that version no longer passes today's checks."""
+    with db.read() as tx:
+        earlier = get_revision(tx, version)
+    return import_text(
+        db,
+        earlier.text or "",
+        where=f"flows version {version}",
+        actor=actor,
+        comment=f"rollback to version {version}",
+        action="flows.rolled_back",
+    )
+
+
+class Live:
+    """The flows in force for a long-running process: re-read when a new version appears,
+    looked for at most every `ttl` seconds (a cheap read).
+
+    When the version in force does not load with this code, calling it raises
+    FlowsIncompatible (a worker claims nothing until it loads or is rolled back), while
+    `wants` says yes to every event type, so intake keeps every event pending for a worker
+    that can run the flows, instead of marking one `ignored` by the flows of the past."""
+
+    def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._registry: Registry | None = None
+        self.fault: errors.FlowsIncompatible | None = None
+        self._version = self._current_version()  # the version in force, loaded or not
+        self._load()
+        self._next = time.monotonic() + ttl
+
+    def __call__(self) -> Registry:
+        if time.monotonic() >= self._next:
+            self._refresh()
+        if self.fault is not None or self._registry is None:
+            raise self.fault or errors.FlowsIncompatible("no flows loaded")
+        return self._registry
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._next:
+                return
+            self._next = time.monotonic() + self._ttl
+            version = self._current_version()
+            if version == self._version:
+                return
+            self._version = version
+            self._load()
+
+    def _current_version(self) -> int:
+        with self._db.read() as tx:
+            return current_version(tx)
+
+    def _load(self) -> None:
+        try:
+            with self._db.read() as tx:
+                self._registry = current(tx)
+            self.fault = None
+        except errors.FlowsIncompatible as exc:
+            self.fault = exc
+
+    def wants(self, event_type: str) -> bool:
+        try:
+            return self().wants(event_type)
+        except errors.FlowsIncompatible:
+            return True
