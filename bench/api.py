@@ -73,26 +73,28 @@ class Round:
 def seed(url: str, contacts: int) -> tuple[str, str]:
     """Contacts straight into the table, and two keys; returns (admin key, readonly key)."""
     import sqlalchemy as sa
-    from cryptography.fernet import Fernet
 
-    from snapshots import connections, flows, ids, keys, stripe_api, vault
+    from snapshots import connections, flowfile, ids, keys, stripe_api, vault
     from snapshots.settings import Settings
     from snapshots.store import tables
     from snapshots.store.db import Database
 
     db = Database(url)
     try:
-        settings = Settings(database_url=url, master_key=Fernet.generate_key().decode())
-        connection = connections.add(
-            db,
-            vault.load(settings),
-            account=stripe_api.Account(
-                id="acct_bench", livemode=False, default_currency="usd", country="US"
-            ),
-            secret_key="sk_test_bench_api_0000",
-            webhook_secrets=["whsec_bench_api_0000"],
-            name="bench",
-        )
+        # The key file beside the database, which `snapshots serve` (no SNAPSHOTS_MASTER_KEY)
+        # reads too: its start-up check refuses secrets it cannot decrypt.
+        settings = Settings(database_url=url, master_key=None)
+        with db.write() as tx:
+            connection = connections.add(
+                tx,
+                vault.load(settings),
+                account=stripe_api.Account(
+                    id="acct_bench", livemode=False, default_currency="usd", country="US"
+                ),
+                secret_key="sk_test_bench_api_0000",
+                webhook_secrets=["whsec_bench_api_0000"],
+                name="bench",
+            )
         customer = common.load_fixture("customer")
         event = {
             "id": "evt_bench_api_model",
@@ -106,7 +108,7 @@ def seed(url: str, contacts: int) -> tuple[str, str]:
             "type": "customer.created",
         }
         with db.write() as conn:
-            flows.load().apply(conn, connection_id=connection.id, event=event)
+            flowfile.load().apply(conn, connection_id=connection.id, event=event)
             model = dict(conn.execute(sa.select(tables.contacts)).one()._mapping)
             conn.execute(tables.contacts.delete())
         model.pop("seq")
@@ -126,11 +128,12 @@ def seed(url: str, contacts: int) -> tuple[str, str]:
                 rows.append(row)
             with db.write() as conn:
                 conn.execute(tables.contacts.insert(), rows)
-        _, admin = keys.create(db, name="bench admin", scopes=["admin"], actor="bench")
-        _, reader = keys.create(
-            db, name="bench reader", scopes=["contacts.readonly"], actor="bench"
-        )
-        return admin, reader
+        with db.write() as tx:
+            admin = keys.create(tx, name="bench admin", scopes=["admin"], actor="bench")
+            reader = keys.create(
+                tx, name="bench reader", scopes=["contacts.readonly"], actor="bench"
+            )
+        return admin.secret, reader.secret
     finally:
         db.dispose()
 
@@ -209,24 +212,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def profile(args: argparse.Namespace) -> None:
     """Where a request's time goes, in this process: the app called as ASGI (no server, no
-    sockets) with `run_in_threadpool` done inline so cProfile sees the work, then each part
-    timed alone. Figures are per request, sequential, without the profiler unless it says."""
+    sockets) with `run_in_threadpool` done inline (FastAPI's, which runs the routes and their
+    dependencies, and the health route's) so cProfile sees the work, then each part timed
+    alone. Figures are per request, sequential, without the profiler unless it says."""
     import asyncio
     import cProfile
     import io
     import pstats
     import sqlite3
 
+    import fastapi.dependencies.utils
+    import fastapi.routing
     import sqlalchemy as sa
     from cryptography.fernet import Fernet
     from pydantic import TypeAdapter
 
-    import snapshots.api.deps
     import snapshots.api.routes.health
-    import snapshots.api.routes.records
-    from snapshots import keys, limits, records
-    from snapshots.api import schemas
+    from snapshots import keys, limits, paging, times
     from snapshots.app import create_app
+    from snapshots.records import kinds, models, reads
     from snapshots.settings import Settings
     from snapshots.store import db as store
     from snapshots.store import tables
@@ -247,11 +251,11 @@ def profile(args: argparse.Namespace) -> None:
             return func(*a, **kw)
 
         for module in (
-            snapshots.api.deps,
+            fastapi.routing,
+            fastapi.dependencies.utils,
             snapshots.api.routes.health,
-            snapshots.api.routes.records,
         ):
-            module.run_in_threadpool = inline
+            module.run_in_threadpool = inline  # type: ignore[attr-defined]
 
         async def call(path: str, query: bytes, key: str | None) -> None:
             headers = [(b"host", b"bench"), (b"accept", b"application/json")]
@@ -325,11 +329,26 @@ def profile(args: argparse.Namespace) -> None:
             rows = conn.execute(
                 sa.select(contacts).order_by(contacts.c.seq.desc()).limit(101)
             ).all()
-        data = [records.public("contact", row) for row in rows[:100]]
-        adapter = TypeAdapter(schemas.ContactsPublic)
+        data = [kinds.CONTACT.public(row) for row in rows[:100]]
+        adapter = TypeAdapter(paging.Page[models.ContactPublic])
         validated = adapter.validate_python({"data": data, "has_more": True})
-        api_key = keys.verify(database, reader)
+        with database.read() as tx:
+            api_key = keys.verify(tx, reader)
         raw = sqlite3.connect(path)
+
+        def page(limit: int) -> None:
+            with database.read() as tx:
+                reads.page(tx, kinds.CONTACT, limit=limit)
+
+        def verify() -> None:
+            with database.read() as tx:
+                found = keys.verify(tx, reader)
+            with database.write() as tx:
+                keys.note_use(tx, found, ip=HOST)
+
+        def hit() -> None:
+            with database.write() as tx:
+                limits.hit(tx, f"key:{api_key.id}", limit=10**9, window=10)
 
         def select_all() -> None:
             with database.read() as conn:
@@ -340,33 +359,28 @@ def profile(args: argparse.Namespace) -> None:
                 conn.execute(sa.text("SELECT 1"))
 
         print("\nthe parts, each alone:")
-        timed(
-            "records.page(contact, limit=100)", lambda: records.page(database, "contact", limit=100)
-        )
-        timed("records.page(contact, limit=1)", lambda: records.page(database, "contact", limit=1))
+        timed("reads.page(contact, limit=100)", lambda: page(100))
+        timed("reads.page(contact, limit=1)", lambda: page(1))
         timed("  SQLAlchemy select(contacts), 101 rows", select_all)
         timed(
             "  sqlite3, the same rows, no type processing",
             lambda: raw.execute("SELECT * FROM contacts ORDER BY seq DESC LIMIT 101").fetchall(),
         )
         timed(
-            "  records.public() of 100 rows",
-            lambda: [records.public("contact", r) for r in rows[:100]],
+            "  kinds.CONTACT.public() of 100 rows",
+            lambda: [kinds.CONTACT.public(r) for r in rows[:100]],
         )
         timed(
-            "    records.iso() x 300",
-            lambda: [records.iso(r.created_at) for r in rows[:100] for _ in "abc"],
+            "    times.iso() x 300",
+            lambda: [times.iso(r.created_at) for r in rows[:100] for _ in "abc"],
         )
         timed(
             "response_model: validate 100 contacts",
             lambda: adapter.validate_python({"data": data, "has_more": True}),
         )
         timed("response_model: dump_json", lambda: adapter.dump_json(validated))
-        timed("keys.verify", lambda: keys.verify(database, reader, ip=HOST))
-        timed(
-            "limits.hit (a write transaction)",
-            lambda: limits.hit(database, f"key:{api_key.id}", limit=10**9, window=10),
-        )
+        timed("keys.verify and keys.note_use", verify)
+        timed("limits.hit (a write transaction)", hit)
         timed("healthz's SELECT 1", select_one)
         raw.close()
         app.state.snapshots.db.dispose()

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import stripe
 from cryptography.fernet import Fernet
 
-from snapshots import connections, stripe_api, vault
+from snapshots import connections, stripe_api, vault, worker
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
@@ -43,6 +43,13 @@ def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = N
 
 
 EventFactory = Callable[..., dict[str, Any]]
+
+
+def drain(applier: worker.Worker, *, timeout: float = 30.0) -> None:
+    """Apply everything claimable now (what `worker.drain` did before it left src/)."""
+    deadline = time.monotonic() + timeout
+    while applier.step() and time.monotonic() < deadline:
+        pass
 
 
 @pytest.fixture
@@ -148,11 +155,12 @@ ACCOUNT = stripe_api.Account(id="acct_test", livemode=False, default_currency="u
 @pytest.fixture
 def connection(db: store.Database, settings: Settings) -> connections.Connection:
     """A connection whose key is taken as checked (no Stripe call), signing with WEBHOOK_SECRET."""
-    return connections.add(
-        db,
-        vault.load(settings),
-        account=ACCOUNT,
-        secret_key="sk_test_fixture1234",
-        webhook_secrets=[WEBHOOK_SECRET],
-        name="test",
-    )
+    with db.write() as tx:
+        return connections.add(
+            tx,
+            vault.load(settings),
+            account=ACCOUNT,
+            secret_key="sk_test_fixture1234",
+            webhook_secrets=[WEBHOOK_SECRET],
+            name="test",
+        )

@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, flows, intake, keys, worker
+from snapshots import connections, flowfile, intake, keys, worker
 from snapshots.app import create_app
-from snapshots.records import iso
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import EventFactory, fixture, sign
+from snapshots.times import iso
+from tests.conftest import EventFactory, drain, fixture, sign
 
 ERROR_KEYS = {"type", "code", "message", "request_id"}
 CONTACT_KEYS = {
@@ -73,8 +73,8 @@ def client(settings: Settings, connection: connections.Connection) -> Iterator[T
 @pytest.fixture
 def make_key(db: Database) -> Callable[..., str]:
     def make(*scopes: str, env: str = "live") -> str:
-        _, secret = keys.create(db, name="test", scopes=list(scopes), env=env)
-        return secret
+        with db.write() as tx:
+            return keys.create(tx, name="test", scopes=list(scopes), env=env).secret
 
     return make
 
@@ -108,7 +108,7 @@ class Stripe:
         """A synthetic event, enqueued as the location watcher does."""
         intake.store(
             self.db,
-            flows.load(),
+            flowfile.load(),
             connection_id=self.connection.id,
             event=event,
             payload=json.dumps(event).encode(),
@@ -116,8 +116,8 @@ class Stripe:
         )
 
     def drain(self) -> None:
-        applier = worker.Worker(self.db, flows.load(), self.settings)
-        worker.drain(applier)
+        applier = worker.Worker(self.db, flowfile.load(), self.settings)
+        drain(applier)
         assert applier.stats.failed == applier.stats.dead == 0, applier.stats
 
 
@@ -217,13 +217,15 @@ def _event(
 
 def _revoked(db: Database, make_key: Callable[..., str], scope: str) -> str:
     secret = make_key(scope)
-    key = next(k for k in keys.list_all(db) if secret.startswith(k.prefix))
-    keys.revoke(db, key.id)
+    with db.write() as tx:
+        key = next(k for k in keys.list_all(tx) if secret.startswith(k.key.split("…")[0]))
+        keys.revoke(tx, key.id)
     return secret
 
 
 def _expired(db: Database, make_key: Callable[..., str], scope: str) -> str:
-    _, secret = keys.create(db, name="expiring", scopes=[scope], expires_in=3600)
+    with db.write() as tx:
+        secret = keys.create(tx, name="expiring", scopes=[scope], expires_in=3600).secret
     with db.write() as conn:
         conn.execute(
             tables.api_keys.update()
@@ -358,11 +360,13 @@ def test_a_used_key_records_last_used_at(
     client: TestClient, db: Database, make_key: Callable[..., str]
 ) -> None:
     secret = make_key("contacts.readonly")
-    (key,) = keys.list_all(db)
+    with db.read() as tx:
+        (key,) = keys.list_all(tx)
     assert key.last_used_at is None
     before = time.time()
     assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
-    (key,) = keys.list_all(db)
+    with db.read() as tx:
+        (key,) = keys.list_all(tx)
     assert key.last_used_at is not None and key.last_used_at >= before - 1
 
 
@@ -371,8 +375,9 @@ def test_a_revoked_key_stops_working_at_once(
 ) -> None:
     secret = make_key("contacts.readonly")
     assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
-    (key,) = keys.list_all(db)
-    keys.revoke(db, key.id)
+    with db.write() as tx:
+        (key,) = keys.list_all(tx)
+        keys.revoke(tx, key.id)
     assert_error(client.get("/v1/customers", headers=bearer(secret)), 401, "api_key_revoked")
 
 

@@ -154,13 +154,15 @@ def _bad_checksum(secret: str) -> str:
 def _make_keys(db: store.Database) -> dict[str, dict[str, str]]:
     made: dict[str, dict[str, str]] = {"exact": {}, "others": {}, "revoked": {}, "expired": {}}
     for scope in SCOPES_USED:
-        made["exact"][scope] = keys.create(db, name=f"exact {scope}", scopes=[scope])[1]
-        others = [s for s in keys.SCOPES if s not in (scope, "admin")]
-        made["others"][scope] = keys.create(db, name=f"not {scope}", scopes=others)[1]
-        revoked, secret = keys.create(db, name=f"revoked {scope}", scopes=[scope])
-        keys.revoke(db, revoked.id)
-        made["revoked"][scope] = secret
-        expired, secret = keys.create(db, name=f"expired {scope}", scopes=[scope], expires_in=60)
+        with db.write() as tx:
+            made["exact"][scope] = keys.create(tx, name=f"exact {scope}", scopes=[scope]).secret
+            others = [s for s in keys.SCOPES if s not in (scope, "admin")]
+            made["others"][scope] = keys.create(tx, name=f"not {scope}", scopes=others).secret
+            revoked = keys.create(tx, name=f"revoked {scope}", scopes=[scope])
+            keys.revoke(tx, revoked.id)
+            made["revoked"][scope] = revoked.secret
+            expired = keys.create(tx, name=f"expired {scope}", scopes=[scope], expires_in=60)
+            secret = expired.secret
         with db.write() as conn:
             conn.execute(
                 tables.api_keys.update()
@@ -193,7 +195,8 @@ def deployment(
     )
     db = store.Database(url)
     made = _make_keys(db)
-    admin = keys.create(db, name="admin", scopes=["admin"])[1]
+    with db.write() as tx:
+        admin = keys.create(tx, name="admin", scopes=["admin"]).secret
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             yield Deployment(client, db, admin=admin, **made)

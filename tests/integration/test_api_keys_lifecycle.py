@@ -35,6 +35,30 @@ ENV_PREFIX = {"live": "snp_live_", "test": "snp_test_"}
 DAY = 86400.0
 
 
+def create(db: Database, **fields: Any) -> keys.ApiKeyCreated:
+    """A key made in its own transaction (as the CLI makes one)."""
+    with db.write() as tx:
+        return keys.create(tx, **fields)
+
+
+def list_all(db: Database) -> list[keys.ApiKey]:
+    with db.read() as tx:
+        return keys.list_all(tx)
+
+
+def revoke(db: Database, key_id: str) -> keys.ApiKey:
+    with db.write() as tx:
+        return keys.revoke(tx, key_id)
+
+
+def verify(db: Database, presented: str | None, *, ip: str | None = None) -> keys.ApiKey:
+    """What a request does with a bearer key: verify it (a read), then note its use."""
+    with db.read() as tx:
+        found = keys.verify(tx, presented)
+    with db.write() as tx:
+        return keys.note_use(tx, found, ip=ip)
+
+
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
@@ -87,8 +111,9 @@ def row(db: Database, key_id: str) -> Any:
 
 
 def entries(db: Database, action: str | None = None) -> list[dict[str, Any]]:
-    found, _ = audit.page(db, action=action, limit=100)
-    return list(reversed(found))  # oldest first
+    with db.read() as tx:
+        found = audit.page(tx, action=action, limit=100).data
+    return [e.model_dump(mode="json") for e in reversed(found)]  # oldest first
 
 
 @dataclass
@@ -109,7 +134,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def admin(db: Database) -> Admin:
-    key, secret = keys.create(db, name="admin", scopes=["admin"])
+    key = create(db, name="admin", scopes=["admin"])
+    secret = key.secret
     return Admin(key.id, secret)
 
 
@@ -172,7 +198,7 @@ def test_a_key_has_its_environment_prefix_and_at_least_128_random_bits(
     settings: Settings, db: Database, env: str
 ) -> None:
     app_settings = settings.model_copy(update={"key_env": env})
-    _, admin_secret = keys.create(db, name="admin", scopes=["admin"])
+    admin_secret = create(db, name="admin", scopes=["admin"]).secret
     with TestClient(create_app(app_settings)) as client:
         created = client.post(
             "/v1/api-keys",
@@ -198,7 +224,7 @@ def test_a_key_has_its_environment_prefix_and_at_least_128_random_bits(
 def test_one_changed_character_is_refused_without_a_database_lookup(
     db: Database, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, secret = keys.create(db, name="checked", scopes=["contacts.readonly"])
+    secret = create(db, name="checked", scopes=["contacts.readonly"]).secret
     changed_keys = []
     for position, char in enumerate(secret):
         for replacement in {ids.ALPHABET[(ids.ALPHABET.find(char) + 1) % 62], "_", "0", "z"}:
@@ -209,12 +235,18 @@ def test_one_changed_character_is_refused_without_a_database_lookup(
     def no_database(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a malformed key reached the database")
 
+    class NoDatabase:
+        """A transaction whose every use fails the test."""
+
+        def __getattr__(self, name: str) -> Any:
+            return no_database
+
     with monkeypatch.context() as patched:
         patched.setattr(db, "read", no_database)
         patched.setattr(db, "write", no_database)
         for changed in changed_keys:
             with pytest.raises(errors.Unauthorized) as refused:
-                keys.verify(db, changed, ip="203.0.113.9")
+                keys.verify(NoDatabase(), changed)  # type: ignore[arg-type]
             assert refused.value.code == "invalid_api_key"
             assert "checksum" in refused.value.message
 
@@ -276,7 +308,8 @@ def test_only_a_hash_of_a_key_is_stored(
 def test_the_final_comparison_is_constant_time(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key, secret = keys.create(db, name="compared", scopes=["contacts.readonly"])
+    key = create(db, name="compared", scopes=["contacts.readonly"])
+    secret = key.secret
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -285,10 +318,10 @@ def test_the_final_comparison_is_constant_time(
         return real(a, b)
 
     monkeypatch.setattr(keys.hmac, "compare_digest", spy)
-    assert keys.verify(db, secret).id == key.id
+    assert verify(db, secret).id == key.id
     assert (row(db, key.id).key_hash, keys.digest(secret)) in calls
     with pytest.raises(errors.Unauthorized, match="not known"):
-        keys.verify(db, keys.generate("live"))
+        verify(db, keys.generate("live"))
 
 
 # Last use.
@@ -297,7 +330,8 @@ def test_the_final_comparison_is_constant_time(
 def test_last_use_is_written_at_most_once_a_minute(
     db: Database, client: TestClient, admin: Admin
 ) -> None:
-    key, secret = keys.create(db, name="used", scopes=["contacts.readonly"])
+    key = create(db, name="used", scopes=["contacts.readonly"])
+    secret = key.secret
     assert (row(db, key.id).last_used_at, row(db, key.id).last_used_ip) == (None, None)
     before = time.time()
     assert works(client, secret)
@@ -408,7 +442,7 @@ def test_a_bad_create_is_400_and_makes_nothing(
 ) -> None:
     response = client.post("/v1/api-keys", json=payload, headers=admin.headers)
     assert_error(response, 400, code)
-    assert [k.id for k in keys.list_all(db)] == [admin.id]
+    assert [k.id for k in list_all(db)] == [admin.id]
 
 
 @pytest.mark.parametrize(
@@ -441,7 +475,8 @@ def test_an_odd_key_id_is_404_not_500(
 def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
     db: Database, client: TestClient, admin: Admin
 ) -> None:
-    old, old_secret = keys.create(db, name="app", scopes=["contacts.readonly", "events.readonly"])
+    old = create(db, name="app", scopes=["contacts.readonly", "events.readonly"])
+    old_secret = old.secret
     before = time.time()
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "24h"}, headers=admin.headers
@@ -487,7 +522,8 @@ def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
 def test_rotation_with_no_overlap_stops_the_old_key_at_once(
     db: Database, client: TestClient, admin: Admin
 ) -> None:
-    old, old_secret = keys.create(db, name="app", scopes=["contacts.readonly"])
+    old = create(db, name="app", scopes=["contacts.readonly"])
+    old_secret = old.secret
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "0s"}, headers=admin.headers
     )
@@ -499,7 +535,7 @@ def test_rotation_with_no_overlap_stops_the_old_key_at_once(
 def test_rotation_defaults_to_a_day_of_overlap(
     db: Database, client: TestClient, admin: Admin
 ) -> None:
-    old, _ = keys.create(db, name="app", scopes=["contacts.readonly"])
+    old = create(db, name="app", scopes=["contacts.readonly"])
     response = client.post(f"/v1/api-keys/{old.id}/rotate", headers=admin.headers)
     assert response.status_code == 201, response.text
     expires = when(response.json()["previous"]["expires_at"])
@@ -509,7 +545,7 @@ def test_rotation_defaults_to_a_day_of_overlap(
 def test_rotation_never_lengthens_the_old_keys_life(
     db: Database, client: TestClient, admin: Admin
 ) -> None:
-    old, _ = keys.create(db, name="short", scopes=["contacts.readonly"], expires_in=3600)
+    old = create(db, name="short", scopes=["contacts.readonly"], expires_in=3600)
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "7d"}, headers=admin.headers
     )
@@ -523,12 +559,13 @@ def test_rotation_never_lengthens_the_old_keys_life(
 def test_only_an_active_key_rotates(
     db: Database, client: TestClient, admin: Admin, run: Cli, state: str
 ) -> None:
-    old, old_secret = keys.create(db, name="gone", scopes=["contacts.readonly"])
+    old = create(db, name="gone", scopes=["contacts.readonly"])
+    old_secret = old.secret
     if state == "revoked":
-        keys.revoke(db, old.id)
+        revoke(db, old.id)
     else:
         expire_now(db, old.id)
-    count = len(keys.list_all(db))
+    count = len(list_all(db))
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "1h"}, headers=admin.headers
     )
@@ -536,7 +573,7 @@ def test_only_an_active_key_rotates(
     assert state in error["message"]
     result = run("keys", "rotate", old.id, "--overlap", "1h")
     assert result.code == 2 and state in result.err and result.out == ""
-    assert len(keys.list_all(db)) == count  # no new key
+    assert len(list_all(db)) == count  # no new key
     assert entries(db, "key.rotated") == []
     assert not works(client, old_secret)
 
@@ -545,18 +582,20 @@ def test_only_an_active_key_rotates(
 def test_a_bad_overlap_is_400_and_changes_nothing(
     db: Database, client: TestClient, admin: Admin, overlap: str
 ) -> None:
-    old, old_secret = keys.create(db, name="app", scopes=["contacts.readonly"])
+    old = create(db, name="app", scopes=["contacts.readonly"])
+    old_secret = old.secret
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": overlap}, headers=admin.headers
     )
     assert_error(response, 400)
     assert row(db, old.id).expires_at is None
-    assert len(keys.list_all(db)) == 2
+    assert len(list_all(db)) == 2
     assert works(client, old_secret)
 
 
 def test_rotation_through_the_cli(db: Database, client: TestClient, run: Cli) -> None:
-    old, old_secret = keys.create(db, name="ci", scopes=["contacts.readonly"])
+    old = create(db, name="ci", scopes=["contacts.readonly"])
+    old_secret = old.secret
     before = time.time()
     rotated = run("keys", "rotate", old.id, "--overlap", "24h", "--json").json()
     new_secret = rotated["secret"]
@@ -585,7 +624,8 @@ def test_rotation_through_the_cli(db: Database, client: TestClient, run: Cli) ->
 def test_the_cli_takes_the_same_overlaps_as_the_api(
     db: Database, client: TestClient, run: Cli, overlap: str
 ) -> None:
-    old, old_secret = keys.create(db, name="ci", scopes=["contacts.readonly"])
+    old = create(db, name="ci", scopes=["contacts.readonly"])
+    old_secret = old.secret
     result = run("keys", "rotate", old.id, "--overlap", overlap, "--json")
     assert result.code == 0, result.err
     assert not works(client, old_secret)
@@ -594,7 +634,8 @@ def test_the_cli_takes_the_same_overlaps_as_the_api(
 def test_revocation_through_the_cli_is_immediate_and_audited(
     db: Database, client: TestClient, run: Cli
 ) -> None:
-    key, secret = keys.create(db, name="ci", scopes=["contacts.readonly"])
+    key = create(db, name="ci", scopes=["contacts.readonly"])
+    secret = key.secret
     assert works(client, secret)
     result = run("keys", "revoke", key.id, "--json")
     assert result.json()["status"] == "revoked"

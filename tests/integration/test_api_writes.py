@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, idempotency, keys, records
+from snapshots import connections, errors, idempotency, keys
 from snapshots.app import create_app
-from snapshots.records import iso
+from snapshots.records import edits, models, ordering
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
+from snapshots.times import iso
 from tests.integration.test_api import (
     CONTACT_KEYS,
     Stripe,
@@ -44,8 +45,8 @@ def client(settings: Settings, connection: connections.Connection) -> Iterator[T
 @pytest.fixture
 def make_key(db: Database) -> Callable[..., str]:
     def make(*scopes: str) -> str:
-        _, secret = keys.create(db, name="test", scopes=list(scopes))
-        return secret
+        with db.write() as tx:
+            return keys.create(tx, name="test", scopes=list(scopes)).secret
 
     return make
 
@@ -1089,11 +1090,11 @@ def test_a_repeat_while_the_first_runs_waits_or_is_409(db: Database) -> None:
         return 201, {"made": True}
 
     first, first_outcome = _in_thread(
-        lambda: idempotency._run(db, "key_a", "k", request, "req_1", slow)
+        lambda: idempotency.once(db, "key_a", "k", request, "req_1", slow)
     )
     assert started.wait(10)
     second, second_outcome = _in_thread(
-        lambda: idempotency._run(db, "key_a", "k", request, "req_2", slow)
+        lambda: idempotency.once(db, "key_a", "k", request, "req_2", slow)
     )
     second.join(0.5)
     release.set()
@@ -1114,9 +1115,9 @@ def test_a_write_that_fails_keeps_no_claim(db: Database) -> None:
 
     request = ("PATCH", "/v1/customers/con_x", b"{}")
     with pytest.raises(RuntimeError):
-        idempotency._run(db, "key_a", "k", request, "req_1", broken)
+        idempotency.once(db, "key_a", "k", request, "req_1", broken)
     assert count(db, tables.idempotency_keys) == 0
-    assert idempotency._run(db, "key_a", "k", request, "req_2", lambda conn: (200, {})) == (
+    assert idempotency.once(db, "key_a", "k", request, "req_2", lambda conn: (200, {})) == (
         200,
         {},
         False,
@@ -1127,19 +1128,17 @@ def test_two_upserts_of_one_new_customer_make_one_contact(db: Database) -> None:
     started, release = threading.Event(), threading.Event()
     fields = {"stripe_customer_id": "cus_race", "email": "race@example.com"}
 
-    def first() -> tuple[bool, dict[str, Any]]:
-        with db.write() as conn:
-            made = records.upsert_contact_by_api(
-                conn, fields=fields, version=records.api_version("req_1")
-            )
+    def first() -> tuple[bool, models.ContactPublic]:
+        with db.write() as tx:
+            made = edits.upsert_contact(tx, fields=fields, key=ordering.api_write("req_1"))
             started.set()
             assert release.wait(10)
             return made
 
-    def second() -> tuple[bool, dict[str, Any]]:
-        with db.write() as conn:
-            return records.upsert_contact_by_api(
-                conn, fields=fields | {"name": "B"}, version=records.api_version("req_2")
+    def second() -> tuple[bool, models.ContactPublic]:
+        with db.write() as tx:
+            return edits.upsert_contact(
+                tx, fields=fields | {"name": "B"}, key=ordering.api_write("req_2")
             )
 
     one, one_outcome = _in_thread(first)
@@ -1153,6 +1152,6 @@ def test_two_upserts_of_one_new_customer_make_one_contact(db: Database) -> None:
     created, contact = one_outcome["result"]
     again, updated = two_outcome["result"]
     assert (created, again) == (True, False)
-    assert updated["id"] == contact["id"]
-    assert updated["name"] == "B"
+    assert updated.id == contact.id
+    assert updated.name == "B"
     assert count(db, tables.contacts) == 1

@@ -53,14 +53,15 @@ def db_path(settings: Settings) -> Path:
 
 def connect(db: store.Database, settings: Settings, name: str = "shop") -> str:
     """A connection with encrypted secrets (the vault makes the key file on first use)."""
-    return connections.add(
-        db,
-        vault.load(settings),
-        account=ACCOUNT,
-        secret_key="sk_test_backup1234",
-        webhook_secrets=[WEBHOOK_SECRET],
-        name=name,
-    ).id
+    with db.write() as tx:
+        return connections.add(
+            tx,
+            vault.load(settings),
+            account=ACCOUNT,
+            secret_key="sk_test_backup1234",
+            webhook_secrets=[WEBHOOK_SECRET],
+            name=name,
+        ).id
 
 
 def add_items(db: store.Database, first: int, count: int) -> None:
@@ -313,7 +314,8 @@ def test_restore_puts_the_backup_back_and_keeps_the_database_it_replaces(
     assert not result.warnings
     database = store.Database(settings.database_url)
     try:
-        (conn,) = connections.list_all(database, vault.load(settings))
+        with database.read() as tx:
+            (conn,) = connections.list_all(tx, vault.load(settings))
     finally:
         database.dispose()
     assert conn.name == "shop"
@@ -393,7 +395,8 @@ def test_restore_installs_the_backups_key_and_keeps_the_previous_one(
     assert not result.warnings
     database = store.Database(settings.database_url)
     try:
-        (conn,) = connections.list_all(database, vault.load(settings))
+        with database.read() as tx:
+            (conn,) = connections.list_all(tx, vault.load(settings))
     finally:
         database.dispose()
     assert conn.name == "shop"

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import actions, catalog, cli, flows, keys, samples
+from snapshots import actions, catalog, cli, flowfile, flows, keys, revisions, samples
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
@@ -86,8 +86,9 @@ def make_key(db: Database) -> Keys:
     """`make_key(*scopes)` -> (key id, headers)."""
 
     def make(*scopes: str) -> tuple[str, dict[str, str]]:
-        api_key, secret = keys.create(db, name="test", scopes=list(scopes), env="live")
-        return api_key.id, {"Authorization": f"Bearer {secret}"}
+        with db.write() as tx:
+            api_key = keys.create(tx, name="test", scopes=list(scopes), env="live")
+        return api_key.id, {"Authorization": f"Bearer {api_key.secret}"}
 
     return make
 
@@ -227,7 +228,7 @@ def test_catalog_needs_workflows_readonly(client: TestClient, make_key: Keys) ->
 
 def test_every_trigger_in_the_catalog_can_start_a_flow() -> None:
     """One flow per trigger, each with a filter checked on a sample event of its type."""
-    triggers = [t["type"] for t in catalog.catalog()["triggers"]]
+    triggers = [t["type"] for t in catalog.catalog().model_dump()["triggers"]]
     lines = ["flows:"]
     for index, event_type in enumerate(triggers):
         lines += [
@@ -237,14 +238,14 @@ def test_every_trigger_in_the_catalog_can_start_a_flow() -> None:
             "    action: log_event",
             "    fields: {stripe_customer_id: \"default(customer, 'cus_x')\", title: id}",
         ]
-    checked = flows.check("\n".join(lines) + "\n", "all.yaml")
+    checked = flowfile.check("\n".join(lines) + "\n", "all.yaml")
     assert checked.problems == []
     assert checked.registry is not None
     assert len(checked.registry.flows) == 270
     for index, event_type in enumerate(triggers):
         assert [f.name for f in checked.registry.for_type(event_type)] == [f"flow-{index}"]
     # A type outside the catalog is refused.
-    bad = flows.check(
+    bad = flowfile.check(
         "flows:\n  - name: x\n    trigger: [payout.exploded]\n    action: log_event\n", "x.yaml"
     )
     assert [str(p) for p in bad.problems] == [
@@ -253,6 +254,16 @@ def test_every_trigger_in_the_catalog_can_start_a_flow() -> None:
 
 
 # The flows endpoints.
+
+
+def current(db: Database) -> flows.Registry:
+    with db.read() as tx:
+        return revisions.current(tx)
+
+
+def current_version(db: Database) -> int:
+    with db.read() as tx:
+        return revisions.current_version(tx)
 
 
 def flow_audit(db: Database) -> list[Any]:
@@ -270,11 +281,11 @@ def test_get_flows_and_versions(db: Database, client: TestClient, make_key: Keys
     assert current.json() == {
         "version": 0,
         "actor": "snapshots",
-        "comment": flows.PREBUILT,
+        "comment": revisions.PREBUILT,
         "created_at": None,
-        "text": flows.default_text(),
+        "text": flowfile.default_text(),
     }
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester", comment="mine")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester", comment="mine")
     current = client.get("/v1/flows", headers=headers).json()
     assert (current["version"], current["actor"], current["text"]) == (1, "tester", CUSTOM)
 
@@ -282,13 +293,13 @@ def test_get_flows_and_versions(db: Database, client: TestClient, make_key: Keys
     assert listed["has_more"] is False
     assert [(v["version"], v["comment"]) for v in listed["data"]] == [
         (1, "mine"),
-        (0, flows.PREBUILT),
+        (0, revisions.PREBUILT),
     ]
     assert all(v.get("text") is None for v in listed["data"])
     with_text = client.get(
         "/v1/flows/versions", params={"with_text": "true"}, headers=headers
     ).json()
-    assert [v["text"] for v in with_text["data"]] == [CUSTOM, flows.default_text()]
+    assert [v["text"] for v in with_text["data"]] == [CUSTOM, flowfile.default_text()]
 
     document = client.get("/openapi.json").json()
     components = document["components"]["schemas"]
@@ -311,7 +322,7 @@ def test_post_flows_imports_a_new_version(db: Database, client: TestClient, make
     assert body["version"] == 1
     assert body["actor"] == f"key:{key_id}"
     assert (body["comment"], body["text"]) == ("via API", CUSTOM)
-    assert flows.current(db).version == 1
+    assert current(db).version == 1
     (entry,) = flow_audit(db)
     assert (entry.actor, entry.action) == (f"key:{key_id}", "flows.imported")
     assert entry.details == {"old_version": 0, "new_version": 1, "comment": "via API"}
@@ -331,7 +342,7 @@ def test_post_flows_refuses_a_bad_file_and_changes_nothing(
     assert "flows file:6: flow 'two': trigger: 'customer.nothing' matches no" in error["message"]
     not_yaml = client.post("/v1/flows", json={"text": "flows: ["}, headers=headers)
     assert "not valid YAML" in error_of(not_yaml, 400, "invalid_flows")["message"]
-    assert flows.current_version(db) == 0
+    assert current_version(db) == 0
     assert flow_audit(db) == []
 
 
@@ -341,7 +352,7 @@ def test_post_flows_needs_workflows_write(db: Database, client: TestClient, make
         error = error_of(client.post(path, json=body, headers=readonly), 403)
         assert "workflows.write" in error["message"]
         assert client.post(path, json=body).status_code == 401
-    assert flows.current_version(db) == 0
+    assert current_version(db) == 0
     assert flow_audit(db) == []
 
 
@@ -352,10 +363,10 @@ def test_post_rollback(db: Database, client: TestClient, make_key: Keys) -> None
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["version"] == 2
-    assert body["text"] == flows.default_text()
+    assert body["text"] == flowfile.default_text()
     assert body["comment"] == "rollback to version 0"
     assert body["actor"] == f"key:{key_id}"
-    assert flows.current(db).version == 2
+    assert current(db).version == 2
     entry = flow_audit(db)[-1]
     assert (entry.actor, entry.action) == (f"key:{key_id}", "flows.rolled_back")
     assert (entry.details["old_version"], entry.details["new_version"]) == (1, 2)
@@ -364,7 +375,7 @@ def test_post_rollback(db: Database, client: TestClient, make_key: Keys) -> None
     assert "no flows version 9" in error_of(missing, 404, "resource_missing")["message"]
     negative = client.post("/v1/flows/rollback", json={"version": -1}, headers=headers)
     assert 400 <= negative.status_code < 500
-    assert flows.current_version(db) == 2
+    assert current_version(db) == 2
     assert len(flow_audit(db)) == 2
 
 
@@ -382,10 +393,10 @@ def test_rollback_to_a_version_that_no_longer_passes_the_checks(
                 created_at=1.0,
             )
         )
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
     _, headers = make_key("workflows.write")
     refused = client.post("/v1/flows/rollback", json={"version": 1}, headers=headers)
     error = error_of(refused, 400, "invalid_flows")
     assert "flows version 1:4: flow 'one'" in error["message"]
-    assert flows.current_version(db) == 2
+    assert current_version(db) == 2
     assert len(flow_audit(db)) == 1

@@ -173,26 +173,31 @@ def enqueue_customers(
     db = Database(postgres_url)
     try:
         settings = Settings(database_url=postgres_url, master_key=master_key)
-        connection = connections.add(
-            db,
-            vault.load(settings),
-            account=ACCOUNT,
-            secret_key="sk_test_concurrency1",
-            webhook_secrets=[WEBHOOK_SECRET],
-            name="concurrency",
-        )
+        with db.write() as tx:
+            connection = connections.add(
+                tx,
+                vault.load(settings),
+                account=ACCOUNT,
+                secret_key="sk_test_concurrency1",
+                webhook_secrets=[WEBHOOK_SECRET],
+                name="concurrency",
+            )
         base = fixture("customer")
         with db.write() as conn:
             for i in range(n):
                 customer = {**base, "id": f"cus_conc{i:05d}", "email": f"c{i}@example.com"}
                 event = event_factory("customer.created", object=customer)
-                inbox.enqueue(
+                inbox.enqueue_many(
                     conn,
-                    connection_id=connection.id,
-                    event=event,
-                    payload=json.dumps(event).encode(),
-                    source="webhook",
-                    wanted=True,
+                    [
+                        inbox.Arrival(
+                            connection_id=connection.id,
+                            event=event,
+                            payload=json.dumps(event).encode(),
+                            source="webhook",
+                            wanted=True,
+                        )
+                    ],
                 )
         return connection.id
     finally:

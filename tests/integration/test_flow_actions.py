@@ -19,20 +19,20 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, flows, intake, keys, samples, worker
+from snapshots import connections, errors, flowfile, flows, intake, keys, samples, worker
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import EventFactory, fixture
+from tests.conftest import EventFactory, drain, fixture
 
 T0 = 1_700_000_000
-PREBUILT = flows.load()
+PREBUILT = flowfile.load()
 _numbers = itertools.count(1)
 
 
 def parse(text: str) -> flows.Registry:
-    return flows.parse(textwrap.dedent(text), "t.yaml")
+    return flowfile.parse(textwrap.dedent(text), "t.yaml")
 
 
 def apply(
@@ -560,7 +560,8 @@ def client(settings: Settings, connection: connections.Connection) -> Iterator[T
 @pytest.fixture
 def make_key(db: Database) -> Callable[..., dict[str, str]]:
     def make(*scopes: str) -> dict[str, str]:
-        _, secret = keys.create(db, name="test", scopes=list(scopes), env="live")
+        with db.write() as tx:
+            secret = keys.create(tx, name="test", scopes=list(scopes), env="live").secret
         return {"Authorization": f"Bearer {secret}"}
 
     return make
@@ -734,8 +735,8 @@ def test_a_deep_nested_target(
 
 # Test events.
 
-WITH_TAGS = flows.parse(
-    flows.default_text()
+WITH_TAGS = flowfile.parse(
+    flowfile.default_text()
     + "  - name: tag-subscribers\n"
     + "    trigger: [customer.subscription.created]\n"
     + "    action: add_tag\n"
@@ -767,7 +768,7 @@ def test_test_events_mark_the_records_they_write(
             source=source,
         )
     applier = worker.Worker(db, WITH_TAGS, settings)
-    worker.drain(applier)
+    drain(applier)
     assert applier.stats.done == 3
     assert applier.stats.failed == applier.stats.dead == 0
     test_contact = contact(db, "cus_t")

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshots import cli, connections, errors, flows, intake, worker
+from snapshots import cli, connections, errors, flowfile, flows, intake, revisions, worker
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import EventFactory, fixture
 
 T0 = 1_700_000_000
-PREBUILT_NAMES = [flow.name for flow in flows.load().flows]
+PREBUILT_NAMES = [flow.name for flow in flowfile.load().flows]
 
 CUSTOM = textwrap.dedent(
     """\
@@ -83,6 +83,26 @@ def stored_versions(db: Database) -> list[int]:
         return list(conn.execute(sa.select(t.c.version).order_by(t.c.version)).scalars())
 
 
+def current(db: Database) -> flows.Registry:
+    with db.read() as tx:
+        return revisions.current(tx)
+
+
+def current_version(db: Database) -> int:
+    with db.read() as tx:
+        return revisions.current_version(tx)
+
+
+def get_revision(db: Database, version: int | None = None) -> revisions.Revision:
+    with db.read() as tx:
+        return revisions.get_revision(tx, version)
+
+
+def listed(db: Database) -> list[revisions.Revision]:
+    with db.read() as tx:
+        return revisions.revisions(tx, with_text=True)
+
+
 def names(registry: flows.Registry) -> list[str]:
     return [flow.name for flow in registry.flows]
 
@@ -91,24 +111,26 @@ def names(registry: flows.Registry) -> list[str]:
 
 
 def test_with_nothing_imported_the_prebuilt_flows_are_version_0(db: Database) -> None:
-    registry = flows.current(db)
+    registry = current(db)
     assert registry.version == 0
     assert names(registry) == PREBUILT_NAMES
-    assert flows.current_version(db) == 0
-    (only,) = flows.versions(db)
-    assert (only.version, only.actor, only.comment) == (0, "snapshots", flows.PREBUILT)
-    assert only.text == flows.default_text()
+    assert current_version(db) == 0
+    (only,) = listed(db)
+    assert (only.version, only.actor, only.comment) == (0, "snapshots", revisions.PREBUILT)
+    assert only.text == flowfile.default_text()
 
 
 def test_import_puts_a_new_version_in_force_with_an_audit_entry(db: Database) -> None:
-    stored = flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester", comment="why")
+    stored = revisions.import_text(
+        db, CUSTOM, where="custom.yaml", actor="tester", comment="why"
+    ).revision
     assert (stored.version, stored.actor, stored.comment, stored.text) == (
         1,
         "tester",
         "why",
         CUSTOM,
     )
-    registry = flows.current(db)
+    registry = current(db)
     assert registry.version == 1
     assert names(registry) == ["people"]
     (entry,) = audit_entries(db)
@@ -122,29 +144,29 @@ def test_import_puts_a_new_version_in_force_with_an_audit_entry(db: Database) ->
 
 
 def test_a_bad_file_imports_nothing(db: Database) -> None:
-    with pytest.raises(errors.ConfigError) as caught:
-        flows.import_text(db, BAD, where="bad.yaml", actor="tester")
+    with pytest.raises(flowfile.Invalid) as caught:
+        revisions.import_text(db, BAD, where="bad.yaml", actor="tester")
     assert "bad.yaml:4: flow 'one'" in str(caught.value)
     assert "bad.yaml:11: flow 'two'" in str(caught.value)
-    assert flows.current_version(db) == 0
+    assert current_version(db) == 0
     assert stored_versions(db) == []
     assert audit_entries(db) == []
     # Nor over an imported version.
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
-    with pytest.raises(errors.ConfigError):
-        flows.import_text(db, "flows: [", where="bad.yaml", actor="tester")
-    assert flows.current(db).version == 1
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    with pytest.raises(flowfile.Invalid):
+        revisions.import_text(db, "flows: [", where="bad.yaml", actor="tester")
+    assert current(db).version == 1
     assert stored_versions(db) == [1]
     assert len(audit_entries(db)) == 1
 
 
 def test_rollback_imports_an_earlier_version_again(db: Database) -> None:
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
-    stored = flows.rollback(db, 0, actor="admin")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    stored = revisions.rollback(db, 0, actor="admin").revision
     assert stored.version == 2
-    assert stored.text == flows.default_text()
+    assert stored.text == flowfile.default_text()
     assert stored.comment == "rollback to version 0"
-    registry = flows.current(db)
+    registry = current(db)
     assert registry.version == 2
     assert names(registry) == PREBUILT_NAMES
     entry = audit_entries(db)[-1]
@@ -152,39 +174,41 @@ def test_rollback_imports_an_earlier_version_again(db: Database) -> None:
     assert entry.details["old_version"] == 1
     assert entry.details["new_version"] == 2
     # Back to the custom flows: a third version, history intact.
-    assert flows.rollback(db, 1, actor="admin").version == 3
-    assert names(flows.current(db)) == ["people"]
+    assert revisions.rollback(db, 1, actor="admin").revision.version == 3
+    assert names(current(db)) == ["people"]
     assert stored_versions(db) == [1, 2, 3]
 
 
 def test_a_long_comment_is_returned_as_it_is_stored(db: Database) -> None:
-    stored = flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester", comment="c" * 600)
-    assert stored.comment == flows.get_version(db, 1).comment
+    stored = revisions.import_text(
+        db, CUSTOM, where="custom.yaml", actor="tester", comment="c" * 600
+    ).revision
+    assert stored.comment == get_revision(db, 1).comment
 
 
 def test_rollback_to_an_unknown_version_is_not_found(db: Database) -> None:
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
     with pytest.raises(errors.NotFound, match="no flows version 7"):
-        flows.rollback(db, 7, actor="admin")
-    assert flows.current_version(db) == 1
+        revisions.rollback(db, 7, actor="admin")
+    assert current_version(db) == 1
     assert len(audit_entries(db)) == 1
 
 
 def test_versions_newest_first_and_get_version(db: Database) -> None:
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="a", comment="first")
-    flows.import_text(db, RENAMED, where="renamed.yaml", actor="b")
-    found = flows.versions(db)
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="a", comment="first")
+    revisions.import_text(db, RENAMED, where="renamed.yaml", actor="b")
+    found = listed(db)
     assert [v.version for v in found] == [2, 1, 0]
     assert [v.actor for v in found] == ["b", "a", "snapshots"]
-    assert [v.comment for v in found] == [None, "first", flows.PREBUILT]
+    assert [v.comment for v in found] == [None, "first", revisions.PREBUILT]
     assert found[0].created_at is not None and found[-1].created_at is None
-    assert flows.get_version(db).version == 2
-    assert flows.get_version(db, 1).text == CUSTOM
-    assert flows.get_version(db, 2).text == RENAMED
-    assert flows.get_version(db, 0).text == flows.default_text()
+    assert get_revision(db).version == 2
+    assert get_revision(db, 1).text == CUSTOM
+    assert get_revision(db, 2).text == RENAMED
+    assert get_revision(db, 0).text == flowfile.default_text()
     with pytest.raises(errors.NotFound):
-        flows.get_version(db, 3)
-    shown = found[1].public(with_text=True)
+        get_revision(db, 3)
+    shown = found[1].model_dump(mode="json")
     assert shown == {
         "version": 1,
         "actor": "a",
@@ -196,18 +220,18 @@ def test_versions_newest_first_and_get_version(db: Database) -> None:
 
 
 def test_live_with_no_ttl_follows_every_new_version(db: Database) -> None:
-    live = flows.Live(db, ttl=0.0)
+    live = revisions.Live(db, ttl=0.0)
     assert live().version == 0
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
     first = live()
     assert (first.version, names(first)) == (1, ["people"])
     assert live() is first  # not read again while the version is the same
-    flows.rollback(db, 0, actor="tester")
+    revisions.rollback(db, 0, actor="tester")
     assert (live().version, names(live())) == (2, PREBUILT_NAMES)
 
 
 class Clock:
-    """Stands in for the `time` module in snapshots.flows: a monotonic clock tests move."""
+    """Stands in for the `time` module in snapshots.revisions: a monotonic clock tests move."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -223,16 +247,16 @@ def test_live_looks_for_a_new_version_once_its_ttl_has_passed(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    monkeypatch.setattr(flows, "time", clock)
-    live = flows.Live(db, ttl=60.0)
+    monkeypatch.setattr(revisions, "time", clock)
+    live = revisions.Live(db, ttl=60.0)
     assert live().version == 0
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
     assert live().version == 0
     clock.now += 59.0
     assert live().version == 0
     clock.now += 1.5
     assert live().version == 1
-    flows.rollback(db, 0, actor="tester")
+    revisions.rollback(db, 0, actor="tester")
     clock.now += 30.0
     assert live().version == 1
     clock.now += 31.0
@@ -255,8 +279,8 @@ def test_a_worker_applies_each_batch_with_the_flows_in_force(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    flows.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
-    live = flows.Live(db, ttl=0.0)
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    live = revisions.Live(db, ttl=0.0)
     applier = worker.Worker(db, live(), settings, live=live)
 
     def send(event: dict[str, Any]) -> None:
@@ -270,7 +294,7 @@ def test_a_worker_applies_each_batch_with_the_flows_in_force(
 
     send(customer_event(event_factory, "cus_first", T0))
     assert applier.step() == 1
-    flows.import_text(db, RENAMED, where="renamed.yaml", actor="tester")
+    revisions.import_text(db, RENAMED, where="renamed.yaml", actor="tester")
     send(customer_event(event_factory, "cus_second", T0 + 1))
     assert applier.step() == 1
     assert applier.step() == 0
@@ -341,12 +365,12 @@ def test_cli_export_prints_the_flows_in_force(
 ) -> None:
     exported = run("flows", "export")
     assert exported.code == 0, exported.err
-    assert exported.out == flows.default_text()
+    assert exported.out == flowfile.default_text()
     # Export, edit, import: the round trip the README describes.
     edited = exported.out.replace("name: name\n", "name: upper(name)\n", 1)
     assert run("flows", "import", str(write("flows.yaml", edited))).code == 0
     assert run("flows", "export").out == edited
-    assert run("flows", "export", "--version", "0").out == flows.default_text()
+    assert run("flows", "export", "--version", "0").out == flowfile.default_text()
     missing = run("flows", "export", "--version", "5")
     assert missing.code == 2
     assert missing.err == "error: no flows version 5 (see `snapshots flows versions`)\n"
@@ -357,7 +381,7 @@ def test_cli_import(db: Database, run: Cli, write: Callable[[str, str], Path]) -
     done = run("flows", "import", str(path), "--comment", "upper-case names")
     assert done.code == 0, done.err
     assert " ".join(done.out.split()) == "flows version 1 is in force (1 flows; was version 0)"
-    assert flows.current(db).version == 1
+    assert current(db).version == 1
     (entry,) = audit_entries(db)
     assert entry.actor.startswith("cli")
     assert entry.details == {"old_version": 0, "new_version": 1, "comment": "upper-case names"}
@@ -392,7 +416,7 @@ def test_cli_import_of_a_bad_file_names_each_problem_and_changes_nothing(
     assert missing.code == 2
     assert missing.err.startswith("error: cannot read ")
     assert len(missing.err.splitlines()) == 1
-    assert flows.current_version(db) == 1
+    assert current_version(db) == 1
     assert stored_versions(db) == [1]
     assert len(audit_entries(db)) == 1
 
@@ -406,7 +430,7 @@ def test_cli_rollback_and_versions(
     assert " ".join(done.out.split()) == (
         "flows version 2 is in force: the flows of version 0 (was version 1)"
     )
-    assert names(flows.current(db)) == PREBUILT_NAMES
+    assert names(current(db)) == PREBUILT_NAMES
     assert audit_entries(db)[-1].action == "flows.rolled_back"
     again = run("flows", "rollback", "1", "--json").json()
     assert (again["version"], again["previous_version"]) == (3, 2)
@@ -417,7 +441,7 @@ def test_cli_rollback_and_versions(
     assert unknown.err.splitlines() == [
         "error: no flows version 9 (see `snapshots flows versions`)"
     ]
-    assert flows.current_version(db) == 3
+    assert current_version(db) == 3
 
     listed = run("flows", "versions", "--json").json()
     assert [v["version"] for v in listed] == [3, 2, 1, 0]
@@ -425,7 +449,7 @@ def test_cli_rollback_and_versions(
         "rollback to version 1",
         "rollback to version 0",
         "mine",
-        flows.PREBUILT,
+        revisions.PREBUILT,
     ]
     assert all(set(v) == {"version", "actor", "comment", "created_at"} for v in listed)
     table = run("flows", "versions")

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, flows, inbox, keys
+from snapshots import connections, errors, flowfile, inbox, keys
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
@@ -36,15 +36,32 @@ def put(
     wanted: bool = True,
     source: str = "webhook",
 ) -> tuple[int, str, bool]:
-    with db.write() as conn:
-        return inbox.enqueue(
-            conn,
-            connection_id=connection_id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source=source,
-            wanted=wanted,
-        )
+    arrival = inbox.Arrival(connection_id, event, json.dumps(event).encode(), source, wanted)
+    with db.write() as tx:
+        (stored,) = inbox.enqueue_many(tx, [arrival])
+    return stored.item_id, stored.status, stored.duplicate
+
+
+def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[inbox.Item]:
+    with db.write() as tx:
+        return inbox.claim(tx, worker_id=worker_id, limit=limit, lease=lease)
+
+
+def get(db: Database, ref: str) -> inbox.Event:
+    with db.read() as tx:
+        return inbox.get(tx, ref)
+
+
+def list_items(
+    db: Database, *, status: str | None = None, limit: int = 50, before: int | None = None
+) -> list[inbox.Event]:
+    with db.read() as tx:
+        return inbox.page(tx, status=status, limit=limit, starting_after=before).data
+
+
+def replay(db: Database, ref: str) -> inbox.Event:
+    with db.write() as tx:
+        return inbox.replay(tx, ref)
 
 
 def row(db: Database, item_id: int) -> Any:
@@ -77,7 +94,7 @@ def test_a_duplicate_reports_the_current_status_and_changes_nothing(
 ) -> None:
     event = customer_event(event_factory, 1)
     item_id, _, _ = put(db, connection.id, event)
-    inbox.claim(db, worker_id="w", limit=10, lease=30)
+    claim(db, worker_id="w", limit=10, lease=30)
     # A resend with other bytes (Stripe retried) is still the same event: stored once, raw
     # bytes of the first arrival kept.
     changed = {**event, "pending_webhooks": 2}
@@ -106,7 +123,7 @@ def test_an_unwanted_event_is_stored_ignored_and_never_claimed(
     assert (status, duplicate) == ("ignored", False)
     stored = row(db, item_id)
     assert stored.processed_at is not None
-    assert inbox.claim(db, worker_id="w", limit=10, lease=30) == []
+    assert claim(db, worker_id="w", limit=10, lease=30) == []
 
 
 def test_enqueue_keeps_the_envelope_fields(
@@ -133,13 +150,13 @@ def test_claim_takes_the_oldest_first_up_to_the_limit(
 ) -> None:
     made = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(7)]
     before = time.time()
-    first = inbox.claim(db, worker_id="w1", limit=3, lease=30)
-    second = inbox.claim(db, worker_id="w2", limit=3, lease=30)
-    third = inbox.claim(db, worker_id="w3", limit=3, lease=30)
+    first = claim(db, worker_id="w1", limit=3, lease=30)
+    second = claim(db, worker_id="w2", limit=3, lease=30)
+    third = claim(db, worker_id="w3", limit=3, lease=30)
     assert [i.id for i in first] == made[:3]
     assert [i.id for i in second] == made[3:6]
     assert [i.id for i in third] == made[6:]
-    assert inbox.claim(db, worker_id="w4", limit=3, lease=30) == []
+    assert claim(db, worker_id="w4", limit=3, lease=30) == []
 
     item = first[0]
     assert item.attempts == 1
@@ -166,7 +183,7 @@ def test_claim_skips_items_not_due_and_finished_ones(
         )
         conn.execute(T.update().where(T.c.id == done).values(status="done"))
         conn.execute(T.update().where(T.c.id == dead).values(status="dead"))
-    claimed = inbox.claim(db, worker_id="w", limit=10, lease=30)
+    claimed = claim(db, worker_id="w", limit=10, lease=30)
     assert [i.id for i in claimed] == [due_failed, pending]
 
 
@@ -174,12 +191,12 @@ def test_a_held_claim_is_not_claimed_again_until_its_lease_runs_out(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     item_id, _, _ = put(db, connection.id, customer_event(event_factory, 1))
-    [held] = inbox.claim(db, worker_id="worker-a", limit=10, lease=0.3)
+    [held] = claim(db, worker_id="worker-a", limit=10, lease=0.3)
     assert held.id == item_id
-    assert inbox.claim(db, worker_id="worker-b", limit=10, lease=30) == []
+    assert claim(db, worker_id="worker-b", limit=10, lease=30) == []
 
     time.sleep(0.4)
-    [taken] = inbox.claim(db, worker_id="worker-b", limit=10, lease=30)
+    [taken] = claim(db, worker_id="worker-b", limit=10, lease=30)
     assert taken.id == item_id
     assert taken.attempts == 2  # every claim counts as an attempt
     stored = row(db, item_id)
@@ -195,7 +212,7 @@ def test_still_mine_only_counts_items_being_processed(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(3)]
-    inbox.claim(db, worker_id="w", limit=3, lease=30)
+    claim(db, worker_id="w", limit=3, lease=30)
     with db.write() as conn:
         inbox.finish(conn, [(ids[0], "done", ["contacts"])])
         inbox.fail(conn, ids[1], error="boom", dead=False, delay=60)
@@ -211,12 +228,12 @@ def test_get_by_number_or_event_id(
 ) -> None:
     event = customer_event(event_factory, 1)
     item_id, _, _ = put(db, connection.id, event)
-    assert inbox.get(db, str(item_id))["event_id"] == event["id"]
-    assert inbox.get(db, event["id"])["id"] == item_id
+    assert get(db, str(item_id)).event_id == event["id"]
+    assert get(db, event["id"]).id == item_id
     with pytest.raises(errors.NotFound, match="no inbox item evt_missing"):
-        inbox.get(db, "evt_missing")
+        get(db, "evt_missing")
     with pytest.raises(errors.NotFound):
-        inbox.get(db, "987654")
+        get(db, "987654")
 
 
 def test_get_by_an_event_id_seen_on_two_connections_asks_for_the_number(
@@ -226,8 +243,8 @@ def test_get_by_an_event_id_seen_on_two_connections_asks_for_the_number(
     put(db, connection.id, event)
     other, _, _ = put(db, "conn_other", event)
     with pytest.raises(errors.Conflict, match="2 connections"):
-        inbox.get(db, event["id"])
-    assert inbox.get(db, str(other))["connection_id"] == "conn_other"
+        get(db, event["id"])
+    assert get(db, str(other)).connection_id == "conn_other"
 
 
 def test_list_is_newest_first_filters_by_status_and_pages(
@@ -235,12 +252,12 @@ def test_list_is_newest_first_filters_by_status_and_pages(
 ) -> None:
     ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(4)]
     ignored, _, _ = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
-    listed = inbox.list_items(db)
-    assert [r["id"] for r in listed] == [ignored, *reversed(ids)]
-    assert all("payload" not in r for r in listed)
-    assert [r["id"] for r in inbox.list_items(db, status="ignored")] == [ignored]
-    assert [r["id"] for r in inbox.list_items(db, limit=2, before=ids[3])] == [ids[2], ids[1]]
-    assert inbox.list_items(db, status="dead") == []
+    listed = list_items(db)
+    assert [r.id for r in listed] == [ignored, *reversed(ids)]
+    assert all("payload" not in r.model_dump() for r in listed)
+    assert [r.id for r in list_items(db, status="ignored")] == [ignored]
+    assert [r.id for r in list_items(db, limit=2, before=ids[3])] == [ids[2], ids[1]]
+    assert list_items(db, status="dead") == []
 
 
 def test_counts_by_status(
@@ -249,8 +266,10 @@ def test_counts_by_status(
     for n in range(4):
         put(db, connection.id, customer_event(event_factory, n))
     put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
-    inbox.claim(db, worker_id="w", limit=1, lease=30)
-    assert inbox.counts(db) == {
+    claim(db, worker_id="w", limit=1, lease=30)
+    with db.read() as tx:
+        counts = inbox.counts(tx)
+    assert counts == {
         "pending": 3,
         "processing": 1,
         "done": 0,
@@ -262,7 +281,7 @@ def test_counts_by_status(
 
 def test_list_refuses_an_unknown_status(db: Database) -> None:
     with pytest.raises(errors.BadRequest, match="unknown status 'finished'"):
-        inbox.list_items(db, status="finished")
+        list_items(db, status="finished")
 
 
 def test_public_shape(
@@ -272,7 +291,7 @@ def test_public_shape(
     item_id, _, _ = put(db, connection.id, event)
     with db.write() as conn:
         inbox.finish(conn, [(item_id, "done", ["contacts", "tags"])])
-    shown = inbox.public(inbox.get(db, str(item_id)))
+    shown = get(db, str(item_id)).model_dump(mode="json")
     assert shown["flows"] == ["contacts", "tags"]
     assert shown["status"] == "done"
     assert shown["livemode"] is False
@@ -301,13 +320,13 @@ def _reach(
         event = customer_event(event_factory, 1)
     item_id = put(db, connection_id, event)[0]
     if status == "processing":
-        inbox.claim(db, worker_id="someone", limit=1, lease=60)
+        claim(db, worker_id="someone", limit=1, lease=60)
     elif status == "failed":
-        [item] = inbox.claim(db, worker_id="someone", limit=1, lease=60)
+        [item] = claim(db, worker_id="someone", limit=1, lease=60)
         with db.write() as conn:
             inbox.fail(conn, item.id, error="stripe is down", dead=False, delay=600)
     elif status in ("done", "dead"):
-        Worker(db, flows.load(), settings).step()
+        Worker(db, flowfile.load(), settings).step()
     assert row(db, item_id).status == status
     return item_id
 
@@ -330,15 +349,16 @@ def test_replay_queues_a_finished_item_again(
 ) -> None:
     item_id = _reach(status, db, settings, connection.id, event_factory)
     before = time.time()
-    replayed = inbox.replay(db, str(item_id))
-    assert replayed["status"] == "pending"
-    assert replayed["attempts"] == 0
-    assert replayed["last_error"] is None
-    assert replayed["processed_at"] is None
-    assert replayed["locked_by"] is None
-    assert replayed["lease_until"] is None
-    assert before - 1 <= replayed["run_after"] <= time.time()
-    [claimed] = inbox.claim(db, worker_id="w", limit=10, lease=30)
+    replayed = replay(db, str(item_id))
+    assert replayed.status == "pending"
+    assert replayed.attempts == 0
+    assert replayed.last_error is None
+    assert replayed.processed_at is None
+    stored = row(db, item_id)  # what the public model does not show
+    assert stored.locked_by is None
+    assert stored.lease_until is None
+    assert before - 1 <= stored.run_after <= time.time()
+    [claimed] = claim(db, worker_id="w", limit=10, lease=30)
     assert claimed.id == item_id
     assert claimed.attempts == 1
 
@@ -357,7 +377,7 @@ def test_replay_refuses_an_item_still_in_flight(
     item_id = _reach(status, db, settings, connection.id, event_factory)
     before = row(db, item_id)
     with pytest.raises(errors.Conflict, match=f"is {status} already") as caught:
-        inbox.replay(db, str(item_id))
+        replay(db, str(item_id))
     assert caught.value.status == 409
     assert caught.value.code == "conflict"
     assert row(db, item_id) == before
@@ -365,7 +385,7 @@ def test_replay_refuses_an_item_still_in_flight(
 
 def test_replay_of_an_unknown_item_is_not_found(db: Database) -> None:
     with pytest.raises(errors.NotFound):
-        inbox.replay(db, "evt_nope")
+        replay(db, "evt_nope")
 
 
 def test_a_dead_item_replayed_after_the_fix_is_applied(
@@ -376,15 +396,15 @@ def test_a_dead_item_replayed_after_the_fix_is_applied(
 ) -> None:
     event = customer_event(event_factory, 1)
     item_id = put(db, connection.id, event)[0]
-    broken = flows.parse(
+    broken = flowfile.parse(
         "flows:\n  - name: contacts\n    trigger: customer.created\n    action: upsert_contact\n"
         "    fields: {stripe_customer_id: \"to_number('x')\"}\n",
         "broken.yaml",
     )
     Worker(db, broken, settings).step()
     assert row(db, item_id).status == "dead"
-    inbox.replay(db, event["id"])
-    Worker(db, flows.load(), settings).step()
+    replay(db, event["id"])
+    Worker(db, flowfile.load(), settings).step()
     fixed = row(db, item_id)
     assert (fixed.status, fixed.flows, fixed.last_error) == ("done", "contacts", None)
     with db.read() as conn:
@@ -400,7 +420,8 @@ def test_replay_through_the_api_answers_409_for_an_item_in_flight(
 ) -> None:
     pending = _reach("pending", db, settings, connection.id, event_factory)
     ignored = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)[0]
-    _, secret = keys.create(db, name="ops", scopes=["integrations.write"], env="test")
+    with db.write() as tx:
+        secret = keys.create(tx, name="ops", scopes=["integrations.write"], env="test").secret
     auth = {"Authorization": f"Bearer {secret}"}
     with TestClient(create_app(settings)) as client:
         refused = client.post(f"/v1/events/{pending}/replay", headers=auth)
@@ -431,7 +452,7 @@ def logged(
     bad = customer_event(event_factory, 2, id=None)
     done_id = put(db, connection.id, good)[0]
     dead_id = put(db, connection.id, bad)[0]
-    Worker(db, flows.load(), settings).step()
+    Worker(db, flowfile.load(), settings).step()
     return {"done": done_id, "dead": dead_id, "good": good, "bad": bad}
 
 
@@ -556,7 +577,7 @@ def test_cli_errors_are_one_line_without_traceback(
     tmp_path: Path,
 ) -> None:
     processing = put(db, connection.id, customer_event(event_factory, 1))[0]
-    inbox.claim(db, worker_id="someone", limit=10, lease=60)
+    claim(db, worker_id="someone", limit=10, lease=60)
     pending = put(db, connection.id, customer_event(event_factory, 2))[0]
     before = {i: row(db, i) for i in (pending, processing)}
     names = {"PENDING": str(pending), "PROCESSING": str(processing)}

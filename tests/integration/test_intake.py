@@ -503,14 +503,15 @@ def test_the_same_event_on_two_connections_is_stored_twice(
     app_settings: Settings,
     body: bytes,
 ) -> None:
-    second = connections.add(
-        db,
-        vault.load(app_settings),
-        account=ACCOUNT,
-        secret_key="sk_test_second5678",
-        webhook_secrets=[OTHER_SECRET],
-        name="second",
-    )
+    with db.write() as tx:
+        second = connections.add(
+            tx,
+            vault.load(app_settings),
+            account=ACCOUNT,
+            secret_key="sk_test_second5678",
+            webhook_secrets=[OTHER_SECRET],
+            name="second",
+        )
     assert client.post(url(connection.id), content=body, headers=signed(body)).status_code == 200
     response = client.post(url(second.id), content=body, headers=signed(body, OTHER_SECRET))
     assert response.status_code == 200, response.text
@@ -574,14 +575,15 @@ def test_the_conftest_signer_is_accepted(
 @pytest.fixture
 def rotating(db: Database, app_settings: Settings) -> connections.Connection:
     """A connection in the middle of a rotation: two active signing secrets."""
-    return connections.add(
-        db,
-        vault.load(app_settings),
-        account=ACCOUNT,
-        secret_key="sk_test_rotating0001",
-        webhook_secrets=[WEBHOOK_SECRET, OTHER_SECRET],
-        name="rotating",
-    )
+    with db.write() as tx:
+        return connections.add(
+            tx,
+            vault.load(app_settings),
+            account=ACCOUNT,
+            secret_key="sk_test_rotating0001",
+            webhook_secrets=[WEBHOOK_SECRET, OTHER_SECRET],
+            name="rotating",
+        )
 
 
 @pytest.mark.parametrize(

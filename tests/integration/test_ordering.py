@@ -22,14 +22,15 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from snapshots import connections, flows, intake, records, worker
+from snapshots import connections, flowfile, intake, worker
+from snapshots.records import kinds, reads
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import EventFactory, fixture
+from tests.conftest import EventFactory, drain, fixture
 
-REGISTRY = flows.load()
+REGISTRY = flowfile.load()
 T0 = 1_700_000_000
 
 
@@ -108,10 +109,10 @@ def apply(db: Database, connection_id: str, *events: dict[str, Any]) -> None:
 
 
 def _all(db: Database, kind: str) -> list[dict[str, Any]]:
-    table = records.KINDS[kind]
+    table = kinds.KINDS[kind].table
     with db.read() as conn:
         rows = conn.execute(sa.select(table).order_by(table.c.seq)).all()
-    return [records.public(kind, row) for row in rows]
+    return [kinds.KINDS[kind].public(row).model_dump(mode="json") for row in rows]
 
 
 def contacts(db: Database) -> list[dict[str, Any]]:
@@ -188,8 +189,9 @@ def test_an_older_location_update_never_overwrites_a_newer_one(
         event_factory("terminal.location.updated", location, created=T0 + 5, display_name="New"),
         event_factory("terminal.location.created", location, created=T0, display_name="Old"),
     )
-    [found] = records.page(db, "location", limit=10)[0]
-    assert found["name"] == "New"
+    with db.read() as tx:
+        [found] = reads.page(tx, kinds.LOCATION, limit=10).data
+    assert found.name == "New"
 
 
 # Examples: same-second ties, broken by the invoice's state order.
@@ -367,7 +369,7 @@ def test_redelivered_events_are_applied_once(
             event=event,
             payload=json.dumps(event).encode(),
         )
-        worker.drain(work)
+        drain(work)
     assert receipt.duplicate is True
     assert work.stats.done == 2
     [contact] = contacts(db)
@@ -658,7 +660,7 @@ def run_through_inbox(db: Database, settings: Settings, events: list[dict[str, A
             payload=json.dumps(event).encode(),
         )
     work = worker.Worker(db, REGISTRY, settings, name="property-worker")
-    worker.drain(work)
+    drain(work)
     assert (work.stats.failed, work.stats.dead) == (0, 0)
     assert work.stats.done == len({event["id"] for event in events})
 

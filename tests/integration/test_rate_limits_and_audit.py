@@ -35,6 +35,17 @@ START = 1_800_000_000.0  # a multiple of 60: the start of a rate-limit window
 ENTRY_KEYS = {"id", "at", "actor", "action", "target", "outcome", "details", "request_id", "ip"}
 
 
+def create(db: Database, **fields: Any) -> keys.ApiKeyCreated:
+    """A key made in its own transaction (as the CLI makes one)."""
+    with db.write() as tx:
+        return keys.create(tx, **fields)
+
+
+def revoke(db: Database, key_id: str) -> keys.ApiKey:
+    with db.write() as tx:
+        return keys.revoke(tx, key_id)
+
+
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
@@ -81,8 +92,8 @@ def limited(settings: Settings, clock: Clock) -> Iterator[TestClient]:
 def test_the_sixth_request_in_a_window_is_429(
     db: Database, limited: TestClient, clock: Clock
 ) -> None:
-    _, first = keys.create(db, name="busy", scopes=["contacts.readonly"])
-    _, second = keys.create(db, name="calm", scopes=["contacts.readonly"])
+    first = create(db, name="busy", scopes=["contacts.readonly"]).secret
+    second = create(db, name="calm", scopes=["contacts.readonly"]).secret
     for remaining in (4, 3, 2, 1, 0):
         response = limited.get("/v1/customers", headers=bearer(first))
         assert response.status_code == 200, response.text
@@ -120,7 +131,7 @@ def test_the_sixth_request_in_a_window_is_429(
 def test_every_endpoint_counts_against_the_same_key(
     db: Database, limited: TestClient, clock: Clock
 ) -> None:
-    _, secret = keys.create(db, name="mixed", scopes=["contacts.readonly", "events.readonly"])
+    secret = create(db, name="mixed", scopes=["contacts.readonly", "events.readonly"]).secret
     paths = ["/v1/customers", "/v1/events", "/v1/customers/con_doesnotexist", "/v1/sync-runs"]
     statuses = [limited.get(paths[n % 4], headers=bearer(secret)).status_code for n in range(7)]
     assert statuses == [200, 200, 404, 200, 200, 429, 429]
@@ -134,7 +145,7 @@ def test_two_serve_processes_share_one_limit(postgres_url: str, tmp_path: Path) 
     between them with one key: exactly 10 succeed per window, the rest are 429."""
     _empty_postgres(postgres_url)
     database = Database(postgres_url)
-    _, secret = keys.create(database, name="shared", scopes=["contacts.readonly"])
+    secret = create(database, name="shared", scopes=["contacts.readonly"]).secret
     database.dispose()
     master_key = Fernet.generate_key().decode()
     env = {
@@ -208,7 +219,8 @@ class Admin:
 
 @pytest.fixture
 def admin(db: Database) -> Admin:
-    key, secret = keys.create(db, name="admin", scopes=["admin"])
+    key = create(db, name="admin", scopes=["admin"])
+    secret = key.secret
     return Admin(key.id, secret)
 
 
@@ -222,16 +234,18 @@ def stored(db: Database, action: str | None = None) -> list[Any]:
 
 def bad_keys(db: Database) -> list[str | None]:
     """One key of every kind that is refused with 401."""
-    revoked, revoked_secret = keys.create(db, name="revoked", scopes=["contacts.readonly"])
-    keys.revoke(db, revoked.id)
-    expired, expired_secret = keys.create(db, name="expired", scopes=["contacts.readonly"])
+    revoked = create(db, name="revoked", scopes=["contacts.readonly"])
+    revoked_secret = revoked.secret
+    revoke(db, revoked.id)
+    expired = create(db, name="expired", scopes=["contacts.readonly"])
+    expired_secret = expired.secret
     with db.write() as conn:
         conn.execute(
             tables.api_keys.update()
             .where(tables.api_keys.c.id == expired.id)
             .values(expires_at=time.time() - 1)
         )
-    good = keys.create(db, name="good", scopes=["contacts.readonly"])[1]
+    good = create(db, name="good", scopes=["contacts.readonly"]).secret
     bad_checksum = good[:-1] + ("A" if good[-1] != "A" else "B")
     return [None, bad_checksum, keys.generate("live"), revoked_secret, expired_secret]
 
@@ -270,7 +284,8 @@ def test_bad_keys_are_audited_once_a_minute_per_address(
 def test_missing_scopes_are_audited_once_a_minute_per_address(
     db: Database, client: TestClient, clock: Clock
 ) -> None:
-    key, secret = keys.create(db, name="narrow", scopes=["contacts.readonly"])
+    key = create(db, name="narrow", scopes=["contacts.readonly"])
+    secret = key.secret
     answers = [client.get("/v1/locations", headers=bearer(secret)) for _ in range(25)]
     answers += [client.get("/v1/audit", headers=bearer(secret)) for _ in range(25)]
     assert {a.status_code for a in answers} == {403}
@@ -306,7 +321,7 @@ def test_a_malformed_authorization_header_is_audited_too(
 def history(db: Database, client: TestClient, admin: Admin) -> dict[str, Any]:
     """Entries of several kinds: key.created x3 (admin, app, rotated), key.rotated, key.revoked,
     connection.created (the connection fixture), and one from two hours ago."""
-    app_key, _ = keys.create(db, name="app", scopes=["contacts.readonly"])
+    app_key = create(db, name="app", scopes=["contacts.readonly"])
     rotated = client.post(
         f"/v1/api-keys/{app_key.id}/rotate", json={"overlap": "1h"}, headers=admin.headers
     )

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from cryptography.fernet import Fernet
 
-from snapshots import connections, errors, flows, inbox, readiness, vault
+from snapshots import connections, errors, flowfile, inbox, readiness, revisions, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
@@ -35,14 +35,11 @@ flows:
 
 def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
     with db.write() as conn:
-        item_id, _, _ = inbox.enqueue(
+        (stored,) = inbox.enqueue_many(
             conn,
-            connection_id=connection_id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source="webhook",
-            wanted=True,
+            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
         )
+        item_id = stored.item_id
     return item_id
 
 
@@ -225,7 +222,7 @@ def test_a_worker_with_a_fault_claims_nothing_and_catches_up_when_it_clears(
     reencrypt(db, right, rotated)
     faults = readiness.Faults()
     monitor = readiness.Monitor(db, right, settings, faults)
-    worker = Worker(db, flows.load(), settings, faults=faults, monitor=monitor)
+    worker = Worker(db, flowfile.load(), settings, faults=faults, monitor=monitor)
     before = items(db)
     stop = threading.Event()
     runner = threading.Thread(target=worker.run, args=(stop,))
@@ -282,7 +279,7 @@ def test_flows_a_newer_snapshots_imported_stop_the_worker_not_the_events(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    live = flows.Live(db, ttl=0.0)
+    live = revisions.Live(db, ttl=0.0)
     worker = Worker(db, live(), settings, live=live)
     ids = [put(db, connection.id, customer(event_factory, n)) for n in range(2)]
     store_flows_version(db, BROKEN_FLOWS)
@@ -291,9 +288,9 @@ def test_flows_a_newer_snapshots_imported_stop_the_worker_not_the_events(
     assert items(db) == [(i, "pending", 0, None) for i in ids]
     # Intake keeps every event type pending meanwhile: a worker that can run the flows decides.
     assert live.wants("balance.available") is True
-    assert flows.load().wants("balance.available") is False
+    assert flowfile.load().wants("balance.available") is False
     # A rollback (or an upgraded worker) and everything is applied.
-    flows.rollback(db, 0, actor="test")
+    revisions.rollback(db, 0, actor="test")
     worker.step()
     assert [status for _, status, _, _ in items(db)] == ["done", "done"]
 

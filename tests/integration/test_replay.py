@@ -33,14 +33,11 @@ def put(
     received_at: float | None = None,
 ) -> int:
     with db.write() as conn:
-        item_id, _, _ = inbox.enqueue(
+        (stored,) = inbox.enqueue_many(
             conn,
-            connection_id=connection_id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source="webhook",
-            wanted=True,
+            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
         )
+        item_id = stored.item_id
         values: dict[str, Any] = {"status": status, "last_error": error, "attempts": 3}
         if received_at is not None:
             values["received_at"] = received_at
@@ -120,7 +117,7 @@ def test_filters_match_status_time_type_error_and_connection(
     assert preview(db, connection_id=connection.id).matched == 9
     assert preview(db, connection_id="conn_other").matched == 0
     found = preview(db)
-    assert found.top_errors == [
+    assert [(e.error, e.count) for e in found.top_errors] == [
         ("flow 'invoices': field 'total': expression failed: 'ZZZ' is not a currency", 6),
         ("a stored secret cannot be decrypted: the MASTER KEY is wrong", 3),
     ]
@@ -163,8 +160,9 @@ def test_a_job_requeues_what_matched_with_one_audit_entry(
     assert all(found[i] == ("pending", 0) for i in inbox_items["dead_invoice"])
     assert all(found[i] == ("dead", 3) for i in inbox_items["dead_customer"])
     assert found[late] == ("dead", 3)
-    entries, _ = audit.page(db, action="events.replayed")
-    [entry] = entries
+    with db.read() as tx:
+        entries = audit.page(tx, action="events.replayed").data
+    [entry] = [e.model_dump(mode="json") for e in entries]
     assert entry["actor"] == "cli:ops" and entry["target"] == job.id
     assert entry["details"] == {
         "filter": {
@@ -236,7 +234,8 @@ def client(settings: Settings, connection: connections.Connection) -> Iterator[T
 @pytest.fixture
 def make_key(db: Database) -> Callable[..., dict[str, str]]:
     def make(*scopes: str) -> dict[str, str]:
-        _, secret = keys.create(db, name="test", scopes=list(scopes))
+        with db.write() as tx:
+            secret = keys.create(tx, name="test", scopes=list(scopes)).secret
         return bearer(secret)
 
     return make

@@ -50,7 +50,7 @@ from schemathesis.generation.hypothesis.builder import (
 from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from snapshots import connections, flows, intake, keys, sync, vault
+from snapshots import connections, flowfile, intake, keys, sync, vault
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import db as store
@@ -153,14 +153,15 @@ def _ids(db: store.Database, table: Any, column: str = "id") -> list[str]:
 def _seed(db: store.Database, settings: Settings) -> dict[str, list[str]]:
     """Records made by the prebuilt flows from events, the same events in the inbox, a sync
     run and spare keys; returns the ids by path parameter name."""
-    connection = connections.add(
-        db,
-        vault.load(settings),
-        account=ACCOUNT,
-        secret_key="sk_test_fuzz1234",
-        webhook_secrets=[WEBHOOK_SECRET],
-        name="fuzz",
-    )
+    with db.write() as tx:
+        connection = connections.add(
+            tx,
+            vault.load(settings),
+            account=ACCOUNT,
+            secret_key="sk_test_fuzz1234",
+            webhook_secrets=[WEBHOOK_SECRET],
+            name="fuzz",
+        )
     events: list[dict[str, Any]] = []
     for n in (1, 2):
         customer = copy.deepcopy(fixture("customer"))
@@ -176,7 +177,7 @@ def _seed(db: store.Database, settings: Settings) -> dict[str, list[str]]:
     subscription.update(id="sub_fuzz1", customer="cus_fuzz1", status="active")
     events.append(_event("customer.subscription.created", subscription, len(events)))
 
-    registry = flows.load()
+    registry = flowfile.load()
     for event in events:
         with db.write() as conn:
             registry.apply(conn, connection_id=connection.id, event=event)
@@ -191,7 +192,10 @@ def _seed(db: store.Database, settings: Settings) -> dict[str, list[str]]:
         db, connection_id=connection.id, kind="backfill", obj="customers", since=None, holder="t"
     )
     sync._end(db, run, "done")
-    spare = [keys.create(db, name=f"spare {n}", scopes=["contacts.readonly"])[0] for n in (1, 2, 3)]
+    with db.write() as tx:
+        spare = [
+            keys.create(tx, name=f"spare {n}", scopes=["contacts.readonly"]) for n in (1, 2, 3)
+        ]
     with db.read() as conn:
         activities = conn.execute(
             sa.select(sa.func.count()).select_from(tables.activities)
@@ -228,7 +232,8 @@ def seeded(
         api_rate_limit=1_000_000,  # the fuzzer is not what the rate limit is about
     )
     ids = _seed(database, settings)
-    _, admin = keys.create(database, name="fuzzer", scopes=["admin"])
+    with database.write() as tx:
+        admin = keys.create(tx, name="fuzzer", scopes=["admin"]).secret
     app = create_app(settings)
     SEEDED_IDS.clear()
     SEEDED_IDS.update(ids)

@@ -131,8 +131,18 @@ def accepted(
 
 
 def entries(db: Database, action: str) -> list[dict[str, Any]]:
-    found, _ = audit.page(db, action=action, limit=100)
-    return found
+    with db.read() as tx:
+        found = audit.page(tx, action=action, limit=100).data
+    return [entry.model_dump(mode="json") for entry in found]
+
+
+def rotate_webhook_secret(
+    db: Database, secrets_vault: vault.Vault, connection_id: str, secret: str, **options: Any
+) -> connections.Connection:
+    with db.write() as tx:
+        return connections.rotate_webhook_secret(
+            tx, secrets_vault, connection_id, secret, **options
+        )
 
 
 class Later:
@@ -161,10 +171,10 @@ def test_during_the_overlap_the_old_and_new_secrets_both_verify(
 ) -> None:
     assert accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
     assert not accepted(client, connection.id, NEW_SECRET, event_factory)
-    changed = connections.rotate_webhook_secret(
+    changed = rotate_webhook_secret(
         db, vault.load(settings), connection.id, NEW_SECRET, overlap=3600
     )
-    assert changed.webhook_secret_count == 2
+    assert changed.webhook_secrets == 2
     assert accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
     assert accepted(client, connection.id, NEW_SECRET, event_factory)
     assert not accepted(client, connection.id, STRANGER, event_factory)
@@ -173,8 +183,9 @@ def test_during_the_overlap_the_old_and_new_secrets_both_verify(
     monkeypatch.setattr(connections, "time", Later(3601))
     assert not accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
     assert accepted(client, connection.id, NEW_SECRET, event_factory)
-    (shown,) = connections.list_all(db, vault.load(settings))
-    assert shown.webhook_secret_count == 1
+    with db.read() as tx:
+        (shown,) = connections.list_all(tx, vault.load(settings))
+    assert shown.webhook_secrets == 1
 
 
 def test_rotating_with_no_overlap_retires_the_old_secret_at_once(
@@ -184,12 +195,8 @@ def test_rotating_with_no_overlap_retires_the_old_secret_at_once(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    connections.rotate_webhook_secret(
-        db, vault.load(settings), connection.id, NEW_SECRET, overlap=3600
-    )
-    connections.rotate_webhook_secret(
-        db, vault.load(settings), connection.id, NEWER_SECRET, overlap=0
-    )
+    rotate_webhook_secret(db, vault.load(settings), connection.id, NEW_SECRET, overlap=3600)
+    rotate_webhook_secret(db, vault.load(settings), connection.id, NEWER_SECRET, overlap=0)
     assert not accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
     assert not accepted(client, connection.id, NEW_SECRET, event_factory)
     assert accepted(client, connection.id, NEWER_SECRET, event_factory)
@@ -204,9 +211,7 @@ def test_the_app_sees_a_rotation_once_its_cache_expires(
 ) -> None:
     with TestClient(create_app(settings)) as client:  # the default cache (SECRETS_TTL)
         assert accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
-        connections.rotate_webhook_secret(
-            db, vault.load(settings), connection.id, NEW_SECRET, overlap=0
-        )
+        rotate_webhook_secret(db, vault.load(settings), connection.id, NEW_SECRET, overlap=0)
         monkeypatch.setattr(connections, "time", Later(connections.SECRETS_TTL + 1))
         assert accepted(client, connection.id, NEW_SECRET, event_factory)
         assert not accepted(client, connection.id, WEBHOOK_SECRET, event_factory)
@@ -216,8 +221,8 @@ def test_a_later_rotation_never_extends_an_earlier_secrets_retirement(
     db: Database, settings: Settings, connection: connections.Connection
 ) -> None:
     secrets_vault = vault.load(settings)
-    connections.rotate_webhook_secret(db, secrets_vault, connection.id, NEW_SECRET, overlap=60)
-    connections.rotate_webhook_secret(db, secrets_vault, connection.id, NEWER_SECRET, overlap=3600)
+    rotate_webhook_secret(db, secrets_vault, connection.id, NEW_SECRET, overlap=60)
+    rotate_webhook_secret(db, secrets_vault, connection.id, NEWER_SECRET, overlap=3600)
     with db.read() as conn:
         token = conn.execute(
             sa.select(tables.connections.c.webhook_secrets).where(
@@ -250,9 +255,9 @@ def test_a_refused_rotation_changes_nothing(
 ) -> None:
     secrets_vault = vault.load(settings)
     with pytest.raises(error, match=says):
-        connections.rotate_webhook_secret(db, secrets_vault, connection.id, secret, overlap=overlap)
+        rotate_webhook_secret(db, secrets_vault, connection.id, secret, overlap=overlap)
     with pytest.raises(errors.NotFound):
-        connections.rotate_webhook_secret(db, secrets_vault, "conn_nothere", NEW_SECRET)
+        rotate_webhook_secret(db, secrets_vault, "conn_nothere", NEW_SECRET)
     assert connections.SecretsCache(db, secrets_vault).get(connection.id) == [WEBHOOK_SECRET]
     assert entries(db, "connection.changed") == []
 
@@ -316,14 +321,15 @@ def test_the_cli_refuses_an_unclear_rotation(
         "connect", "stripe", "--rotate-webhook-secret", NEW_SECRET, "--secret-key", "sk_test_x"
     )
     assert mixed.code == 2 and "--connection only" in mixed.err
-    connections.add(
-        db,
-        vault.load(settings),
-        account=ACCOUNT,
-        secret_key="sk_test_second5678",
-        webhook_secrets=["whsec_second_connection"],
-        name="second",
-    )
+    with db.write() as tx:
+        connections.add(
+            tx,
+            vault.load(settings),
+            account=ACCOUNT,
+            secret_key="sk_test_second5678",
+            webhook_secrets=["whsec_second_connection"],
+            name="second",
+        )
     several = run("connect", "stripe", "--rotate-webhook-secret", NEW_SECRET)
     assert several.code == 2 and "several connections" in several.err
     bad = run(
@@ -383,18 +389,17 @@ def make_connections(db: Database, secrets_vault: vault.Vault) -> list[Stored]:
     """Two connections; the second has rotated its signing secret (two in force)."""
     made = []
     for n in (1, 2):
-        connection = connections.add(
-            db,
-            secrets_vault,
-            account=ACCOUNT,
-            secret_key=f"sk_test_master{n}000{n}",
-            webhook_secrets=[f"whsec_master_{n}_first"],
-            name=f"master {n}",
-        )
+        with db.write() as tx:
+            connection = connections.add(
+                tx,
+                secrets_vault,
+                account=ACCOUNT,
+                secret_key=f"sk_test_master{n}000{n}",
+                webhook_secrets=[f"whsec_master_{n}_first"],
+                name=f"master {n}",
+            )
         made.append(Stored(connection.id, f"sk_test_master{n}000{n}", [f"whsec_master_{n}_first"]))
-    connections.rotate_webhook_secret(
-        db, secrets_vault, made[1].id, "whsec_master_2_second", overlap=3600
-    )
+    rotate_webhook_secret(db, secrets_vault, made[1].id, "whsec_master_2_second", overlap=3600)
     made[1].webhook_secrets.append("whsec_master_2_second")
     return made
 

@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet
 from snapshots import (
     connections,
     errors,
+    flowfile,
     flows,
     ids,
     inbox,
@@ -35,7 +36,7 @@ from snapshots import (
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import WEBHOOK_SECRET, _empty_postgres
+from tests.conftest import WEBHOOK_SECRET, _empty_postgres, drain
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 T = TypeVar("T")
@@ -82,36 +83,38 @@ def fake(server: FakeStripe) -> Iterator[FakeStripe]:
 
 @pytest.fixture
 def registry() -> flows.Registry:
-    return flows.load()
+    return flowfile.load()
 
 
 @pytest.fixture
 def linked(db: Database, settings: Settings, fake: FakeStripe) -> connections.Connection:
     """A connection to the fake Stripe (key taken as checked)."""
-    return connections.add(
-        db,
-        vault.load(settings),
-        account=ACCOUNT,
-        secret_key=fake.secret_key,
-        webhook_secrets=[WEBHOOK_SECRET],
-        name="fake",
-        api_base=fake.api_base,
-    )
+    with db.write() as tx:
+        return connections.add(
+            tx,
+            vault.load(settings),
+            account=ACCOUNT,
+            secret_key=fake.secret_key,
+            webhook_secrets=[WEBHOOK_SECRET],
+            name="fake",
+            api_base=fake.api_base,
+        )
 
 
 @pytest.fixture
 def client(db: Database, settings: Settings, linked: connections.Connection) -> stripe_api.Stripe:
-    return connections.stripe_client(db, vault.load(settings), linked, rps=0, retries=0)
+    with db.read() as tx:
+        return connections.stripe_client(tx, vault.load(settings), linked, rps=0, retries=0)
 
 
 @pytest.fixture
 def apply(db: Database, settings: Settings, registry: flows.Registry) -> Callable[[], None]:
-    def drain() -> None:
+    def apply_all() -> None:
         applier = worker.Worker(db, registry, settings)
-        worker.drain(applier)
+        drain(applier)
         assert applier.stats.failed == applier.stats.dead == 0, applier.stats
 
-    return drain
+    return apply_all
 
 
 def make_location(fake: FakeStripe, **fields: Any) -> dict[str, Any]:
@@ -262,7 +265,8 @@ def test_the_account_currency_follows_stripe(
     added = make_location(fake, display_name="New")
     assert watcher.poll(db, client, linked, registry) == watcher.Poll(3, 1, 1, 0)
     assert default_currency(db, linked.id) == "gbp"
-    assert connections.get(db, vault.load(settings), linked.id).default_currency == "gbp"
+    with db.read() as tx:
+        assert connections.get(tx, vault.load(settings), linked.id).default_currency == "gbp"
     apply()
     found = snapshot_locations(db)
     assert found[added["id"]].currency == "gbp"
@@ -349,7 +353,8 @@ def test_synthetic_events_look_like_stripe_events(
         assert event["request"] == {"id": None, "idempotency_key": None}
         assert event["data"]["object"]["id"] == location["id"]
         assert event["data"]["object"]["object"] == "terminal.location"
-        public = inbox.public(inbox.get(db, event["id"]))
+        with db.read() as tx:
+            public = inbox.get(tx, event["id"]).model_dump(mode="json")
         assert public["source"] == "watcher" and public["event_type"] == event["type"]
     assert len({event["id"] for event in events}) == 3
     assert events[0]["data"]["object"] == location
@@ -595,15 +600,16 @@ def test_two_worker_processes_follow_locations_once(postgres_url: str, tmp_path:
 
     try:
         with run_fake_stripe(currency="eur", country="FR") as fake:
-            linked = connections.add(
-                db,
-                vault.load(settings),
-                account=ACCOUNT,
-                secret_key=fake.secret_key,
-                webhook_secrets=[WEBHOOK_SECRET],
-                name="fleet",
-                api_base=fake.api_base,
-            )
+            with db.write() as tx:
+                linked = connections.add(
+                    tx,
+                    vault.load(settings),
+                    account=ACCOUNT,
+                    secret_key=fake.secret_key,
+                    webhook_secrets=[WEBHOOK_SECRET],
+                    name="fleet",
+                    api_base=fake.api_base,
+                )
             env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOTS_")}
             env |= {
                 "SNAPSHOTS_DATABASE_URL": postgres_url,

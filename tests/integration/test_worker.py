@@ -6,33 +6,28 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from snapshots import actions, connections, errors, flows, inbox, mapping, retry
+from snapshots import actions, connections, errors, flowfile, flows, inbox, mapping, retry
 from snapshots.settings import Settings
 from snapshots.store import tables
-from snapshots.store.db import Database
-from snapshots.worker import Worker, drain
-from tests.conftest import EventFactory, fixture
+from snapshots.store.db import Database, Tx
+from snapshots.worker import Worker
+from tests.conftest import EventFactory, drain, fixture
 
 T = tables.inbox_items
 
 
 def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
     with db.write() as conn:
-        item_id, _, _ = inbox.enqueue(
+        (stored,) = inbox.enqueue_many(
             conn,
-            connection_id=connection_id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source="webhook",
-            wanted=True,
+            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
         )
+        item_id = stored.item_id
     return item_id
 
 
@@ -57,10 +52,12 @@ def customer_event(event_factory: EventFactory, n: int, **changes: Any) -> dict[
     return event_factory("customer.created", object={**obj, **changes})
 
 
-Run = Callable[[Connection, actions.Context, dict[str, Any]], str]
+def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[inbox.Item]:
+    with db.write() as tx:
+        return inbox.claim(tx, worker_id=worker_id, limit=limit, lease=lease)
 
 
-def custom_flow(name: str, run: Run, trigger: str = "customer.*") -> flows.Flow:
+def custom_flow(name: str, run: actions.Perform, trigger: str = "customer.*") -> flows.Flow:
     """A flow with a test action: the action seam is public (flows name actions by name)."""
     action = actions.Action(name, "contact", frozenset({"stripe_customer_id"}), run, name)
     fields = (("stripe_customer_id", mapping.Expression("id")),)
@@ -68,14 +65,14 @@ def custom_flow(name: str, run: Run, trigger: str = "customer.*") -> flows.Flow:
 
 
 def failing(exc: Exception) -> flows.Registry:
-    def run(conn: Connection, ctx: actions.Context, fields: dict[str, Any]) -> str:
+    def run(tx: Tx, call: actions.Invocation, fields: dict[str, Any]) -> str:
         raise exc
 
     return flows.Registry([custom_flow("explode", run)])
 
 
 def prebuilt(name: str) -> flows.Flow:
-    [flow] = [f for f in flows.load().flows if f.name == name]
+    [flow] = [f for f in flowfile.load().flows if f.name == name]
     return flow
 
 
@@ -90,7 +87,7 @@ def test_a_worker_applies_an_item_and_marks_it_done(
 ) -> None:
     event = customer_event(event_factory, 1, name="Ada Lovelace")
     item_id = put(db, connection.id, event)
-    worker = Worker(db, flows.load(), settings, name="w1")
+    worker = Worker(db, flowfile.load(), settings, name="w1")
     assert worker.step() == 1
     assert worker.step() == 0
     done = row(db, item_id)
@@ -110,7 +107,7 @@ def test_an_event_every_flow_filters_out_is_ignored(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    registry = flows.parse(
+    registry = flowfile.parse(
         "flows:\n  - name: live-only\n    trigger: customer.created\n    filter: livemode\n"
         "    action: upsert_contact\n    fields: {stripe_customer_id: id}\n",
         "live-only.yaml",
@@ -131,7 +128,7 @@ def test_a_batch_is_limited_and_taken_oldest_first(
     event_factory: EventFactory,
 ) -> None:
     ids = [put(db, connection.id, customer_event(event_factory, n)) for n in range(5)]
-    worker = Worker(db, flows.load(), settings.model_copy(update={"worker_batch": 2}))
+    worker = Worker(db, flowfile.load(), settings.model_copy(update={"worker_batch": 2}))
     assert worker.step() == 2
     assert [row(db, i).status for i in ids] == ["done", "done", "pending", "pending", "pending"]
     drain(worker)
@@ -145,7 +142,7 @@ def test_run_works_until_stopped(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    worker = Worker(db, flows.load(), settings.model_copy(update={"worker_idle": 0.05}))
+    worker = Worker(db, flowfile.load(), settings.model_copy(update={"worker_idle": 0.05}))
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
@@ -267,7 +264,7 @@ def test_a_customer_without_an_id_goes_dead_with_the_reason(
     event_factory: EventFactory,
 ) -> None:
     item_id = put(db, connection.id, customer_event(event_factory, 1, id=None))
-    Worker(db, flows.load(), settings).step()
+    Worker(db, flowfile.load(), settings).step()
     dead = row(db, item_id)
     assert (dead.status, dead.attempts) == ("dead", 1)
     assert dead.last_error == "the customer has no id to match a contact on"
@@ -298,19 +295,19 @@ def test_an_item_whose_holders_keep_dying_goes_dead(
     doomed = put(db, connection.id, customer_event(event_factory, 2))
 
     def claim_and_die(worker_id: str, expected: list[int]) -> None:
-        claimed = inbox.claim(db, worker_id=worker_id, limit=10, lease=settings.lease)
+        claimed = claim(db, worker_id=worker_id, limit=10, lease=settings.lease)
         assert [i.id for i in claimed] == expected
         time.sleep(0.1)  # the lease runs out
 
     claim_and_die("dies-1", [survivor, doomed])
     claim_and_die("dies-2", [survivor, doomed])
     # Two holders died: the survivor is applied on its third and last allowed attempt.
-    live = Worker(db, flows.load(), settings.model_copy(update={"worker_batch": 1}))
+    live = Worker(db, flowfile.load(), settings.model_copy(update={"worker_batch": 1}))
     assert live.step() == 1
     assert (row(db, survivor).status, row(db, survivor).attempts) == ("done", 3)
     claim_and_die("dies-3", [doomed])
     # Three holders died: the next claim would be a fourth attempt, so it goes dead unapplied.
-    worker = Worker(db, flows.load(), settings)
+    worker = Worker(db, flowfile.load(), settings)
     assert worker.step() == 1
     dead = row(db, doomed)
     assert (dead.status, dead.attempts) == ("dead", 4)
@@ -332,8 +329,8 @@ def test_an_item_whose_worker_died_is_taken_over_and_applied_once(
 ) -> None:
     settings = settings.model_copy(update={"lease": 0.2})
     item_id = put(db, connection.id, customer_event(event_factory, 1))
-    [held] = inbox.claim(db, worker_id="died", limit=1, lease=settings.lease)
-    other = Worker(db, flows.load(), settings, name="other")
+    [held] = claim(db, worker_id="died", limit=1, lease=settings.lease)
+    other = Worker(db, flowfile.load(), settings, name="other")
     assert other.step() == 0  # the lease still holds
     time.sleep(0.3)
     assert other.step() == 1
@@ -353,9 +350,9 @@ def test_a_worker_whose_lease_was_taken_over_does_not_apply_the_item(
     applied: list[str] = []
     upsert = actions.ACTIONS["upsert_contact"].run
 
-    def counting(conn: Connection, ctx: actions.Context, fields: dict[str, Any]) -> str:
-        applied.append(ctx.event["id"])
-        return upsert(conn, ctx, fields)
+    def counting(tx: Tx, call: actions.Invocation, fields: dict[str, Any]) -> str:
+        applied.append(call.event["id"])
+        return upsert(tx, call, fields)
 
     registry = flows.Registry([custom_flow("counted", counting)])
     event = customer_event(event_factory, 1)
@@ -363,7 +360,7 @@ def test_a_worker_whose_lease_was_taken_over_does_not_apply_the_item(
     slow = Worker(db, registry, settings, name="slow")
     fast = Worker(db, registry, settings, name="fast")
     # `slow` claims, then stalls past its lease before applying (a GC pause, a frozen VM).
-    items = inbox.claim(db, worker_id=slow.name, limit=10, lease=settings.lease)
+    items = claim(db, worker_id=slow.name, limit=10, lease=settings.lease)
     time.sleep(0.3)
     assert fast.step() == 1
     assert row(db, item_id).status == "done"
@@ -385,7 +382,7 @@ def test_a_flow_failing_after_writing_a_contact_leaves_no_contact(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    def explode(conn: Connection, ctx: actions.Context, fields: dict[str, Any]) -> str:
+    def explode(tx: Tx, call: actions.Invocation, fields: dict[str, Any]) -> str:
         raise errors.RetryLater("the second flow failed")
 
     # The prebuilt contacts flow writes the contact, then a second flow on the same event fails.
@@ -413,7 +410,7 @@ def test_an_invoice_that_fails_to_store_leaves_no_contact_made_for_it(
         "amount_due": {"unexpected": "shape"},
     }
     item_id = put(db, connection.id, event_factory("invoice.created", object=invoice))
-    Worker(db, flows.load(), settings).step()
+    Worker(db, flowfile.load(), settings).step()
     failed = row(db, item_id)
     assert failed.status == "failed"
     assert failed.last_error
@@ -427,7 +424,7 @@ def test_a_failing_item_does_not_undo_the_rest_of_its_batch(
     connection: connections.Connection,
     event_factory: EventFactory,
 ) -> None:
-    def explode_on_two(conn: Connection, ctx: actions.Context, fields: dict[str, Any]) -> str:
+    def explode_on_two(tx: Tx, call: actions.Invocation, fields: dict[str, Any]) -> str:
         if fields["stripe_customer_id"] == "cus_worker00002":
             raise errors.RetryLater("not this one")
         return "ok"

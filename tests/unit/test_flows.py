@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshots import errors, flows, inbox, intake, worker
+from snapshots import errors, flowfile, flows, inbox, intake, worker
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import EventFactory
+from tests.conftest import EventFactory, drain
 
 WHERE = "my-flows.yaml"
 
@@ -28,14 +28,14 @@ def sqlite_db(sqlite_url: str) -> Iterator[Database]:
 
 
 def _parse(text: str) -> flows.Registry:
-    return flows.parse(textwrap.dedent(text), WHERE)
+    return flowfile.parse(textwrap.dedent(text), WHERE)
 
 
 # The prebuilt flows.
 
 
 def test_prebuilt_flows_load() -> None:
-    registry = flows.load()
+    registry = flowfile.load()
     names = [flow.name for flow in registry.flows]
     assert len(names) == len(set(names))
     assert {flow.name: flow.action.name for flow in registry.flows} == {
@@ -92,14 +92,14 @@ def test_prebuilt_flows_load() -> None:
     ],
 )
 def test_prebuilt_flows_started_by_each_type(event_type: str, expected: list[str]) -> None:
-    registry = flows.load()
+    registry = flowfile.load()
     assert [flow.name for flow in registry.for_type(event_type)] == expected
     assert registry.wants(event_type) is bool(expected)
 
 
 def test_every_prebuilt_trigger_is_a_known_event_type() -> None:
     known = set(flows.known_event_types())
-    for flow in flows.load().flows:
+    for flow in flowfile.load().flows:
         assert set(flow.triggers) <= known, flow.name
 
 
@@ -336,7 +336,7 @@ def test_load_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "custom-flows.yaml"
     path.write_text(VALID.replace("upsert_contact", "nope"))
     with pytest.raises(errors.ConfigError) as caught:
-        flows.load(path)
+        flowfile.load(path)
     assert str(path) in str(caught.value)
     assert "'mine'" in str(caught.value)
 
@@ -344,14 +344,14 @@ def test_load_names_the_path(tmp_path: Path) -> None:
 def test_load_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     with pytest.raises(errors.ConfigError) as caught:
-        flows.load(path)
+        flowfile.load(path)
     assert str(path) in str(caught.value)
 
 
 def test_load_reads_a_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "custom-flows.yaml"
     path.write_text(VALID)
-    assert [flow.name for flow in flows.load(path).for_type("customer.created")] == ["mine"]
+    assert [flow.name for flow in flowfile.load(path).for_type("customer.created")] == ["mine"]
 
 
 # Wildcard triggers.
@@ -431,7 +431,7 @@ def test_filter_decides_whether_the_flow_runs(
     metadata: dict[str, str],
     runs: bool,
 ) -> None:
-    registry = flows.parse(FILTERED.format(filter=filter_), WHERE)
+    registry = flowfile.parse(FILTERED.format(filter=filter_), WHERE)
     event = event_factory(
         "customer.created", id="evt_f", metadata=metadata, email="ada@example.com"
     )
@@ -460,7 +460,7 @@ LOOSE_FILTER = "metadata.flag || `false`"
 def test_a_filter_that_is_not_boolean_fails_the_item(
     sqlite_db: Database, event_factory: EventFactory, flag: Any
 ) -> None:
-    registry = flows.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
+    registry = flowfile.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
     event = event_factory("customer.created", metadata={"flag": flag})
     with pytest.raises(errors.DeadLetter) as caught, sqlite_db.write() as conn:
         registry.apply(conn, connection_id="conn_1", event=event)
@@ -482,7 +482,7 @@ def test_a_filter_that_is_not_boolean_fails_the_item(
 )
 def test_a_filter_that_is_not_boolean_on_a_sample_is_refused(filter_: str, shown: str) -> None:
     with pytest.raises(errors.ConfigError) as caught:
-        flows.parse(FILTERED.format(filter=filter_), WHERE)
+        flowfile.parse(FILTERED.format(filter=filter_), WHERE)
     message = str(caught.value)
     assert message.startswith(f"{WHERE}:4: flow 'filtered': filter: "), message
     assert f"gives {shown} on a sample customer.created event, not a boolean" in message
@@ -491,7 +491,7 @@ def test_a_filter_that_is_not_boolean_on_a_sample_is_refused(filter_: str, shown
 def test_through_the_worker_a_non_boolean_filter_sends_the_item_dead(
     sqlite_url: str, sqlite_db: Database, event_factory: EventFactory
 ) -> None:
-    registry = flows.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
+    registry = flowfile.parse(FILTERED.format(filter=LOOSE_FILTER), WHERE)
     event = event_factory("customer.created", id="evt_not_boolean", metadata={"flag": "yes"})
     intake.store(
         sqlite_db,
@@ -501,11 +501,12 @@ def test_through_the_worker_a_non_boolean_filter_sends_the_item_dead(
         payload=json.dumps(event).encode(),
     )
     work = worker.Worker(sqlite_db, registry, Settings(database_url=sqlite_url), name="w")
-    worker.drain(work)
-    item = inbox.get(sqlite_db, "evt_not_boolean")
-    assert item["status"] == "dead"  # at once: retrying cannot make it a boolean
-    assert item["attempts"] == 1
-    assert "not a boolean" in item["last_error"]
+    drain(work)
+    with sqlite_db.read() as tx:
+        item = inbox.get(tx, "evt_not_boolean")
+    assert item.status == "dead"  # at once: retrying cannot make it a boolean
+    assert item.attempts == 1
+    assert "not a boolean" in item.last_error
     assert _contact_ids(sqlite_db) == []
 
 

@@ -1,8 +1,8 @@
-"""Every problem `flows.check` reports, as it prints: `file:line: flow 'name': field: message`.
+"""Every problem `flowfile.check` reports, as it prints: `file:line: flow 'name': field: message`.
 
 One parametrized table holds a small YAML text per kind of problem with the exact rendered
 prefix (file, line, flow, field) and a fragment of the message. Then: several problems in
-one file, YAML anchors and aliases, `flows.parse`, the prebuilt flows, and the
+one file, YAML anchors and aliases, `flowfile.parse`, the prebuilt flows, and the
 `snapshots mappings validate` command."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import cli, errors, flows
+from snapshots import cli, errors, flowfile
 
 WHERE = "flows.yaml"
 Run = Callable[..., tuple[int, str, str]]  # run(*args) -> (exit code, stdout, stderr)
@@ -36,7 +36,7 @@ def _flow(*extra: str, action: str = "upsert_contact", trigger: str = "customer.
 
 
 def _problems(text: str, where: str = WHERE) -> list[str]:
-    checked = flows.check(text, where)
+    checked = flowfile.check(text, where)
     if checked.problems:
         assert checked.registry is None
     return [str(problem) for problem in checked.problems]
@@ -75,7 +75,7 @@ CASES = [
         id="yaml-unclosed-quote",
     ),
     pytest.param(
-        "flows: []\n" + "#" * flows.MAX_TEXT,
+        "flows: []\n" + "#" * flowfile.MAX_TEXT,
         "flows.yaml: the file is over 1 MiB",
         "1 MiB",
         id="over-1-MiB",
@@ -568,7 +568,7 @@ SEVERAL = _text(
 
 
 def test_several_problems_are_all_reported_in_order() -> None:
-    problems = flows.check(SEVERAL, WHERE).problems
+    problems = flowfile.check(SEVERAL, WHERE).problems
     assert [(p.line, p.flow, p.field) for p in problems] == [
         (3, "first", "trigger"),
         (7, "first", "field 'emial'"),
@@ -602,7 +602,7 @@ def test_several_schema_problems_are_all_reported() -> None:
 def test_parse_raises_with_every_problem() -> None:
     expected = _problems(SEVERAL)
     with pytest.raises(errors.ConfigError) as caught:
-        flows.parse(SEVERAL, WHERE)
+        flowfile.parse(SEVERAL, WHERE)
     message = str(caught.value)
     for problem in expected:
         assert problem in message
@@ -622,15 +622,15 @@ def _replace(text: str, old: str, new: str) -> tuple[str, int]:
 
 
 def test_prebuilt_flows_have_no_problems() -> None:
-    checked = flows.check(flows.default_text(), flows.DEFAULTS)
+    checked = flowfile.check(flowfile.default_text(), flowfile.DEFAULTS)
     assert checked.problems == []
     assert checked.registry is not None
-    assert len(checked.registry.flows) == len(flows.load().flows) == 8
+    assert len(checked.registry.flows) == len(flowfile.load().flows) == 8
 
 
 def test_problem_in_an_anchor_is_reported_for_each_alias_on_the_anchor_line() -> None:
-    text, line = _replace(flows.default_text(), "      email: email", "      email: lowr(email)")
-    problems = flows.check(text, WHERE).problems
+    text, line = _replace(flowfile.default_text(), "      email: email", "      email: lowr(email)")
+    problems = flowfile.check(text, WHERE).problems
     assert [(p.line, p.flow, p.field) for p in problems] == [
         (line, "contacts", "field 'email'"),
         (line, "contact-deletions", "field 'email'"),
@@ -638,8 +638,8 @@ def test_problem_in_an_anchor_is_reported_for_each_alias_on_the_anchor_line() ->
 
 
 def test_problem_in_invoice_anchor_reaches_three_flows() -> None:
-    text, line = _replace(flows.default_text(), "      number: number", "      number: numbr(@)")
-    problems = flows.check(text, WHERE).problems
+    text, line = _replace(flowfile.default_text(), "      number: number", "      number: numbr(@)")
+    problems = flowfile.check(text, WHERE).problems
     assert [(p.line, p.flow) for p in problems] == [
         (line, "invoices"),
         (line, "invoice-payments"),
@@ -648,14 +648,14 @@ def test_problem_in_invoice_anchor_reaches_three_flows() -> None:
 
 
 def test_alias_into_the_wrong_action_points_at_the_anchor_lines() -> None:
-    base = flows.default_text()
+    base = flowfile.default_text()
     text, action_line = _replace(base, "    action: archive_contact", "    action: log_invoice")
     lines = text.splitlines()
 
     def line_of(key: str) -> int:  # the first (the anchor's) line of `key:`
         return next(i + 1 for i, line in enumerate(lines) if line == f"      {key}: {key}")
 
-    problems = flows.check(text, WHERE).problems
+    problems = flowfile.check(text, WHERE).problems
     assert all(p.flow == "contact-deletions" for p in problems)
     assert [(p.field, p.line) for p in problems] == [
         (f"field {key!r}", line_of(key)) for key in ("email", "name", "phone", "address")
@@ -664,8 +664,10 @@ def test_alias_into_the_wrong_action_points_at_the_anchor_lines() -> None:
 
 
 def test_unknown_action_in_the_prebuilt_file_is_on_its_line() -> None:
-    text, line = _replace(flows.default_text(), "    action: archive_invoice", "    action: nope")
-    assert [str(p) for p in flows.check(text, WHERE).problems] == [
+    text, line = _replace(
+        flowfile.default_text(), "    action: archive_invoice", "    action: nope"
+    )
+    assert [str(p) for p in flowfile.check(text, WHERE).problems] == [
         f"flows.yaml:{line}: flow 'invoice-deletions': action: unknown action 'nope'; actions "
         "are: add_tag, archive_contact, archive_invoice, archive_location, log_event, "
         "log_invoice, remove_tag, set_fields, update_payment_status, upsert_contact, "
@@ -709,7 +711,7 @@ GOOD = _text(
 
 
 def test_a_good_custom_file_has_no_problems() -> None:
-    checked = flows.check(GOOD, WHERE)
+    checked = flowfile.check(GOOD, WHERE)
     assert checked.problems == []
     assert checked.registry is not None
     assert [f.name for f in checked.registry.flows] == [
@@ -757,7 +759,7 @@ def test_validate_a_good_file(run: Run, tmp_path: Path) -> None:
 
 def test_validate_the_prebuilt_file(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "flows.yaml"
-    path.write_text(flows.default_text(), encoding="utf-8")
+    path.write_text(flowfile.default_text(), encoding="utf-8")
     code, out, err = run("mappings", "validate", str(path))
     assert (code, err) == (0, "")
     assert "ok, 8 flows" in " ".join(out.split())
@@ -770,7 +772,7 @@ def test_validate_a_bad_file_prints_each_problem(run: Run, tmp_path: Path) -> No
     assert code == 2
     assert out == ""
     lines = err.splitlines()
-    assert lines == [f"error: {p}" for p in flows.check(SEVERAL, str(path)).problems]
+    assert lines == [f"error: {p}" for p in flowfile.check(SEVERAL, str(path)).problems]
     assert len(lines) == 8
     assert (
         lines[0]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from snapshots import flows, samples
+from snapshots import flowfile, flows, samples
 from tests.conftest import fixture
 
 HERE = Path(__file__).parent / "snapshots"
@@ -81,7 +81,7 @@ def _compare(path: Path, data: Any) -> None:
 
 @pytest.fixture(scope="module")
 def prebuilt() -> flows.Registry:
-    return flows.load()
+    return flowfile.load()
 
 
 def test_there_are_fixture_types() -> None:
@@ -218,7 +218,7 @@ CUSTOM_CASES = [
 
 @pytest.fixture(scope="module")
 def custom() -> flows.Registry:
-    return flows.parse(CUSTOM_FLOWS, "custom-flows.yaml")
+    return flowfile.parse(CUSTOM_FLOWS, "custom-flows.yaml")
 
 
 @pytest.mark.parametrize(("event_type", "obj"), CUSTOM_CASES)
