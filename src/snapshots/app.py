@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from snapshots import (
     __version__,
+    audit,
     connections,
     errors,
     intake,
@@ -53,6 +54,10 @@ class RequestId:
         # Not a secret, only unique: random.getrandbits avoids a getrandom() syscall per request.
         rid = f"req_{random.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = rid
+        # The request id and address of every audit entry this request writes (contextvars
+        # reach the thread a route runs in: it copies this context).
+        client = scope.get("client")
+        audit.REQUEST.set((rid, client[0] if client else None))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

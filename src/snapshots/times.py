@@ -25,6 +25,7 @@ DURATION = re.compile(r"^(\d+)([smhdw])$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
 SMALLEST_MOMENT = 100_000_000  # unix seconds (1973): a smaller number is a forgotten unit
+INVALID = "parameter_invalid"  # the error code of a duration or moment a user mistyped
 MOMENT_HELP = (
     "give a date (2024-01-31), a UTC time (2024-01-31T12:00:00Z), a duration back from now "
     "(72h, 30d) or unix seconds"
@@ -54,10 +55,12 @@ def parse_duration(
     if zero and (value == "0" or (match and int(match.group(1)) == 0)):
         return 0.0
     if not match or int(match.group(1)) == 0:
-        raise errors.BadRequest(f"bad {name} {text!r}: use a number and a unit, e.g. 90d or 12h")
+        raise errors.BadRequest(
+            f"bad {name} {text!r}: use a number and a unit, e.g. 90d or 12h", code=INVALID
+        )
     seconds = float(int(match.group(1)) * UNITS[match.group(2)])
     if longest is not None and seconds > longest:
-        raise errors.BadRequest(f"bad {name} {text!r}: at most {describe(longest)}")
+        raise errors.BadRequest(f"bad {name} {text!r}: at most {describe(longest)}", code=INVALID)
     return seconds
 
 
@@ -78,7 +81,7 @@ def parse_since(text: str, *, now: float | None = None, name: str = "--since") -
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise errors.BadRequest(f"{name} {text!r}: {exc}") from exc
+            raise errors.BadRequest(f"{name} {text!r}: {exc}", code=INVALID) from exc
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
@@ -86,9 +89,11 @@ def parse_since(text: str, *, now: float | None = None, name: str = "--since") -
         seconds = float(value)
         if math.isfinite(seconds) and (seconds == 0 or seconds >= SMALLEST_MOMENT):
             return seconds
-        raise errors.BadRequest(f"{name} {text!r}: a number alone is ambiguous; {MOMENT_HELP}")
+        raise errors.BadRequest(
+            f"{name} {text!r}: a number alone is ambiguous; {MOMENT_HELP}", code=INVALID
+        )
     try:
         back = parse_duration(value)
     except errors.BadRequest:
-        raise errors.BadRequest(f"{name} {text!r}: {MOMENT_HELP}") from None
+        raise errors.BadRequest(f"{name} {text!r}: {MOMENT_HELP}", code=INVALID) from None
     return (time.time() if now is None else now) - back

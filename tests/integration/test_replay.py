@@ -273,8 +273,8 @@ def test_the_api_previews_starts_and_shows_a_job(
     ("body", "code"),
     [
         ({"status": "done"}, "parameter_invalid"),
-        ({"since": "yesterday"}, "invalid_request"),
-        ({"since": "72"}, "invalid_request"),
+        ({"since": "yesterday"}, "parameter_invalid"),
+        ({"since": "72"}, "parameter_invalid"),
         ({"type": "x" * 256}, "parameter_invalid"),
         ({"colour": "red"}, "parameter_invalid"),
     ],

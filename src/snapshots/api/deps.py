@@ -100,10 +100,7 @@ def require(scope: str) -> Callable[..., keys.ApiKey]:
     rate limit, and checks the key carries `scope`."""
 
     def dependency(request: Request, state: StateDep) -> keys.ApiKey:
-        ip = client_ip(request)
-        # The request id and address of what this request audits (the endpoint's changes too).
-        audit.REQUEST.set((request_id(request), ip))
-        return _authorize(state, request, scope, ip)
+        return _authorize(state, request, scope, client_ip(request))
 
     dependency.__name__ = f"require_{scope.replace('/', '_').replace('.', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI hook

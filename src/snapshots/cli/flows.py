@@ -40,7 +40,8 @@ def flows_export(
 def _imported(imported: revisions.Imported, as_json: bool, said: str) -> None:
     if as_json:
         print_json(
-            imported.revision.model_dump(mode="json") | {"previous_version": imported.previous}
+            imported.revision.model_dump(mode="json", exclude={"text"})
+            | {"previous_version": imported.previous}
         )
         return
     out.print(said, markup=False)
