@@ -216,7 +216,12 @@ def _check_match_on(options: dict[str, Any]) -> str | None:
     if match_on is None:
         return None
     allowed = ("stripe_customer_id", "email")
-    if not isinstance(match_on, list) or not match_on or not set(match_on) <= set(allowed):
+    if (
+        not isinstance(match_on, list)
+        or not match_on
+        or not all(isinstance(name, str) for name in match_on)
+        or not set(match_on) <= set(allowed)
+    ):
         return f"match_on must be a list of {' and/or '.join(allowed)}"
     return None
 

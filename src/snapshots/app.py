@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,17 +11,16 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, APIRouter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from snapshots import (
     __version__,
-    audit,
     connections,
     errors,
     intake,
@@ -31,6 +29,7 @@ from snapshots import (
     vault,
     worker,
 )
+from snapshots.api import edge
 from snapshots.api.deps import State, request_id
 from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
 from snapshots.api.routes import audit as audit_routes
@@ -39,40 +38,6 @@ from snapshots.settings import Settings
 from snapshots.store.db import Database
 
 log = logging.getLogger("snapshots.app")
-
-
-class RequestId:
-    """Gives every request an id (`X-Request-Id` on the response, `request_id` in errors)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # Not a secret, only unique: random.getrandbits avoids a getrandom() syscall per request.
-        rid = f"req_{random.getrandbits(64):016x}"
-        scope.setdefault("state", {})["request_id"] = rid
-        # The request id and address of every audit entry this request writes (contextvars
-        # reach the thread a route runs in: it copies this context).
-        client = scope.get("client")
-        audit.REQUEST.set((rid, client[0] if client else None))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-                usage = scope["state"].get("rate_limit")
-                if usage is not None:  # an authenticated API request: its key's rate limit
-                    headers += [
-                        (b"x-ratelimit-limit", str(usage.limit).encode()),
-                        (b"x-ratelimit-remaining", str(usage.remaining).encode()),
-                        (b"x-ratelimit-reset", str(usage.reset_at).encode()),
-                    ]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def error_response(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
@@ -121,6 +86,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         error = errors.Unavailable(
             "the database is unavailable; retry later", code="database_unavailable"
         )
+        return error_response(request, error)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # Logged in one line by the edge, where the error goes on after this answer.
+        error = errors.SnapshotsError("something went wrong; retry later", code="internal_error")
+        error.status = 500
         return error_response(request, error)
 
     @app.exception_handler(errors.SnapshotsError)
@@ -184,6 +156,25 @@ def _document_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
                 responses.setdefault("400", {"description": "Bad request", "content": error})
 
 
+DOCS = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Snapshots API</title>
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+<link rel="icon" href="/static/vendor/swagger-ui/favicon-32x32.png"></head>
+<body data-openapi="/openapi.json"><div id="swagger-ui"></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>
+"""
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' "
+    "data:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+async def docs_page(request: Request) -> HTMLResponse:
+    """The API's documentation (Swagger UI from the package: no CDN, no inline script)."""
+    return HTMLResponse(DOCS, headers={"Content-Security-Policy": DOCS_POLICY})
+
+
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
     """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
 
@@ -191,7 +182,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     else goes on to the FastAPI app (the API, its OpenAPI document at /docs). The webhook is
     the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
-    live = revisions.Live(db)  # the flows in force, followed as new versions are imported
+    # The flows in force: the readiness monitor's thread loads each new version, off the loop.
+    live = revisions.Live(db, follow=False)
     secrets = vault.load(settings)
     faults = readiness.Faults()
     monitor = readiness.Monitor(db, secrets, settings, faults, live=live)
@@ -222,6 +214,9 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
             db.dispose()
 
     api = FastAPI(
+        redirect_slashes=False,  # the edge redirects, by a relative Location
+        docs_url=None,  # served below from the package's own Swagger UI (no CDN)
+        redoc_url=None,
         title="Snapshots API",
         version=__version__,
         description="Stripe (Legacy) to Snapshots: locations, contacts and invoices, kept in step.",
@@ -250,10 +245,44 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     api.openapi = openapi  # type: ignore[method-assign]
 
     app = Starlette(
-        routes=[webhooks.route, Mount("", app=api)],
-        middleware=[Middleware(RequestId)],
+        routes=[
+            webhooks.route,
+            Route("/docs", docs_page, methods=["GET"]),
+            Mount("/static", app=StaticFiles(packages=[("snapshots", "static")]), name="static"),
+            Mount("", app=api),
+        ],
+        middleware=[Middleware(edge.Edge, trusted=edge.trusted_networks(settings.trusted_proxies))],
         exception_handlers=api.exception_handlers,
         lifespan=lifespan,
     )
     app.state.snapshots = state
     return app
+
+
+def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
+    """Serve the app on `settings.host`:`settings.port` until stopped, with the bounds of
+    `api.protocol` (head size, deadlines, connections). X-Forwarded-For is never believed by
+    the server itself: `RequestId` believes it from SNAPSHOTS_TRUSTED_PROXIES only."""
+    import functools
+
+    import uvicorn
+
+    from snapshots.api import protocol
+
+    limits = protocol.Limits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+    uvicorn.run(
+        create_app(settings, embedded_worker=embedded_worker),
+        host=settings.host,
+        port=settings.port,
+        http=functools.partial(protocol.BoundedHttp, limits=limits),  # type: ignore[arg-type]
+        proxy_headers=False,
+        server_header=False,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

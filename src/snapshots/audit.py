@@ -22,6 +22,7 @@ from snapshots.times import Timestamp
 
 T = tables.audit_entries
 DENIED_EVERY = 60  # seconds: at most one denied-request entry per kind and IP in this window
+DENIED_MAX = 30  # denied-request entries per window in all (from however many addresses)
 
 # (request id, client IP) of the API request being served, for the entries it writes.
 REQUEST: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
@@ -56,10 +57,21 @@ def record(
 
 def denied(tx: Tx, *, action: str, actor: str, ip: str | None, reason: str) -> None:
     """Record a refused request (a bad key, a missing scope), at most once a minute per kind
-    and client, so a flood of bad requests cannot flood the log."""
+    and client address, and at most `DENIED_MAX` a minute in all, so a flood of bad requests
+    (from one address or many) cannot flood the log. An entry says how many refusals the
+    window before it left out (`suppressed`)."""
     if not limits.first_in_window(tx, f"audit:{action}:{ip}", window=DENIED_EVERY):
         return
-    record(tx, actor=actor, action=action, outcome="denied", details={"reason": reason})
+    now = time.time()
+    usage = limits.hit(tx, "audit:denied", limit=DENIED_MAX, window=DENIED_EVERY, now=now)
+    if usage.exceeded:
+        return  # counted in the window's total: the next window's first entry says how many
+    details: dict[str, Any] = {"reason": reason}
+    if usage.count == 1:
+        before = limits.count(tx, "audit:denied", window=DENIED_EVERY, now=now - DENIED_EVERY)
+        if before > DENIED_MAX:
+            details["suppressed"] = before - DENIED_MAX
+    record(tx, actor=actor, action=action, outcome="denied", details=details)
 
 
 class AuditEntry(BaseModel):

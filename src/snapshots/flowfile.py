@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,11 +19,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from snapshots import actions, errors, mapping, samples
+from snapshots import actions, errors, mapping, nesting, samples
 from snapshots.flows import Flow, Registry, known_event_types
 
 DEFAULTS = "defaults/flows.yaml"
-MAX_TEXT = 1024 * 1024  # characters in a flows file
+# A flows file is checked under a budget: someone who may import flows must not be able to
+# make a check run for minutes or fill the memory.
+MAX_TEXT = 256 * 1024  # characters in a flows file
+MAX_FLOWS = 500  # flows in one file
+MAX_NODES = 20_000  # YAML nodes (scalars, lists, mappings), aliases counted once
+MAX_SAMPLES = 5_000  # filters evaluated on sample events (flows x event types they match)
+CHECK_SECONDS = 5.0  # a check that runs longer is refused
 
 
 class FlowSpec(BaseModel):
@@ -104,22 +111,90 @@ class Checked:
     problems: list[Problem] = field(default_factory=list)
 
 
+class _OverBudget(Exception):
+    """A check that would cost more than a flows file may."""
+
+
+@dataclass
+class _Budget:
+    deadline: float  # time.monotonic()
+    samples: int = MAX_SAMPLES  # sample evaluations left
+
+    def spend(self) -> None:
+        self.samples -= 1
+        if self.samples < 0:
+            raise _OverBudget(
+                f"its filters would be tried on over {MAX_SAMPLES:,} sample events (flows x the "
+                "event types they match): narrow the triggers, or split the flows"
+            )
+        if time.monotonic() > self.deadline:
+            raise _OverBudget(
+                f"checking it took over {CHECK_SECONDS:.0f} s: narrow the triggers, or split "
+                "the flows"
+            )
+
+
+def _shape_problem(root: yaml.Node | None) -> str | None:
+    """What is wrong with the size or depth of a composed YAML document (aliases count once)."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [] if root is None else [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > MAX_NODES:
+            return f"it holds over {MAX_NODES:,} YAML values"
+        if depth > nesting.MAX_DEPTH:
+            return f"it nests deeper than {nesting.MAX_DEPTH} levels"
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((part, depth + 1) for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+    return None
+
+
 def check(text: str, where: str, *, version: int = 0) -> Checked:
-    """Check a flows file completely (see the module docstring)."""
+    """Check a flows file completely (see the module docstring), within the budget above: a
+    file that is too big, too deep or too costly to check is refused, saying which."""
     if len(text) > MAX_TEXT:
-        return Checked(None, [Problem(where, None, None, None, "the file is over 1 MiB")])
+        return Checked(
+            None, [Problem(where, None, None, None, f"the file is over {MAX_TEXT // 1024} KiB")]
+        )
     try:
+        root = yaml.compose(text, Loader=_UniqueKeys)
+        shape = _shape_problem(root)
+        if shape is not None:
+            return Checked(
+                None, [Problem(where, None, None, None, f"the file is refused: {shape}")]
+            )
+        lines = _Lines(root)
         data = yaml.load(text, Loader=_UniqueKeys)
-        lines = _Lines(yaml.compose(text, Loader=_UniqueKeys))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
         reason = getattr(exc, "problem", None) or str(exc)
         return Checked(None, [Problem(where, line, None, None, f"not valid YAML: {reason}")])
+    except RecursionError:
+        message = f"the file is refused: it nests deeper than {nesting.MAX_DEPTH} levels"
+        return Checked(None, [Problem(where, None, None, None, message)])
     try:
         spec = FlowsFile.model_validate(data)
     except ValidationError as exc:
         return Checked(None, [_schema_problem(data, e, where, lines) for e in exc.errors()])
+    if len(spec.flows) > MAX_FLOWS:
+        message = f"the file is refused: it holds {len(spec.flows):,} flows, over {MAX_FLOWS}"
+        return Checked(None, [Problem(where, None, None, None, message)])
+    budget = _Budget(time.monotonic() + CHECK_SECONDS)
+    try:
+        return _check_flows(spec, where, lines, version, budget)
+    except _OverBudget as exc:
+        return Checked(None, [Problem(where, None, None, None, f"the file is refused: {exc}")])
+
+
+def _check_flows(
+    spec: FlowsFile, where: str, lines: _Lines, version: int, budget: _Budget
+) -> Checked:
     problems: list[Problem] = []
     seen: set[str] = set()
     compiled = []
@@ -135,7 +210,7 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
                 )
             )
         seen.add(flow_spec.name)
-        flow, found = _compile(flow_spec, index, where, lines)
+        flow, found = _compile(flow_spec, index, where, lines, budget)
         problems += found
         if flow is not None:
             compiled.append(flow)
@@ -179,7 +254,7 @@ def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem
 
 
 def _compile(
-    spec: FlowSpec, index: int, where: str, lines: _Lines
+    spec: FlowSpec, index: int, where: str, lines: _Lines, budget: _Budget
 ) -> tuple[Flow | None, list[Problem]]:
     problems: list[Problem] = []
 
@@ -245,7 +320,7 @@ def _compile(
         except errors.ConfigError as exc:
             problem(str(exc), "filter", field="filter")
         else:
-            wrong = _filter_problem(filter_, matched)
+            wrong = _filter_problem(filter_, matched, budget)
             if wrong:
                 problem(wrong, "filter", field="filter")
     if problems or action is None:
@@ -262,9 +337,12 @@ def _compile(
     return flow, []
 
 
-def _filter_problem(expression: mapping.Expression, event_types: list[str]) -> str | None:
+def _filter_problem(
+    expression: mapping.Expression, event_types: list[str], budget: _Budget
+) -> str | None:
     """What is wrong with a filter on a sample event of each type it triggers on."""
     for event_type in dict.fromkeys(event_types):
+        budget.spend()
         event = samples.sample_event(event_type, event_id="evt_sample")
         try:
             with mapping.for_event(event):

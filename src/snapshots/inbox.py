@@ -358,10 +358,11 @@ class Event(BaseModel):
 SHOWN = [c for c in T.c if c.name != "payload"]  # an item's columns but its raw bytes
 
 
-def _one(tx: Tx, ref: str) -> Any:
+def _one(tx: Tx, ref: str, connections: Sequence[str] | None = None) -> Any:
     if not ids.plausible(ref):
         raise errors.NotFound(f"no inbox item {ref}")
-    rows = tx.execute(sa.select(*SHOWN).where(_ref_filter(ref)).order_by(T.c.id)).all()
+    mine = paging.within(T.c.connection_id, connections)
+    rows = tx.execute(sa.select(*SHOWN).where(_ref_filter(ref), *mine).order_by(T.c.id)).all()
     if not rows:
         raise errors.NotFound(f"no inbox item {ref}")
     if len(rows) > 1:
@@ -371,9 +372,9 @@ def _one(tx: Tx, ref: str) -> Any:
     return rows[0]
 
 
-def get(tx: Tx, ref: str) -> Event:
-    """One item by its number or its Stripe event id."""
-    return Event.model_validate(_one(tx, ref)._mapping)
+def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
+    """One item by its number or its Stripe event id (of `connections`, when given)."""
+    return Event.model_validate(_one(tx, ref, connections)._mapping)
 
 
 def payload(tx: Tx, item_id: int) -> bytes:
@@ -387,8 +388,9 @@ def page(
     status: str | None = None,
     limit: int = 50,
     starting_after: int | None = None,
+    connections: Sequence[str] | None = None,
 ) -> paging.Page[Event]:
-    """Newest first, without payloads."""
+    """Newest first, without payloads (of `connections`, when given)."""
     if status is not None and status not in STATUSES:
         raise errors.BadRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
     return paging.paginate(
@@ -398,15 +400,18 @@ def page(
         lambda row: Event.model_validate(row._mapping),
         limit=limit,
         starting_after=starting_after,
-        where=[] if status is None else [T.c.status == status],
+        where=[
+            *([] if status is None else [T.c.status == status]),
+            *paging.within(T.c.connection_id, connections),
+        ],
         key="id",
         columns=SHOWN,
     )
 
 
-def replay(tx: Tx, ref: str) -> Event:
+def replay(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
     """Queue a `dead`, `done`, `failed` or `ignored` item again, with a fresh attempt count."""
-    item = _one(tx, ref)
+    item = _one(tx, ref, connections)
     if item.status in ("pending", "processing"):
         raise errors.Conflict(f"inbox item {item.id} is {item.status} already")
     requeue(tx, [item.id], statuses=(item.status,))

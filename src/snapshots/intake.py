@@ -20,7 +20,7 @@ from typing import Any
 import stripe
 from pydantic import BaseModel
 
-from snapshots import errors, ids, inbox
+from snapshots import errors, ids, inbox, nesting
 from snapshots.store import db as store_db
 from snapshots.store.db import Database, LockTaker, Tx
 
@@ -57,8 +57,16 @@ def _signature_error(message: str) -> errors.BadRequest:
     )
 
 
-def verify(payload: bytes, header: str | None, secrets: list[str], *, tolerance: int) -> None:
-    """Raise BadRequest unless one `v1` signature matches one of `secrets` (rotation)."""
+def verify(
+    payload: bytes,
+    header: str | None,
+    secrets: list[str],
+    *,
+    tolerance: int,
+    now: float | None = None,
+) -> None:
+    """Raise BadRequest unless one `v1` signature matches one of `secrets` (rotation) and the
+    signed timestamp is within `tolerance` seconds of now, before or after."""
     if not header:
         raise errors.BadRequest("the Stripe-Signature header is missing", code="missing_signature")
     if not header.isascii():
@@ -72,12 +80,30 @@ def verify(payload: bytes, header: str | None, secrets: list[str], *, tolerance:
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
-            return
         except stripe.SignatureVerificationError as exc:
             failures.append(str(exc.user_message or exc))
+            continue
+        # The SDK refuses only old timestamps; one far in the future is a replay-in-waiting.
+        signed = _timestamp(header)
+        if signed is not None and signed > (time.time() if now is None else now) + tolerance:
+            raise errors.BadRequest(
+                "the Stripe-Signature timestamp is in the future beyond the tolerance window "
+                "(forged, or the clock is off)",
+                code="timestamp_outside_tolerance",
+            )
+        return
     # A stale timestamp is only reported after a signature matched: say that, it is the cause.
     stale = [f for f in failures if f.startswith("Timestamp outside")]
     raise _signature_error((stale or failures or [""])[0])
+
+
+def _timestamp(header: str) -> int | None:
+    """The `t=` of a Stripe-Signature header (it matched a signature: it is well formed)."""
+    for part in header.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() == "t" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 def parse_event(payload: bytes) -> dict[str, Any]:
@@ -86,6 +112,10 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         event = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise errors.BadRequest("the body is not valid JSON", code="invalid_json") from exc
+    if nesting.may_be_too_deep(payload) and nesting.too_deep(event):
+        raise errors.BadRequest(
+            f"the body nests deeper than {nesting.MAX_DEPTH} levels", code="too_deep"
+        )
     if not isinstance(event, dict) or event.get("object") != "event":
         raise errors.BadRequest(
             'the body is not a Stripe event (object != "event")', code="not_an_event"

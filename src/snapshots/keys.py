@@ -64,6 +64,9 @@ class ApiKey(BaseModel):
     last_used_ip: str | None = None
     revoked_at: Timestamp | None
     rotated_from: str | None = None
+    connections: list[str] | None = Field(
+        None, description="The only connections whose records and events it may see (null: all)"
+    )
 
     @property
     def actor(self) -> str:
@@ -134,8 +137,12 @@ def create(
     expires_in: float | None = None,
     actor: str = "cli",
     rotated_from: str | None = None,
+    connections: list[str] | None = None,
 ) -> ApiKeyCreated:
-    """Make a key; the answer carries its clear text, which is never available again."""
+    """Make a key; the answer carries its clear text, which is never available again. With
+    `connections`, the key sees the records and events of those connections alone (an agency
+    gives each client a key of its own); such a key cannot hold `admin` or `workflows.write`,
+    which reach every connection."""
     name = name.strip()
     if not name:
         raise errors.BadRequest("a key needs a name")
@@ -151,6 +158,15 @@ def create(
         raise errors.BadRequest("a key needs at least one scope")
     if expires_in is not None and not 0 < expires_in <= MAX_LIFETIME:
         raise errors.BadRequest("a key's lifetime is between 1 second and 10 years")
+    if connections is not None:
+        connections = _known_connections(tx, connections)
+        wide = sorted(set(scopes) & set(EVERY_CONNECTION))
+        if wide:
+            raise errors.BadRequest(
+                f"a key limited to connections cannot have {' or '.join(wide)}: "
+                f"{', '.join(wide)} reach every connection",
+                code="scope_reaches_every_connection",
+            )
     secret = generate(env)
     now = time.time()
     row = {
@@ -163,6 +179,7 @@ def create(
         "created_at": now,
         "expires_at": None if expires_in is None else now + expires_in,
         "rotated_from": rotated_from,
+        "connections": connections,
     }
     tx.execute(T.insert().values(**row))
     audit.record(
@@ -176,10 +193,30 @@ def create(
             "expires_at": row["expires_at"],
             "key": f"{row['prefix']}…{row['last4']}",
             "rotated_from": rotated_from,
+            "connections": connections,
         },
     )
     made = get(tx, str(row["id"]))
     return ApiKeyCreated(**made.model_dump(), secret=secret)
+
+
+EVERY_CONNECTION = ("admin", "workflows.write")  # scopes that reach every connection
+MAX_CONNECTIONS = 100  # a key may be limited to this many connections
+
+
+def _known_connections(tx: Tx, connections: list[str]) -> list[str]:
+    wanted = list(dict.fromkeys(connections))
+    if not 0 < len(wanted) <= MAX_CONNECTIONS:
+        raise errors.BadRequest(f"a key is limited to 1 to {MAX_CONNECTIONS} connections")
+    t = tables.connections
+    found = set(tx.execute(sa.select(t.c.id).where(t.c.id.in_(wanted))).scalars())
+    unknown = [c for c in wanted if c not in found]
+    if unknown:
+        raise errors.BadRequest(
+            f"no connection {', '.join(unknown)} (see `snapshots connections list`)",
+            code="unknown_connection",
+        )
+    return wanted
 
 
 def page(tx: Tx, *, limit: int = 20, starting_after: str | None = None) -> paging.Page[ApiKey]:
@@ -229,6 +266,7 @@ def rotate(
         expires_in=None if lifetime is None else min(lifetime, MAX_LIFETIME),
         actor=actor,
         rotated_from=old.id,
+        connections=old.connections,
     )
     until = time.time() + overlap
     if old.expires_at is None or old.expires_at > until:
@@ -255,14 +293,21 @@ def revoke(tx: Tx, key_id: str, *, actor: str = "cli") -> ApiKey:
     return get(tx, key_id)
 
 
-def verify(tx: Tx, presented: str | None) -> ApiKey:
-    """The key behind a bearer token, or Unauthorized saying why not (a read)."""
+def verify(tx: Tx, presented: str | None, *, env: str | None = None) -> ApiKey:
+    """The key behind a bearer token, or Unauthorized saying why not (a read). With `env`, a
+    key of the other environment (`snp_test_` on a `live` server) is refused."""
     if not presented:
         raise errors.Unauthorized(
             "no API key: send `Authorization: Bearer snp_...`", code="missing_api_key"
         )
     if not well_formed(presented):
         raise errors.Unauthorized("the API key is malformed (bad checksum or shape)")
+    if env is not None and not presented.startswith(f"snp_{env}_"):
+        other = "test" if env == "live" else "live"
+        raise errors.Unauthorized(
+            f"this is a snp_{other}_ key and this server takes snp_{env}_ keys (SNAPSHOTS_KEY_ENV)",
+            code="api_key_wrong_environment",
+        )
     hashed = digest(presented)
     row = tx.execute(sa.select(T).where(T.c.key_hash == hashed)).one_or_none()
     if row is None or not hmac.compare_digest(row.key_hash, hashed):

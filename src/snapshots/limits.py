@@ -10,6 +10,8 @@ import random
 import time
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from snapshots.store import dialect, tables
 from snapshots.store.db import Tx
 
@@ -51,6 +53,16 @@ def hit(tx: Tx, bucket: str, *, limit: int, window: int, now: float | None = Non
     if random.random() < PRUNE_CHANCE:
         tx.execute(T.delete().where(T.c.window_start < start - 3600))
     return Usage(limit, count, start + window)
+
+
+def count(tx: Tx, bucket: str, *, window: int, now: float | None = None) -> int:
+    """The hits counted in `bucket`'s window holding `now` (0 when none)."""
+    now = time.time() if now is None else now
+    start = int(now) // window * window
+    found = tx.execute(
+        sa.select(T.c["count"]).where(T.c.bucket == bucket, T.c.window_start == start)
+    ).scalar_one_or_none()
+    return int(found or 0)
 
 
 def first_in_window(tx: Tx, bucket: str, *, window: int) -> bool:

@@ -25,6 +25,7 @@ import _string
 import contextvars
 import functools
 import json
+import re
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,9 +135,55 @@ class _Fields(dict[str, Any]):
         return ""
 
 
+# A template's format spec may pad or cut to at most this many characters: a width is a
+# request for that much memory per evaluation, and one template runs on every event.
+MAX_WIDTH = 64
+SPEC = re.compile(
+    r"(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d*))?[a-zA-Z%]?"
+)
+
+
+def spec_problem(format_spec: str) -> str | None:
+    """What a template may not have in a format spec: a nested field (`{id:{name}}`, which
+    would let the data set the width) or a width or precision over `MAX_WIDTH`."""
+    if "{" in format_spec or "}" in format_spec:
+        return "a format spec may not hold another {field}"
+    found = SPEC.fullmatch(format_spec)
+    if found is None:
+        return f"{format_spec!r} is not a format spec"
+    for part in ("width", "precision"):
+        value = found.group(part)
+        if value and int(value) > MAX_WIDTH:
+            return f"a format spec's {part} is at most {MAX_WIDTH}, not {value}"
+    return None
+
+
+def template_problem(text: str) -> str | None:
+    """What is wrong with a template's text before it runs (see `spec_problem`)."""
+    try:
+        parts = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        return str(exc)
+    for _, field_name, format_spec, _ in parts:
+        if field_name is not None and format_spec:
+            problem = spec_problem(format_spec)
+            if problem:
+                return problem
+    return None
+
+
 class _Formatter(string.Formatter):
     """`{field}` and `{field[key]}` lookups only: no attributes (`{name.__class__}`), no
-    conversions; a missing field is empty."""
+    conversions, no nested fields in a format spec, no width or precision over `MAX_WIDTH`;
+    a missing field is empty."""
+
+    def parse(self, format_string: str) -> Any:
+        for literal, field_name, format_spec, conversion in super().parse(format_string):
+            if field_name is not None and format_spec:
+                problem = spec_problem(format_spec)
+                if problem:
+                    raise ValueError(f"{{{field_name}:{format_spec}}}: {problem}")
+            yield literal, field_name, format_spec, conversion
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
         first, rest = _string.formatter_field_name_split(field_name)
@@ -249,6 +296,11 @@ class Expression:
             raise errors.DeadLetter(
                 f"expression {self.source!r} failed: {_first_line(exc)}", code="mapping_failed"
             ) from exc
+        except (MemoryError, RecursionError) as exc:
+            reason = "out of memory" if isinstance(exc, MemoryError) else "nested too deeply"
+            raise errors.DeadLetter(
+                f"expression {self.source!r} failed: {reason}", code="mapping_failed"
+            ) from exc
 
 
 def expand_event(source: str) -> str:
@@ -293,6 +345,12 @@ def _check_calls(node: dict[str, Any]) -> str | None:
         if given < len(signature) or (not variadic and given > len(signature)):
             wanted = f"at least {len(signature)}" if variadic else str(len(signature))
             return f"{name}() takes {wanted} argument(s), not {given}"
+        first = node["children"][0] if node["children"] else None
+        if name == "template" and isinstance(first, dict) and first.get("type") == "literal":
+            if isinstance(first.get("value"), str):
+                problem = template_problem(first["value"])
+                if problem:
+                    return f"template(): {problem}"
     for child in node.get("children", []):
         if isinstance(child, dict):
             problem = _check_calls(child)

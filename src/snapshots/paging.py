@@ -21,6 +21,12 @@ class Page(BaseModel, Generic[T]):
     has_more: bool
 
 
+def within(column: Any, connections: Sequence[str] | None) -> list[sa.ColumnElement[bool]]:
+    """The condition that keeps rows to `connections` (an API key limited to some: nothing of
+    another connection, nor anything of none), or no condition for None (every connection)."""
+    return [] if connections is None else [column.in_(list(connections))]
+
+
 def paginate(
     tx: Tx,
     table: sa.Table,

@@ -101,6 +101,7 @@ def check_flows(db: Database, live: revisions.Live | None = None) -> None:
         with db.read() as tx:
             revisions.current(tx)
     else:
+        live.refresh()
         live()
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from snapshots import audit, errors, ids, inbox
+from snapshots import audit, errors, ids, inbox, paging
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
@@ -46,6 +46,8 @@ class Filter(BaseModel):
     type: str | None = None
     error: str | None = None
     connection_id: str | None = None
+    # Only these connections' items (an API key limited to them), besides `connection_id`.
+    connections: list[str] | None = None
 
     def model_post_init(self, _: Any) -> None:
         if self.status not in STATUSES:
@@ -76,6 +78,7 @@ class Filter(BaseModel):
             )
         if self.connection_id is not None:
             found.append(T.c.connection_id == self.connection_id)
+        found += paging.within(T.c.connection_id, self.connections)
         return found
 
 
@@ -192,13 +195,20 @@ def start(tx: Tx, flt: Filter, *, actor: str, cap: int = CAP) -> Job:
     return get(tx, str(row["id"]))
 
 
-def get(tx: Tx, job_id: str) -> Job:
+def get(tx: Tx, job_id: str, *, connections: Sequence[str] | None = None) -> Job:
+    """A job; with `connections` (an API key limited to them), only a job that took items of
+    those connections alone."""
     row = None
     if ids.plausible(job_id):
         row = tx.execute(sa.select(J).where(J.c.id == job_id)).first()
-    if row is None:
+    job = None if row is None else _job(row)
+    if job is not None and connections is not None:
+        took = job.filter.connections
+        if took is None or not set(took) <= set(connections):
+            job = None
+    if job is None:
         raise errors.NotFound(f"no replay job {job_id}")
-    return _job(row)
+    return job
 
 
 def _claim(tx: Tx, job_id: str, *, holder: str, now: float) -> bool:

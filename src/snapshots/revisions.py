@@ -168,11 +168,16 @@ class Live:
     When the version in force does not load with this code, calling it raises
     FlowsIncompatible (a worker claims nothing until it loads or is rolled back), while
     `wants` says yes to every event type, so intake keeps every event pending for a worker
-    that can run the flows, instead of marking one `ignored` by the flows of the past."""
+    that can run the flows, instead of marking one `ignored` by the flows of the past.
 
-    def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
+    With `follow=False` only `refresh()` reads a new version (a check evaluates sample
+    events: seconds for a big file), so a server calls it from a thread and its event loop,
+    which asks `wants` for every webhook, never waits for a load."""
+
+    def __init__(self, db: Database, *, ttl: float = 2.0, follow: bool = True) -> None:
         self._db = db
         self._ttl = ttl
+        self._follow = follow
         self._lock = threading.Lock()
         self._registry: Registry | None = None
         self.fault: errors.FlowsIncompatible | None = None
@@ -181,13 +186,14 @@ class Live:
         self._next = time.monotonic() + ttl
 
     def __call__(self) -> Registry:
-        if time.monotonic() >= self._next:
-            self._refresh()
+        if self._follow and time.monotonic() >= self._next:
+            self.refresh()
         if self.fault is not None or self._registry is None:
             raise self.fault or errors.FlowsIncompatible("no flows loaded")
         return self._registry
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Load the version in force if it changed (looked for at most every `ttl` seconds)."""
         with self._lock:
             if time.monotonic() < self._next:
                 return

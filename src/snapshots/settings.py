@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     public_url: str | None = None
     webhook_tolerance: int = Field(300, ge=1)  # seconds
     webhook_max_body: int = Field(1024 * 1024, ge=1024)  # bytes
+    # Bounded HTTP (what `serve` accepts from anyone on the network).
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)  # a request's head: 431
+    header_timeout: float = Field(10.0, gt=0)  # seconds to send a request's head, or closed
+    body_timeout: float = Field(30.0, gt=0)  # seconds to send its body, or closed
+    max_connections: int = Field(1000, ge=1)  # open at once; the excess is refused at once
+    # Reverse proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
+    trusted_proxies: str = ""
     worker_batch: int = Field(10, ge=1, le=1000)  # inbox items per claim
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it

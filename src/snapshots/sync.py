@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -508,17 +508,32 @@ def silence_warning(
     )
 
 
-def get_run(tx: Tx, run_id: str) -> Run:
+def get_run(tx: Tx, run_id: str, *, connections: Sequence[str] | None = None) -> Run:
     row = None
     if ids.plausible(run_id):
-        row = tx.execute(sa.select(R).where(R.c.id == run_id)).one_or_none()
+        mine = paging.within(R.c.connection_id, connections)
+        row = tx.execute(sa.select(R).where(R.c.id == run_id, *mine)).one_or_none()
     if row is None:
         raise errors.NotFound(f"no sync run {run_id}")
     return _run(row)
 
 
-def page_runs(tx: Tx, *, limit: int = 20, starting_after: str | None = None) -> paging.Page[Run]:
-    return paging.paginate(tx, R, "sync run", _run, limit=limit, starting_after=starting_after)
+def page_runs(
+    tx: Tx,
+    *,
+    limit: int = 20,
+    starting_after: str | None = None,
+    connections: Sequence[str] | None = None,
+) -> paging.Page[Run]:
+    return paging.paginate(
+        tx,
+        R,
+        "sync run",
+        _run,
+        limit=limit,
+        starting_after=starting_after,
+        where=paging.within(R.c.connection_id, connections),
+    )
 
 
 def scheduled_jobs(

@@ -67,7 +67,7 @@ def _authorize(state: State, request: Request, scope: str, ip: str | None) -> ke
     db = state.db
     try:
         with db.read() as tx:
-            api_key = keys.verify(tx, _bearer(request))
+            api_key = keys.verify(tx, _bearer(request), env=state.settings.key_env)
     except errors.Unauthorized as exc:
         with db.write() as tx:
             audit.denied(tx, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)

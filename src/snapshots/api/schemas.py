@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from snapshots import keys
+from snapshots import keys, nesting
 from snapshots.records import models
 
 
@@ -43,12 +43,20 @@ class ReplayRequest(BaseModel):
     dry_run: bool = Field(False, description="Count and show the errors only: nothing changes")
 
 
+ConnectionId = Annotated[str, Field(max_length=40, pattern=r"^conn_[A-Za-z0-9]+$")]
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=keys.NAME_MAX)
     scopes: list[str] = Field(min_length=1, description=f"Of: {', '.join(keys.SCOPES)}")
     expires_in: str | None = Field(None, description="A lifetime such as 90d or 12h")
+    connections: list[ConnectionId] | None = Field(
+        None,
+        max_length=keys.MAX_CONNECTIONS,
+        description="Limit the key to these connections' records and events (default: all)",
+    )
 
 
 class KeyRotate(BaseModel):
@@ -99,7 +107,14 @@ def _plain_key(value: str) -> str:
 
 
 def _json_text(value: Any) -> Any:
-    """JSON whose strings are all valid Unicode (no lone surrogates), keys included."""
+    """JSON no deeper than `nesting.MAX_DEPTH` whose strings are all valid Unicode (no lone
+    surrogates), keys included."""
+    if nesting.too_deep(value):
+        raise ValueError(f"nests deeper than {nesting.MAX_DEPTH} levels")
+    return _unicode(value)
+
+
+def _unicode(value: Any) -> Any:
     items = (
         value.items()
         if isinstance(value, dict)
@@ -114,7 +129,7 @@ def _json_text(value: Any) -> Any:
                     text.encode()
                 except UnicodeEncodeError:
                     raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
-        _json_text(inner)
+        _unicode(inner)
     return value
 
 
@@ -199,6 +214,11 @@ class ContactUpsert(ContactFields):
     stripe_customer_id: StripeCustomerId | None = Field(
         None, description="Links a new contact, or one that has none, to this Stripe customer"
     )
+    connection_id: ConnectionId | None = Field(
+        None,
+        description="The connection a new contact belongs to (required from an API key "
+        "limited to several connections; by default the key's only one, else none)",
+    )
 
     @model_validator(mode="after")
     def _has_a_match(self) -> ContactUpsert:
@@ -221,6 +241,11 @@ class ContactUpserted(BaseModel):
 class LocationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    connection_id: ConnectionId | None = Field(
+        None,
+        description="The connection it belongs to (required from an API key limited to "
+        "several connections; by default the key's only one, else none)",
+    )
     name: Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_no_nul)]
     address: AddressWrite | None = None
     country: Country | None = Field(None, description="Defaults to the address's country")

@@ -13,7 +13,7 @@ import typer
 from snapshots import errors
 
 # Each command group's module adds its commands to `app` when it is imported.
-from snapshots.cli import audit, backup, connections, events, flows, keys, serve, sync  # noqa: F401
+from snapshots.cli import audit, backup, connections, events, flows, keys, output, serve, sync  # noqa: F401
 from snapshots.cli.base import app
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     except errors.SnapshotsError as exc:
         if verbose:
             traceback.print_exc()
-        sys.stderr.write(f"error: {errors.describe(exc)}\n")
+        sys.stderr.write(f"error: {output.clean(errors.describe(exc))}\n")
         sys.exit(
             2 if isinstance(exc, errors.Rejected | errors.ConfigError | errors.ProcessFault) else 1
         )
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             traceback.print_exc()
         sys.stderr.write(
-            f"error: unexpected {type(exc).__name__}: {errors.describe(exc)} (run with -v for details)\n"
+            f"error: unexpected {type(exc).__name__}: {output.clean(errors.describe(exc))} "
+            "(run with -v for details)\n"
         )
         sys.exit(1)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from snapshots import audit, times
 from snapshots.cli.base import JsonOpt, app, state
-from snapshots.cli.output import out, print_json, when
+from snapshots.cli.output import out, print_json, row, when
 
 
 @app.command("audit")
@@ -34,7 +34,8 @@ def audit_command(
         return
     table = Table("when", "actor", "action", "target", "outcome", "from", "details")
     for e in entries:
-        table.add_row(
+        row(
+            table,
             when(e.at),
             e.actor,
             e.action,

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from snapshots import connections, errors, times, vault
 from snapshots.cli.base import JsonOpt, actor, app, state
-from snapshots.cli.output import out, print_json
+from snapshots.cli.output import out, print_json, row, show
 from snapshots.store.db import Database
 
 connect_app = typer.Typer(no_args_is_help=True, help="Link an account.")
@@ -96,10 +96,9 @@ def connect_stripe(
         if as_json:
             print_json(changed)
             return
-        out.print(
+        show(
             f"{changed.id}: new signing secret …{rotate_webhook_secret.strip()[-4:]} in force; "
             f"the earlier ones work for {overlap} more",
-            markup=False,
         )
         return
     if not secret_key or not webhook_secret:
@@ -119,12 +118,11 @@ def connect_stripe(
     if as_json:
         print_json(connection.model_dump(mode="json") | {"webhook_url": webhook_url})
         return
-    out.print(
+    show(
         f"connected {connection.name} as {connection.id}"
         f" ({'live' if connection.livemode else 'test'} mode, key {connection.secret_key})",
-        markup=False,
     )
-    out.print(f"register this webhook URL in Stripe: {webhook_url}", markup=False)
+    show(f"register this webhook URL in Stripe: {webhook_url}")
 
 
 @connections_app.command("list")
@@ -138,7 +136,8 @@ def connections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     table = Table("id", "name", "account", "mode", "key", "signing secrets", "ordering")
     for c in found:
-        table.add_row(
+        row(
+            table,
             c.id,
             c.name,
             c.account_id or "",
@@ -163,9 +162,8 @@ def connections_remove(
     if as_json:
         print_json(removed)
         return
-    out.print(
+    show(
         f"removed {removed.id} ({removed.name}); remove its webhook endpoint in Stripe too",
-        markup=False,
     )
 
 
@@ -185,7 +183,7 @@ def rotate_master_key(
     """Re-encrypt every stored Stripe secret with a new master key."""
     context = state(ctx)
     count = vault.rotate(context.db(), context.settings, new_key=new_key, actor=actor())
-    out.print(f"re-encrypted the secrets of {count} connection(s) with the new master key")
+    show(f"re-encrypted the secrets of {count} connection(s) with the new master key")
     if context.settings.master_key:
         out.print("now set SNAPSHOTS_MASTER_KEY to the new key alone")
     out.print("restart `snapshots serve` and every `snapshots worker`: they read the key at start")

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from snapshots import errors, inbox, replay, schedule, times
 from snapshots.cli.base import JsonOpt, actor, app, state
-from snapshots.cli.output import out, print_json, when
+from snapshots.cli.output import out, print_json, row, show, when
 
 events_app = typer.Typer(no_args_is_help=True, help="The event log (inbox items).")
 app.add_typer(events_app, name="events")
@@ -36,7 +36,8 @@ def events_list(
         return
     table = Table("id", "event", "type", "status", "tries", "received", "flows / error")
     for item in found:
-        table.add_row(
+        row(
+            table,
             str(item.id),
             item.event_id,
             item.event_type,
@@ -61,7 +62,7 @@ def events_show(
         print_json(shown | {"payload": payload})
         return
     for key, value in shown.items():
-        out.print(f"{key}: {value}", markup=False)
+        show(f"{key}: {value}")
     out.print_json(data=payload)
 
 
@@ -102,7 +103,7 @@ def events_replay(
         if as_json:
             print_json(item)
             return
-        out.print(f"inbox item {item.id} ({item.event_id}) is pending again", markup=False)
+        show(f"inbox item {item.id} ({item.event_id}) is pending again")
         return
     if status is None:
         raise errors.BadRequest(
@@ -148,7 +149,7 @@ def events_replay(
     if as_json:
         print_json(job)
         return
-    out.print(f"{job.requeued:,} item(s) are pending again ({job.id})")
+    show(f"{job.requeued:,} item(s) are pending again ({job.id})")
 
 
 def _show_matches(
@@ -159,15 +160,11 @@ def _show_matches(
         for name, value in flt.model_dump(mode="json").items()
         if value and name != "status"
     )
-    out.print(
-        f"{matched:,} {flt.status} item(s) match" + (f" ({what})" if what else ""), markup=False
-    )
+    show(f"{matched:,} {flt.status} item(s) match" + (f" ({what})" if what else ""))
     if top_errors:
         out.print("most common errors:")
         for found in top_errors:
-            out.print(
-                f"  {found.count:>8,}  {found.error or '(none)'}", markup=False, soft_wrap=True
-            )
+            show(f"  {found.count:>8,}  {found.error or '(none)'}")
     if matched > quota:
         out.print(
             f"this run queues the oldest {quota:,} (the cap of one run): run it again for the rest"

@@ -14,7 +14,7 @@ from rich.table import Table
 from snapshots import catalog, connections, errors, flowfile, flows, revisions, samples, vault
 from snapshots.cli.base import JsonOpt, actor, app, state
 from snapshots.cli.connections import one_connection
-from snapshots.cli.output import out, print_json, problems, when
+from snapshots.cli.output import out, print_json, problems, row, show, when
 
 flows_app = typer.Typer(
     no_args_is_help=True, help="The flows in force: export, import, roll back (versioned)."
@@ -44,7 +44,7 @@ def _imported(imported: revisions.Imported, as_json: bool, said: str) -> None:
             | {"previous_version": imported.previous}
         )
         return
-    out.print(said, markup=False)
+    show(said)
 
 
 @flows_app.command("import")
@@ -98,7 +98,8 @@ def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     table = Table("version", "in force", "by", "when", "comment")
     for index, v in enumerate(found):
-        table.add_row(
+        row(
+            table,
             str(v.version),
             "yes" if index == 0 else "",
             v.actor,
@@ -127,10 +128,11 @@ def mappings_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"version": registry.version, "flows": shown})
         return
-    out.print(f"flows version {registry.version}")
+    show(f"flows version {registry.version}")
     table = Table("flow", "trigger", "filter", "action", "fields")
     for f in shown:
-        table.add_row(
+        row(
+            table,
             f["name"],
             ", ".join(f["trigger"]),
             f["filter"] or "",
@@ -154,7 +156,7 @@ def mappings_validate(
     """Check a flows file: exit 0 when good; else each problem with its file, line, flow and
     field, and exit 2."""
     registry = _checked(file)
-    out.print(f"{file}: ok, {len(registry.flows)} flows", markup=False)
+    show(f"{file}: ok, {len(registry.flows)} flows")
 
 
 def _read_json(path: Path) -> Any:
@@ -197,15 +199,13 @@ def mappings_test(
         )
         return
     if not results:
-        out.print(f"no flow is triggered by {event['type']}: the event would be ignored")
+        show(f"no flow is triggered by {event['type']}: the event would be ignored")
     for r in results:
-        out.print(f"{r.flow} ({r.action}): {r.outcome}", markup=False)
+        show(f"{r.flow} ({r.action}): {r.outcome}")
         if r.error:
-            out.print(f"  {r.error}", soft_wrap=True, markup=False)
+            show(f"  {r.error}")
         for target, value in (r.fields or {}).items():
-            out.print(
-                f"  {target} = {json.dumps(value, default=str)}", soft_wrap=True, markup=False
-            )
+            show(f"  {target} = {json.dumps(value, default=str)}")
     if any(r.outcome == "error" for r in results):
         raise typer.Exit(1)
 
@@ -264,17 +264,16 @@ def send_test_event(
         print_json(traces)
     else:
         for t in traces:
-            out.print(
+            show(
                 f"{t.type} {t.event_id}: received (HTTP {t.http_status}, item "
                 f"{t.item_id}) -> {t.status}",
-                markup=False,
             )
             for name, record in zip(t.flows, t.records, strict=False):
-                out.print(f"  flow {name} -> {record}", markup=False)
+                show(f"  flow {name} -> {record}")
                 for target, value in t.fields.get(name, {}).items():
-                    out.print(f"    {target} = {json.dumps(value, default=str)}", markup=False)
+                    show(f"    {target} = {json.dumps(value, default=str)}")
             if t.error:
-                out.print(f"  {t.error}", soft_wrap=True, markup=False)
+                show(f"  {t.error}")
     if any(t.status in ("dead", "failed", "not received") or t.error for t in traces):
         raise typer.Exit(1)
 
@@ -288,7 +287,8 @@ def catalog_command(as_json: JsonOpt = False) -> None:
         return
     table = Table("action", "records", "options", "scopes", "description")
     for a in found.actions:
-        table.add_row(
+        row(
+            table,
             a.name,
             ", ".join(a.records),
             ", ".join(a.options),

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from snapshots import keys, times
 from snapshots.cli.base import JsonOpt, actor, app, state
-from snapshots.cli.output import out, print_json, say, when
+from snapshots.cli.output import out, print_json, row, say, show, when
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the Snapshots API.")
 app.add_typer(keys_app, name="keys")
@@ -23,6 +23,12 @@ def keys_create(
         list[str], typer.Option(help=f"Repeat for each scope: {', '.join(keys.SCOPES)}.")
     ],
     expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d or 12h.")] = None,
+    connection: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Limit the key to this connection's records and events; repeat for several."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key; it is printed once and never again."""
@@ -36,11 +42,13 @@ def keys_create(
             env=context.settings.key_env,
             expires_in=lifetime,
             actor=actor(),
+            connections=connection or None,
         )
     if as_json:
         print_json(made)
         return
-    out.print(f"created {made.id} with scopes {', '.join(made.scopes)}", markup=False)
+    limited = f", for {', '.join(made.connections)} only" if made.connections else ""
+    show(f"created {made.id} with scopes {', '.join(made.scopes)}{limited}")
     out.print("the key (shown once; store it now):")
     say(made.secret)
 
@@ -53,13 +61,17 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    table = Table("id", "name", "key", "scopes", "status", "expires", "last used", "from")
+    table = Table(
+        "id", "name", "key", "scopes", "connections", "status", "expires", "last used", "from"
+    )
     for k in found:
-        table.add_row(
+        row(
+            table,
             k.id,
             k.name,
             k.key,
             " ".join(k.scopes),
+            " ".join(k.connections) if k.connections is not None else "all",
             k.status,
             when(k.expires_at),
             when(k.last_used_at),
@@ -85,10 +97,9 @@ def keys_rotate(
     if as_json:
         print_json(new)
         return
-    out.print(
+    show(
         f"created {new.id} with scopes {', '.join(new.scopes)}; {new.previous.id} works until "
         f"{when(new.previous.expires_at)}",
-        markup=False,
     )
     out.print("the new key (shown once; store it now):")
     say(new.secret)
@@ -106,4 +117,4 @@ def keys_revoke(
     if as_json:
         print_json(api_key)
         return
-    out.print(f"revoked {api_key.id}")
+    show(f"revoked {api_key.id}")

@@ -30,9 +30,7 @@ def serve(
     ] = True,
 ) -> None:
     """Migrate, then serve the API and webhooks (with an embedded worker)."""
-    import uvicorn
-
-    from snapshots.app import create_app
+    from snapshots import app as http
 
     context = state(ctx)
     updates: dict[str, Any] = {}
@@ -47,15 +45,7 @@ def serve(
         readiness.startup(database, settings, migrate=True)
     finally:
         database.dispose()
-    application = create_app(settings, embedded_worker=worker)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    http.serve(settings, embedded_worker=worker)
 
 
 @app.command("worker")

@@ -7,12 +7,13 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from snapshots import connections, errors, readiness, revisions, sync, times
 from snapshots.cli.base import JsonOpt, app, state
-from snapshots.cli.output import err, out, print_json, when
+from snapshots.cli.output import clean, err, out, print_json, row, show, when
 
 
 @app.command("sync")
@@ -81,7 +82,7 @@ def sync_command(
                     task = progress.add_task(label, total=None, rate=0.0)
                     started = time.monotonic()
 
-                    def show(run: sync.Run, task: Any = task, started: float = started) -> None:
+                    def advance(run: sync.Run, task: Any = task, started: float = started) -> None:
                         read = run.objects - run.resumed_from
                         elapsed = max(time.monotonic() - started, 1e-9)
                         progress.update(task, completed=run.objects, rate=read / elapsed)
@@ -95,7 +96,7 @@ def sync_command(
                                 registry,
                                 settings,
                                 since=since_at,
-                                progress=show,
+                                progress=advance,
                             )
                         else:
                             run = sync.backfill(
@@ -105,7 +106,7 @@ def sync_command(
                                 registry,
                                 obj=name,
                                 since=since_at,
-                                progress=show,
+                                progress=advance,
                             )
                     except errors.StripeError as exc:
                         if isinstance(exc, errors.StripeAuthError):
@@ -124,20 +125,20 @@ def sync_command(
         raise typer.Exit(130) from None
     for run in done:
         if run.warning:
-            err.print(f"[yellow]warning:[/] {run.warning}")
+            err.print(f"[yellow]warning:[/] {escape(clean(run.warning))}")
     if as_json:
         print_json(
             [run.model_dump(mode="json") | {"resumed_from": run.resumed_from} for run in done]
         )
     for run in done if not as_json else ():
         what = "new events" if run.kind == "reconcile" else "new inbox items"
-        out.print(
+        show(
             f"{run.connection_id} {run.object}: {run.objects:,} read, {run.enqueued:,} {what} "
             f"({run.id})"
         )
     if failures:
         for failure in failures:
-            sys.stderr.write(f"error: {failure}\n")
+            sys.stderr.write(f"error: {clean(failure)}\n")
         raise typer.Exit(1)
 
 
@@ -147,7 +148,8 @@ def _show_runs(runs: list[sync.Run], *, as_json: bool) -> None:
         return
     table = Table("id", "connection", "run", "status", "read", "new", "rate/s", "started")
     for r in runs:
-        table.add_row(
+        row(
+            table,
             r.id,
             r.connection_id,
             f"{r.kind} {r.object}",
@@ -160,4 +162,4 @@ def _show_runs(runs: list[sync.Run], *, as_json: bool) -> None:
     out.print(table)
     for r in runs:
         if r.error or r.warning:
-            out.print(f"{r.id}: {r.error or r.warning}", soft_wrap=True, markup=False)
+            show(f"{r.id}: {r.error or r.warning}")

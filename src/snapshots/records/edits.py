@@ -7,11 +7,12 @@ Every function works inside the caller's transaction and returns the record's pu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from snapshots import errors, ids
+from snapshots import errors, ids, paging
 from snapshots.records import lookup, models, values
 from snapshots.records.kinds import CONTACT, LOCATION, MERGED, Kind, M
 from snapshots.records.ordering import Key
@@ -78,29 +79,61 @@ def _apply(
     return tx.execute(sa.select(kind.table).where(kind.table.c.seq == row.seq)).one()
 
 
-def _insert_bare(tx: Tx, kind: Kind[Any], fields: dict[str, Any]) -> Any:
+def owner(connections: Sequence[str] | None, connection_id: str | None) -> str | None:
+    """The connection a record made through the API belongs to: the one named (which a key
+    limited to connections must be allowed), else a limited key's only connection, else none
+    (until the first event about its Stripe object claims it)."""
+    if connection_id is not None:
+        if connections is not None and connection_id not in connections:
+            raise errors.NotFound(f"no connection {connection_id}")
+        return connection_id
+    if connections is None:
+        return None
+    if len(connections) == 1:
+        return connections[0]
+    raise errors.BadRequest(
+        "this API key is limited to several connections: give connection_id",
+        code="connection_required",
+    )
+
+
+def _insert_bare(
+    tx: Tx, kind: Kind[Any], fields: dict[str, Any], connection_id: str | None = None
+) -> Any:
     now = time.time()
     record_id = ids.new(kind.prefix)
     tx.execute(
         kind.table.insert().values(
             kind.defaults
             | fields
-            | {"id": record_id, "connection_id": None, "created_at": now, "updated_at": now}
+            | {
+                "id": record_id,
+                "connection_id": connection_id,
+                "created_at": now,
+                "updated_at": now,
+            }
         )
     )
     return tx.execute(sa.select(kind.table).where(kind.table.c.id == record_id)).one()
 
 
 def upsert_contact(
-    tx: Tx, *, fields: dict[str, Any], key: Key
+    tx: Tx,
+    *,
+    fields: dict[str, Any],
+    key: Key,
+    connections: Sequence[str] | None = None,
+    connection_id: str | None = None,
 ) -> tuple[bool, models.ContactPublic]:
     """`POST /v1/customers/upsert`: the contact of `stripe_customer_id` (any connection), else
     the oldest unarchived contact with `email` (one not linked to a Stripe customer when a
     customer id is given, which then links it), updated with `fields`; or a new contact, not
-    tied to a connection until the first event about its customer claims it.
+    tied to a connection until the first event about its customer claims it. With
+    `connections`, only their contacts match, and a new one belongs to one of them (`owner`).
 
     Returns (created, the contact)."""
     t = CONTACT.table
+    mine = paging.within(t.c.connection_id, connections)
     customer_id = fields.get("stripe_customer_id")
     email = fields.get("email")
     if not customer_id and not email:
@@ -109,10 +142,10 @@ def upsert_contact(
     dialect.lock_names(tx, customer_id and f"contact:{customer_id}", email and f"email:{email}")
     row = None
     if customer_id:
-        stmt = sa.select(t).where(t.c.stripe_customer_id == customer_id)
+        stmt = sa.select(t).where(t.c.stripe_customer_id == customer_id, *mine)
         row = tx.execute(dialect.locked(tx, stmt.order_by(t.c.seq).limit(1))).first()
     if row is None and email:
-        stmt = sa.select(t).where(t.c.email == email, t.c.archived.is_(False))
+        stmt = sa.select(t).where(t.c.email == email, t.c.archived.is_(False), *mine)
         if customer_id:
             stmt = stmt.where(t.c.stripe_customer_id.is_(None))
         row = tx.execute(dialect.locked(tx, stmt.order_by(t.c.seq).limit(1))).first()
@@ -120,16 +153,24 @@ def upsert_contact(
     link: dict[str, Any] = {}
     created = row is None
     if row is None:
-        row = _insert_bare(tx, CONTACT, {"stripe_customer_id": customer_id})
+        made_for = owner(connections, connection_id)
+        row = _insert_bare(tx, CONTACT, {"stripe_customer_id": customer_id}, made_for)
     elif customer_id and row.stripe_customer_id is None:
         link = {"stripe_customer_id": customer_id}
     row = _apply(tx, CONTACT, row, changes, key, unstamped=link)
     return created, models.ContactPublic.model_validate(row._mapping)
 
 
-def create_location(tx: Tx, *, fields: dict[str, Any], key: Key) -> models.RecordPublic:
+def create_location(
+    tx: Tx,
+    *,
+    fields: dict[str, Any],
+    key: Key,
+    connections: Sequence[str] | None = None,
+    connection_id: str | None = None,
+) -> models.LocationPublic:
     """`POST /v1/locations`: a location of Snapshots' own, not linked to Stripe. Its country
-    defaults to its address's."""
+    defaults to its address's; its connection is given by `owner`."""
     address = fields.get("address")
     country = address.get("country") if isinstance(address, dict) else None
     if (
@@ -139,20 +180,38 @@ def create_location(tx: Tx, *, fields: dict[str, Any], key: Key) -> models.Recor
         and country.isalpha()
     ):
         fields = fields | {"country": country.upper()}
-    row = _insert_bare(tx, LOCATION, {"name": fields.get("name")})
+    row = _insert_bare(
+        tx, LOCATION, {"name": fields.get("name")}, owner(connections, connection_id)
+    )
     return LOCATION.public(_apply(tx, LOCATION, row, fields, key))
 
 
-def edit(tx: Tx, kind: Kind[M], record_id: str, *, changes: dict[str, Any], key: Key) -> M:
-    """`PATCH`: change some fields of a record (see `_apply`); 404 when it is unknown."""
-    row = lookup.fetch(tx, kind, record_id)
+def edit(
+    tx: Tx,
+    kind: Kind[M],
+    record_id: str,
+    *,
+    changes: dict[str, Any],
+    key: Key,
+    connections: Sequence[str] | None = None,
+) -> M:
+    """`PATCH`: change some fields of a record (see `_apply`); 404 when it is unknown, or of a
+    connection outside `connections`."""
+    row = lookup.fetch(tx, kind, record_id, connections=connections)
     return kind.public(_apply(tx, kind, row, changes, key))
 
 
-def archive(tx: Tx, kind: Kind[M], record_id: str, *, key: Key) -> M:
+def archive(
+    tx: Tx,
+    kind: Kind[M],
+    record_id: str,
+    *,
+    key: Key,
+    connections: Sequence[str] | None = None,
+) -> M:
     """`DELETE`: archive a record (archiving an archived record changes nothing). A later
     event about its Stripe object that says it exists brings it back, as for any field."""
-    row = lookup.fetch(tx, kind, record_id)
+    row = lookup.fetch(tx, kind, record_id, connections=connections)
     if not row.archived:
         row = _apply(tx, kind, row, {"archived": True}, key)
     return kind.public(row)

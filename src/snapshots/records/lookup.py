@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,10 +37,13 @@ def find(tx: Tx, kind: Kind[Any], **criteria: Any) -> Any:
     return tx.execute(stmt, {f"b_{k}": v for k, v in criteria.items()}).one_or_none()
 
 
-def fetch(tx: Tx, kind: Kind[Any], record_id: str) -> Any:
-    """The record `record_id`, locked on PostgreSQL until commit; 404 when unknown."""
+def fetch(
+    tx: Tx, kind: Kind[Any], record_id: str, *, connections: Sequence[str] | None = None
+) -> Any:
+    """The record `record_id`, locked on PostgreSQL until commit; 404 when unknown, or of a
+    connection outside `connections` (when given)."""
     row = find(tx, kind, id=record_id) if ids.plausible(record_id) else None
-    if row is None:
+    if row is None or (connections is not None and row.connection_id not in connections):
         raise errors.NotFound(f"no {kind.name} {record_id}")
     return row
 

@@ -3,10 +3,12 @@ shows, built straight from a row (`ContactPublic.model_validate(row._mapping)`).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from snapshots import nesting
 from snapshots.times import Timestamp
 
 ADDRESS_KEYS = ("line1", "line2", "city", "state", "postal_code", "country")
@@ -21,18 +23,29 @@ class Address(BaseModel):
     country: str | None = None
 
 
+def _text(value: Any) -> str | None:
+    """A stored address part as text (a flow may have mapped an object or a number to it)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(nesting.cut(value), ensure_ascii=False, default=str)
+
+
 def _address(value: Any) -> Any:
     """Any stored address as the six keys of one (a mapping may write others; a value that is
     not an object is no address)."""
     if not isinstance(value, dict):
         return None
-    return {key: value.get(key) for key in ADDRESS_KEYS}
+    return {key: _text(value.get(key)) for key in ADDRESS_KEYS}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A stored JSON object as it is shown: {} for anything else, and nothing below
+    `nesting.MAX_DEPTH` levels (a value stored before the bound: a read never fails)."""
+    return nesting.cut(value) if isinstance(value, dict) else {}
 
 
 Flag = Annotated[bool, BeforeValidator(bool)]  # SQLite may hand back 0 and 1
-JsonObject = Annotated[
-    dict[str, Any], BeforeValidator(lambda value: value if isinstance(value, dict) else {})
-]
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_object)]
 AddressField = Annotated[Address | None, BeforeValidator(_address)]
 Tags = Annotated[list[str], BeforeValidator(lambda value: value or [])]
 

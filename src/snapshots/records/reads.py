@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,10 +12,15 @@ from snapshots.records.kinds import Kind, M
 from snapshots.store.db import Tx
 
 
-def get(tx: Tx, kind: Kind[M], record_id: str) -> M:
+def get(tx: Tx, kind: Kind[M], record_id: str, *, connections: Sequence[str] | None = None) -> M:
+    """One record; 404 when unknown, or of a connection outside `connections` (when given)."""
     row = None
     if ids.plausible(record_id):
-        row = tx.execute(sa.select(kind.table).where(kind.table.c.id == record_id)).one_or_none()
+        t = kind.table
+        stmt = sa.select(t).where(
+            t.c.id == record_id, *paging.within(t.c.connection_id, connections)
+        )
+        row = tx.execute(stmt).one_or_none()
     if row is None:
         raise errors.NotFound(f"no {kind.name} {record_id}")
     return kind.public(row)
@@ -29,13 +35,15 @@ def page(
     order: paging.Order = "desc",
     filters: dict[str, Any] | None = None,
     updated_since: float | None = None,
+    connections: Sequence[str] | None = None,
 ) -> paging.Page[M]:
     """A page of records in creation order (newest first unless `order` is "asc"), only those
     whose columns equal `filters` (None values are ignored) and, with `updated_since` (unix
     seconds), updated at or after it; `starting_after` is the id of the last record of the
-    previous page."""
+    previous page. With `connections`, only records of those connections."""
     t = kind.table
     where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    where += paging.within(t.c.connection_id, connections)
     if updated_since is not None:
         where.append(t.c.updated_at >= updated_since)
     return paging.paginate(

@@ -4,6 +4,7 @@ flow), read newest first (`GET /v1/customers/{id}/activities`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,10 +55,16 @@ def log(
 
 
 def page(
-    tx: Tx, contact_id: str, *, limit: int = 20, starting_after: str | None = None
+    tx: Tx,
+    contact_id: str,
+    *,
+    limit: int = 20,
+    starting_after: str | None = None,
+    connections: Sequence[str] | None = None,
 ) -> paging.Page[ActivityPublic]:
-    """A contact's timeline, newest first (404 for an unknown contact)."""
-    reads.get(tx, CONTACT, contact_id)
+    """A contact's timeline, newest first (404 for an unknown contact, or one of a connection
+    outside `connections`)."""
+    reads.get(tx, CONTACT, contact_id, connections=connections)
     stmt = (
         sa.select(T)
         .where(T.c.contact_id == contact_id)

@@ -8,7 +8,10 @@ processes never deadlock upgrading a read lock; readers never block writers.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from snapshots import errors
 from snapshots.store import dialect
+
+log = logging.getLogger("snapshots.store")
 
 # A database connection inside a transaction, as domain functions take it (`tx`): "connection"
 # alone means a linked Stripe account here.
@@ -76,7 +81,7 @@ def _create_engine(url: str) -> Engine:
 def _sqlite_engine(url: str) -> Engine:
     path = sa.engine.make_url(url).database
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(path))
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT / 1000},
@@ -106,6 +111,29 @@ def _sqlite_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Make the SQLite file 0600 before SQLite opens it (its -wal and -shm files take its
+    mode), and warn about a directory others may write to (they could replace the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning(
+                "%s can be read by other users (mode %o): chmod 600 it and its -wal and -shm files",
+                path,
+                path.stat().st_mode & 0o777,
+            )
+    mode = path.parent.stat().st_mode
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        log.warning(
+            "the directory %s can be written by other users (mode %o): they could replace the "
+            "database; chmod go-w it",
+            path.parent,
+            mode & 0o777,
+        )
 
 
 def _begin_immediate(dbapi_conn: Any) -> None:

@@ -176,6 +176,8 @@ api_keys = sa.Table(
     sa.Column("last_used_ip", sa.String(64)),
     sa.Column("revoked_at", sa.Float),
     sa.Column("rotated_from", sa.String(40)),  # the key this one replaced
+    # The connections whose records and events the key may see (null: every connection).
+    sa.Column("connections", sa.JSON),
 )
 
 audit_entries = sa.Table(

@@ -30,6 +30,7 @@ def create_key(body: schemas.KeyCreate, state: StateDep, admin: deps.Admin) -> k
             env=state.settings.key_env,
             expires_in=lifetime,
             actor=admin.actor,
+            connections=body.connections,
         )
 
 

@@ -25,13 +25,19 @@ After = Annotated[
 @router.get("/events", summary="List received events, newest first (scope events.readonly)")
 def list_events(
     state: StateDep,
-    _: deps.EventsReader,
+    api_key: deps.EventsReader,
     status: Status = None,
     limit: deps.Limit = 20,
     starting_after: After = None,
 ) -> paging.Page[inbox.Event]:
     with state.db.read() as tx:
-        return inbox.page(tx, status=status, limit=limit, starting_after=starting_after)
+        return inbox.page(
+            tx,
+            status=status,
+            limit=limit,
+            starting_after=starting_after,
+            connections=api_key.connections,
+        )
 
 
 @router.post(
@@ -55,6 +61,7 @@ def replay_events(
         type=body.type,
         error=body.error,
         connection_id=body.connection_id,
+        connections=api_key.connections,
     )
     if body.dry_run:
         with state.db.read() as tx:
@@ -66,18 +73,18 @@ def replay_events(
 
 
 @router.get("/events/replay/{job_id}", summary="A bulk replay's progress (scope events.readonly)")
-def get_replay(job_id: str, state: StateDep, _: deps.EventsReader) -> replay.Job:
+def get_replay(job_id: str, state: StateDep, api_key: deps.EventsReader) -> replay.Job:
     with state.db.read() as tx:
-        return replay.get(tx, job_id)
+        return replay.get(tx, job_id, connections=api_key.connections)
 
 
 @router.get(
     "/events/{ref}",
     summary="Get one event by inbox item id or Stripe event id (scope events.readonly)",
 )
-def get_event(ref: str, state: StateDep, _: deps.EventsReader) -> inbox.Event:
+def get_event(ref: str, state: StateDep, api_key: deps.EventsReader) -> inbox.Event:
     with state.db.read() as tx:
-        return inbox.get(tx, ref)
+        return inbox.get(tx, ref, connections=api_key.connections)
 
 
 @router.post(
@@ -85,6 +92,6 @@ def get_event(ref: str, state: StateDep, _: deps.EventsReader) -> inbox.Event:
     responses=deps.WRITE_ERRORS,
     summary="Queue a done, dead, failed or ignored event again (scope integrations.write)",
 )
-def replay_event(ref: str, state: StateDep, _: deps.IntegrationsWriter) -> inbox.Event:
+def replay_event(ref: str, state: StateDep, api_key: deps.IntegrationsWriter) -> inbox.Event:
     with state.db.write() as tx:
-        return inbox.replay(tx, ref)
+        return inbox.replay(tx, ref, connections=api_key.connections)

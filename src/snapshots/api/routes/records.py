@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from snapshots import errors, paging, times
+from snapshots import errors, keys, paging, times
 from snapshots.api import deps, idempotency, schemas
 from snapshots.api.deps import StateDep
 from snapshots.records import edits, models, ordering, reads, timeline
@@ -64,6 +64,7 @@ InvoiceOnly = Annotated[None, _read_only(INVOICE)]
 
 def _page(
     state: deps.State,
+    api_key: keys.ApiKey,
     kind: Kind[M],
     limit: int,
     after: str | None,
@@ -87,12 +88,13 @@ def _page(
             order=order,
             filters=filters,
             updated_since=since,
+            connections=api_key.connections,
         )
 
 
-def _get(state: deps.State, kind: Kind[M], record_id: str) -> M:
+def _get(state: deps.State, api_key: keys.ApiKey, kind: Kind[M], record_id: str) -> M:
     with state.db.read() as tx:
-        return reads.get(tx, kind, record_id)
+        return reads.get(tx, kind, record_id, connections=api_key.connections)
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:
@@ -123,7 +125,7 @@ def _write(
 @router.get("/locations", tags=["locations"], summary="List locations (scope saas/location.read)")
 def list_locations(
     state: StateDep,
-    _: deps.LocationsReader,
+    api_key: deps.LocationsReader,
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
     archived: Archived = None,
@@ -140,6 +142,7 @@ def list_locations(
     filters = {"archived": archived, "country": None if country is None else country.upper()}
     return _page(
         state,
+        api_key,
         LOCATION,
         limit,
         starting_after,
@@ -155,9 +158,9 @@ def list_locations(
     summary="Get a location (scope saas/location.read)",
 )
 def get_location(
-    location_id: str, state: StateDep, _: deps.LocationsReader
+    location_id: str, state: StateDep, api_key: deps.LocationsReader
 ) -> models.LocationPublic:
-    return _get(state, LOCATION, location_id)
+    return _get(state, api_key, LOCATION, location_id)
 
 
 @router.post(
@@ -180,7 +183,13 @@ def create_location(
     fields = _fields(body)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        return 201, edits.create_location(tx, fields=fields, key=stamp)
+        return 201, edits.create_location(
+            tx,
+            fields=fields,
+            key=stamp,
+            connections=api_key.connections,
+            connection_id=body.connection_id,
+        )
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
 
@@ -205,7 +214,9 @@ def update_location(
     changes = _fields(body)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        return 200, edits.edit(tx, LOCATION, location_id, changes=changes, key=stamp)
+        return 200, edits.edit(
+            tx, LOCATION, location_id, changes=changes, key=stamp, connections=api_key.connections
+        )
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
 
@@ -216,7 +227,7 @@ def update_location(
 @router.get("/customers", tags=["contacts"], summary="List contacts (scope contacts.readonly)")
 def list_customers(
     state: StateDep,
-    _: deps.ContactsReader,
+    api_key: deps.ContactsReader,
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
     email: Annotated[
@@ -231,6 +242,7 @@ def list_customers(
     filters = {"email": email, "stripe_customer_id": stripe_customer_id, "archived": archived}
     return _page(
         state,
+        api_key,
         CONTACT,
         limit,
         starting_after,
@@ -266,7 +278,13 @@ def upsert_customer(
     fields = _fields(body)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        created, contact = edits.upsert_contact(tx, fields=fields, key=stamp)
+        created, contact = edits.upsert_contact(
+            tx,
+            fields=fields,
+            key=stamp,
+            connections=api_key.connections,
+            connection_id=body.connection_id,
+        )
         return (201 if created else 200), schemas.ContactUpserted(created=created, customer=contact)
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
@@ -275,8 +293,10 @@ def upsert_customer(
 @router.get(
     "/customers/{contact_id}", tags=["contacts"], summary="Get a contact (scope contacts.readonly)"
 )
-def get_customer(contact_id: str, state: StateDep, _: deps.ContactsReader) -> models.ContactPublic:
-    return _get(state, CONTACT, contact_id)
+def get_customer(
+    contact_id: str, state: StateDep, api_key: deps.ContactsReader
+) -> models.ContactPublic:
+    return _get(state, api_key, CONTACT, contact_id)
 
 
 @router.patch(
@@ -301,7 +321,9 @@ def update_customer(
     changes = _fields(body)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        return 200, edits.edit(tx, CONTACT, contact_id, changes=changes, key=stamp)
+        return 200, edits.edit(
+            tx, CONTACT, contact_id, changes=changes, key=stamp, connections=api_key.connections
+        )
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
 
@@ -325,7 +347,9 @@ def archive_customer(
     (not a deletion) brings it back, as it would any field."""
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        return 200, edits.archive(tx, CONTACT, contact_id, key=stamp)
+        return 200, edits.archive(
+            tx, CONTACT, contact_id, key=stamp, connections=api_key.connections
+        )
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)
 
@@ -338,12 +362,18 @@ def archive_customer(
 def list_activities(
     contact_id: str,
     state: StateDep,
-    _: deps.ContactsReader,
+    api_key: deps.ContactsReader,
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
 ) -> paging.Page[models.ActivityPublic]:
     with state.db.read() as tx:
-        return timeline.page(tx, contact_id, limit=limit, starting_after=starting_after)
+        return timeline.page(
+            tx,
+            contact_id,
+            limit=limit,
+            starting_after=starting_after,
+            connections=api_key.connections,
+        )
 
 
 # Invoices.
@@ -352,7 +382,7 @@ def list_activities(
 @router.get("/invoices", tags=["invoices"], summary="List invoices (scope invoices.readonly)")
 def list_invoices(
     state: StateDep,
-    _: deps.InvoicesReader,
+    api_key: deps.InvoicesReader,
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
     status: Annotated[
@@ -380,6 +410,7 @@ def list_invoices(
     }
     return _page(
         state,
+        api_key,
         INVOICE,
         limit,
         starting_after,
@@ -392,8 +423,10 @@ def list_invoices(
 @router.get(
     "/invoices/{invoice_id}", tags=["invoices"], summary="Get an invoice (scope invoices.readonly)"
 )
-def get_invoice(invoice_id: str, state: StateDep, _: deps.InvoicesReader) -> models.InvoicePublic:
-    return _get(state, INVOICE, invoice_id)
+def get_invoice(
+    invoice_id: str, state: StateDep, api_key: deps.InvoicesReader
+) -> models.InvoicePublic:
+    return _get(state, api_key, INVOICE, invoice_id)
 
 
 @router.patch(
@@ -417,6 +450,8 @@ def update_invoice(
     changes = _fields(body)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
-        return 200, edits.edit(tx, INVOICE, invoice_id, changes=changes, key=stamp)
+        return 200, edits.edit(
+            tx, INVOICE, invoice_id, changes=changes, key=stamp, connections=api_key.connections
+        )
 
     return _write(state, request, raw, idempotency_key, api_key.id, work)

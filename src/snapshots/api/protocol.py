@@ -1,0 +1,122 @@
+"""HTTP/1.1 with bounds, for a server anyone on the network may reach: uvicorn's httptools
+protocol (its fastest) plus what it lacks.
+
+- A request's head (request line and headers) may be at most `max_header_bytes`: over it the
+  connection gets 431 and is closed, however the bytes trickle in (httptools would buffer a
+  header that never ends).
+- The head must arrive within `header_timeout` seconds of the connection (or of the previous
+  answer on a kept-alive one), the body within `body_timeout` seconds of the head: else the
+  connection is closed (408 when nothing was answered yet). A client sending one header line
+  every few seconds holds a connection for `header_timeout` at most.
+- At most `max_connections` connections are served at once: the next one is answered 503 and
+  closed at once (uvicorn's own `limit_concurrency` only refuses once a head has arrived).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from snapshots.api import edge
+
+REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int
+    header_timeout: float  # seconds
+    body_timeout: float  # seconds
+    max_connections: int
+
+
+def refusal(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, in the API's error envelope."""
+    body = edge.envelope(status, code, message, f"req_{random.getrandbits(64):016x}")
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n" % (status, REASONS[status], len(body))
+    )
+    return head + body
+
+
+class BoundedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bounds of the module docstring."""
+
+    def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._head_bytes = 0
+        self._in_head = True  # reading a request's head (or waiting for one)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float, status: int | None) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expire, status)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self, status: int | None) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if status is not None and (self.cycle is None or not self.cycle.response_started):
+            what = "the request's head" if status == 408 and self._in_head else "the body"
+            self.transport.write(refusal(408, "request_timeout", f"{what} did not arrive in time"))
+        self.transport.close()
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self._disarm()
+        self.transport.write(refusal(status, code, message))
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            self._refuse(503, "too_many_connections", "too many connections: retry shortly")
+            return
+        self._arm(self._limits.header_timeout, 408)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "headers_too_large",
+                    f"the request's head is over {self._limits.max_header_bytes} bytes",
+                )
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+        if self.parser is not None and not self.transport.is_closing():
+            self._arm(self._limits.body_timeout, 408)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._in_head = True  # the next bytes are the next request's head
+            self._arm(self._limits.header_timeout, None)  # idle: close quietly

@@ -1,0 +1,55 @@
+"""How deep JSON nests, and the bound every input is held to.
+
+A JSON document nested deeper than `MAX_DEPTH` is refused wherever it comes in (a webhook, an
+API write, a flows file): nothing real nests that deep (a Stripe event about 6 levels), and
+every layer that walks such a value (JSON and YAML decoders, pydantic, JMESPath) recurses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_DEPTH = 64  # levels of objects and arrays
+CUT = "(nested too deeply)"  # what a read shows in place of a stored value below MAX_DEPTH
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Does `value` hold objects or arrays nested more than `limit` levels deep? (Iterative:
+    a hostile value cannot exhaust the stack.)"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, dict):
+            children: Any = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def may_be_too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """A quick look at JSON text: False when it cannot nest more than `limit` levels (it holds
+    too few brackets), True when `too_deep` must tell."""
+    return raw.count(b"{") + raw.count(b"[") > limit
+
+
+def cut(value: Any, limit: int = MAX_DEPTH) -> Any:
+    """`value` with whatever lies below `limit` levels replaced by `CUT`, so a value stored
+    before the bound existed can still be shown."""
+    if not isinstance(value, dict | list) or not too_deep(value, limit):
+        return value
+
+    def walk(current: Any, level: int) -> Any:
+        if not isinstance(current, dict | list):
+            return current
+        if level > limit:
+            return CUT
+        if isinstance(current, dict):
+            return {key: walk(inner, level + 1) for key, inner in current.items()}
+        return [walk(inner, level + 1) for inner in current]
+
+    return walk(value, 1)
