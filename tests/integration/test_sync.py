@@ -858,7 +858,7 @@ def test_refetch_applies_stripes_current_object(
     )
 
 
-def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
+def test_refetch_while_stripe_is_down_waits_uncharged_for_a_retry(
     db: Database,
     settings: Settings,
     live: FakeStripe,
@@ -871,9 +871,11 @@ def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
     _enqueue(db, refetch.id, event, "webhook")
     live.fault("/v1/customers/", status=503, count=None)
     applier = refetching()
-    assert (applier.stats.failed, applier.stats.dead) == (1, 0)
+    # Stripe being away is not the event's fault (issue 13): it waits, no attempt charged.
+    assert (applier.stats.failed, applier.stats.dead) == (0, 0)
     (item,) = rows(db, tables.inbox_items)
-    assert item.status == "failed" and "HTTP 503" in item.last_error
+    assert (item.status, item.attempts) == ("pending", 0)
+    assert "waiting for Stripe" in item.last_error and "HTTP 503" in item.last_error
     assert item.run_after > time.time()
     assert rows(db, tables.contacts) == []
 
@@ -886,7 +888,7 @@ def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
     assert rows(db, tables.contacts)[0].name == "Up"
 
 
-def test_refetch_with_a_revoked_key_is_dead_at_once(
+def test_refetch_with_a_revoked_key_waits_uncharged_never_dead(
     db: Database,
     settings: Settings,
     live: FakeStripe,
@@ -900,11 +902,14 @@ def test_refetch_with_a_revoked_key_is_dead_at_once(
     _enqueue(db, refetch.id, event_factory("customer.updated", object=customer), "webhook")
     live.clear_requests()
     applier = refetching()
-    assert (applier.stats.dead, applier.stats.failed) == (1, 0)
+    # A refused key is the connection's fault, not the event's (issue 13): the item waits,
+    # uncharged, until the key is fixed; it never goes dead for it.
+    assert (applier.stats.dead, applier.stats.failed) == (0, 0)
     (item,) = rows(db, tables.inbox_items)
-    assert item.status == "dead" and item.attempts == 1
+    assert (item.status, item.attempts) == ("pending", 0)
     assert "refused the key" in item.last_error
-    assert len(live.requests()) == 1  # never retried
+    assert item.run_after > time.time()
+    assert len(live.requests()) == 1  # not retried at once
 
 
 def test_refetch_leaves_synced_and_unknown_objects_alone(
