@@ -28,7 +28,7 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
-from tests.conftest import _empty_postgres
+from tests.conftest import SqliteCopy, _empty_postgres
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 RATE_LIMIT = 1_000_000  # requests per window: the matrix must never meet the limit
@@ -175,13 +175,12 @@ def _make_keys(db: store.Database) -> dict[str, dict[str, str]]:
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_copy: SqliteCopy,
 ) -> Iterator[Deployment]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'snapshots.db'}"
-        database = store.Database(url)
-        store.migrate(database)
-        database.dispose()
+        url = sqlite_copy(tmp_path_factory.mktemp("matrix"))
     else:
         url = str(request.getfixturevalue("postgres_url"))
         _empty_postgres(url)
