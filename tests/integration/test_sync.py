@@ -20,7 +20,6 @@ from snapshots import (
     errors,
     flows,
     inbox,
-    keys,
     mapping,
     stripe_api,
     sync,
@@ -32,6 +31,7 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import WEBHOOK_SECRET, EventFactory
+from tests.integration.helpers import MakeKey
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 CUSTOMERS = 250
@@ -931,13 +931,9 @@ def test_refetch_leaves_synced_and_unknown_objects_alone(
 
 @pytest.fixture
 def api(settings: Settings, db: Database) -> Iterator[TestClient]:
+    """The app without the shared `client`'s connection: the test links its own."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-def bearer(db: Database, *scopes: str) -> dict[str, str]:
-    _, secret = keys.create(db, name="test", scopes=list(scopes))
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def test_sync_runs_api(
@@ -946,6 +942,7 @@ def test_sync_runs_api(
     live: FakeStripe,
     registry: flows.Registry,
     api: TestClient,
+    make_key: MakeKey,
 ) -> None:
     connection = link(db, settings, live)
     client = stripe_of(db, settings, connection)
@@ -954,7 +951,7 @@ def test_sync_runs_api(
         sync.reconcile(db, client, connection, registry, settings, since=since + i)
         for i in range(3)
     ]
-    headers = bearer(db, "events.readonly")
+    headers = make_key("events.readonly").headers
 
     response = api.get("/v1/sync-runs", params={"limit": 2}, headers=headers)
     assert response.status_code == 200, response.text
@@ -984,10 +981,10 @@ def test_sync_runs_api(
     response = api.get("/v1/sync-runs/bad%20id", headers=headers)
     assert response.status_code == 404
 
-    other = bearer(db, "contacts.readonly")
+    other = make_key("contacts.readonly").headers
     for path in ("/v1/sync-runs", f"/v1/sync-runs/{made[0].id}"):
         response = api.get(path, headers=other)
         assert response.status_code == 403
         assert response.json()["error"]["scope"] == "events.readonly"
         assert api.get(path).status_code == 401
-    assert api.get("/v1/sync-runs", headers=bearer(db, "admin")).status_code == 200
+    assert api.get("/v1/sync-runs", headers=make_key("admin").headers).status_code == 200
