@@ -441,6 +441,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+@pytest.mark.acceptance
 def test_cli_events_list(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     everything, dead, table = snapshots(
         settings.database_url,
@@ -469,6 +470,7 @@ def test_cli_events_list(logged: dict[str, Any], settings: Settings, tmp_path: P
     assert "dead" in text
 
 
+@pytest.mark.acceptance
 def test_cli_events_show(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     as_json, by_event_id = snapshots(
         settings.database_url,
@@ -485,6 +487,7 @@ def test_cli_events_show(logged: dict[str, Any], settings: Settings, tmp_path: P
     assert "done" in text
 
 
+@pytest.mark.acceptance
 def test_cli_events_replay(
     db: Database, logged: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
@@ -525,6 +528,7 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.mark.acceptance
 def test_cli_errors_are_one_line_without_traceback(
     db: Database,
     settings: Settings,

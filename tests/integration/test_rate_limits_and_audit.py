@@ -114,6 +114,7 @@ def test_every_endpoint_counts_against_the_same_key(
     assert_error(limited.get("/v1/customers"), 401, "missing_api_key", checks="request_id")
 
 
+@pytest.mark.acceptance
 @pytest.mark.postgres
 def test_two_serve_processes_share_one_limit(postgres_url: str, tmp_path: Path) -> None:
     """Two real `snapshots serve` processes on one PostgreSQL database, requests alternating
