@@ -20,7 +20,6 @@ from snapshots import (
     errors,
     flows,
     inbox,
-    keys,
     mapping,
     stripe_api,
     sync,
@@ -32,6 +31,7 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import WEBHOOK_SECRET, EventFactory
+from tests.integration.helpers import MakeKey
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 CUSTOMERS = 250
@@ -180,6 +180,7 @@ def record_values(
 # -- backfill ---------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_backfill_lands_every_customer_and_invoice(
     per_page: None,
     db: Database,
@@ -251,6 +252,7 @@ def test_backfill_lands_every_customer_and_invoice(
     assert {row.applied_authority for row in contacts.values()} == {1}
 
 
+@pytest.mark.acceptance
 def test_a_second_backfill_is_a_new_run_and_changes_no_record(
     db: Database,
     settings: Settings,
@@ -280,6 +282,7 @@ def test_a_second_backfill_is_a_new_run_and_changes_no_record(
     assert [r["id"] for r in runs] == [r.id for r in reversed(first + again)] and not more
 
 
+@pytest.mark.acceptance
 def test_a_second_backfill_leaves_updated_at_alone(
     monkeypatch: pytest.MonkeyPatch,
     db: Database,
@@ -301,6 +304,7 @@ def test_a_second_backfill_leaves_updated_at_alone(
     assert record_values(db, tables.contacts, "stripe_customer_id", ("updated_at",)) == before
 
 
+@pytest.mark.acceptance
 def test_a_failed_backfill_resumes_after_its_last_page(
     per_page: None,
     db: Database,
@@ -341,6 +345,7 @@ def test_a_failed_backfill_resumes_after_its_last_page(
     assert len(sync.page_runs(db)[0]) == 1
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize(
     ("commit_max", "expected"), [(1000, [(3, 250)]), (150, [(2, 200), (3, 250)])]
 )
@@ -370,6 +375,7 @@ def test_fast_pages_are_committed_together(
     assert len(rows(db, tables.inbox_items)) == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_pages_read_before_a_failure_are_kept_when_pages_are_batched(
     db: Database,
     settings: Settings,
@@ -391,6 +397,7 @@ def test_pages_read_before_a_failure_are_kept_when_pages_are_batched(
     assert run_row(db, failed["id"]).cursor == "cus_000151"
 
 
+@pytest.mark.acceptance
 def test_ctrl_c_interrupts_a_backfill_that_then_resumes(
     per_page: None,
     db: Database,
@@ -420,6 +427,7 @@ def test_ctrl_c_interrupts_a_backfill_that_then_resumes(
     assert len(rows(db, tables.contacts)) == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_a_backfill_live_in_another_process_is_refused(
     per_page: None, db: Database, settings: Settings, seeded: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -443,6 +451,7 @@ def test_a_backfill_live_in_another_process_is_refused(
     assert len(sync.page_runs(db)[0]) == 1
 
 
+@pytest.mark.acceptance
 def test_a_crashed_backfill_is_taken_over_when_its_lease_runs_out(
     per_page: None,
     monkeypatch: pytest.MonkeyPatch,
@@ -482,6 +491,7 @@ def test_a_crashed_backfill_is_taken_over_when_its_lease_runs_out(
     )
 
 
+@pytest.mark.acceptance
 def test_since_filters_on_created(
     db: Database, settings: Settings, seeded: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -499,6 +509,7 @@ def test_since_filters_on_created(
     assert other.id != run.id and other.since is None and other.objects == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_locations_backfill_is_a_watcher_poll(
     db: Database, settings: Settings, live: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -610,6 +621,7 @@ def _events_since(live: FakeStripe, since: int) -> set[str]:
     return {e["id"] for e in live.events(created={"gte": since})}
 
 
+@pytest.mark.acceptance
 def test_reconcile_enqueues_every_missed_event_once(
     db: Database,
     settings: Settings,
@@ -649,6 +661,7 @@ def test_reconcile_enqueues_every_missed_event_once(
     assert {c["id"] for c in made} <= set(names)
 
 
+@pytest.mark.acceptance
 def test_reconcile_skips_events_older_than_since(
     db: Database,
     settings: Settings,
@@ -669,6 +682,7 @@ def test_reconcile_skips_events_older_than_since(
     assert [i.event_id for i in rows(db, tables.inbox_items)] == [new["id"]]
 
 
+@pytest.mark.acceptance
 def test_no_warning_when_webhooks_arrive(
     db: Database,
     settings: Settings,
@@ -685,6 +699,7 @@ def test_no_warning_when_webhooks_arrive(
     assert run.enqueued >= 4 and run.warning is None
 
 
+@pytest.mark.acceptance
 def test_the_first_reconcile_looks_back_the_window_and_later_ones_overlap(
     db: Database, settings: Settings, live: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -813,6 +828,7 @@ def refetching(
     return make
 
 
+@pytest.mark.acceptance
 def test_refetch_applies_stripes_current_object(
     db: Database,
     settings: Settings,
@@ -858,6 +874,7 @@ def test_refetch_applies_stripes_current_object(
     )
 
 
+@pytest.mark.acceptance
 def test_refetch_while_stripe_is_down_waits_uncharged_for_a_retry(
     db: Database,
     settings: Settings,
@@ -888,6 +905,7 @@ def test_refetch_while_stripe_is_down_waits_uncharged_for_a_retry(
     assert rows(db, tables.contacts)[0].name == "Up"
 
 
+@pytest.mark.acceptance
 def test_refetch_with_a_revoked_key_waits_uncharged_never_dead(
     db: Database,
     settings: Settings,
@@ -912,6 +930,7 @@ def test_refetch_with_a_revoked_key_waits_uncharged_never_dead(
     assert len(live.requests()) == 1  # not retried at once
 
 
+@pytest.mark.acceptance
 def test_refetch_leaves_synced_and_unknown_objects_alone(
     db: Database,
     settings: Settings,
@@ -936,21 +955,19 @@ def test_refetch_leaves_synced_and_unknown_objects_alone(
 
 @pytest.fixture
 def api(settings: Settings, db: Database) -> Iterator[TestClient]:
+    """The app without the shared `client`'s connection: the test links its own."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
-def bearer(db: Database, *scopes: str) -> dict[str, str]:
-    _, secret = keys.create(db, name="test", scopes=list(scopes))
-    return {"Authorization": f"Bearer {secret}"}
-
-
+@pytest.mark.acceptance
 def test_sync_runs_api(
     db: Database,
     settings: Settings,
     live: FakeStripe,
     registry: flows.Registry,
     api: TestClient,
+    make_key: MakeKey,
 ) -> None:
     connection = link(db, settings, live)
     client = stripe_of(db, settings, connection)
@@ -959,7 +976,7 @@ def test_sync_runs_api(
         sync.reconcile(db, client, connection, registry, settings, since=since + i)
         for i in range(3)
     ]
-    headers = bearer(db, "events.readonly")
+    headers = make_key("events.readonly").headers
 
     response = api.get("/v1/sync-runs", params={"limit": 2}, headers=headers)
     assert response.status_code == 200, response.text
@@ -989,10 +1006,10 @@ def test_sync_runs_api(
     response = api.get("/v1/sync-runs/bad%20id", headers=headers)
     assert response.status_code == 404
 
-    other = bearer(db, "contacts.readonly")
+    other = make_key("contacts.readonly").headers
     for path in ("/v1/sync-runs", f"/v1/sync-runs/{made[0].id}"):
         response = api.get(path, headers=other)
         assert response.status_code == 403
         assert response.json()["error"]["scope"] == "events.readonly"
         assert api.get(path).status_code == 401
-    assert api.get("/v1/sync-runs", headers=bearer(db, "admin")).status_code == 200
+    assert api.get("/v1/sync-runs", headers=make_key("admin").headers).status_code == 200

@@ -3,7 +3,6 @@ lease takeover, and savepoints that leave nothing half-applied."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -19,31 +18,9 @@ from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.worker import Worker, drain
 from tests.conftest import EventFactory, fixture
+from tests.integration.helpers import count, put, row
 
 T = tables.inbox_items
-
-
-def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
-    with db.write() as conn:
-        item_id, _, _ = inbox.enqueue(
-            conn,
-            connection_id=connection_id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source="webhook",
-            wanted=True,
-        )
-    return item_id
-
-
-def row(db: Database, item_id: int) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(T).where(T.c.id == item_id)).one()
-
-
-def count(db: Database, table: sa.Table) -> int:
-    with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def make_due(db: Database, item_id: int) -> None:
