@@ -1,5 +1,6 @@
 """Shared fixtures. Databases: every `db` test runs on SQLite and on PostgreSQL (a fresh database
-per session, taken from SNAPSHOTS_TEST_POSTGRES_URL; scripts/test sets it)."""
+per session, taken from SNAPSHOTS_TEST_POSTGRES_URL; scripts/test sets it). The SQLite schema is
+migrated once per session and each test gets a copy of that file (`sqlite_copy`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import copy
 import itertools
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -113,28 +115,53 @@ def _empty_postgres(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database file migrated to the newest revision, once per session. Never open
+    it: tests get copies (`sqlite_copy`)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "snapshots.db"
+    database = store.Database(f"sqlite:///{path}")
+    store.migrate(database)
+    database.dispose()  # closing the last connection checkpoints the WAL into the file
+    leftovers = sorted(p.name for p in path.parent.iterdir() if p != path)
+    assert not leftovers, f"the template is more than one file: {leftovers}"
+    return path
+
+
+SqliteCopy = Callable[[Path], str]
+
+
+@pytest.fixture(scope="session")
+def sqlite_copy(sqlite_template: Path) -> SqliteCopy:
+    """`sqlite_copy(directory)` -> the URL of a new, migrated, empty SQLite database in
+    `directory` (a copy of the session's template; any earlier one there is replaced)."""
+
+    def copy_to(directory: Path) -> str:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "snapshots.db"
+        for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite:///{path}"
+
+    return copy_to
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: SQLite in a temporary file, or the session's PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'snapshots.db'}"
-        database = store.Database(url)
-        store.migrate(database)
-        database.dispose()
-        return url
+        copy_to: SqliteCopy = request.getfixturevalue("sqlite_copy")
+        return copy_to(tmp_path)
     url = request.getfixturevalue("postgres_url")
     _empty_postgres(url)
     return str(url)
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, sqlite_copy: SqliteCopy) -> str:
     """A migrated SQLite database, for unit tests that need one store but not both engines."""
-    url = f"sqlite:///{tmp_path / 'snapshots.db'}"
-    database = store.Database(url)
-    store.migrate(database)
-    database.dispose()
-    return url
+    return sqlite_copy(tmp_path)
 
 
 @pytest.fixture

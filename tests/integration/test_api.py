@@ -3,157 +3,33 @@ pagination, the shape of records made from real signed events, and the service e
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, flowfile, intake, keys, worker
+from snapshots import connections, keys
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.times import iso
-from tests.conftest import EventFactory, drain, fixture, sign
-
-ERROR_KEYS = {"type", "code", "message", "request_id"}
-CONTACT_KEYS = {
-    "id",
-    "object",
-    "email",
-    "name",
-    "phone",
-    "address",
-    "tags",
-    "stripe_customer_id",
-    "stripe_created",
-    "connection_id",
-    "metadata",
-    "custom",
-    "archived",
-    "livemode",
-    "test",
-    "created_at",
-    "updated_at",
-}
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert ERROR_KEYS <= set(error)
-    if code is not None:
-        assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["request_id"] == response.headers["x-request-id"]
-    return error
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def make_key(db: Database) -> Callable[..., str]:
-    def make(*scopes: str, env: str = "live") -> str:
-        with db.write() as tx:
-            return keys.create(tx, name="test", scopes=list(scopes), env=env).secret
-
-    return make
-
-
-@pytest.fixture
-def admin(make_key: Callable[..., str]) -> dict[str, str]:
-    return bearer(make_key("admin"))
-
-
-@dataclass
-class Stripe:
-    """Sends signed events through the webhook endpoint and lets a worker apply them."""
-
-    client: TestClient
-    connection: connections.Connection
-    db: Database
-    settings: Settings
-
-    def send(self, event: dict[str, Any]) -> dict[str, Any]:
-        payload = json.dumps(event).encode()
-        response = self.client.post(
-            f"/webhooks/stripe/{self.connection.id}",
-            content=payload,
-            headers={"Stripe-Signature": sign(payload)},
-        )
-        assert response.status_code == 200, response.text
-        receipt: dict[str, Any] = response.json()
-        return receipt
-
-    def watch(self, event: dict[str, Any]) -> None:
-        """A synthetic event, enqueued as the location watcher does."""
-        intake.store(
-            self.db,
-            flowfile.load(),
-            connection_id=self.connection.id,
-            event=event,
-            payload=json.dumps(event).encode(),
-            source="watcher",
-        )
-
-    def drain(self) -> None:
-        applier = worker.Worker(self.db, flowfile.load(), self.settings)
-        drain(applier)
-        assert applier.stats.failed == applier.stats.dead == 0, applier.stats
-
-
-@pytest.fixture
-def stripe(
-    client: TestClient, connection: connections.Connection, db: Database, settings: Settings
-) -> Stripe:
-    return Stripe(client, connection, db, settings)
-
-
-def customer(number: int, **changes: Any) -> dict[str, Any]:
-    return (
-        fixture("customer")
-        | {
-            "id": f"cus_{number:06d}",
-            "email": f"c{number}@example.com",
-            "name": f"Customer {number}",
-        }
-        | changes
-    )
-
-
-def invoice(number: int, customer_id: str, **changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(fixture("invoice"))
-    body.update(id=f"in_{number:06d}", customer=customer_id, status="open", attempted=False)
-    body.update(attempt_count=0, amount_due=1000 + number, amount_paid=0, currency="usd")
-    body.update(changes)
-    return body
-
-
-def location(number: int) -> dict[str, Any]:
-    return fixture("terminal.location") | {
-        "id": f"tml_{number:06d}",
-        "display_name": f"Store {number}",
-    }
-
+from tests.conftest import EventFactory, fixture
+from tests.integration.helpers import (
+    CONTACT_KEYS,
+    Key,
+    MakeKey,
+    Stripe,
+    assert_error,
+    bearer,
+    customer,
+    invoice,
+    location,
+)
 
 # Endpoints and authentication.
 
@@ -215,15 +91,14 @@ def _event(
     }
 
 
-def _revoked(db: Database, make_key: Callable[..., str], scope: str) -> str:
-    secret = make_key(scope)
+def _revoked(db: Database, make_key: MakeKey, scope: str) -> str:
+    key = make_key(scope)
     with db.write() as tx:
-        key = next(k for k in keys.list_all(tx) if secret.startswith(k.key.split("…")[0]))
         keys.revoke(tx, key.id)
-    return secret
+    return key.secret
 
 
-def _expired(db: Database, make_key: Callable[..., str], scope: str) -> str:
+def _expired(db: Database, make_key: MakeKey, scope: str) -> str:
     with db.write() as tx:
         secret = keys.create(tx, name="expiring", scopes=[scope], expires_in=3600).secret
     with db.write() as conn:
@@ -235,8 +110,8 @@ def _expired(db: Database, make_key: Callable[..., str], scope: str) -> str:
     return secret
 
 
-def _malformed(db: Database, make_key: Callable[..., str], scope: str) -> str:
-    secret = make_key(scope)
+def _malformed(db: Database, make_key: MakeKey, scope: str) -> str:
+    secret = make_key(scope).secret
     last = secret[-1]
     return secret[:-1] + ("A" if last != "A" else "B")
 
@@ -264,7 +139,7 @@ def _path(template: str, kind: str | None, ids: dict[str, str]) -> str:
 def test_refused_keys_are_401(
     client: TestClient,
     db: Database,
-    make_key: Callable[..., str],
+    make_key: MakeKey,
     template: str,
     scope: str,
     kind: str | None,
@@ -277,7 +152,7 @@ def test_refused_keys_are_401(
     secret = presented(db, make_key, scope)
     headers = {} if secret is None else bearer(secret)
     response = client.get(_path(template, kind, MISSING), headers=headers)
-    error = assert_error(response, 401, code)
+    error = assert_error(response, 401, code, checks="envelope")
     assert error["type"] == "authentication_error"
     assert says in error["message"]
     assert response.headers["www-authenticate"] == "Bearer"
@@ -294,13 +169,13 @@ def test_refused_keys_are_401(
 )
 def test_a_malformed_authorization_header_is_401(client: TestClient, authorization: str) -> None:
     response = client.get("/v1/customers", headers={"Authorization": authorization})
-    assert_error(response, 401)
+    assert_error(response, 401, checks="envelope")
 
 
 @pytest.mark.parametrize(("template", "scope", "kind"), ENDPOINTS)
 def test_every_other_scope_is_403_naming_the_scope(
     client: TestClient,
-    make_key: Callable[..., str],
+    make_key: MakeKey,
     template: str,
     scope: str,
     kind: str | None,
@@ -309,8 +184,8 @@ def test_every_other_scope_is_403_naming_the_scope(
     for other in keys.SCOPES:
         if other in (scope, "admin"):
             continue
-        response = client.get(path, headers=bearer(make_key(other)))
-        error = assert_error(response, 403, "missing_scope")
+        response = client.get(path, headers=make_key(other).headers)
+        error = assert_error(response, 403, "missing_scope", checks="envelope")
         assert error["type"] == "permission_error"
         assert error["scope"] == scope
         assert scope in error["message"]
@@ -320,7 +195,7 @@ def test_every_other_scope_is_403_naming_the_scope(
 @pytest.mark.parametrize(("template", "scope", "kind"), ENDPOINTS)
 def test_the_right_scope_or_admin_is_200(
     client: TestClient,
-    make_key: Callable[..., str],
+    make_key: MakeKey,
     seeded: dict[str, str],
     template: str,
     scope: str,
@@ -328,7 +203,7 @@ def test_the_right_scope_or_admin_is_200(
 ) -> None:
     path = _path(template, kind, seeded)
     for scopes in ([scope], ["admin"], ["workflows.readonly", scope, "integrations.write"]):
-        response = client.get(path, headers=bearer(make_key(*scopes)))
+        response = client.get(path, headers=make_key(*scopes).headers)
         assert response.status_code == 200, (scopes, response.text)
         body = response.json()
         if kind is None:
@@ -339,27 +214,27 @@ def test_the_right_scope_or_admin_is_200(
 
 
 def test_location_read_grants_locations_and_nothing_else(
-    client: TestClient, make_key: Callable[..., str], seeded: dict[str, str]
+    client: TestClient, make_key: MakeKey, seeded: dict[str, str]
 ) -> None:
-    headers = bearer(make_key("saas/location.read"))
+    headers = make_key("saas/location.read").headers
     for template, _, kind in ENDPOINT_ROWS:
         response = client.get(_path(template, kind, seeded), headers=headers)
         if template.startswith("/v1/locations"):
             assert response.status_code == 200, (template, response.text)
         else:
-            assert_error(response, 403, "missing_scope")
+            assert_error(response, 403, "missing_scope", checks="envelope")
 
 
-def test_a_test_key_works_like_a_live_key(client: TestClient, make_key: Callable[..., str]) -> None:
-    secret = make_key("contacts.readonly", env="test")
+def test_a_test_key_works_like_a_live_key(client: TestClient, make_key: MakeKey) -> None:
+    secret = make_key("contacts.readonly", env="test").secret
     assert secret.startswith("snp_test_")
     assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
 
 
 def test_a_used_key_records_last_used_at(
-    client: TestClient, db: Database, make_key: Callable[..., str]
+    client: TestClient, db: Database, make_key: MakeKey
 ) -> None:
-    secret = make_key("contacts.readonly")
+    secret = make_key("contacts.readonly").secret
     with db.read() as tx:
         (key,) = keys.list_all(tx)
     assert key.last_used_at is None
@@ -371,14 +246,19 @@ def test_a_used_key_records_last_used_at(
 
 
 def test_a_revoked_key_stops_working_at_once(
-    client: TestClient, db: Database, make_key: Callable[..., str]
+    client: TestClient, db: Database, make_key: MakeKey
 ) -> None:
-    secret = make_key("contacts.readonly")
+    secret = make_key("contacts.readonly").secret
     assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
     with db.write() as tx:
         (key,) = keys.list_all(tx)
         keys.revoke(tx, key.id)
-    assert_error(client.get("/v1/customers", headers=bearer(secret)), 401, "api_key_revoked")
+    assert_error(
+        client.get("/v1/customers", headers=bearer(secret)),
+        401,
+        "api_key_revoked",
+        checks="envelope",
+    )
 
 
 # Pagination.
@@ -444,11 +324,11 @@ def walk(client: TestClient, path: str, headers: dict[str, str], limit: int) -> 
 
 @pytest.mark.parametrize(("path", "kind"), LISTS)
 def test_paging_visits_every_record_once_newest_first(
-    client: TestClient, stripe: Stripe, admin: dict[str, str], path: str, kind: str
+    client: TestClient, stripe: Stripe, admin: Key, path: str, kind: str
 ) -> None:
     made = make_records(stripe, kind, COUNT)
     for limit in (1, 2, 3, COUNT, COUNT + 1, 100):
-        pages = walk(client, path, admin, limit)
+        pages = walk(client, path, admin.headers, limit)
         assert len(pages) == math.ceil(COUNT / limit), limit
         seen = [stripe_id(kind, r) for page in pages for r in page]
         assert seen == list(reversed(made)), limit
@@ -458,20 +338,22 @@ def test_paging_visits_every_record_once_newest_first(
 
 @pytest.mark.parametrize(("path", "kind"), LISTS)
 def test_the_default_page_is_20(
-    client: TestClient, stripe: Stripe, admin: dict[str, str], path: str, kind: str
+    client: TestClient, stripe: Stripe, admin: Key, path: str, kind: str
 ) -> None:
     make_records(stripe, kind, 21)
-    body = client.get(path, headers=admin).json()
+    body = client.get(path, headers=admin.headers).json()
     assert len(body["data"]) == 20
     assert body["has_more"] is True
-    rest = client.get(path, params={"starting_after": body["data"][-1]["id"]}, headers=admin)
+    rest = client.get(
+        path, params={"starting_after": body["data"][-1]["id"]}, headers=admin.headers
+    )
     assert len(rest.json()["data"]) == 1
     assert rest.json()["has_more"] is False
 
 
 @pytest.mark.parametrize(("path", "kind"), LISTS)
-def test_an_empty_list(client: TestClient, admin: dict[str, str], path: str, kind: str) -> None:
-    response = client.get(path, headers=admin)
+def test_an_empty_list(client: TestClient, admin: Key, path: str, kind: str) -> None:
+    response = client.get(path, headers=admin.headers)
     assert response.status_code == 200
     assert response.json() == {"data": [], "has_more": False}
 
@@ -480,13 +362,13 @@ BAD_LIMITS = ("0", "101", "-1", "ten", "1.5", "")
 
 
 @pytest.mark.parametrize(("path", "kind"), LISTS)
-def test_limit_is_1_to_100(client: TestClient, admin: dict[str, str], path: str, kind: str) -> None:
+def test_limit_is_1_to_100(client: TestClient, admin: Key, path: str, kind: str) -> None:
     for limit in ("1", "100"):
-        response = client.get(path, params={"limit": limit}, headers=admin)
+        response = client.get(path, params={"limit": limit}, headers=admin.headers)
         assert response.status_code == 200, (limit, response.text)
     for limit in BAD_LIMITS:
-        response = client.get(path, params={"limit": limit}, headers=admin)
-        error = assert_error(response, 400, "parameter_invalid")
+        response = client.get(path, params={"limit": limit}, headers=admin.headers)
+        error = assert_error(response, 400, "parameter_invalid", checks="envelope")
         assert "limit" in error["message"], limit
 
 
@@ -500,25 +382,25 @@ def test_limit_is_1_to_100(client: TestClient, admin: dict[str, str], path: str,
     ],
 )
 def test_an_unknown_cursor_is_400(
-    client: TestClient, stripe: Stripe, admin: dict[str, str], path: str, kind: str, cursor: str
+    client: TestClient, stripe: Stripe, admin: Key, path: str, kind: str, cursor: str
 ) -> None:
     make_records(stripe, kind, 2)
-    response = client.get(path, params={"starting_after": cursor}, headers=admin)
-    assert_error(response, 400)
+    response = client.get(path, params={"starting_after": cursor}, headers=admin.headers)
+    assert_error(response, 400, checks="envelope")
 
 
 def test_a_cursor_of_another_kind_is_400(
-    client: TestClient, stripe: Stripe, admin: dict[str, str], seeded: dict[str, str]
+    client: TestClient, stripe: Stripe, admin: Key, seeded: dict[str, str]
 ) -> None:
     response = client.get(
-        "/v1/customers", params={"starting_after": seeded["invoice"]}, headers=admin
+        "/v1/customers", params={"starting_after": seeded["invoice"]}, headers=admin.headers
     )
-    assert_error(response, 400, "invalid_cursor")
+    assert_error(response, 400, "invalid_cursor", checks="envelope")
 
 
-def test_an_event_cursor_must_be_an_item_number(client: TestClient, admin: dict[str, str]) -> None:
-    response = client.get("/v1/events", params={"starting_after": "evt_1"}, headers=admin)
-    assert_error(response, 400, "parameter_invalid")
+def test_an_event_cursor_must_be_an_item_number(client: TestClient, admin: Key) -> None:
+    response = client.get("/v1/events", params={"starting_after": "evt_1"}, headers=admin.headers)
+    assert_error(response, 400, "parameter_invalid", checks="envelope")
 
 
 @pytest.mark.parametrize(
@@ -533,25 +415,27 @@ def test_an_event_cursor_must_be_an_item_number(client: TestClient, admin: dict[
 def test_odd_cursors_are_answered_without_a_500(
     settings: Settings,
     connection: connections.Connection,
-    admin: dict[str, str],
+    admin: Key,
     path: str,
     cursor: str,
 ) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        response = client.get(path, params={"starting_after": cursor}, headers=admin)
+        response = client.get(path, params={"starting_after": cursor}, headers=admin.headers)
     assert response.status_code < 500, response.text
     if response.status_code != 200:
-        assert_error(response, 400)
+        assert_error(response, 400, checks="envelope")
 
 
-def test_events_filter_by_status(client: TestClient, stripe: Stripe, admin: dict[str, str]) -> None:
+def test_events_filter_by_status(client: TestClient, stripe: Stripe, admin: Key) -> None:
     stripe.send(_event(stripe, "customer.created", customer(1)))
     stripe.send(_event(stripe, "charge.succeeded", {"id": "ch_1"}))
     stripe.drain()
     statuses = {
         s: [
             e["event_type"]
-            for e in client.get("/v1/events", params={"status": s}, headers=admin).json()["data"]
+            for e in client.get("/v1/events", params={"status": s}, headers=admin.headers).json()[
+                "data"
+            ]
         ]
         for s in ("done", "ignored", "pending")
     }
@@ -560,7 +444,11 @@ def test_events_filter_by_status(client: TestClient, stripe: Stripe, admin: dict
         "ignored": ["charge.succeeded"],
         "pending": [],
     }
-    assert_error(client.get("/v1/events", params={"status": "nope"}, headers=admin), 400)
+    assert_error(
+        client.get("/v1/events", params={"status": "nope"}, headers=admin.headers),
+        400,
+        checks="envelope",
+    )
 
 
 # Records made from events.
@@ -569,7 +457,7 @@ def test_events_filter_by_status(client: TestClient, stripe: Stripe, admin: dict
 def test_a_customer_becomes_a_contact_with_exactly_its_fields(
     client: TestClient,
     stripe: Stripe,
-    admin: dict[str, str],
+    admin: Key,
     connection: connections.Connection,
 ) -> None:
     address = {
@@ -589,7 +477,7 @@ def test_a_customer_becomes_a_contact_with_exactly_its_fields(
     }
     stripe.send(_event(stripe, "customer.created", customer(7, created=1_600_000_000, **fields)))
     stripe.drain()
-    (contact,) = client.get("/v1/customers", headers=admin).json()["data"]
+    (contact,) = client.get("/v1/customers", headers=admin.headers).json()["data"]
     assert set(contact) == CONTACT_KEYS
     assert {k: contact[k] for k in fields} == fields
     assert contact["id"].startswith("con_")
@@ -601,7 +489,7 @@ def test_a_customer_becomes_a_contact_with_exactly_its_fields(
     assert contact["livemode"] is False
     assert contact["test"] is False
     assert contact["stripe_created"] == iso(1_600_000_000)
-    one = client.get(f"/v1/customers/{contact['id']}", headers=admin)
+    one = client.get(f"/v1/customers/{contact['id']}", headers=admin.headers)
     assert one.status_code == 200
     assert one.json() == contact
 
@@ -623,7 +511,7 @@ def test_a_customer_becomes_a_contact_with_exactly_its_fields(
 def test_an_invoice_is_logged_and_linked_to_its_contact(
     client: TestClient,
     stripe: Stripe,
-    admin: dict[str, str],
+    admin: Key,
     changes: dict[str, Any],
     payment_status: str,
 ) -> None:
@@ -631,8 +519,8 @@ def test_an_invoice_is_logged_and_linked_to_its_contact(
     body = invoice(9, "cus_000003", amount_due=5000, currency="eur") | changes
     stripe.send(_event(stripe, "invoice.created", body))
     stripe.drain()
-    (contact,) = client.get("/v1/customers", headers=admin).json()["data"]
-    (logged,) = client.get("/v1/invoices", headers=admin).json()["data"]
+    (contact,) = client.get("/v1/customers", headers=admin.headers).json()["data"]
+    (logged,) = client.get("/v1/invoices", headers=admin.headers).json()["data"]
     assert logged["id"].startswith("inv_")
     assert logged["object"] == "invoice"
     assert logged["amount_due"] == 5000
@@ -644,17 +532,17 @@ def test_an_invoice_is_logged_and_linked_to_its_contact(
     assert logged["stripe_invoice_id"] == "in_000009"
     assert logged["stripe_customer_id"] == "cus_000003"
     assert logged["archived"] is False
-    assert client.get(f"/v1/invoices/{logged['id']}", headers=admin).json() == logged
+    assert client.get(f"/v1/invoices/{logged['id']}", headers=admin.headers).json() == logged
 
 
 def test_a_paid_event_updates_the_logged_invoice(
-    client: TestClient, stripe: Stripe, admin: dict[str, str]
+    client: TestClient, stripe: Stripe, admin: Key
 ) -> None:
     stripe.send(_event(stripe, "invoice.created", invoice(4, "cus_000004", amount_due=700)))
     paid = invoice(4, "cus_000004", amount_due=700, amount_paid=700, status="paid")
     stripe.send(_event(stripe, "invoice.paid", paid))
     stripe.drain()
-    (logged,) = client.get("/v1/invoices", headers=admin).json()["data"]
+    (logged,) = client.get("/v1/invoices", headers=admin.headers).json()["data"]
     assert (logged["status"], logged["payment_status"], logged["amount_paid"]) == (
         "paid",
         "paid",
@@ -663,13 +551,13 @@ def test_a_paid_event_updates_the_logged_invoice(
 
 
 def test_an_invoice_for_an_unknown_customer_makes_the_contact(
-    client: TestClient, stripe: Stripe, admin: dict[str, str]
+    client: TestClient, stripe: Stripe, admin: Key
 ) -> None:
     body = invoice(5, "cus_new", customer_email="new@example.com", customer_name="New One")
     stripe.send(_event(stripe, "invoice.created", body))
     stripe.drain()
-    (contact,) = client.get("/v1/customers", headers=admin).json()["data"]
-    (logged,) = client.get("/v1/invoices", headers=admin).json()["data"]
+    (contact,) = client.get("/v1/customers", headers=admin.headers).json()["data"]
+    (logged,) = client.get("/v1/invoices", headers=admin.headers).json()["data"]
     assert logged["customer_id"] == contact["id"]
     assert (contact["stripe_customer_id"], contact["email"], contact["name"]) == (
         "cus_new",
@@ -678,12 +566,10 @@ def test_an_invoice_for_an_unknown_customer_makes_the_contact(
     )
 
 
-def test_a_location_from_the_watcher(
-    client: TestClient, stripe: Stripe, admin: dict[str, str]
-) -> None:
+def test_a_location_from_the_watcher(client: TestClient, stripe: Stripe, admin: Key) -> None:
     stripe.watch(_event(stripe, "terminal.location.created", location(2)))
     stripe.drain()
-    (loc,) = client.get("/v1/locations", headers=admin).json()["data"]
+    (loc,) = client.get("/v1/locations", headers=admin.headers).json()["data"]
     assert loc["id"].startswith("loc_")
     assert (loc["object"], loc["name"], loc["stripe_location_id"]) == (
         "location",
@@ -696,12 +582,12 @@ def test_a_location_from_the_watcher(
 
 
 def test_an_event_by_number_and_by_stripe_id(
-    client: TestClient, stripe: Stripe, admin: dict[str, str]
+    client: TestClient, stripe: Stripe, admin: Key
 ) -> None:
     receipt = stripe.send(_event(stripe, "customer.created", customer(1)))
     stripe.drain()
-    by_number = client.get(f"/v1/events/{receipt['item_id']}", headers=admin)
-    by_stripe_id = client.get(f"/v1/events/{receipt['event_id']}", headers=admin)
+    by_number = client.get(f"/v1/events/{receipt['item_id']}", headers=admin.headers)
+    by_stripe_id = client.get(f"/v1/events/{receipt['event_id']}", headers=admin.headers)
     assert by_number.status_code == by_stripe_id.status_code == 200
     assert by_number.json() == by_stripe_id.json()
     assert by_number.json()["status"] == "done"
@@ -725,22 +611,22 @@ def test_an_event_by_number_and_by_stripe_id(
     ],
 )
 def test_unknown_ids_are_404(
-    settings: Settings, connection: connections.Connection, admin: dict[str, str], path: str
+    settings: Settings, connection: connections.Connection, admin: Key, path: str
 ) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        response = client.get(path, headers=admin)
-    assert_error(response, 404, "resource_missing")
+        response = client.get(path, headers=admin.headers)
+    assert_error(response, 404, "resource_missing", checks="envelope")
 
 
 def test_a_real_record_of_another_kind_is_404(
-    client: TestClient, admin: dict[str, str], seeded: dict[str, str]
+    client: TestClient, admin: Key, seeded: dict[str, str]
 ) -> None:
-    response = client.get(f"/v1/invoices/{seeded['contact']}", headers=admin)
-    assert_error(response, 404, "resource_missing")
+    response = client.get(f"/v1/invoices/{seeded['contact']}", headers=admin.headers)
+    assert_error(response, 404, "resource_missing", checks="envelope")
 
 
 def test_an_unknown_route_is_a_json_404(client: TestClient) -> None:
-    assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(client.get("/v1/nothing-here"), 404, "not_found", checks="envelope")
 
 
 # Service endpoints.
@@ -792,9 +678,9 @@ def test_every_response_has_a_distinct_request_id(client: TestClient) -> None:
 
 
 def test_event_factory_events_flow_through(
-    client: TestClient, stripe: Stripe, admin: dict[str, str], event_factory: EventFactory
+    client: TestClient, stripe: Stripe, admin: Key, event_factory: EventFactory
 ) -> None:
     stripe.send(event_factory("customer.created", email="factory@example.com"))
     stripe.drain()
-    (contact,) = client.get("/v1/customers", headers=admin).json()["data"]
+    (contact,) = client.get("/v1/customers", headers=admin.headers).json()["data"]
     assert contact["email"] == "factory@example.com"

@@ -28,7 +28,8 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
-from tests.conftest import _empty_postgres
+from tests.conftest import SqliteCopy, _empty_postgres
+from tests.integration.helpers import assert_error
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 RATE_LIMIT = 1_000_000  # requests per window: the matrix must never meet the limit
@@ -177,13 +178,12 @@ def _make_keys(db: store.Database) -> dict[str, dict[str, str]]:
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_copy: SqliteCopy,
 ) -> Iterator[Deployment]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'snapshots.db'}"
-        database = store.Database(url)
-        store.migrate(database)
-        database.dispose()
+        url = sqlite_copy(tmp_path_factory.mktemp("matrix"))
     else:
         url = str(request.getfixturevalue("postgres_url"))
         _empty_postgres(url)
@@ -202,15 +202,6 @@ def deployment(
             yield Deployment(client, db, admin=admin, **made)
     finally:
         db.dispose()
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code, error
-    assert error["request_id"] == response.headers["x-request-id"]
-    return error
 
 
 def assert_rate_limit_headers(response: httpx.Response) -> None:
@@ -275,7 +266,7 @@ def test_a_refused_key_is_401_saying_why(
         "expired": deployment.expired[operation.scope],
     }[case]
     response = operation.request(deployment.client, secret)
-    error = assert_error(response, 401, code)
+    error = assert_error(response, 401, code, checks="json")
     assert error["type"] == "authentication_error"
     assert says in error["message"], error["message"]
     assert response.headers["www-authenticate"] == "Bearer"
@@ -286,7 +277,7 @@ def test_a_key_without_the_scope_is_403_naming_it(
     deployment: Deployment, operation: Operation
 ) -> None:
     response = operation.request(deployment.client, deployment.others[operation.scope])
-    error = assert_error(response, 403, "missing_scope")
+    error = assert_error(response, 403, "missing_scope", checks="json")
     assert error["type"] == "permission_error"
     assert error["scope"] == operation.scope
     assert operation.scope in error["message"]
@@ -317,7 +308,7 @@ def test_location_read_grants_get_locations_and_nothing_else(
         assert response.status_code not in (401, 403), response.text
         assert response.status_code < 500, response.text
     else:
-        error = assert_error(response, 403, "missing_scope")
+        error = assert_error(response, 403, "missing_scope", checks="json")
         assert error["scope"] == operation.scope != "saas/location.read"
         assert response.headers["x-accepted-scopes"] == operation.scope
 
@@ -333,7 +324,7 @@ def test_the_right_scope_answers_as_the_missing_id_deserves(deployment: Deployme
     one = found["GET /v1/locations/{location_id}"].request(
         deployment.client, deployment.exact["saas/location.read"]
     )
-    assert_error(one, 404, "resource_missing")
+    assert_error(one, 404, "resource_missing", checks="json")
     with deployment.db.read() as conn:
         revoked_or_expired = conn.execute(
             sa.select(sa.func.count()).where(

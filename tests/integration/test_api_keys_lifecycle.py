@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import audit, cli, errors, ids, keys
+from snapshots import audit, errors, ids, keys
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
+from tests.integration.helpers import Cli, Key, assert_error, bearer
 
 SHAPE = re.compile(r"^snp_(live|test)_[0-9A-Za-z]{32}[0-9A-Za-z]{6}$")
 ENV_PREFIX = {"live": "snp_live_", "test": "snp_test_"}
@@ -59,21 +56,8 @@ def verify(db: Database, presented: str | None, *, ip: str | None = None) -> key
         return keys.note_use(tx, found, ip=ip)
 
 
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
 def when(text: str | None) -> float | None:
     return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    if code is not None:
-        assert error["code"] == code, error
-    assert error["request_id"] == response.headers["x-request-id"]
-    return error
 
 
 @contextmanager
@@ -114,71 +98,6 @@ def entries(db: Database, action: str | None = None) -> list[dict[str, Any]]:
     with db.read() as tx:
         found = audit.page(tx, action=action, limit=100).data
     return [e.model_dump(mode="json") for e in reversed(found)]  # oldest first
-
-
-@dataclass
-class Admin:
-    id: str
-    secret: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return bearer(self.secret)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def admin(db: Database) -> Admin:
-    key = create(db, name="admin", scopes=["admin"])
-    secret = key.secret
-    return Admin(key.id, secret)
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def run(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
-    """`run("keys", "rotate", ID)`: the CLI in this process, against the test's database;
-    restores the logging set-up the command changes."""
-    monkeypatch.setenv("SNAPSHOTS_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("COLUMNS", "200")
-    names = ["", "stripe", "alembic", "snapshots.stripe", "httpx"]
-    levels = {name: logging.getLogger(name).level for name in names}
-    handlers = list(logging.getLogger().handlers)
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    yield invoke
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 def works(client: TestClient, secret: str) -> bool:
@@ -255,7 +174,7 @@ def test_one_changed_character_is_refused_without_a_database_lookup(
     changed = secret[:20] + ("A" if secret[20] != "A" else "B") + secret[21:]
     with statements(app_db) as seen:
         response = client.get("/v1/customers", headers=bearer(changed))
-    assert_error(response, 401, "invalid_api_key")
+    assert_error(response, 401, "invalid_api_key", checks="request_id")
     assert touching(seen, "api_keys") == []
     with statements(app_db) as seen:
         assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
@@ -263,7 +182,7 @@ def test_one_changed_character_is_refused_without_a_database_lookup(
 
 
 def test_only_a_hash_of_a_key_is_stored(
-    db: Database, client: TestClient, admin: Admin, run: Cli
+    db: Database, client: TestClient, admin: Key, run: Cli
 ) -> None:
     created = client.post(
         "/v1/api-keys",
@@ -328,7 +247,7 @@ def test_the_final_comparison_is_constant_time(
 
 
 def test_last_use_is_written_at_most_once_a_minute(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     key = create(db, name="used", scopes=["contacts.readonly"])
     secret = key.secret
@@ -368,7 +287,7 @@ def test_last_use_is_written_at_most_once_a_minute(
 
 
 def test_create_list_get_revoke_through_the_api(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     before = time.time()
     created = client.post(
@@ -391,7 +310,12 @@ def test_create_list_get_revoke_through_the_api(
     assert before + 90 * DAY - 5 <= when(body["expires_at"]) <= time.time() + 90 * DAY + 5
     assert body["revoked_at"] is None and body["last_used_at"] is None
     assert works(client, secret)
-    assert_error(client.get("/v1/locations", headers=bearer(secret)), 403, "missing_scope")
+    assert_error(
+        client.get("/v1/locations", headers=bearer(secret)),
+        403,
+        "missing_scope",
+        checks="request_id",
+    )
 
     listed = client.get("/v1/api-keys", headers=admin.headers)
     assert listed.status_code == 200
@@ -408,7 +332,9 @@ def test_create_list_get_revoke_through_the_api(
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["status"] == "revoked" and revoked.json()["revoked_at"]
     assert secret not in revoked.text
-    error = assert_error(client.get("/v1/customers", headers=bearer(secret)), 401)
+    error = assert_error(
+        client.get("/v1/customers", headers=bearer(secret)), 401, checks="request_id"
+    )
     assert error["code"] == "api_key_revoked" and "revoked" in error["message"]
     again = client.delete(f"/v1/api-keys/{body['id']}", headers=admin.headers)
     assert again.status_code == 200 and again.json()["revoked_at"] == revoked.json()["revoked_at"]
@@ -438,10 +364,10 @@ def test_create_list_get_revoke_through_the_api(
     ],
 )
 def test_a_bad_create_is_400_and_makes_nothing(
-    db: Database, client: TestClient, admin: Admin, payload: dict[str, Any], code: str | None
+    db: Database, client: TestClient, admin: Key, payload: dict[str, Any], code: str | None
 ) -> None:
     response = client.post("/v1/api-keys", json=payload, headers=admin.headers)
-    assert_error(response, 400, code)
+    assert_error(response, 400, code, checks="request_id")
     assert [k.id for k in list_all(db)] == [admin.id]
 
 
@@ -453,12 +379,17 @@ def test_a_bad_create_is_400_and_makes_nothing(
         ("POST", "/v1/api-keys/key_doesnotexist00000/rotate"),
     ],
 )
-def test_an_unknown_key_is_404(client: TestClient, admin: Admin, method: str, path: str) -> None:
-    assert_error(client.request(method, path, headers=admin.headers), 404, "resource_missing")
+def test_an_unknown_key_is_404(client: TestClient, admin: Key, method: str, path: str) -> None:
+    assert_error(
+        client.request(method, path, headers=admin.headers),
+        404,
+        "resource_missing",
+        checks="request_id",
+    )
 
 
 def test_an_odd_key_id_is_404_not_500(
-    db: Database, client: TestClient, admin: Admin, request: pytest.FixtureRequest
+    db: Database, client: TestClient, admin: Key, request: pytest.FixtureRequest
 ) -> None:
     for method, path in (
         ("GET", "/v1/api-keys/%00"),
@@ -473,7 +404,7 @@ def test_an_odd_key_id_is_404_not_500(
 
 
 def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     old = create(db, name="app", scopes=["contacts.readonly", "events.readonly"])
     old_secret = old.secret
@@ -499,7 +430,9 @@ def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
     assert works(client, old_secret) and works(client, new_secret)
     # After it, only the new one.
     expire_now(db, old.id)
-    error = assert_error(client.get("/v1/customers", headers=bearer(old_secret)), 401)
+    error = assert_error(
+        client.get("/v1/customers", headers=bearer(old_secret)), 401, checks="request_id"
+    )
     assert error["code"] == "api_key_expired" and "expired" in error["message"]
     assert works(client, new_secret)
     assert client.get(f"/v1/api-keys/{old.id}", headers=admin.headers).json()["status"] == (
@@ -520,7 +453,7 @@ def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
 
 
 def test_rotation_with_no_overlap_stops_the_old_key_at_once(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     old = create(db, name="app", scopes=["contacts.readonly"])
     old_secret = old.secret
@@ -528,12 +461,17 @@ def test_rotation_with_no_overlap_stops_the_old_key_at_once(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "0s"}, headers=admin.headers
     )
     assert response.status_code == 201, response.text
-    assert_error(client.get("/v1/customers", headers=bearer(old_secret)), 401, "api_key_expired")
+    assert_error(
+        client.get("/v1/customers", headers=bearer(old_secret)),
+        401,
+        "api_key_expired",
+        checks="request_id",
+    )
     assert works(client, response.json()["secret"])
 
 
 def test_rotation_defaults_to_a_day_of_overlap(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     old = create(db, name="app", scopes=["contacts.readonly"])
     response = client.post(f"/v1/api-keys/{old.id}/rotate", headers=admin.headers)
@@ -543,7 +481,7 @@ def test_rotation_defaults_to_a_day_of_overlap(
 
 
 def test_rotation_never_lengthens_the_old_keys_life(
-    db: Database, client: TestClient, admin: Admin
+    db: Database, client: TestClient, admin: Key
 ) -> None:
     old = create(db, name="short", scopes=["contacts.readonly"], expires_in=3600)
     response = client.post(
@@ -557,7 +495,7 @@ def test_rotation_never_lengthens_the_old_keys_life(
 
 @pytest.mark.parametrize("state", ["revoked", "expired"])
 def test_only_an_active_key_rotates(
-    db: Database, client: TestClient, admin: Admin, run: Cli, state: str
+    db: Database, client: TestClient, admin: Key, run: Cli, state: str
 ) -> None:
     old = create(db, name="gone", scopes=["contacts.readonly"])
     old_secret = old.secret
@@ -569,7 +507,7 @@ def test_only_an_active_key_rotates(
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": "1h"}, headers=admin.headers
     )
-    error = assert_error(response, 409, "conflict")
+    error = assert_error(response, 409, "conflict", checks="request_id")
     assert state in error["message"]
     result = run("keys", "rotate", old.id, "--overlap", "1h")
     assert result.code == 2 and state in result.err and result.out == ""
@@ -580,14 +518,14 @@ def test_only_an_active_key_rotates(
 
 @pytest.mark.parametrize("overlap", ["31d", "soon", "-1h", ""])
 def test_a_bad_overlap_is_400_and_changes_nothing(
-    db: Database, client: TestClient, admin: Admin, overlap: str
+    db: Database, client: TestClient, admin: Key, overlap: str
 ) -> None:
     old = create(db, name="app", scopes=["contacts.readonly"])
     old_secret = old.secret
     response = client.post(
         f"/v1/api-keys/{old.id}/rotate", json={"overlap": overlap}, headers=admin.headers
     )
-    assert_error(response, 400)
+    assert_error(response, 400, checks="request_id")
     assert row(db, old.id).expires_at is None
     assert len(list_all(db)) == 2
     assert works(client, old_secret)
@@ -604,7 +542,12 @@ def test_rotation_through_the_cli(db: Database, client: TestClient, run: Cli) ->
     assert before + DAY - 5 <= when(rotated["previous"]["expires_at"]) <= time.time() + DAY + 5
     assert works(client, old_secret) and works(client, new_secret)
     expire_now(db, old.id)
-    assert_error(client.get("/v1/customers", headers=bearer(old_secret)), 401, "api_key_expired")
+    assert_error(
+        client.get("/v1/customers", headers=bearer(old_secret)),
+        401,
+        "api_key_expired",
+        checks="request_id",
+    )
     assert works(client, new_secret)
 
     (entry,) = entries(db, "key.rotated")
@@ -639,7 +582,12 @@ def test_revocation_through_the_cli_is_immediate_and_audited(
     assert works(client, secret)
     result = run("keys", "revoke", key.id, "--json")
     assert result.json()["status"] == "revoked"
-    assert_error(client.get("/v1/customers", headers=bearer(secret)), 401, "api_key_revoked")
+    assert_error(
+        client.get("/v1/customers", headers=bearer(secret)),
+        401,
+        "api_key_revoked",
+        checks="request_id",
+    )
     (entry,) = entries(db, "key.revoked")
     assert entry["target"] == key.id
     assert entry["actor"] == "cli" or entry["actor"].startswith("cli:")

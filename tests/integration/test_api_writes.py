@@ -22,11 +22,12 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.times import iso
-from tests.integration.test_api import (
+from tests.integration.helpers import (
     CONTACT_KEYS,
+    MakeKey,
     Stripe,
     assert_error,
-    bearer,
+    count,
     customer,
     invoice,
     location,
@@ -37,31 +38,17 @@ READ_SCOPES = ["contacts.readonly", "saas/location.read", "invoices.readonly"]
 
 
 @pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+def client(app_settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
+    """The shared `client`, but a server error comes back as a 500 response instead of being
+    raised in the test (some tests here check what a caller sees then)."""
+    with TestClient(create_app(app_settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def make_key(db: Database) -> Callable[..., str]:
-    def make(*scopes: str) -> str:
-        with db.write() as tx:
-            return keys.create(tx, name="test", scopes=list(scopes)).secret
-
-    return make
-
-
-@pytest.fixture
-def h(make_key: Callable[..., str]) -> dict[str, str]:
+def h(make_key: MakeKey) -> dict[str, str]:
     """Headers of a key that may read and write every record."""
-    return bearer(make_key(*WRITE_SCOPES, *READ_SCOPES))
-
-
-@pytest.fixture
-def stripe(
-    client: TestClient, connection: connections.Connection, db: Database, settings: Settings
-) -> Stripe:
-    return Stripe(client, connection, db, settings)
+    return make_key(*WRITE_SCOPES, *READ_SCOPES).headers
 
 
 _numbers = iter(range(1, 10**9))
@@ -85,11 +72,6 @@ def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def count(db: Database, table: sa.Table) -> int:
-    with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def from_stripe(stripe: Stripe, number: int = 1, created: int | None = None, **changes: Any) -> str:
@@ -257,7 +239,10 @@ def test_upsert_needs_a_customer_id_or_an_email(
 ) -> None:
     for body in ({"name": "Nobody"}, {"stripe_customer_id": None, "email": None}, {}):
         error = assert_error(
-            client.post("/v1/customers/upsert", json=body, headers=h), 400, "parameter_invalid"
+            client.post("/v1/customers/upsert", json=body, headers=h),
+            400,
+            "parameter_invalid",
+            checks="envelope",
         )
         assert "stripe_customer_id or email" in error["message"]
     assert count(db, tables.contacts) == 0
@@ -370,7 +355,7 @@ def test_read_only_fields_are_refused_and_say_why(
         json=body,
         headers=h | {"Idempotency-Key": "read-only"},
     )
-    error = assert_error(response, 400, "read_only_field")
+    error = assert_error(response, 400, "read_only_field", checks="envelope")
     assert error["message"].startswith(f"{field} ")
     assert "read-only" in error["message"]
     if field.startswith("stripe_") or kind == "invoice":
@@ -382,7 +367,10 @@ def test_a_read_only_field_on_create_is_refused(client: TestClient, h: dict[str,
     response = client.post(
         "/v1/locations", json={"name": "Shop", "stripe_location_id": "tml_1"}, headers=h
     )
-    assert "owned by Stripe" in assert_error(response, 400, "read_only_field")["message"]
+    assert (
+        "owned by Stripe"
+        in assert_error(response, 400, "read_only_field", checks="envelope")["message"]
+    )
 
 
 BAD_BODIES = [
@@ -424,7 +412,7 @@ def test_invalid_bodies_are_400_naming_the_field_and_change_nothing(
     response = client.patch(
         f"{PATHS[kind]}/{one_of_each[kind]}", json=body, headers=h | {"Idempotency-Key": "bad"}
     )
-    error = assert_error(response, 400, "parameter_invalid")
+    error = assert_error(response, 400, "parameter_invalid", checks="envelope")
     assert error["message"].startswith(f"{field}"), error["message"]
     assert rows(db) == before
 
@@ -455,7 +443,7 @@ def test_a_body_that_is_not_a_json_object_is_400(
         response = client.request(
             method, path, content=content, headers=h | {"Content-Type": content_type}
         )
-        assert_error(response, 400)
+        assert_error(response, 400, checks="envelope")
     assert rows(db) == before
 
 
@@ -474,14 +462,14 @@ def test_unknown_records_are_404(
     client: TestClient, h: dict[str, str], method: str, path: str, body: Any
 ) -> None:
     response = client.request(method, path, json=body, headers=h)
-    assert_error(response, 404, "resource_missing")
+    assert_error(response, 404, "resource_missing", checks="envelope")
 
 
 def test_a_record_of_another_kind_is_404(
     client: TestClient, h: dict[str, str], one_of_each: dict[str, str]
 ) -> None:
     response = client.patch(f"/v1/customers/{one_of_each['invoice']}", json={}, headers=h)
-    assert_error(response, 404, "resource_missing")
+    assert_error(response, 404, "resource_missing", checks="envelope")
 
 
 def test_delete_archives_once(client: TestClient, h: dict[str, str], stripe: Stripe) -> None:
@@ -537,7 +525,10 @@ def test_create_and_change_a_location(client: TestClient, h: dict[str, str], db:
 def test_a_location_needs_a_name(client: TestClient, h: dict[str, str], db: Database) -> None:
     for body in ({}, {"name": ""}, {"name": None}, {"currency": "usd"}):
         error = assert_error(
-            client.post("/v1/locations", json=body, headers=h), 400, "parameter_invalid"
+            client.post("/v1/locations", json=body, headers=h),
+            400,
+            "parameter_invalid",
+            checks="envelope",
         )
         assert "name" in error["message"]
     assert count(db, tables.locations) == 0
@@ -700,7 +691,7 @@ GOOD_BODIES = {
 @pytest.mark.parametrize(("method", "template", "scope"), WRITES)
 def test_writes_need_their_scope(
     client: TestClient,
-    make_key: Callable[..., str],
+    make_key: MakeKey,
     db: Database,
     one_of_each: dict[str, str],
     method: str,
@@ -710,18 +701,18 @@ def test_writes_need_their_scope(
     path = template.format(**one_of_each)
     body = GOOD_BODIES.get(template)
     before = rows(db)
-    assert_error(client.request(method, path, json=body), 401, "missing_api_key")
+    assert_error(client.request(method, path, json=body), 401, "missing_api_key", checks="envelope")
     for other in keys.SCOPES:
         if other in (scope, "admin"):
             continue
-        response = client.request(method, path, json=body, headers=bearer(make_key(other)))
-        error = assert_error(response, 403, "missing_scope")
+        response = client.request(method, path, json=body, headers=make_key(other).headers)
+        error = assert_error(response, 403, "missing_scope", checks="envelope")
         assert error["scope"] == scope
         assert scope in error["message"]
         assert response.headers["x-accepted-scopes"] == scope
     assert rows(db) == before
     for scopes in ([scope], ["admin"]):
-        response = client.request(method, path, json=body, headers=bearer(make_key(*scopes)))
+        response = client.request(method, path, json=body, headers=make_key(*scopes).headers)
         assert response.status_code in (200, 201), response.text
 
 
@@ -812,17 +803,17 @@ def test_the_same_key_for_another_request_is_409(
         ("POST", "/v1/customers/upsert", {"email": "x@example.com"}),
     ):
         response = client.request(method, path, json=body, headers=headers)
-        error = assert_error(response, 409, "idempotency_key_reused")
+        error = assert_error(response, 409, "idempotency_key_reused", checks="envelope")
         assert "Idempotency-Key" in error["message"]
     assert rows(db) == before
 
 
 def test_api_keys_do_not_share_idempotency_keys(
-    client: TestClient, make_key: Callable[..., str], db: Database
+    client: TestClient, make_key: MakeKey, db: Database
 ) -> None:
     body = {"name": "Shop"}
-    one = bearer(make_key("saas/location.write")) | {"Idempotency-Key": "shared"}
-    two = bearer(make_key("saas/location.write")) | {"Idempotency-Key": "shared"}
+    one = make_key("saas/location.write").headers | {"Idempotency-Key": "shared"}
+    two = make_key("saas/location.write").headers | {"Idempotency-Key": "shared"}
     first = ok(client.post("/v1/locations", json=body, headers=one), 201)
     second = client.post("/v1/locations", json=body, headers=two)
     assert second.status_code == 201
@@ -835,7 +826,9 @@ def test_a_refused_body_keeps_no_response(
     client: TestClient, h: dict[str, str], db: Database
 ) -> None:
     headers = h | {"Idempotency-Key": "fix-and-retry"}
-    assert_error(client.post("/v1/locations", json={"nam": "typo"}, headers=headers), 400)
+    assert_error(
+        client.post("/v1/locations", json={"nam": "typo"}, headers=headers), 400, checks="envelope"
+    )
     assert count(db, tables.idempotency_keys) == 0
     ok(client.post("/v1/locations", json={"name": "fixed"}, headers=headers), 201)
 
@@ -854,7 +847,7 @@ def test_a_malformed_idempotency_key_is_400(
     response = client.post(
         "/v1/locations", json={"name": "x"}, headers=h | {"Idempotency-Key": key}
     )
-    error = assert_error(response, 400, "idempotency_key_invalid")
+    error = assert_error(response, 400, "idempotency_key_invalid", checks="envelope")
     assert "Idempotency-Key" in error["message"]
     assert count(db, tables.locations) == 0
 
@@ -883,6 +876,7 @@ def test_a_request_in_flight_is_409_until_it_is_abandoned(
         client.post("/v1/locations", json={"name": "x"}, headers=headers),
         409,
         "idempotency_key_in_use",
+        checks="envelope",
     )
     assert "in progress" in error["message"]
     # Its process died: after a while the key is taken over and the request runs.
@@ -983,7 +977,9 @@ def test_invoices_filter(client: TestClient, h: dict[str, str], stripe: Stripe) 
     assert ids_of(client, path, h, archived="false", order="asc") == every
     assert ids_of(client, path, h, customer_id="con_nobody") == []
     for params in ({"status": "settled"}, {"payment_status": "open"}, {"order": "newest"}):
-        assert_error(client.get(path, params=params, headers=h), 400, "parameter_invalid")
+        assert_error(
+            client.get(path, params=params, headers=h), 400, "parameter_invalid", checks="envelope"
+        )
 
 
 def test_locations_filter(client: TestClient, h: dict[str, str]) -> None:
@@ -997,7 +993,12 @@ def test_locations_filter(client: TestClient, h: dict[str, str]) -> None:
     assert ids_of(client, path, h, country="FR") == [made[1]]
     assert ids_of(client, path, h, archived="true") == []
     assert ids_of(client, path, h, archived="false", order="asc") == made
-    assert_error(client.get(path, params={"country": "USA"}, headers=h), 400, "parameter_invalid")
+    assert_error(
+        client.get(path, params={"country": "USA"}, headers=h),
+        400,
+        "parameter_invalid",
+        checks="envelope",
+    )
 
 
 def test_updated_since(client: TestClient, h: dict[str, str], db: Database, stripe: Stripe) -> None:
@@ -1030,7 +1031,7 @@ def test_updated_since(client: TestClient, h: dict[str, str], db: Database, stri
     assert ids_of(client, path, h, updated_since="1750000000", archived="false") == made[:0:-1]
     for bad in ("yesterday", "nan", "inf", "-5", "2025-13-01", "2025-06-15T25:00:00Z", ""):
         response = client.get(path, params={"updated_since": bad}, headers=h)
-        error = assert_error(response, 400, "parameter_invalid")
+        error = assert_error(response, 400, "parameter_invalid", checks="envelope")
         assert "updated_since" in error["message"], bad
 
 
@@ -1058,7 +1059,12 @@ def test_an_edit_moves_a_record_into_updated_since(
 def test_odd_filters_are_400_not_500(
     client: TestClient, h: dict[str, str], params: dict[str, str]
 ) -> None:
-    assert_error(client.get("/v1/customers", params=params, headers=h), 400, "parameter_invalid")
+    assert_error(
+        client.get("/v1/customers", params=params, headers=h),
+        400,
+        "parameter_invalid",
+        checks="envelope",
+    )
 
 
 # Concurrency: two processes (threads here) writing at once.

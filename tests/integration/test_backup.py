@@ -202,6 +202,7 @@ def test_a_half_done_master_key_rotation_puts_both_keys_beside_the_copy(
     assert both.decrypt(vault.Vault(new).encrypt("b")) == "b"
 
 
+@pytest.mark.acceptance
 def test_with_snapshots_master_key_no_key_file_is_written(sqlite_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=sqlite_url, master_key=Fernet.generate_key().decode())
     database = store.Database(sqlite_url)
@@ -227,6 +228,7 @@ def test_with_snapshots_master_key_no_key_file_is_written(sqlite_url: str, tmp_p
     )
 
 
+@pytest.mark.acceptance
 def test_an_existing_destination_is_refused_without_force(
     settings: Settings, db: store.Database, tmp_path: Path
 ) -> None:
@@ -282,6 +284,7 @@ def kept_as(result: backup.Result, name: str) -> Path:
     return found
 
 
+@pytest.mark.acceptance
 def test_restore_puts_the_backup_back_and_keeps_the_database_it_replaces(
     settings: Settings, db: store.Database, made: backup.Result
 ) -> None:
@@ -337,6 +340,7 @@ def test_restore_refuses_while_a_snapshots_process_holds_the_database(
     backup.restore(settings, made.database)
 
 
+@pytest.mark.acceptance
 def test_a_running_worker_process_blocks_restore_until_it_stops(
     settings: Settings, made: backup.Result, tmp_path: Path
 ) -> None:
@@ -364,6 +368,7 @@ def test_a_running_worker_process_blocks_restore_until_it_stops(
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.acceptance
 def test_no_snapshots_process_starts_while_a_restore_runs(settings: Settings) -> None:
     with lock.exclusive(db_path(settings)):
         for command in (["worker"], ["sync"], ["serve", "--port", "1"]):
@@ -402,6 +407,7 @@ def test_restore_installs_the_backups_key_and_keeps_the_previous_one(
     assert conn.name == "shop"
 
 
+@pytest.mark.acceptance
 def test_restore_warns_when_the_master_key_does_not_decrypt_the_secrets(
     settings: Settings, made: backup.Result, tmp_path: Path
 ) -> None:
@@ -435,6 +441,7 @@ def test_a_backup_from_a_newer_snapshots_is_refused(
     assert len(event_ids(db_path(settings))) == 10, "the database is untouched"
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -531,6 +538,7 @@ def test_postgres_commands_are_quoted_and_never_show_the_password(
     ]
 
 
+@pytest.mark.acceptance
 def test_backup_and_restore_print_the_commands_for_postgres_and_do_nothing_else(
     tmp_path: Path,
 ) -> None:
@@ -546,6 +554,7 @@ def test_backup_and_restore_print_the_commands_for_postgres_and_do_nothing_else(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.acceptance
 @pytest.mark.postgres
 def test_the_printed_postgres_commands_dump_and_restore_a_real_database(
     postgres_url: str, tmp_path: Path

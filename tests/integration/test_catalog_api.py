@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from snapshots import actions, catalog, cli, flowfile, flows, keys, revisions, samples
-from snapshots.app import create_app
-from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
+from tests.integration.helpers import MakeKey, assert_error
 
 STRIPE_TYPES = {
     entry["type"]
@@ -70,35 +67,6 @@ BAD = textwrap.dedent(
         fields: {stripe_customer_id: id}
     """
 )
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-Keys = Callable[..., tuple[str, dict[str, str]]]
-
-
-@pytest.fixture
-def make_key(db: Database) -> Keys:
-    """`make_key(*scopes)` -> (key id, headers)."""
-
-    def make(*scopes: str) -> tuple[str, dict[str, str]]:
-        with db.write() as tx:
-            api_key = keys.create(tx, name="test", scopes=list(scopes), env="live")
-        return api_key.id, {"Authorization": f"Bearer {api_key.secret}"}
-
-    return make
-
-
-def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    if code is not None:
-        assert error["code"] == code, error
-    return error
 
 
 def conforms(value: Any, schema: dict[str, Any], components: dict[str, Any], path: str) -> None:
@@ -157,10 +125,10 @@ def response_schema(document: dict[str, Any], method: str, path: str, status: st
 
 def test_catalog(
     client: TestClient,
-    make_key: Keys,
+    make_key: MakeKey,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, headers = make_key("workflows.readonly")
+    headers = make_key("workflows.readonly").headers
     response = client.get("/v1/catalog", headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -217,12 +185,12 @@ def test_catalog(
     assert "270 triggers (265 Stripe event types and 5 made by Snapshots" in text
 
 
-def test_catalog_needs_workflows_readonly(client: TestClient, make_key: Keys) -> None:
-    _, headers = make_key("contacts.readonly", "workflows.write")
-    error = error_of(client.get("/v1/catalog", headers=headers), 403)
+def test_catalog_needs_workflows_readonly(client: TestClient, make_key: MakeKey) -> None:
+    headers = make_key("contacts.readonly", "workflows.write").headers
+    error = assert_error(client.get("/v1/catalog", headers=headers), 403, checks="status")
     assert "workflows.readonly" in error["message"]
     assert client.get("/v1/catalog").status_code == 401
-    _, admin = make_key("admin")
+    admin = make_key("admin").headers
     assert client.get("/v1/catalog", headers=admin).status_code == 200
 
 
@@ -274,8 +242,8 @@ def flow_audit(db: Database) -> list[Any]:
         )
 
 
-def test_get_flows_and_versions(db: Database, client: TestClient, make_key: Keys) -> None:
-    _, headers = make_key("workflows.readonly")
+def test_get_flows_and_versions(db: Database, client: TestClient, make_key: MakeKey) -> None:
+    headers = make_key("workflows.readonly").headers
     current = client.get("/v1/flows", headers=headers)
     assert current.status_code == 200, current.text
     assert current.json() == {
@@ -307,13 +275,19 @@ def test_get_flows_and_versions(db: Database, client: TestClient, make_key: Keys
     schema = response_schema(document, "get", "/v1/flows/versions", "200")
     conforms(with_text, schema, components, "versions")
 
-    _, other = make_key("contacts.readonly")
+    other = make_key("contacts.readonly").headers
     for path in ("/v1/flows", "/v1/flows/versions"):
-        assert "workflows.readonly" in error_of(client.get(path, headers=other), 403)["message"]
+        assert (
+            "workflows.readonly"
+            in assert_error(client.get(path, headers=other), 403, checks="status")["message"]
+        )
 
 
-def test_post_flows_imports_a_new_version(db: Database, client: TestClient, make_key: Keys) -> None:
-    key_id, headers = make_key("workflows.write")
+def test_post_flows_imports_a_new_version(
+    db: Database, client: TestClient, make_key: MakeKey
+) -> None:
+    key = make_key("workflows.write")
+    key_id, headers = key.id, key.headers
     response = client.post(
         "/v1/flows", json={"text": CUSTOM, "comment": "via API"}, headers=headers
     )
@@ -327,37 +301,45 @@ def test_post_flows_imports_a_new_version(db: Database, client: TestClient, make
     assert (entry.actor, entry.action) == (f"key:{key_id}", "flows.imported")
     assert entry.details == {"old_version": 0, "new_version": 1, "comment": "via API"}
     # The flows in force are what a reader sees next (workflows.write alone does not read).
-    _, reader = make_key("workflows.readonly")
+    reader = make_key("workflows.readonly").headers
     assert client.get("/v1/flows", headers=reader).json()["version"] == 1
 
 
 def test_post_flows_refuses_a_bad_file_and_changes_nothing(
-    db: Database, client: TestClient, make_key: Keys
+    db: Database, client: TestClient, make_key: MakeKey
 ) -> None:
-    _, headers = make_key("workflows.write")
-    error = error_of(
-        client.post("/v1/flows", json={"text": BAD}, headers=headers), 400, "invalid_flows"
+    headers = make_key("workflows.write").headers
+    error = assert_error(
+        client.post("/v1/flows", json={"text": BAD}, headers=headers),
+        400,
+        "invalid_flows",
+        checks="status",
     )
     assert "flows file:4: flow 'one': action: unknown action 'upsert_kontakt'" in error["message"]
     assert "flows file:6: flow 'two': trigger: 'customer.nothing' matches no" in error["message"]
     not_yaml = client.post("/v1/flows", json={"text": "flows: ["}, headers=headers)
-    assert "not valid YAML" in error_of(not_yaml, 400, "invalid_flows")["message"]
+    assert (
+        "not valid YAML" in assert_error(not_yaml, 400, "invalid_flows", checks="status")["message"]
+    )
     assert current_version(db) == 0
     assert flow_audit(db) == []
 
 
-def test_post_flows_needs_workflows_write(db: Database, client: TestClient, make_key: Keys) -> None:
-    _, readonly = make_key("workflows.readonly")
+def test_post_flows_needs_workflows_write(
+    db: Database, client: TestClient, make_key: MakeKey
+) -> None:
+    readonly = make_key("workflows.readonly").headers
     for path, body in (("/v1/flows", {"text": CUSTOM}), ("/v1/flows/rollback", {"version": 0})):
-        error = error_of(client.post(path, json=body, headers=readonly), 403)
+        error = assert_error(client.post(path, json=body, headers=readonly), 403, checks="status")
         assert "workflows.write" in error["message"]
         assert client.post(path, json=body).status_code == 401
     assert current_version(db) == 0
     assert flow_audit(db) == []
 
 
-def test_post_rollback(db: Database, client: TestClient, make_key: Keys) -> None:
-    key_id, headers = make_key("workflows.write")
+def test_post_rollback(db: Database, client: TestClient, make_key: MakeKey) -> None:
+    key = make_key("workflows.write")
+    key_id, headers = key.id, key.headers
     client.post("/v1/flows", json={"text": CUSTOM}, headers=headers)
     response = client.post("/v1/flows/rollback", json={"version": 0}, headers=headers)
     assert response.status_code == 201, response.text
@@ -372,7 +354,10 @@ def test_post_rollback(db: Database, client: TestClient, make_key: Keys) -> None
     assert (entry.details["old_version"], entry.details["new_version"]) == (1, 2)
 
     missing = client.post("/v1/flows/rollback", json={"version": 9}, headers=headers)
-    assert "no flows version 9" in error_of(missing, 404, "resource_missing")["message"]
+    assert (
+        "no flows version 9"
+        in assert_error(missing, 404, "resource_missing", checks="status")["message"]
+    )
     negative = client.post("/v1/flows/rollback", json={"version": -1}, headers=headers)
     assert 400 <= negative.status_code < 500
     assert current_version(db) == 2
@@ -380,7 +365,7 @@ def test_post_rollback(db: Database, client: TestClient, make_key: Keys) -> None
 
 
 def test_rollback_to_a_version_that_no_longer_passes_the_checks(
-    db: Database, client: TestClient, make_key: Keys
+    db: Database, client: TestClient, make_key: MakeKey
 ) -> None:
     # A version stored by an older Snapshots, naming an action this one no longer has.
     with db.write() as conn:
@@ -394,9 +379,9 @@ def test_rollback_to_a_version_that_no_longer_passes_the_checks(
             )
         )
     revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
-    _, headers = make_key("workflows.write")
+    headers = make_key("workflows.write").headers
     refused = client.post("/v1/flows/rollback", json={"version": 1}, headers=headers)
-    error = error_of(refused, 400, "invalid_flows")
+    error = assert_error(refused, 400, "invalid_flows", checks="status")
     assert "flows version 1:4: flow 'one'" in error["message"]
     assert current_version(db) == 2
     assert len(flow_audit(db)) == 1

@@ -29,7 +29,7 @@ from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import ACCOUNT, WEBHOOK_SECRET, EventFactory, fixture
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.acceptance]  # real `snapshots worker` processes
 
 SNAPSHOTS = Path(sys.executable).with_name("snapshots")
 ITEMS = 2_000

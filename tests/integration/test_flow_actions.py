@@ -11,20 +11,18 @@ import copy
 import itertools
 import json
 import textwrap
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, flowfile, flows, intake, keys, samples, worker
-from snapshots.app import create_app
+from snapshots import connections, errors, flowfile, flows, intake, samples, worker
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import EventFactory, drain, fixture
+from tests.integration.helpers import MakeKey, assert_error
 
 T0 = 1_700_000_000
 PREBUILT = flowfile.load()
@@ -551,34 +549,12 @@ def test_log_event_for_a_missing_contact_makes_it(
     assert activity.type == "customer.subscription.deleted"
 
 
-@pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def make_key(db: Database) -> Callable[..., dict[str, str]]:
-    def make(*scopes: str) -> dict[str, str]:
-        with db.write() as tx:
-            secret = keys.create(tx, name="test", scopes=list(scopes), env="live").secret
-        return {"Authorization": f"Bearer {secret}"}
-
-    return make
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    return error
-
-
 def test_activities_api(
     db: Database,
     connection: connections.Connection,
     event_factory: EventFactory,
     client: TestClient,
-    make_key: Callable[..., dict[str, str]],
+    make_key: MakeKey,
 ) -> None:
     apply(db, PREBUILT, connection.id, event_factory("customer.created", customer(), created=T0))
     apply(db, PREBUILT, connection.id, event_factory("customer.created", customer("cus_bob")))
@@ -587,7 +563,7 @@ def test_activities_api(
         apply(db, TIMELINE, connection.id, refund(event_factory, created))
     apply(db, TIMELINE, connection.id, refund(event_factory, T0 + 9, customer="cus_bob"))
     ada, bob = contact(db, "cus_ada").id, contact(db, "cus_bob").id
-    headers = make_key("contacts.readonly")
+    headers = make_key("contacts.readonly").headers
 
     response = client.get(f"/v1/customers/{ada}/activities", headers=headers)
     assert response.status_code == 200, response.text
@@ -634,7 +610,7 @@ def test_activities_api(
     bad = client.get(
         f"/v1/customers/{ada}/activities", params={"starting_after": "act_nope"}, headers=headers
     )
-    assert error_of(bad, 400)["code"] == "invalid_cursor"
+    assert_error(bad, 400, "invalid_cursor", checks="status")
     bobs = client.get(f"/v1/customers/{bob}/activities", headers=headers).json()["data"]
     assert len(bobs) == 2
     # Another contact's activity is no cursor here.
@@ -643,12 +619,14 @@ def test_activities_api(
         params={"starting_after": bobs[0]["id"]},
         headers=headers,
     )
-    assert error_of(other, 400)["code"] == "invalid_cursor"
+    assert_error(other, 400, "invalid_cursor", checks="status")
 
     missing = client.get("/v1/customers/con_nope/activities", headers=headers)
-    assert error_of(missing, 404)["code"] == "resource_missing"
-    wrong = client.get(f"/v1/customers/{ada}/activities", headers=make_key("invoices.readonly"))
-    assert "contacts.readonly" in error_of(wrong, 403)["message"]
+    assert_error(missing, 404, "resource_missing", checks="status")
+    wrong = client.get(
+        f"/v1/customers/{ada}/activities", headers=make_key("invoices.readonly").headers
+    )
+    assert "contacts.readonly" in assert_error(wrong, 403, checks="status")["message"]
     assert client.get(f"/v1/customers/{ada}/activities").status_code == 401
 
 

@@ -10,18 +10,18 @@ import re
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from snapshots import cli, connections, errors, flowfile, flows, intake, revisions, worker
+from snapshots import connections, errors, flowfile, flows, intake, revisions, worker
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import EventFactory, fixture
+from tests.integration.helpers import Cli
 
 T0 = 1_700_000_000
 PREBUILT_NAMES = [flow.name for flow in flowfile.load().flows]
@@ -313,41 +313,6 @@ def test_a_worker_applies_each_batch_with_the_flows_in_force(
 
 
 # The CLI.
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def run(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cli:
-    """`run("flows", "export")`: the CLI in this process, against the test's database."""
-    monkeypatch.setenv("SNAPSHOTS_DATABASE_URL", database_url)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture

@@ -23,23 +23,10 @@ from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.worker import Worker
 from tests.conftest import EventFactory, fixture
+from tests.integration.helpers import enqueue, row
 
 T = tables.inbox_items
 SNAPSHOTS = Path(sys.executable).with_name("snapshots")
-
-
-def put(
-    db: Database,
-    connection_id: str,
-    event: dict[str, Any],
-    *,
-    wanted: bool = True,
-    source: str = "webhook",
-) -> tuple[int, str, bool]:
-    arrival = inbox.Arrival(connection_id, event, json.dumps(event).encode(), source, wanted)
-    with db.write() as tx:
-        (stored,) = inbox.enqueue_many(tx, [arrival])
-    return stored.item_id, stored.status, stored.duplicate
 
 
 def claim(db: Database, *, worker_id: str, limit: int, lease: float) -> list[inbox.Item]:
@@ -64,11 +51,6 @@ def replay(db: Database, ref: str) -> inbox.Event:
         return inbox.replay(tx, ref)
 
 
-def row(db: Database, item_id: int) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(T).where(T.c.id == item_id)).one()
-
-
 def customer_event(event_factory: EventFactory, n: int, **changes: Any) -> dict[str, Any]:
     obj = {**fixture("customer"), "id": f"cus_inbox{n:05d}", "email": f"c{n}@example.com"}
     return event_factory("customer.created", object={**obj, **changes})
@@ -81,8 +63,8 @@ def test_enqueue_stores_once_per_connection_and_event_id(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    first = put(db, connection.id, event)
-    again = put(db, connection.id, event)
+    first = enqueue(db, connection.id, event)
+    again = enqueue(db, connection.id, event)
     assert first[1:] == ("pending", False)
     assert again == (first[0], "pending", True)
     with db.read() as conn:
@@ -93,12 +75,12 @@ def test_a_duplicate_reports_the_current_status_and_changes_nothing(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    item_id, _, _ = put(db, connection.id, event)
+    item_id, _, _ = enqueue(db, connection.id, event)
     claim(db, worker_id="w", limit=10, lease=30)
     # A resend with other bytes (Stripe retried) is still the same event: stored once, raw
     # bytes of the first arrival kept.
     changed = {**event, "pending_webhooks": 2}
-    assert put(db, connection.id, changed) == (item_id, "processing", True)
+    assert enqueue(db, connection.id, changed) == (item_id, "processing", True)
     stored = row(db, item_id)
     assert stored.payload == json.dumps(event).encode()
     assert stored.locked_by == "w"
@@ -109,8 +91,8 @@ def test_the_same_event_id_on_two_connections_is_two_items(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    a = put(db, connection.id, event)
-    b = put(db, "conn_other", event)
+    a = enqueue(db, connection.id, event)
+    b = enqueue(db, "conn_other", event)
     assert a[0] != b[0]
     assert not a[2] and not b[2]
 
@@ -119,7 +101,7 @@ def test_an_unwanted_event_is_stored_ignored_and_never_claimed(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = event_factory("charge.succeeded")
-    item_id, status, duplicate = put(db, connection.id, event, wanted=False)
+    item_id, status, duplicate = enqueue(db, connection.id, event, wanted=False)
     assert (status, duplicate) == ("ignored", False)
     stored = row(db, item_id)
     assert stored.processed_at is not None
@@ -130,7 +112,7 @@ def test_enqueue_keeps_the_envelope_fields(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = event_factory("customer.updated", created=1_700_000_000, livemode=True)
-    item_id, _, _ = put(db, connection.id, event, source="test")
+    item_id, _, _ = enqueue(db, connection.id, event, source="test")
     stored = row(db, item_id)
     assert stored.event_id == event["id"]
     assert stored.event_type == "customer.updated"
@@ -148,7 +130,7 @@ def test_enqueue_keeps_the_envelope_fields(
 def test_claim_takes_the_oldest_first_up_to_the_limit(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
-    made = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(7)]
+    made = [enqueue(db, connection.id, customer_event(event_factory, n))[0] for n in range(7)]
     before = time.time()
     first = claim(db, worker_id="w1", limit=3, lease=30)
     second = claim(db, worker_id="w2", limit=3, lease=30)
@@ -173,7 +155,7 @@ def test_claim_skips_items_not_due_and_finished_ones(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     due_failed, later_failed, done, dead, pending = (
-        put(db, connection.id, customer_event(event_factory, n))[0] for n in range(5)
+        enqueue(db, connection.id, customer_event(event_factory, n))[0] for n in range(5)
     )
     now = time.time()
     with db.write() as conn:
@@ -190,7 +172,7 @@ def test_claim_skips_items_not_due_and_finished_ones(
 def test_a_held_claim_is_not_claimed_again_until_its_lease_runs_out(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
-    item_id, _, _ = put(db, connection.id, customer_event(event_factory, 1))
+    item_id, _, _ = enqueue(db, connection.id, customer_event(event_factory, 1))
     [held] = claim(db, worker_id="worker-a", limit=10, lease=0.3)
     assert held.id == item_id
     assert claim(db, worker_id="worker-b", limit=10, lease=30) == []
@@ -211,7 +193,7 @@ def test_a_held_claim_is_not_claimed_again_until_its_lease_runs_out(
 def test_still_mine_only_counts_items_being_processed(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
-    ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(3)]
+    ids = [enqueue(db, connection.id, customer_event(event_factory, n))[0] for n in range(3)]
     claim(db, worker_id="w", limit=3, lease=30)
     with db.write() as conn:
         inbox.finish(conn, [(ids[0], "done", ["contacts"])])
@@ -227,7 +209,7 @@ def test_get_by_number_or_event_id(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    item_id, _, _ = put(db, connection.id, event)
+    item_id, _, _ = enqueue(db, connection.id, event)
     assert get(db, str(item_id)).event_id == event["id"]
     assert get(db, event["id"]).id == item_id
     with pytest.raises(errors.NotFound, match="no inbox item evt_missing"):
@@ -240,8 +222,8 @@ def test_get_by_an_event_id_seen_on_two_connections_asks_for_the_number(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    put(db, connection.id, event)
-    other, _, _ = put(db, "conn_other", event)
+    enqueue(db, connection.id, event)
+    other, _, _ = enqueue(db, "conn_other", event)
     with pytest.raises(errors.Conflict, match="2 connections"):
         get(db, event["id"])
     assert get(db, str(other)).connection_id == "conn_other"
@@ -250,8 +232,8 @@ def test_get_by_an_event_id_seen_on_two_connections_asks_for_the_number(
 def test_list_is_newest_first_filters_by_status_and_pages(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
-    ids = [put(db, connection.id, customer_event(event_factory, n))[0] for n in range(4)]
-    ignored, _, _ = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
+    ids = [enqueue(db, connection.id, customer_event(event_factory, n))[0] for n in range(4)]
+    ignored, _, _ = enqueue(db, connection.id, event_factory("charge.succeeded"), wanted=False)
     listed = list_items(db)
     assert [r.id for r in listed] == [ignored, *reversed(ids)]
     assert all("payload" not in r.model_dump() for r in listed)
@@ -264,8 +246,8 @@ def test_counts_by_status(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     for n in range(4):
-        put(db, connection.id, customer_event(event_factory, n))
-    put(db, connection.id, event_factory("charge.succeeded"), wanted=False)
+        enqueue(db, connection.id, customer_event(event_factory, n))
+    enqueue(db, connection.id, event_factory("charge.succeeded"), wanted=False)
     claim(db, worker_id="w", limit=1, lease=30)
     with db.read() as tx:
         counts = inbox.counts(tx)
@@ -288,7 +270,7 @@ def test_public_shape(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     event = customer_event(event_factory, 1)
-    item_id, _, _ = put(db, connection.id, event)
+    item_id, _, _ = enqueue(db, connection.id, event)
     with db.write() as conn:
         inbox.finish(conn, [(item_id, "done", ["contacts", "tags"])])
     shown = get(db, str(item_id)).model_dump(mode="json")
@@ -312,13 +294,13 @@ def _reach(
     event_factory: EventFactory,
 ) -> int:
     if status == "ignored":
-        return put(db, connection_id, event_factory("charge.succeeded"), wanted=False)[0]
+        return enqueue(db, connection_id, event_factory("charge.succeeded"), wanted=False)[0]
     if status == "dead":
         # A customer without an id cannot be matched to a contact: dead at once.
         event = customer_event(event_factory, 1, id=None)
     else:
         event = customer_event(event_factory, 1)
-    item_id = put(db, connection_id, event)[0]
+    item_id = enqueue(db, connection_id, event)[0]
     if status == "processing":
         claim(db, worker_id="someone", limit=1, lease=60)
     elif status == "failed":
@@ -395,7 +377,7 @@ def test_a_dead_item_replayed_after_the_fix_is_applied(
     event_factory: EventFactory,
 ) -> None:
     event = customer_event(event_factory, 1)
-    item_id = put(db, connection.id, event)[0]
+    item_id = enqueue(db, connection.id, event)[0]
     broken = flowfile.parse(
         "flows:\n  - name: contacts\n    trigger: customer.created\n    action: upsert_contact\n"
         "    fields: {stripe_customer_id: \"to_number('x')\"}\n",
@@ -419,7 +401,7 @@ def test_replay_through_the_api_answers_409_for_an_item_in_flight(
     event_factory: EventFactory,
 ) -> None:
     pending = _reach("pending", db, settings, connection.id, event_factory)
-    ignored = put(db, connection.id, event_factory("charge.succeeded"), wanted=False)[0]
+    ignored = enqueue(db, connection.id, event_factory("charge.succeeded"), wanted=False)[0]
     with db.write() as tx:
         secret = keys.create(tx, name="ops", scopes=["integrations.write"], env="test").secret
     auth = {"Authorization": f"Bearer {secret}"}
@@ -450,8 +432,8 @@ def logged(
     """A done item and a dead one, processed by a real worker."""
     good = customer_event(event_factory, 1)
     bad = customer_event(event_factory, 2, id=None)
-    done_id = put(db, connection.id, good)[0]
-    dead_id = put(db, connection.id, bad)[0]
+    done_id = enqueue(db, connection.id, good)[0]
+    dead_id = enqueue(db, connection.id, bad)[0]
     Worker(db, flowfile.load(), settings).step()
     return {"done": done_id, "dead": dead_id, "good": good, "bad": bad}
 
@@ -485,6 +467,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+@pytest.mark.acceptance
 def test_cli_events_list(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     everything, dead, table = snapshots(
         settings.database_url,
@@ -513,6 +496,7 @@ def test_cli_events_list(logged: dict[str, Any], settings: Settings, tmp_path: P
     assert "dead" in text
 
 
+@pytest.mark.acceptance
 def test_cli_events_show(logged: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     as_json, by_event_id = snapshots(
         settings.database_url,
@@ -529,6 +513,7 @@ def test_cli_events_show(logged: dict[str, Any], settings: Settings, tmp_path: P
     assert "done" in text
 
 
+@pytest.mark.acceptance
 def test_cli_events_replay(
     db: Database, logged: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
@@ -569,6 +554,7 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.mark.acceptance
 def test_cli_errors_are_one_line_without_traceback(
     db: Database,
     settings: Settings,
@@ -576,9 +562,9 @@ def test_cli_errors_are_one_line_without_traceback(
     event_factory: EventFactory,
     tmp_path: Path,
 ) -> None:
-    processing = put(db, connection.id, customer_event(event_factory, 1))[0]
+    processing = enqueue(db, connection.id, customer_event(event_factory, 1))[0]
     claim(db, worker_id="someone", limit=10, lease=60)
-    pending = put(db, connection.id, customer_event(event_factory, 2))[0]
+    pending = enqueue(db, connection.id, customer_event(event_factory, 2))[0]
     before = {i: row(db, i) for i in (pending, processing)}
     names = {"PENDING": str(pending), "PROCESSING": str(processing)}
     commands = [tuple(names.get(a, a) for a in case.values[0]) for case in CLI_ERRORS]

@@ -29,10 +29,10 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import ACCOUNT, WEBHOOK_SECRET, EventFactory, sign
+from tests.integration.helpers import assert_error
 
 MAX_BODY = 4096  # bytes: small, so that oversized bodies are cheap to make
 OTHER_SECRET = "whsec_other_secret_9876543210"
-ERROR_KEYS = {"type", "code", "message", "request_id"}
 
 
 def hexsig(payload: bytes, timestamp: int, secret: str = WEBHOOK_SECRET) -> str:
@@ -60,30 +60,10 @@ def inbox_rows(db: Database) -> list[Any]:
         return list(conn.execute(sa.select(tables.inbox_items).order_by(tables.inbox_items.c.id)))
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == ERROR_KEYS
-    assert error["code"] == code
-    assert error["type"] == "invalid_request_error"
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["request_id"] == response.headers["x-request-id"]
-    assert error["request_id"].startswith("req_")
-    return error
-
-
 @pytest.fixture
 def app_settings(settings: Settings) -> Settings:
+    """The shared `client` here takes bodies of up to MAX_BODY bytes."""
     return settings.model_copy(update={"webhook_max_body": MAX_BODY})
-
-
-@pytest.fixture
-def client(app_settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(app_settings)) as test_client:
-        yield test_client
 
 
 @pytest.fixture
@@ -243,7 +223,7 @@ def test_bad_deliveries_are_400_and_store_nothing(
 ) -> None:
     payload, headers = build(body)
     response = client.post(url(connection.id), content=payload, headers=headers)
-    assert_error(response, 400, code)
+    assert_error(response, 400, code, type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -254,7 +234,7 @@ def test_a_deeply_nested_signed_body_is_400_not_500(
     payload = b"[" * 50_000 + b"]" * 50_000
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.post(url(connection.id), content=payload, headers=signed(payload))
-    assert_error(response, 400, "invalid_json")
+    assert_error(response, 400, "invalid_json", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -269,7 +249,7 @@ def test_a_signed_event_id_with_a_nul_character_is_not_a_500(
     if response.status_code == 200:
         assert [r.payload for r in inbox_rows(db)] == [payload]
     else:
-        assert_error(response, 400, "not_an_event")
+        assert_error(response, 400, "not_an_event", type="invalid_request_error")
         assert inbox_rows(db) == []
 
 
@@ -291,7 +271,7 @@ def test_an_unknown_connection_is_404(
 ) -> None:
     with TestClient(create_app(app_settings), raise_server_exceptions=False) as client:
         response = client.post(url(connection_id), content=body, headers=signed(body))
-    assert_error(response, 404, "unknown_connection")
+    assert_error(response, 404, "unknown_connection", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -317,7 +297,7 @@ def test_a_body_over_the_limit_with_content_length_is_413(
     payload = _oversized(body)
     response = client.post(url(connection.id), content=payload, headers=signed(payload))
     assert response.request.headers["content-length"] == str(MAX_BODY + 1)
-    error = assert_error(response, 413, "payload_too_large")
+    error = assert_error(response, 413, "payload_too_large", type="invalid_request_error")
     assert str(MAX_BODY) in error["message"]
     assert inbox_rows(db) == []
 
@@ -330,7 +310,7 @@ def test_a_huge_declared_length_is_413_before_reading(
         content=b"x" * (MAX_BODY * 4),
         headers={"Stripe-Signature": f"t={now()},v1={'0' * 64}"},
     )
-    assert_error(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -346,7 +326,7 @@ def test_a_chunked_body_over_the_limit_is_413(
     response = client.post(url(connection.id), content=chunks(), headers=signed(payload))
     assert "content-length" not in response.request.headers
     assert response.request.headers["transfer-encoding"] == "chunked"
-    assert_error(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -389,7 +369,7 @@ def test_a_streamed_body_is_counted_chunk_by_chunk(
     response = _post_streamed(app, url(connection.id), payload, signed(payload))
     assert "content-length" not in response.request.headers
     if status == 413:
-        assert_error(response, 413, "payload_too_large")
+        assert_error(response, 413, "payload_too_large", type="invalid_request_error")
         assert inbox_rows(db) == []
     else:
         assert response.status_code == 200, response.text
@@ -456,7 +436,7 @@ def test_a_float_created_is_refused(
     payload = UNUSUAL.replace(b"1700000000 ,", b"1700000000.0 ,")
     assert payload != UNUSUAL
     response = client.post(url(connection.id), content=payload, headers=signed(payload))
-    assert_error(response, 400, "not_an_event")
+    assert_error(response, 400, "not_an_event", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -627,7 +607,7 @@ def test_rotation_still_refuses_a_third_secret(
         response = client.post(
             url(rotating.id), content=body, headers=signed(body, "whsec_third_secret_000")
         )
-    assert_error(response, 400, "signature_mismatch")
+    assert_error(response, 400, "signature_mismatch", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 
@@ -638,7 +618,7 @@ def test_rotation_reports_a_stale_timestamp(
         response = client.post(
             url(rotating.id), content=body, headers=signed(body, OTHER_SECRET, now() - 900)
         )
-    assert_error(response, 400, "timestamp_outside_tolerance")
+    assert_error(response, 400, "timestamp_outside_tolerance", type="invalid_request_error")
     assert inbox_rows(db) == []
 
 

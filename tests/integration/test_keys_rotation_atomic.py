@@ -16,6 +16,8 @@ from snapshots import keys
 from snapshots.store import tables
 from snapshots.store.db import Database
 
+pytestmark = pytest.mark.acceptance  # each test kills a real child process
+
 ROTATE = textwrap.dedent(
     """
     import os, sys

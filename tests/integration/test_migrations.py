@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from alembic.script import ScriptDirectory
 from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
+from tests.conftest import SqliteCopy
 
 
 def differences(db: Database) -> list[object]:
@@ -97,3 +99,26 @@ def test_the_comparison_sees_a_drift(db: Database) -> None:
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), drifted)
     assert [(d[0], d[3].name) for d in diff if isinstance(d, tuple)] == [("add_column", "extra")]
+
+
+def test_a_sqlite_copy_is_a_migrated_database_of_its_own(
+    sqlite_template: Path, sqlite_copy: SqliteCopy, tmp_path: Path
+) -> None:
+    """Each test's SQLite database is a copy of one file migrated per session (tests/conftest.py):
+    a sound database at the newest revision, and a write to it reaches neither the template
+    nor another copy."""
+    before = sqlite_template.read_bytes()
+    one = Database(sqlite_copy(tmp_path / "one"))
+    other = Database(sqlite_copy(tmp_path / "other"))
+    try:
+        with one.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+        assert current(one) == head(one)
+        assert differences(one) == []
+        with one.write() as conn:
+            conn.execute(sa.text("CREATE TABLE scratch (x INTEGER)"))
+        assert "scratch" not in sa.inspect(other.engine).get_table_names()
+    finally:
+        one.dispose()
+        other.dispose()
+    assert sqlite_template.read_bytes() == before

@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.conftest import EventFactory, drain, fixture
+from tests.conftest import EventFactory, SqliteCopy, drain, fixture
 
 REGISTRY = flowfile.load()
 T0 = 1_700_000_000
@@ -696,10 +695,10 @@ def check_scenario(db: Database, settings: Settings, scenario: Scenario) -> None
 
 
 @pytest.fixture(scope="module")
-def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Database, Settings]]:
-    path: Path = tmp_path_factory.mktemp("ordering") / "property.db"
-    database = store.Database(f"sqlite:///{path}")
-    store.migrate(database)
+def sqlite_store(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_copy: SqliteCopy
+) -> Iterator[tuple[Database, Settings]]:
+    database = store.Database(sqlite_copy(tmp_path_factory.mktemp("ordering")))
     yield database, Settings(database_url=database.url, master_key=Fernet.generate_key().decode())
     database.dispose()
 

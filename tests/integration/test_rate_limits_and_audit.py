@@ -9,10 +9,8 @@ window from its X-RateLimit-Reset header."""
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,14 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from snapshots import cli, connections, keys, limits
+from snapshots import keys, limits
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.acceptance.conftest import Snapshots, free_port
 from tests.conftest import _empty_postgres
+from tests.integration.helpers import Cli, Key, assert_error, bearer
 
 T = tables.audit_entries
 START = 1_800_000_000.0  # a multiple of 60: the start of a rate-limit window
@@ -44,19 +43,6 @@ def create(db: Database, **fields: Any) -> keys.ApiKeyCreated:
 def revoke(db: Database, key_id: str) -> keys.ApiKey:
     with db.write() as tx:
         return keys.revoke(tx, key_id)
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    if code is not None:
-        assert error["code"] == code, error
-    assert error["request_id"] == response.headers["x-request-id"]
-    return error
 
 
 class Clock:
@@ -102,7 +88,7 @@ def test_the_sixth_request_in_a_window_is_429(
         assert response.headers["x-ratelimit-reset"] == str(int(START) + 60)
 
     refused = limited.get("/v1/customers", headers=bearer(first))
-    error = assert_error(refused, 429, "rate_limited")
+    error = assert_error(refused, 429, "rate_limited", checks="request_id")
     assert error["type"] == "rate_limit_error"
     assert "5 requests" in error["message"] and "60 s" in error["message"]
     assert refused.headers["retry-after"] == "60"
@@ -136,9 +122,10 @@ def test_every_endpoint_counts_against_the_same_key(
     statuses = [limited.get(paths[n % 4], headers=bearer(secret)).status_code for n in range(7)]
     assert statuses == [200, 200, 404, 200, 200, 429, 429]
     # A refused key is not counted against anyone (it has no key to count against).
-    assert_error(limited.get("/v1/customers"), 401, "missing_api_key")
+    assert_error(limited.get("/v1/customers"), 401, "missing_api_key", checks="request_id")
 
 
+@pytest.mark.acceptance
 @pytest.mark.postgres
 def test_two_serve_processes_share_one_limit(postgres_url: str, tmp_path: Path) -> None:
     """Two real `snapshots serve` processes on one PostgreSQL database, requests alternating
@@ -202,26 +189,9 @@ def _check_shared_limit(answers: list[httpx.Response]) -> None:
 
 
 @pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with app_client(settings, api_rate_limit=1000, api_rate_window=60) as test_client:
-        yield test_client
-
-
-@dataclass
-class Admin:
-    id: str
-    secret: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return bearer(self.secret)
-
-
-@pytest.fixture
-def admin(db: Database) -> Admin:
-    key = create(db, name="admin", scopes=["admin"])
-    secret = key.secret
-    return Admin(key.id, secret)
+def app_settings(settings: Settings) -> Settings:
+    """The shared `client` here allows 1000 requests a minute per key."""
+    return settings.model_copy(update={"api_rate_limit": 1000, "api_rate_window": 60})
 
 
 def stored(db: Database, action: str | None = None) -> list[Any]:
@@ -308,7 +278,7 @@ def test_a_malformed_authorization_header_is_audited_too(
 ) -> None:
     for header in ("Basic dXNlcjpwYXNz", "Bearer", "Token snp_live_x"):
         response = client.get("/v1/customers", headers={"Authorization": header})
-        assert_error(response, 401, "malformed_authorization")
+        assert_error(response, 401, "malformed_authorization", checks="request_id")
     recorded = stored(db, "auth.bad_key")
     assert len(recorded) == 1
     assert recorded[0].outcome == "denied" and recorded[0].ip == "testclient"
@@ -318,7 +288,7 @@ def test_a_malformed_authorization_header_is_audited_too(
 
 
 @pytest.fixture
-def history(db: Database, client: TestClient, admin: Admin) -> dict[str, Any]:
+def history(db: Database, client: TestClient, admin: Key) -> dict[str, Any]:
     """Entries of several kinds: key.created x3 (admin, app, rotated), key.rotated, key.revoked,
     connection.created (the connection fixture), and one from two hours ago."""
     app_key = create(db, name="app", scopes=["contacts.readonly"])
@@ -341,7 +311,7 @@ def history(db: Database, client: TestClient, admin: Admin) -> dict[str, Any]:
     return {"app_key": app_key.id, "rotate": rotated, "revoke": revoked}
 
 
-def audit_page(client: TestClient, admin: Admin, **params: Any) -> dict[str, Any]:
+def audit_page(client: TestClient, admin: Key, **params: Any) -> dict[str, Any]:
     response = client.get("/v1/audit", params=params, headers=admin.headers)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -350,7 +320,7 @@ def audit_page(client: TestClient, admin: Admin, **params: Any) -> dict[str, Any
 
 
 def test_the_audit_log_through_the_api(
-    db: Database, client: TestClient, admin: Admin, history: dict[str, Any]
+    db: Database, client: TestClient, admin: Key, history: dict[str, Any]
 ) -> None:
     every = audit_page(client, admin, limit=100)["data"]
     assert all(set(e) == ENTRY_KEYS for e in every)
@@ -381,19 +351,19 @@ def test_the_audit_log_through_the_api(
     ],
 )
 def test_audit_since(
-    client: TestClient, admin: Admin, history: dict[str, Any], since: str, expected: int
+    client: TestClient, admin: Key, history: dict[str, Any], since: str, expected: int
 ) -> None:
     assert len(audit_page(client, admin, since=since, limit=100)["data"]) == expected
 
 
 @pytest.mark.parametrize("since", ["yesterday", "0h", "2024-13-45", "-1h", "1y"])
-def test_a_bad_since_is_400(client: TestClient, admin: Admin, since: str) -> None:
+def test_a_bad_since_is_400(client: TestClient, admin: Key, since: str) -> None:
     response = client.get("/v1/audit", params={"since": since}, headers=admin.headers)
-    error = assert_error(response, 400)
+    error = assert_error(response, 400, checks="request_id")
     assert error["message"].startswith("since ") and "--since" not in error["message"]
 
 
-def test_audit_action_filters(client: TestClient, admin: Admin, history: dict[str, Any]) -> None:
+def test_audit_action_filters(client: TestClient, admin: Key, history: dict[str, Any]) -> None:
     exact = audit_page(client, admin, action="key.created", limit=100)["data"]
     assert len(exact) == 3 and {e["action"] for e in exact} == {"key.created"}
     prefix = audit_page(client, admin, action="key.*", limit=100)["data"]
@@ -406,7 +376,7 @@ def test_audit_action_filters(client: TestClient, admin: Admin, history: dict[st
     assert len(both) == 5
 
 
-def test_audit_pagination(client: TestClient, admin: Admin, history: dict[str, Any]) -> None:
+def test_audit_pagination(client: TestClient, admin: Key, history: dict[str, Any]) -> None:
     every = [e["id"] for e in audit_page(client, admin, limit=100)["data"]]
     walked: list[int] = []
     after = None
@@ -423,51 +393,24 @@ def test_audit_pagination(client: TestClient, admin: Admin, history: dict[str, A
     assert walked == every
     assert audit_page(client, admin)["has_more"] is False  # 7 entries, 20 a page
     unknown = client.get("/v1/audit", params={"starting_after": 10**9}, headers=admin.headers)
-    assert_error(unknown, 400, "invalid_cursor")
+    assert_error(unknown, 400, "invalid_cursor", checks="request_id")
     for limit in (0, 101):
         too = client.get("/v1/audit", params={"limit": limit}, headers=admin.headers)
-        assert_error(too, 400, "parameter_invalid")
+        assert_error(too, 400, "parameter_invalid", checks="request_id")
 
 
 def test_an_odd_action_filter_is_not_a_500(
-    db: Database, client: TestClient, admin: Admin, request: pytest.FixtureRequest
+    db: Database, client: TestClient, admin: Key, request: pytest.FixtureRequest
 ) -> None:
     response = client.get("/v1/audit", params={"action": "key.\x00"}, headers=admin.headers)
     assert response.status_code in (200, 400), response.text
 
 
-@pytest.fixture
-def run(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """`run(*args) -> (exit code, stdout, stderr)`: the CLI in this process."""
-    monkeypatch.setenv("SNAPSHOTS_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("COLUMNS", "200")
-    names = ["", "stripe", "alembic", "snapshots.stripe", "httpx"]
-    levels = {name: logging.getLogger(name).level for name in names}
-    handlers = list(logging.getLogger().handlers)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield invoke
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    logging.getLogger().handlers[:] = handlers
-
-
 def test_snapshots_audit(
     client: TestClient,
-    admin: Admin,
+    admin: Key,
     history: dict[str, Any],
-    run: Callable[..., tuple[int, str, str]],
+    run: Cli,
 ) -> None:
     code, out, err = run("audit", "--json", "--since", "1h")
     assert code == 0, err
@@ -497,7 +440,7 @@ def test_snapshots_audit(
     ],
 )
 def test_the_database_refuses_to_edit_or_delete_an_entry(
-    db: Database, admin: Admin, statement: str
+    db: Database, admin: Key, statement: str
 ) -> None:
     before = [tuple(r) for r in stored(db)]
     assert len(before) == 1  # the admin key's creation
@@ -510,7 +453,7 @@ def test_the_database_refuses_to_edit_or_delete_an_entry(
 
 
 def test_no_route_edits_or_deletes_audit_entries(
-    client: TestClient, admin: Admin, history: dict[str, Any]
+    client: TestClient, admin: Key, history: dict[str, Any]
 ) -> None:
     document = client.get("/openapi.json").json()
     audit_paths = {p: set(ops) for p, ops in document["paths"].items() if "audit" in p}

@@ -4,7 +4,6 @@ cost an event an attempt."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +14,14 @@ import sqlalchemy as sa
 from alembic import command
 from cryptography.fernet import Fernet
 
-from snapshots import connections, errors, flowfile, inbox, readiness, revisions, vault
+from snapshots import connections, errors, flowfile, readiness, revisions, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.worker import Worker
 from tests.conftest import EventFactory, fixture
+from tests.integration.helpers import put
 
 T = tables.inbox_items
 BROKEN_FLOWS = """
@@ -31,16 +31,6 @@ flows:
     action: send_sms
     fields: {phone: phone}
 """
-
-
-def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
-    with db.write() as conn:
-        (stored,) = inbox.enqueue_many(
-            conn,
-            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
-        )
-        item_id = stored.item_id
-    return item_id
 
 
 def items(db: Database) -> list[tuple[int, str, int, str | None]]:

@@ -3,22 +3,18 @@ that resume, the audit entry, and the API (`POST /v1/events/replay`, its progres
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import audit, connections, errors, inbox, keys, replay, times
-from snapshots.app import create_app
-from snapshots.settings import Settings
+from snapshots import audit, connections, errors, replay, times
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import EventFactory
-from tests.integration.test_api import assert_error, bearer
+from tests.integration.helpers import MakeKey, assert_error, enqueue
 
 T = tables.inbox_items
 
@@ -32,15 +28,12 @@ def put(
     error: str | None = None,
     received_at: float | None = None,
 ) -> int:
+    """An item in the inbox in `status`, after three attempts."""
+    item_id, _, _ = enqueue(db, connection_id, event)
+    values: dict[str, Any] = {"status": status, "last_error": error, "attempts": 3}
+    if received_at is not None:
+        values["received_at"] = received_at
     with db.write() as conn:
-        (stored,) = inbox.enqueue_many(
-            conn,
-            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
-        )
-        item_id = stored.item_id
-        values: dict[str, Any] = {"status": status, "last_error": error, "attempts": 3}
-        if received_at is not None:
-            values["received_at"] = received_at
         conn.execute(T.update().where(T.c.id == item_id).values(**values))
     return item_id
 
@@ -225,27 +218,11 @@ def test_nothing_to_replay_is_a_finished_job(db: Database) -> None:
 # The API.
 
 
-@pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def make_key(db: Database) -> Callable[..., dict[str, str]]:
-    def make(*scopes: str) -> dict[str, str]:
-        with db.write() as tx:
-            secret = keys.create(tx, name="test", scopes=list(scopes)).secret
-        return bearer(secret)
-
-    return make
-
-
 @pytest.mark.usefixtures("inbox_items")
 def test_the_api_previews_starts_and_shows_a_job(
-    client: TestClient, db: Database, make_key: Callable[..., dict[str, str]]
+    client: TestClient, db: Database, make_key: MakeKey
 ) -> None:
-    writer = make_key("integrations.write", "events.readonly")
+    writer = make_key("integrations.write", "events.readonly").headers
     dry = client.post(
         "/v1/events/replay", json={"error": "master key", "dry_run": True}, headers=writer
     )
@@ -280,19 +257,25 @@ def test_the_api_previews_starts_and_shows_a_job(
     ],
 )
 def test_the_api_refuses_a_bad_filter(
-    client: TestClient, make_key: Callable[..., dict[str, str]], body: dict[str, Any], code: str
+    client: TestClient, make_key: MakeKey, body: dict[str, Any], code: str
 ) -> None:
-    response = client.post("/v1/events/replay", json=body, headers=make_key("admin"))
-    assert_error(response, 400, code)
+    response = client.post("/v1/events/replay", json=body, headers=make_key("admin").headers)
+    assert_error(response, 400, code, checks="envelope")
 
 
-def test_the_api_needs_its_scopes(
-    client: TestClient, make_key: Callable[..., dict[str, str]]
-) -> None:
-    reader = make_key("events.readonly")
-    assert_error(client.post("/v1/events/replay", json={}, headers=reader), 403, "missing_scope")
-    assert_error(client.get("/v1/events/replay/rpl_nope", headers=reader), 404)
-    writer_only = make_key("integrations.write")
+def test_the_api_needs_its_scopes(client: TestClient, make_key: MakeKey) -> None:
+    reader = make_key("events.readonly").headers
     assert_error(
-        client.get("/v1/events/replay/rpl_nope", headers=writer_only), 403, "missing_scope"
+        client.post("/v1/events/replay", json={}, headers=reader),
+        403,
+        "missing_scope",
+        checks="envelope",
+    )
+    assert_error(client.get("/v1/events/replay/rpl_nope", headers=reader), 404, checks="envelope")
+    writer_only = make_key("integrations.write").headers
+    assert_error(
+        client.get("/v1/events/replay/rpl_nope", headers=writer_only),
+        403,
+        "missing_scope",
+        checks="envelope",
     )

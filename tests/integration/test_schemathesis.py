@@ -55,7 +55,7 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
-from tests.conftest import ACCOUNT, WEBHOOK_SECRET, _empty_postgres, fixture
+from tests.conftest import ACCOUNT, WEBHOOK_SECRET, SqliteCopy, _empty_postgres, fixture
 
 # Fuzzed cases per operation, besides the examples and coverage cases. PostgreSQL gets a
 # smaller run, for what differs there (32-bit integer columns, NUL in text).
@@ -214,7 +214,9 @@ def _seed(db: store.Database, settings: Settings) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def seeded(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_copy: SqliteCopy,
 ) -> Iterator[Seeded]:
     """One seeded store and app per database for every operation (what one operation leaves,
     the next sees). `request.param`: sqlite, or postgres (the session's test database)."""
@@ -223,9 +225,8 @@ def seeded(
         url = str(request.getfixturevalue("postgres_url"))
         _empty_postgres(url)
     else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'snapshots.db'}"
-    database = store.Database(url)
-    store.migrate(database)
+        url = sqlite_copy(tmp_path_factory.mktemp("fuzz"))
+    database = store.Database(url)  # migrated already, either way
     settings = Settings(
         database_url=url,
         master_key=Fernet.generate_key().decode(),

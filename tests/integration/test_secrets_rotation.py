@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,24 +29,11 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import ACCOUNT, WEBHOOK_SECRET, EventFactory, sign
+from tests.integration.helpers import Cli, Result
 
 NEW_SECRET = "whsec_Q7vLx2Rk9PzT4mWbHc3N9876"  # random-looking: no word of it is in any text
 NEWER_SECRET = "whsec_Zt5Kq8MwYp2Lr6Vd4Xg7Jb5555"
 STRANGER = "whsec_not_this_connections_0000"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
 
 
 @pytest.fixture
@@ -81,7 +68,8 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
 
 @pytest.fixture
 def run(settings: Settings, run_cli: Cli) -> Cli:
-    """`run(*args, env={...})`: the CLI against the test's database and master key."""
+    """`run(*args, env={...})`: the CLI against the test's database and master key (the
+    shared `run` sets neither the master key nor other variables)."""
 
     def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
         variables: dict[str, str | None] = {
@@ -100,10 +88,10 @@ def fresh_cache(client: TestClient) -> None:
 
 
 @pytest.fixture
-def client(settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        fresh_cache(test_client)
-        yield test_client
+def client(client: TestClient) -> TestClient:
+    """The shared `client`, reading a connection's signing secrets on every delivery."""
+    fresh_cache(client)
+    return client
 
 
 def deliver(

@@ -21,7 +21,6 @@ from snapshots import (
     flowfile,
     flows,
     inbox,
-    keys,
     mapping,
     stripe_api,
     sync,
@@ -33,6 +32,7 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import WEBHOOK_SECRET, EventFactory, drain
+from tests.integration.helpers import MakeKey
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 CUSTOMERS = 250
@@ -190,6 +190,7 @@ def record_values(
 # -- backfill ---------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_backfill_lands_every_customer_and_invoice(
     per_page: None,
     db: Database,
@@ -261,6 +262,7 @@ def test_backfill_lands_every_customer_and_invoice(
     assert {row.applied_authority for row in contacts.values()} == {1}
 
 
+@pytest.mark.acceptance
 def test_a_second_backfill_is_a_new_run_and_changes_no_record(
     db: Database,
     settings: Settings,
@@ -290,6 +292,7 @@ def test_a_second_backfill_is_a_new_run_and_changes_no_record(
     assert [r["id"] for r in runs] == [r.id for r in reversed(first + again)] and not more
 
 
+@pytest.mark.acceptance
 def test_a_second_backfill_leaves_updated_at_alone(
     monkeypatch: pytest.MonkeyPatch,
     db: Database,
@@ -311,6 +314,7 @@ def test_a_second_backfill_leaves_updated_at_alone(
     assert record_values(db, tables.contacts, "stripe_customer_id", ("updated_at",)) == before
 
 
+@pytest.mark.acceptance
 def test_a_failed_backfill_resumes_after_its_last_page(
     per_page: None,
     db: Database,
@@ -351,6 +355,7 @@ def test_a_failed_backfill_resumes_after_its_last_page(
     assert len(page_runs(db)[0]) == 1
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize(
     ("commit_max", "expected"), [(1000, [(3, 250)]), (150, [(2, 200), (3, 250)])]
 )
@@ -380,6 +385,7 @@ def test_fast_pages_are_committed_together(
     assert len(rows(db, tables.inbox_items)) == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_pages_read_before_a_failure_are_kept_when_pages_are_batched(
     db: Database,
     settings: Settings,
@@ -401,6 +407,7 @@ def test_pages_read_before_a_failure_are_kept_when_pages_are_batched(
     assert run_row(db, failed["id"]).cursor == "cus_000151"
 
 
+@pytest.mark.acceptance
 def test_ctrl_c_interrupts_a_backfill_that_then_resumes(
     per_page: None,
     db: Database,
@@ -430,6 +437,7 @@ def test_ctrl_c_interrupts_a_backfill_that_then_resumes(
     assert len(rows(db, tables.contacts)) == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_a_backfill_live_in_another_process_is_refused(
     per_page: None, db: Database, settings: Settings, seeded: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -453,6 +461,7 @@ def test_a_backfill_live_in_another_process_is_refused(
     assert len(page_runs(db)[0]) == 1
 
 
+@pytest.mark.acceptance
 def test_a_crashed_backfill_is_taken_over_when_its_lease_runs_out(
     per_page: None,
     monkeypatch: pytest.MonkeyPatch,
@@ -492,6 +501,7 @@ def test_a_crashed_backfill_is_taken_over_when_its_lease_runs_out(
     )
 
 
+@pytest.mark.acceptance
 def test_since_filters_on_created(
     db: Database, settings: Settings, seeded: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -509,6 +519,7 @@ def test_since_filters_on_created(
     assert other.id != run.id and other.since is None and other.objects == CUSTOMERS
 
 
+@pytest.mark.acceptance
 def test_locations_backfill_is_a_watcher_poll(
     db: Database, settings: Settings, live: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -616,6 +627,7 @@ def _events_since(live: FakeStripe, since: int) -> set[str]:
     return {e["id"] for e in live.events(created={"gte": since})}
 
 
+@pytest.mark.acceptance
 def test_reconcile_enqueues_every_missed_event_once(
     db: Database,
     settings: Settings,
@@ -655,6 +667,7 @@ def test_reconcile_enqueues_every_missed_event_once(
     assert {c["id"] for c in made} <= set(names)
 
 
+@pytest.mark.acceptance
 def test_reconcile_skips_events_older_than_since(
     db: Database,
     settings: Settings,
@@ -675,6 +688,7 @@ def test_reconcile_skips_events_older_than_since(
     assert [i.event_id for i in rows(db, tables.inbox_items)] == [new["id"]]
 
 
+@pytest.mark.acceptance
 def test_no_warning_when_webhooks_arrive(
     db: Database,
     settings: Settings,
@@ -691,6 +705,7 @@ def test_no_warning_when_webhooks_arrive(
     assert run.enqueued >= 4 and run.warning is None
 
 
+@pytest.mark.acceptance
 def test_the_first_reconcile_looks_back_the_window_and_later_ones_overlap(
     db: Database, settings: Settings, live: FakeStripe, registry: flows.Registry
 ) -> None:
@@ -783,6 +798,7 @@ def refetching(
     return make
 
 
+@pytest.mark.acceptance
 def test_refetch_applies_stripes_current_object(
     db: Database,
     settings: Settings,
@@ -828,7 +844,8 @@ def test_refetch_applies_stripes_current_object(
     )
 
 
-def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
+@pytest.mark.acceptance
+def test_refetch_while_stripe_is_down_waits_uncharged_for_a_retry(
     db: Database,
     settings: Settings,
     live: FakeStripe,
@@ -841,9 +858,11 @@ def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
     _enqueue(db, refetch.id, event, "webhook")
     live.fault("/v1/customers/", status=503, count=None)
     applier = refetching()
-    assert (applier.stats.failed, applier.stats.dead) == (1, 0)
+    # Stripe being away is not the event's fault (issue 13): it waits, no attempt charged.
+    assert (applier.stats.failed, applier.stats.dead) == (0, 0)
     (item,) = rows(db, tables.inbox_items)
-    assert item.status == "failed" and "HTTP 503" in item.last_error
+    assert (item.status, item.attempts) == ("pending", 0)
+    assert "waiting for Stripe" in item.last_error and "HTTP 503" in item.last_error
     assert item.run_after > time.time()
     assert rows(db, tables.contacts) == []
 
@@ -856,7 +875,8 @@ def test_refetch_while_stripe_is_down_fails_the_item_for_a_retry(
     assert rows(db, tables.contacts)[0].name == "Up"
 
 
-def test_refetch_with_a_revoked_key_is_dead_at_once(
+@pytest.mark.acceptance
+def test_refetch_with_a_revoked_key_waits_uncharged_never_dead(
     db: Database,
     settings: Settings,
     live: FakeStripe,
@@ -870,13 +890,17 @@ def test_refetch_with_a_revoked_key_is_dead_at_once(
     _enqueue(db, refetch.id, event_factory("customer.updated", object=customer), "webhook")
     live.clear_requests()
     applier = refetching()
-    assert (applier.stats.dead, applier.stats.failed) == (1, 0)
+    # A refused key is the connection's fault, not the event's (issue 13): the item waits,
+    # uncharged, until the key is fixed; it never goes dead for it.
+    assert (applier.stats.dead, applier.stats.failed) == (0, 0)
     (item,) = rows(db, tables.inbox_items)
-    assert item.status == "dead" and item.attempts == 1
+    assert (item.status, item.attempts) == ("pending", 0)
     assert "refused the key" in item.last_error
-    assert len(live.requests()) == 1  # never retried
+    assert item.run_after > time.time()
+    assert len(live.requests()) == 1  # not retried at once
 
 
+@pytest.mark.acceptance
 def test_refetch_leaves_synced_and_unknown_objects_alone(
     db: Database,
     settings: Settings,
@@ -901,22 +925,19 @@ def test_refetch_leaves_synced_and_unknown_objects_alone(
 
 @pytest.fixture
 def api(settings: Settings, db: Database) -> Iterator[TestClient]:
+    """The app without the shared `client`'s connection: the test links its own."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
-def bearer(db: Database, *scopes: str) -> dict[str, str]:
-    with db.write() as tx:
-        secret = keys.create(tx, name="test", scopes=list(scopes)).secret
-    return {"Authorization": f"Bearer {secret}"}
-
-
+@pytest.mark.acceptance
 def test_sync_runs_api(
     db: Database,
     settings: Settings,
     live: FakeStripe,
     registry: flows.Registry,
     api: TestClient,
+    make_key: MakeKey,
 ) -> None:
     connection = link(db, settings, live)
     client = stripe_of(db, settings, connection)
@@ -925,7 +946,7 @@ def test_sync_runs_api(
         sync.reconcile(db, client, connection, registry, settings, since=since + i)
         for i in range(3)
     ]
-    headers = bearer(db, "events.readonly")
+    headers = make_key("events.readonly").headers
 
     response = api.get("/v1/sync-runs", params={"limit": 2}, headers=headers)
     assert response.status_code == 200, response.text
@@ -955,10 +976,10 @@ def test_sync_runs_api(
     response = api.get("/v1/sync-runs/bad%20id", headers=headers)
     assert response.status_code == 404
 
-    other = bearer(db, "contacts.readonly")
+    other = make_key("contacts.readonly").headers
     for path in ("/v1/sync-runs", f"/v1/sync-runs/{made[0].id}"):
         response = api.get(path, headers=other)
         assert response.status_code == 403
         assert response.json()["error"]["scope"] == "events.readonly"
         assert api.get(path).status_code == 401
-    assert api.get("/v1/sync-runs", headers=bearer(db, "admin")).status_code == 200
+    assert api.get("/v1/sync-runs", headers=make_key("admin").headers).status_code == 200

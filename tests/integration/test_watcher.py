@@ -157,6 +157,7 @@ def default_currency(db: Database, connection_id: str) -> str | None:
 # -- the watcher ------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_locations_follow_stripe(
     db: Database,
     fake: FakeStripe,
@@ -202,6 +203,7 @@ def test_locations_follow_stripe(
         assert set(watched) == {first["id"]}
 
 
+@pytest.mark.acceptance
 def test_an_unchanged_poll_enqueues_nothing(
     db: Database,
     fake: FakeStripe,
@@ -219,6 +221,7 @@ def test_an_unchanged_poll_enqueues_nothing(
     assert inbox_count(db) == before
 
 
+@pytest.mark.acceptance
 def test_an_empty_account_polls_to_nothing(
     db: Database,
     linked: connections.Connection,
@@ -229,6 +232,7 @@ def test_an_empty_account_polls_to_nothing(
     assert inbox_count(db) == 0
 
 
+@pytest.mark.acceptance
 def test_more_than_one_page_of_locations(
     db: Database,
     fake: FakeStripe,
@@ -245,6 +249,7 @@ def test_more_than_one_page_of_locations(
     assert {json.loads(item.payload)["data"]["object"]["id"] for item in watcher_items(db)} == made
 
 
+@pytest.mark.acceptance
 def test_the_account_currency_follows_stripe(
     db: Database,
     settings: Settings,
@@ -274,6 +279,7 @@ def test_the_account_currency_follows_stripe(
     assert found[kept["id"]].currency == "eur"  # no event: unchanged
 
 
+@pytest.mark.acceptance
 def test_a_missing_account_endpoint_keeps_the_known_currency(
     db: Database,
     fake: FakeStripe,
@@ -287,6 +293,7 @@ def test_a_missing_account_endpoint_keeps_the_known_currency(
     assert default_currency(db, linked.id) == "eur"
 
 
+@pytest.mark.acceptance
 def test_a_refused_key_stops_the_poll(
     db: Database,
     fake: FakeStripe,
@@ -301,6 +308,7 @@ def test_a_refused_key_stops_the_poll(
     assert inbox_count(db) == 0
 
 
+@pytest.mark.acceptance
 def test_a_failed_listing_leaves_the_last_poll_standing(
     db: Database,
     fake: FakeStripe,
@@ -318,6 +326,7 @@ def test_a_failed_listing_leaves_the_last_poll_standing(
     assert watcher.poll(db, client, linked, registry).updated == 1
 
 
+@pytest.mark.acceptance
 def test_synthetic_events_look_like_stripe_events(
     db: Database,
     fake: FakeStripe,
@@ -366,6 +375,7 @@ def test_synthetic_events_look_like_stripe_events(
     }
 
 
+@pytest.mark.acceptance
 def test_the_last_of_two_renames_in_one_second_wins(
     db: Database,
     fake: FakeStripe,
@@ -398,6 +408,7 @@ def test_the_last_of_two_renames_in_one_second_wins(
     assert snapshot_locations(db)[location["id"]].name == "Third"
 
 
+@pytest.mark.acceptance
 def test_a_currency_that_changes_back_is_followed(
     db: Database,
     fake: FakeStripe,
@@ -556,6 +567,7 @@ def test_other_job_errors_keep_the_interval(db: Database, error: Exception, text
     assert schedule.run_job(db, job, holder="a") is False
 
 
+@pytest.mark.acceptance
 def test_the_scheduler_polls_every_connection(
     db: Database,
     settings: Settings,
@@ -581,6 +593,7 @@ def test_the_scheduler_polls_every_connection(
 # -- real processes ---------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 @pytest.mark.postgres
 def test_two_worker_processes_follow_locations_once(postgres_url: str, tmp_path: Path) -> None:
     _empty_postgres(postgres_url)

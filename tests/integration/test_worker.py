@@ -3,7 +3,6 @@ lease takeover, and savepoints that leave nothing half-applied."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -17,28 +16,9 @@ from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.worker import Worker
 from tests.conftest import EventFactory, drain, fixture
+from tests.integration.helpers import count, put, row
 
 T = tables.inbox_items
-
-
-def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
-    with db.write() as conn:
-        (stored,) = inbox.enqueue_many(
-            conn,
-            [inbox.Arrival(connection_id, event, json.dumps(event).encode(), "webhook", True)],
-        )
-        item_id = stored.item_id
-    return item_id
-
-
-def row(db: Database, item_id: int) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(T).where(T.c.id == item_id)).one()
-
-
-def count(db: Database, table: sa.Table) -> int:
-    with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def make_due(db: Database, item_id: int) -> None:

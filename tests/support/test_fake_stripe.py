@@ -50,12 +50,14 @@ def test_parse_form_nested_brackets() -> None:
     }
 
 
+@pytest.mark.acceptance
 def test_startup_failure_reports_stderr() -> None:
     with pytest.raises(FakeStripeError, match="--invoices needs --customers"):
         with run_fake_stripe(invoices=5):
             pass  # pragma: no cover
 
 
+@pytest.mark.acceptance
 def test_keep_alive_and_content_length(fake: FakeStripe) -> None:
     host, port = fake.api_base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -78,6 +80,7 @@ def test_keep_alive_and_content_length(fake: FakeStripe) -> None:
         conn.close()
 
 
+@pytest.mark.acceptance
 def test_stops_on_exit() -> None:
     with run_fake_stripe() as fake:
         process = fake.process
@@ -88,6 +91,7 @@ def test_stops_on_exit() -> None:
 # -- auth and account ---------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_bad_key_raises_authentication_error(fake: FakeStripe) -> None:
     with pytest.raises(stripe.AuthenticationError) as info:
         fake.client("pk_test_notasecretkey").v1.customers.list()
@@ -99,6 +103,7 @@ def test_bad_key_raises_authentication_error(fake: FakeStripe) -> None:
         fake.client("sk_test_").v1.accounts.retrieve_current()
 
 
+@pytest.mark.acceptance
 def test_revoked_key_gets_401_other_keys_still_work(fake: FakeStripe) -> None:
     client = fake.client()
     assert client.v1.accounts.retrieve_current().id == "acct_fake"
@@ -109,6 +114,7 @@ def test_revoked_key_gets_401_other_keys_still_work(fake: FakeStripe) -> None:
     assert fake.client("sk_test_another_key").v1.customers.list({"limit": 1}).data
 
 
+@pytest.mark.acceptance
 def test_account_and_set_account(fake: FakeStripe) -> None:
     account = fake.client().v1.accounts.retrieve_current().to_dict()
     assert account["id"] == "acct_fake" and account["object"] == "account"
@@ -119,6 +125,7 @@ def test_account_and_set_account(fake: FakeStripe) -> None:
     assert (account["country"], account["default_currency"]) == ("DE", "eur")
 
 
+@pytest.mark.acceptance
 def test_seed_options_reach_the_account() -> None:
     with run_fake_stripe(currency="gbp", country="GB", locations=1) as fake:
         assert fake.account()["default_currency"] == "gbp"
@@ -128,6 +135,7 @@ def test_seed_options_reach_the_account() -> None:
 # -- terminal locations -------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_location_create_list_update_delete(fake: FakeStripe) -> None:
     client = fake.client()
     seeded = client.v1.terminal.locations.list({"limit": 100})
@@ -172,6 +180,7 @@ def test_location_create_list_update_delete(fake: FakeStripe) -> None:
     assert fake.events() == []  # real Stripe has no terminal.location events
 
 
+@pytest.mark.acceptance
 def test_location_helpers_and_validation(fake: FakeStripe) -> None:
     location = fake.create_location("Shop", ADDRESS, {"a": "1"})
     assert fake.update_location(location["id"], metadata={"a": ""})["metadata"] == {}
@@ -184,6 +193,7 @@ def test_location_helpers_and_validation(fake: FakeStripe) -> None:
     assert info.value.code == "parameter_unknown"
 
 
+@pytest.mark.acceptance
 def test_live_key_makes_livemode_objects(fake: FakeStripe) -> None:
     live = fake.client("sk_live_fake_key")
     assert live.v1.terminal.locations.create({"display_name": "L", "address": ADDRESS}).livemode
@@ -193,6 +203,7 @@ def test_live_key_makes_livemode_objects(fake: FakeStripe) -> None:
 # -- lists --------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_starting_after_pages_every_customer_once_newest_first(fake: FakeStripe) -> None:
     client = fake.client()
     seen: list[stripe.Customer] = []
@@ -219,6 +230,7 @@ def test_starting_after_pages_every_customer_once_newest_first(fake: FakeStripe)
     assert [c.id for c in client.v1.customers.list({"limit": 100}).auto_paging_iter()] == ids
 
 
+@pytest.mark.acceptance
 def test_ending_before_and_limits(fake: FakeStripe) -> None:
     client = fake.client()
     page = client.v1.customers.list({"limit": 3, "ending_before": "cus_000100"})
@@ -237,6 +249,7 @@ def test_ending_before_and_limits(fake: FakeStripe) -> None:
     assert info.value.param == "starting_after"
 
 
+@pytest.mark.acceptance
 def test_created_filter(fake: FakeStripe) -> None:
     client = fake.client()
     everyone = list(client.v1.customers.list({"limit": 100}).auto_paging_iter())
@@ -254,6 +267,7 @@ def test_created_filter(fake: FakeStripe) -> None:
     assert _ids(exact["data"]) == [everyone[49].id]
 
 
+@pytest.mark.acceptance
 def test_raw_request_returns_a_dict_page(fake: FakeStripe) -> None:
     client = fake.client()
     response = client.raw_request("get", "/v1/customers", limit=100)
@@ -266,6 +280,7 @@ def test_raw_request_returns_a_dict_page(fake: FakeStripe) -> None:
     assert second.data["data"][0]["id"] == "cus_000150"
 
 
+@pytest.mark.acceptance
 def test_unknown_url_is_a_stripe_404(fake: FakeStripe) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         fake.v1("get", "/v1/foo")
@@ -276,6 +291,7 @@ def test_unknown_url_is_a_stripe_404(fake: FakeStripe) -> None:
 # -- customers, invoices, events ----------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_customer_changes_produce_events(fake: FakeStripe) -> None:
     client = fake.client()
     customer = client.v1.customers.create(
@@ -328,6 +344,7 @@ def test_customer_changes_produce_events(fake: FakeStripe) -> None:
     assert client.v1.events.list({"created": {"gte": int(time.time()) + 60}}).data == []
 
 
+@pytest.mark.acceptance
 def test_invoices_seeded_created_and_paid(fake: FakeStripe) -> None:
     client = fake.client()
     seeded = list(client.v1.invoices.list({"limit": 100}).auto_paging_iter())
@@ -368,6 +385,7 @@ def test_invoices_seeded_created_and_paid(fake: FakeStripe) -> None:
     assert (info.value.http_status, info.value.param) == (400, "customer")
 
 
+@pytest.mark.acceptance
 def test_idempotency_key_replays(fake: FakeStripe) -> None:
     client = fake.client()
     first = client.v1.customers.create({"email": "once@example.com"}, {"idempotency_key": "k-1"})
@@ -383,6 +401,7 @@ def test_idempotency_key_replays(fake: FakeStripe) -> None:
 # -- faults and the request log -----------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_rate_limit_fault_then_success(fake: FakeStripe) -> None:
     client = fake.client()
     fake.fault(
@@ -407,6 +426,7 @@ def test_rate_limit_fault_then_success(fake: FakeStripe) -> None:
     assert fake.faults() == []
 
 
+@pytest.mark.acceptance
 def test_server_error_fault_and_count(fake: FakeStripe) -> None:
     client = fake.client()
     fake.fault("/v1/customers", status=500, count=2)
@@ -417,6 +437,7 @@ def test_server_error_fault_and_count(fake: FakeStripe) -> None:
     assert client.v1.customers.list().data
 
 
+@pytest.mark.acceptance
 def test_custom_fault_body_and_disconnect(fake: FakeStripe) -> None:
     client = fake.client()
     fake.fault("/v1/account", status=502, body="<html>bad gateway</html>")
@@ -428,6 +449,7 @@ def test_custom_fault_body_and_disconnect(fake: FakeStripe) -> None:
     assert client.v1.accounts.retrieve_current().id == "acct_fake"
 
 
+@pytest.mark.acceptance
 def test_delay_fault_is_slow_but_successful(fake: FakeStripe) -> None:
     client = fake.client()
     fake.fault("/v1/customers", delay=0.3)
@@ -440,6 +462,7 @@ def test_delay_fault_is_slow_but_successful(fake: FakeStripe) -> None:
     assert time.monotonic() - started < 0.3  # the fault was used up
 
 
+@pytest.mark.acceptance
 def test_request_log(fake: FakeStripe) -> None:
     client = fake.client()
     fake.clear_requests()
@@ -467,6 +490,7 @@ def test_request_log(fake: FakeStripe) -> None:
 # -- a large backfill ---------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_fifty_thousand_customers_page_fast() -> None:
     started = time.perf_counter()
     with run_fake_stripe(customers=50_000) as fake:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.acceptance  # runs the real `snapshots` entry point
+
 SNAPSHOTS = [str(Path(sys.executable).with_name("snapshots"))]
 
 

@@ -367,6 +367,7 @@ def cli(sqlite_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.acceptance
 def test_cli_create_list_revoke(db: Database, sqlite_url: str) -> None:
     created = cli(
         sqlite_url,
@@ -409,6 +410,7 @@ def test_cli_create_list_revoke(db: Database, sqlite_url: str) -> None:
         verify(db, secret)
 
 
+@pytest.mark.acceptance
 def test_cli_create_prints_the_key_once_in_text(db: Database, sqlite_url: str) -> None:
     created = cli(sqlite_url, "keys", "create", "--name", "n", "--scope", "admin")
     assert created.returncode == 0, created.stderr
@@ -416,6 +418,7 @@ def test_cli_create_prints_the_key_once_in_text(db: Database, sqlite_url: str) -
     assert verify(db, secret)
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -48,6 +48,7 @@ def fake_stripe() -> Iterator[tuple[str, dict[str, tuple[int, Any]]]]:
         server.server_close()
 
 
+@pytest.mark.acceptance
 def test_the_account_behind_a_key(fake_stripe: tuple[str, dict[str, tuple[int, Any]]]) -> None:
     base, routes = fake_stripe
     routes["/v1/account"] = (200, ACCOUNT)
@@ -57,6 +58,7 @@ def test_the_account_behind_a_key(fake_stripe: tuple[str, dict[str, tuple[int, A
     )
 
 
+@pytest.mark.acceptance
 def test_without_the_account_endpoint_the_key_is_checked_by_listing_customers(
     fake_stripe: tuple[str, dict[str, tuple[int, Any]]],
 ) -> None:
@@ -68,6 +70,7 @@ def test_without_the_account_endpoint_the_key_is_checked_by_listing_customers(
     )
 
 
+@pytest.mark.acceptance
 def test_a_refused_key_says_so(fake_stripe: tuple[str, dict[str, tuple[int, Any]]]) -> None:
     base, routes = fake_stripe
     refused = {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}

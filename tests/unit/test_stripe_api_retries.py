@@ -71,6 +71,7 @@ def read_customers(stripe: stripe_api.Stripe) -> dict[str, Any]:
 # -- retries --------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_a_429_with_retry_after_waits_that_long(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=429, headers={"Retry-After": "1"})
@@ -80,6 +81,7 @@ def test_a_429_with_retry_after_waits_that_long(fake: FakeStripe) -> None:
     assert [r["status"] for r in customer_requests(fake)] == [429, 200]
 
 
+@pytest.mark.acceptance
 def test_a_429_without_retry_after_backs_off_with_jitter(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=429, count=4)
@@ -111,6 +113,7 @@ def test_backoff_doubles_up_to_the_cap(attempt: int, low: float, high: float) ->
         assert delay is not None and low <= delay <= high
 
 
+@pytest.mark.acceptance
 def test_a_500_is_retried_then_succeeds(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=500, count=2)
@@ -120,6 +123,7 @@ def test_a_500_is_retried_then_succeeds(fake: FakeStripe) -> None:
     assert [r["status"] for r in customer_requests(fake)] == [500, 500, 200]
 
 
+@pytest.mark.acceptance
 def test_stripe_should_retry_false_stops_a_500(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=500, count=3, headers={"Stripe-Should-Retry": "false"})
@@ -131,6 +135,7 @@ def test_stripe_should_retry_false_stops_a_500(fake: FakeStripe) -> None:
     assert "attempts" not in str(caught.value)
 
 
+@pytest.mark.acceptance
 def test_stripe_should_retry_true_retries_a_400(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=400, headers={"Stripe-Should-Retry": "true"})
@@ -139,6 +144,7 @@ def test_stripe_should_retry_true_retries_a_400(fake: FakeStripe) -> None:
     assert [r["status"] for r in customer_requests(fake)] == [400, 200]
 
 
+@pytest.mark.acceptance
 def test_a_plain_400_is_not_retried(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=400)
@@ -150,6 +156,7 @@ def test_a_plain_400_is_not_retried(fake: FakeStripe) -> None:
     assert len(customer_requests(fake)) == 1
 
 
+@pytest.mark.acceptance
 def test_a_409_is_retried(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=409)
@@ -157,6 +164,7 @@ def test_a_409_is_retried(fake: FakeStripe) -> None:
     assert len(sleep.waits) == 1
 
 
+@pytest.mark.acceptance
 def test_a_403_is_never_retried(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=403, count=3, headers={"Stripe-Should-Retry": "true"})
@@ -168,6 +176,7 @@ def test_a_403_is_never_retried(fake: FakeStripe) -> None:
     assert len(customer_requests(fake)) == 1
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize("retries", [0, 1, 3])
 def test_retries_exhausted_say_how_many_attempts(fake: FakeStripe, retries: int) -> None:
     sleep = Recorder()
@@ -184,6 +193,7 @@ def test_retries_exhausted_say_how_many_attempts(fake: FakeStripe, retries: int)
     assert len(customer_requests(fake)) == retries + 1
 
 
+@pytest.mark.acceptance
 def test_rate_limit_exhausted_is_unavailable(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=429, count=None)
@@ -191,6 +201,7 @@ def test_rate_limit_exhausted_is_unavailable(fake: FakeStripe) -> None:
         read_customers(client(fake, sleep, retries=2))
 
 
+@pytest.mark.acceptance
 def test_a_dropped_connection_is_retried(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", disconnect=True)
@@ -199,6 +210,7 @@ def test_a_dropped_connection_is_retried(fake: FakeStripe) -> None:
     assert [r["status"] for r in customer_requests(fake)] == [0, 200]
 
 
+@pytest.mark.acceptance
 def test_dropped_connections_exhausting_retries_are_unavailable(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", disconnect=True, count=None)
@@ -209,6 +221,7 @@ def test_dropped_connections_exhausting_retries_are_unavailable(fake: FakeStripe
     )
 
 
+@pytest.mark.acceptance
 def test_a_revoked_key_fails_after_one_request(fake: FakeStripe) -> None:
     sleep = Recorder()
     key = f"sk_test_revoked{next(_keys):04d}"
@@ -222,6 +235,7 @@ def test_a_revoked_key_fails_after_one_request(fake: FakeStripe) -> None:
     assert customer_requests(fake)[0]["status"] == 401
 
 
+@pytest.mark.acceptance
 def test_a_401_with_should_retry_true_is_still_not_retried(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=401, count=3, headers={"Stripe-Should-Retry": "true"})
@@ -231,6 +245,7 @@ def test_a_401_with_should_retry_true_is_still_not_retried(fake: FakeStripe) -> 
     assert len(customer_requests(fake)) == 1
 
 
+@pytest.mark.acceptance
 def test_a_404_is_not_found(fake: FakeStripe) -> None:
     sleep = Recorder()
     with pytest.raises(errors.StripeNotFound, match="404") as caught:
@@ -240,6 +255,7 @@ def test_a_404_is_not_found(fake: FakeStripe) -> None:
     assert len(customer_requests(fake)) == 1
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize("after", ["3600", "61"])
 def test_a_retry_after_too_long_is_not_waited_for(fake: FakeStripe, after: str) -> None:
     sleep = Recorder()
@@ -250,6 +266,7 @@ def test_a_retry_after_too_long_is_not_waited_for(fake: FakeStripe, after: str) 
     assert len(customer_requests(fake)) == 1
 
 
+@pytest.mark.acceptance
 def test_a_retry_after_of_60_seconds_is_waited_for(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=503, headers={"Retry-After": "60"})
@@ -257,6 +274,7 @@ def test_a_retry_after_of_60_seconds_is_waited_for(fake: FakeStripe) -> None:
     assert sleep.waits == [60.0]
 
 
+@pytest.mark.acceptance
 def test_an_unreadable_retry_after_falls_back_to_backoff(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault(
@@ -338,6 +356,7 @@ def test_default_budget_follows_the_key_mode(key: str, rps: float) -> None:
     assert stripe_api.Stripe(secret_key=key, rps=0).budget.rate == 0
 
 
+@pytest.mark.acceptance
 def test_the_client_takes_a_token_per_request(fake: FakeStripe) -> None:
     sleep = Recorder()
     stripe = client(fake, sleep, rps=2.0)
@@ -351,6 +370,7 @@ def test_the_client_takes_a_token_per_request(fake: FakeStripe) -> None:
 # -- pages ------------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance
 def test_pages_follow_starting_after_until_has_more_is_false(fake: FakeStripe) -> None:
     sleep = Recorder()
     pages = list(client(fake, sleep).pages("listing customers", "/v1/customers"))
@@ -368,6 +388,7 @@ def test_pages_follow_starting_after_until_has_more_is_false(fake: FakeStripe) -
     assert all(r["query"]["limit"] == "100" for r in requests)
 
 
+@pytest.mark.acceptance
 def test_pages_start_after_a_cursor_and_pass_filters(fake: FakeStripe) -> None:
     sleep = Recorder()
     pages = list(
@@ -385,6 +406,7 @@ def test_pages_start_after_a_cursor_and_pass_filters(fake: FakeStripe) -> None:
     }
 
 
+@pytest.mark.acceptance
 def test_a_page_that_fails_midway_retries_that_page_only(fake: FakeStripe) -> None:
     sleep = Recorder()
     fake.fault("/v1/customers", status=None, delay=0.001)  # page 1: slow but fine
@@ -396,11 +418,13 @@ def test_a_page_that_fails_midway_retries_that_page_only(fake: FakeStripe) -> No
     assert len(sleep.waits) == 1
 
 
+@pytest.mark.acceptance
 def test_account(fake: FakeStripe) -> None:
     account = client(fake, Recorder()).account()
     assert account["id"] == "acct_fake" and account["default_currency"] == "usd"
 
 
+@pytest.mark.acceptance
 def test_pages_keep_each_objects_text(fake: FakeStripe) -> None:
     pages = list(client(fake, Recorder()).pages("listing customers", "/v1/customers"))
     for page in pages:
@@ -425,6 +449,7 @@ def test_split_list(body: str, data: list[object] | None, has_more: bool) -> Non
     assert page.has_more is has_more
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize(
     "body",
     ['{"data":[1,2]}', '{"data":{"id":"a"}}', "[]", '"data"'],
@@ -435,6 +460,7 @@ def test_a_page_that_is_not_a_list_is_an_error(fake: FakeStripe, body: str) -> N
         list(client(fake, Recorder()).pages("listing customers", "/v1/customers"))
 
 
+@pytest.mark.acceptance
 @pytest.mark.parametrize("body", ["not json", '{"data":[{"id":"a"}'])
 def test_a_page_that_is_not_json_is_an_error(fake: FakeStripe, body: str) -> None:
     fake.fault("/v1/customers", status=200, body=body)
