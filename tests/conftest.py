@@ -142,6 +142,7 @@ def sqlite_copy(sqlite_template: Path) -> SqliteCopy:
         for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             stale.unlink(missing_ok=True)
         shutil.copyfile(sqlite_template, path)
+        path.chmod(0o600)  # as Snapshots makes its databases (it warns about others)
         return f"sqlite:///{path}"
 
     return copy_to

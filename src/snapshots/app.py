@@ -259,6 +259,19 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     return app
 
 
+def _give_back_large_buffers() -> None:
+    """Have glibc map every allocation of 128 KiB or more on its own (its default raises that
+    bound as big blocks are freed, so a burst of large webhook bodies would stay in the heap):
+    a body released is then memory given back to the system at once."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its allocator does as it does
+        log.debug("mallopt is not available")
+
+
 def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
     """Serve the app on `settings.host`:`settings.port` until stopped, with the bounds of
     `api.protocol` (head size, deadlines, connections). X-Forwarded-For is never believed by
@@ -268,6 +281,8 @@ def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
     import uvicorn
 
     from snapshots.api import protocol
+
+    _give_back_large_buffers()
 
     limits = protocol.Limits(
         max_header_bytes=settings.max_header_bytes,

@@ -92,21 +92,31 @@ class BoundedHttp(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def _too_large(self) -> None:
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"the request's head is over {self._limits.max_header_bytes} bytes",
+        )
+
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
+        in_head = self._in_head
+        super().data_received(data)  # the parser says when the head ends (on_headers_complete)
+        if in_head and self._in_head and not self.transport.is_closing():
+            # Still in the head: this chunk was all head. httptools would keep buffering a
+            # head that never ends, so it is cut off here, a chunk past the limit at most.
             self._head_bytes += len(data)
             if self._head_bytes > self._limits.max_header_bytes:
-                self._refuse(
-                    431,
-                    "headers_too_large",
-                    f"the request's head is over {self._limits.max_header_bytes} bytes",
-                )
-                return
-        super().data_received(data)
+                self._too_large()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
+        # The head ended in the last chunk; its size, from what the parser handed over.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self._limits.max_header_bytes:
+            self._too_large()
+            return
         super().on_headers_complete()
         if self.parser is not None and not self.transport.is_closing():
             self._arm(self._limits.body_timeout, 408)

@@ -42,16 +42,19 @@ StripeCustomer = Annotated[
 ]
 
 
-def _read_only(kind: Kind[Any]) -> Any:
+def _read_only(kind: Kind[Any], *, creating: bool = False) -> Any:
     """A dependency refusing a body that sets a field the API may not change (400
-    `read_only_field`, saying why), before the body's own validation would call it unknown."""
+    `read_only_field`, saying why), before the body's own validation would call it unknown.
+    A new record may name its connection (`connection_id`)."""
 
     async def refuse_read_only(request: Request) -> None:
         try:
             body = await request.json()
-        except ValueError:  # not JSON: the body's validation says so
+        except (ValueError, RecursionError):  # not JSON (or absurdly deep): validation says so
             return
         if isinstance(body, dict):
+            if creating:
+                body = {k: v for k, v in body.items() if k != "connection_id"}
             edits.refuse_read_only(kind, body)
 
     return Depends(refuse_read_only)
@@ -59,6 +62,7 @@ def _read_only(kind: Kind[Any]) -> Any:
 
 ContactOnly = Annotated[None, _read_only(CONTACT)]
 LocationOnly = Annotated[None, _read_only(LOCATION)]
+NewLocationOnly = Annotated[None, _read_only(LOCATION, creating=True)]
 InvoiceOnly = Annotated[None, _read_only(INVOICE)]
 
 
@@ -177,10 +181,11 @@ def create_location(
     raw: idempotency.RawBody,
     state: StateDep,
     api_key: deps.LocationsWriter,
-    _: LocationOnly,
+    _: NewLocationOnly,
     idempotency_key: idempotency.Key = None,
 ) -> JSONResponse:
     fields = _fields(body)
+    fields.pop("connection_id", None)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
         return 201, edits.create_location(
@@ -276,6 +281,7 @@ def upsert_customer(
     linked to a Stripe customer, which it then links); else creates a contact (201). A new
     contact belongs to no connection until the first event about its customer claims it."""
     fields = _fields(body)
+    fields.pop("connection_id", None)
 
     def work(tx: Tx, stamp: ordering.Key) -> tuple[int, BaseModel]:
         created, contact = edits.upsert_contact(
