@@ -14,7 +14,7 @@ from snapshots import cli, connections, keys
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store.db import Database
-from tests.integration.helpers import Cli, Key, MakeKey, Result, Stripe
+from tests.integration.helpers import CLIENT_IP, Cli, Key, MakeKey, Result, Stripe
 
 
 @pytest.fixture
@@ -26,8 +26,9 @@ def app_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(app_settings: Settings, connection: connections.Connection) -> Iterator[TestClient]:
-    """The app, started, over the test's database, which holds one connection (`connection`)."""
-    with TestClient(create_app(app_settings)) as test_client:
+    """The app, started, over the test's database, which holds one connection (`connection`),
+    called from CLIENT_IP (TestClient's own "testclient" is no IP address: the app drops it)."""
+    with TestClient(create_app(app_settings), client=(CLIENT_IP, 50000)) as test_client:
         yield test_client
 
 

@@ -23,6 +23,7 @@ from tests.conftest import drain, fixture, sign
 # The API's errors.
 
 ERROR_KEYS = {"type", "code", "message", "request_id"}
+CLIENT_IP = "127.0.0.1"  # the address the test clients call from
 
 Checks = Literal["status", "request_id", "json", "envelope", "all"]
 _LEVELS: tuple[Checks, ...] = ("status", "request_id", "json", "envelope", "all")

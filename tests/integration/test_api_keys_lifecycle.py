@@ -25,7 +25,7 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.integration.helpers import Cli, Key, assert_error, bearer
+from tests.integration.helpers import CLIENT_IP, Cli, Key, assert_error, bearer
 
 SHAPE = re.compile(r"^snp_(live|test)_[0-9A-Za-z]{32}[0-9A-Za-z]{6}$")
 ENV_PREFIX = {"live": "snp_live_", "test": "snp_test_"}
@@ -117,8 +117,8 @@ def test_a_key_has_its_environment_prefix_and_at_least_128_random_bits(
     settings: Settings, db: Database, env: str
 ) -> None:
     app_settings = settings.model_copy(update={"key_env": env})
-    admin_secret = create(db, name="admin", scopes=["admin"]).secret
-    with TestClient(create_app(app_settings)) as client:
+    admin_secret = create(db, name="admin", scopes=["admin"], env=env).secret
+    with TestClient(create_app(app_settings), client=(CLIENT_IP, 50000)) as client:
         created = client.post(
             "/v1/api-keys",
             json={"name": "shape", "scopes": ["contacts.readonly"]},
@@ -255,7 +255,7 @@ def test_last_use_is_written_at_most_once_a_minute(
     before = time.time()
     assert works(client, secret)
     first = row(db, key.id)
-    assert first.last_used_ip == "testclient"
+    assert first.last_used_ip == CLIENT_IP
     assert before - 1 <= first.last_used_at <= time.time() + 1
 
     # Within the minute, from another address: no write at all.
@@ -265,7 +265,7 @@ def test_last_use_is_written_at_most_once_a_minute(
         assert other.get("/v1/customers", headers=bearer(secret)).status_code == 200
     assert [s for s in touching(seen, "api_keys") if s.lstrip().upper().startswith("UPDATE")] == []
     again = row(db, key.id)
-    assert (again.last_used_at, again.last_used_ip) == (first.last_used_at, "testclient")
+    assert (again.last_used_at, again.last_used_ip) == (first.last_used_at, CLIENT_IP)
 
     # A minute later, the next use is written, with its address.
     with db.write() as conn:
@@ -326,7 +326,7 @@ def test_create_list_get_revoke_through_the_api(
     for answer, key in ((listed, found[body["id"]]), (shown, shown.json())):
         assert secret not in answer.text and "secret" not in key
         assert key["key"] == body["key"] and key["status"] == "active"
-        assert key["last_used_ip"] == "testclient"  # the request above used it
+        assert key["last_used_ip"] == CLIENT_IP  # the request above used it
 
     revoked = client.delete(f"/v1/api-keys/{body['id']}", headers=admin.headers)
     assert revoked.status_code == 200, revoked.text
@@ -345,7 +345,7 @@ def test_create_list_get_revoke_through_the_api(
         assert entry["actor"] == f"key:{admin.id}"
         assert entry["outcome"] == "ok"
         assert entry["request_id"] == response.headers["x-request-id"]
-        assert entry["ip"] == "testclient"
+        assert entry["ip"] == CLIENT_IP
     (created_entry,) = [e for e in entries(db, "key.created") if e["target"] == body["id"]]
     assert created_entry["details"]["key"] == body["key"]
 
@@ -448,7 +448,7 @@ def test_rotation_through_the_api_keeps_the_old_key_for_the_overlap(
     for entry in (rotated, made):
         assert entry["actor"] == f"key:{admin.id}"
         assert entry["request_id"] == response.headers["x-request-id"]
-        assert entry["ip"] == "testclient"
+        assert entry["ip"] == CLIENT_IP
     assert made["details"]["rotated_from"] == old.id
 
 

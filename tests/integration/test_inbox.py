@@ -403,7 +403,7 @@ def test_replay_through_the_api_answers_409_for_an_item_in_flight(
     pending = _reach("pending", db, settings, connection.id, event_factory)
     ignored = enqueue(db, connection.id, event_factory("charge.succeeded"), wanted=False)[0]
     with db.write() as tx:
-        secret = keys.create(tx, name="ops", scopes=["integrations.write"], env="test").secret
+        secret = keys.create(tx, name="ops", scopes=["integrations.write"]).secret
     auth = {"Authorization": f"Bearer {secret}"}
     with TestClient(create_app(settings)) as client:
         refused = client.post(f"/v1/events/{pending}/replay", headers=auth)

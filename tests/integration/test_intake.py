@@ -522,13 +522,20 @@ def test_an_unwanted_type_is_acknowledged_and_ignored(
     assert rows[0].processed_at is not None
 
 
-def test_a_future_timestamp_is_accepted(
+def test_a_timestamp_beyond_the_tolerance_in_the_future_is_refused(
     client: TestClient, connection: connections.Connection, db: Database, body: bytes
 ) -> None:
+    """Issue 15: a signature dated ahead of the tolerance is refused like a stale one (it was
+    accepted before); one within the tolerance ahead (clock skew) still is."""
     response = client.post(
         url(connection.id), content=body, headers=signed(body, timestamp=now() + 600)
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "timestamp_outside_tolerance"
+    skewed = client.post(
+        url(connection.id), content=body, headers=signed(body, timestamp=now() + 200)
+    )
+    assert skewed.status_code == 200, skewed.text
 
 
 def test_a_timestamp_inside_the_tolerance_is_accepted(

@@ -27,7 +27,7 @@ from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.acceptance.conftest import Snapshots, free_port
 from tests.conftest import _empty_postgres
-from tests.integration.helpers import Cli, Key, assert_error, bearer
+from tests.integration.helpers import CLIENT_IP, Cli, Key, assert_error, bearer
 
 T = tables.audit_entries
 START = 1_800_000_000.0  # a multiple of 60: the start of a rate-limit window
@@ -63,7 +63,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def app_client(settings: Settings, **changes: Any) -> TestClient:
-    return TestClient(create_app(settings.model_copy(update=changes)))
+    return TestClient(create_app(settings.model_copy(update=changes)), client=(CLIENT_IP, 50000))
 
 
 # Rate limits.
@@ -232,7 +232,7 @@ def test_bad_keys_are_audited_once_a_minute_per_address(
     (entry,) = stored(db, "auth.bad_key")
     assert entry.outcome == "denied"
     assert entry.actor == "anonymous"
-    assert entry.ip == "testclient"
+    assert entry.ip == CLIENT_IP
     assert entry.request_id == answers[0].headers["x-request-id"]
     assert entry.details["reason"] == answers[0].json()["error"]["message"]
 
@@ -240,14 +240,14 @@ def test_bad_keys_are_audited_once_a_minute_per_address(
     elsewhere = TestClient(client.app, client=("198.51.100.4", 50000))
     for _ in range(5):
         assert elsewhere.get("/v1/customers").status_code == 401
-    assert [e.ip for e in stored(db, "auth.bad_key")] == ["testclient", "198.51.100.4"]
+    assert [e.ip for e in stored(db, "auth.bad_key")] == [CLIENT_IP, "198.51.100.4"]
     clock.now = START + 60
     for _ in range(5):
         assert client.get("/v1/customers", headers=bearer(kinds[1] or "")).status_code == 401
     assert [e.ip for e in stored(db, "auth.bad_key")] == [
-        "testclient",
+        CLIENT_IP,
         "198.51.100.4",
-        "testclient",
+        CLIENT_IP,
     ]
 
 
@@ -262,7 +262,7 @@ def test_missing_scopes_are_audited_once_a_minute_per_address(
     (entry,) = stored(db, "auth.scope_denied")
     assert entry.outcome == "denied"
     assert entry.actor == f"key:{key.id}"
-    assert entry.ip == "testclient"
+    assert entry.ip == CLIENT_IP
     assert entry.request_id == answers[0].headers["x-request-id"]
     assert "saas/location.read" in entry.details["reason"]
     # Bad keys are another kind: their first refusal is still recorded.
@@ -281,7 +281,7 @@ def test_a_malformed_authorization_header_is_audited_too(
         assert_error(response, 401, "malformed_authorization", checks="request_id")
     recorded = stored(db, "auth.bad_key")
     assert len(recorded) == 1
-    assert recorded[0].outcome == "denied" and recorded[0].ip == "testclient"
+    assert recorded[0].outcome == "denied" and recorded[0].ip == CLIENT_IP
 
 
 # GET /v1/audit and `snapshots audit`.
@@ -333,7 +333,7 @@ def test_the_audit_log_through_the_api(
     assert revoked["target"] == history["app_key"]
     assert revoked["actor"] == f"key:{admin.id}"
     assert revoked["request_id"] == history["revoke"].headers["x-request-id"]
-    assert revoked["ip"] == "testclient" and revoked["outcome"] == "ok"
+    assert revoked["ip"] == CLIENT_IP and revoked["outcome"] == "ok"
     assert revoked["at"].endswith("Z")
     (connection,) = [e for e in every if e["action"] == "connection.created"]
     assert connection["details"]["secret_key"] == "…1234"
@@ -422,7 +422,7 @@ def test_snapshots_audit(
     assert {e["action"] for e in json.loads(out)} == {"key.created", "key.rotated", "key.revoked"}
     code, out, err = run("audit", "--since", "3h")
     assert code == 0, err
-    assert "key.revoked" in out and "flows.imported" in out and "testclient" in out
+    assert "key.revoked" in out and "flows.imported" in out and CLIENT_IP in out
     code, out, err = run("audit", "--since", "soon")
     assert code == 2 and out == "" and err.startswith("error: --since 'soon'")
 

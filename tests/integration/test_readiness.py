@@ -96,6 +96,15 @@ def test_a_wrong_master_key_is_refused_naming_the_setting(
     readiness.startup(db, settings.model_copy(update={"master_key": both}))
 
 
+@pytest.fixture
+def back_at_head(db: Database) -> Iterator[None]:
+    """Whatever a test does to the schema, it is at head again afterwards (the PostgreSQL
+    database is shared by the session's tests)."""
+    yield
+    store.migrate(db)
+
+
+@pytest.mark.usefixtures("back_at_head")
 def test_a_schema_behind_says_to_migrate_and_is_not_migrated(
     db: Database, settings: Settings
 ) -> None:
@@ -105,7 +114,8 @@ def test_a_schema_behind_says_to_migrate_and_is_not_migrated(
         command.downgrade(config, "0004")
     with pytest.raises(errors.SchemaMismatch) as caught:
         readiness.startup(db, settings)
-    assert caught.value.message.endswith("this Snapshots needs 0005: run `snapshots migrate`")
+    head = store.schema(db).head
+    assert caught.value.message.endswith(f"this Snapshots needs {head}: run `snapshots migrate`")
     assert store.schema(db).state == "behind"  # a worker or sync never migrates
     readiness.startup(db, settings, migrate=True)  # serve does
     assert store.schema(db).state == "current"
@@ -137,8 +147,9 @@ def test_a_schema_ahead_says_to_upgrade_snapshots(db: Database, settings: Settin
     with pytest.raises(errors.SchemaMismatch) as caught:
         readiness.check_schema(db)
     assert caught.value.message == (
-        "the database schema is at revision 0099, which this Snapshots (0.1.0, revision 0005) "
-        "does not know: this is an older Snapshots than the database: upgrade it"
+        "the database schema is at revision 0099, which this Snapshots (0.1.0, revision "
+        f"{store.schema(db).head}) does not know: this is an older Snapshots than the database: "
+        "upgrade it"
     )
 
 
@@ -168,6 +179,7 @@ def test_a_database_that_does_not_answer_names_the_setting(tmp_path: Any) -> Non
     assert "secret-pw" not in message and "SNAPSHOTS_DATABASE_URL" in message
 
 
+@pytest.mark.usefixtures("back_at_head")
 def test_concurrent_migrations_run_once(settings: Settings, db: Database) -> None:
     """Several `serve` starting at once: one migrates, the others wait and find it done."""
     config = store.alembic_config(db)

@@ -164,6 +164,7 @@ def test_a_job_requeues_what_matched_with_one_audit_entry(
             "type": "invoice.*",
             "error": None,
             "connection_id": None,
+            "connections": None,
         },
         "matched": 6,
         "count": 6,

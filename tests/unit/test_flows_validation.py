@@ -76,9 +76,9 @@ CASES = [
     ),
     pytest.param(
         "flows: []\n" + "#" * flowfile.MAX_TEXT,
-        "flows.yaml: the file is over 1 MiB",
-        "1 MiB",
-        id="over-1-MiB",
+        "flows.yaml: the file is over 256 KiB",  # the budget of issue 15 (was 1 MiB)
+        "256 KiB",
+        id="over-256-KiB",
     ),
     pytest.param(
         _text("- name: a", "- name: b"),
