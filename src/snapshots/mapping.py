@@ -161,9 +161,9 @@ def spec_problem(format_spec: str) -> str | None:
 def template_problem(text: str) -> str | None:
     """What is wrong with a template's text before it runs (see `spec_problem`)."""
     try:
-        parts = list(_FORMATTER.parse(text))
-    except ValueError as exc:
-        return str(exc)
+        parts = list(string.Formatter().parse(text))
+    except ValueError:  # a stray brace: the template fails its item when it runs, as before
+        return None
     for _, field_name, format_spec, _ in parts:
         if field_name is not None and format_spec:
             problem = spec_problem(format_spec)

@@ -225,10 +225,19 @@ def test_location_read_grants_locations_and_nothing_else(
             assert_error(response, 403, "missing_scope", checks="envelope")
 
 
-def test_a_test_key_works_like_a_live_key(client: TestClient, make_key: MakeKey) -> None:
+def test_a_key_works_on_a_server_of_its_environment_only(
+    client: TestClient, make_key: MakeKey, settings: Settings
+) -> None:
+    """Issue 15: a `snp_test_` key worked on a `live` server; now it is refused there (401
+    naming the mismatch) and works on a `test` server."""
     secret = make_key("contacts.readonly", env="test").secret
     assert secret.startswith("snp_test_")
-    assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
+    refused = client.get("/v1/customers", headers=bearer(secret))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "api_key_wrong_environment"
+    testing = settings.model_copy(update={"key_env": "test"})
+    with TestClient(create_app(testing)) as test_server:
+        assert test_server.get("/v1/customers", headers=bearer(secret)).status_code == 200
 
 
 def test_a_used_key_records_last_used_at(
