@@ -40,6 +40,8 @@ def may_be_too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
 def cut(value: Any, limit: int = MAX_DEPTH) -> Any:
     """`value` with whatever lies below `limit` levels replaced by `CUT`, so a value stored
     before the bound existed can still be shown."""
+    if isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values()):
+        return value  # flat, as metadata nearly always is
     if not isinstance(value, dict | list) or not too_deep(value, limit):
         return value
 

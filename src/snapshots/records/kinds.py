@@ -100,6 +100,11 @@ class Kind(Generic[M]):
     def public(self, row: Any) -> M:
         return self.model.model_validate(row._mapping)
 
+    @property
+    def shown(self) -> list[sa.Column[Any]]:
+        """The columns its public model shows (reads need not decode the rest)."""
+        return [c for c in self.table.c if c.name in self.model.model_fields]
+
 
 CONTACT: Kind[models.ContactPublic] = Kind(
     "contact",

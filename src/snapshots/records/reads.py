@@ -55,4 +55,5 @@ def page(
         starting_after=starting_after,
         where=where,
         order=order,
+        columns=[*kind.shown, t.c.seq],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from snapshots import errors, keys, paging, times
@@ -126,7 +126,12 @@ def _write(
 # Locations.
 
 
-@router.get("/locations", tags=["locations"], summary="List locations (scope saas/location.read)")
+@router.get(
+    "/locations",
+    response_model=paging.Page[models.LocationPublic],
+    tags=["locations"],
+    summary="List locations (scope saas/location.read)",
+)
 def list_locations(
     state: StateDep,
     api_key: deps.LocationsReader,
@@ -142,29 +147,30 @@ def list_locations(
         ),
     ] = None,
     order: deps.Order = "desc",
-) -> paging.Page[models.LocationPublic]:
+) -> Response:
     filters = {"archived": archived, "country": None if country is None else country.upper()}
-    return _page(
-        state,
-        api_key,
-        LOCATION,
-        limit,
-        starting_after,
-        order=order,
-        updated_since=updated_since,
-        filters=filters,
+    return deps.respond(
+        _page(
+            state,
+            api_key,
+            LOCATION,
+            limit,
+            starting_after,
+            order=order,
+            updated_since=updated_since,
+            filters=filters,
+        )
     )
 
 
 @router.get(
     "/locations/{location_id}",
+    response_model=models.LocationPublic,
     tags=["locations"],
     summary="Get a location (scope saas/location.read)",
 )
-def get_location(
-    location_id: str, state: StateDep, api_key: deps.LocationsReader
-) -> models.LocationPublic:
-    return _get(state, api_key, LOCATION, location_id)
+def get_location(location_id: str, state: StateDep, api_key: deps.LocationsReader) -> Response:
+    return deps.respond(_get(state, api_key, LOCATION, location_id))
 
 
 @router.post(
@@ -229,7 +235,12 @@ def update_location(
 # Contacts.
 
 
-@router.get("/customers", tags=["contacts"], summary="List contacts (scope contacts.readonly)")
+@router.get(
+    "/customers",
+    response_model=paging.Page[models.ContactPublic],
+    tags=["contacts"],
+    summary="List contacts (scope contacts.readonly)",
+)
 def list_customers(
     state: StateDep,
     api_key: deps.ContactsReader,
@@ -243,17 +254,19 @@ def list_customers(
     archived: Archived = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
-) -> paging.Page[models.ContactPublic]:
+) -> Response:
     filters = {"email": email, "stripe_customer_id": stripe_customer_id, "archived": archived}
-    return _page(
-        state,
-        api_key,
-        CONTACT,
-        limit,
-        starting_after,
-        order=order,
-        updated_since=updated_since,
-        filters=filters,
+    return deps.respond(
+        _page(
+            state,
+            api_key,
+            CONTACT,
+            limit,
+            starting_after,
+            order=order,
+            updated_since=updated_since,
+            filters=filters,
+        )
     )
 
 
@@ -297,12 +310,13 @@ def upsert_customer(
 
 
 @router.get(
-    "/customers/{contact_id}", tags=["contacts"], summary="Get a contact (scope contacts.readonly)"
+    "/customers/{contact_id}",
+    response_model=models.ContactPublic,
+    tags=["contacts"],
+    summary="Get a contact (scope contacts.readonly)",
 )
-def get_customer(
-    contact_id: str, state: StateDep, api_key: deps.ContactsReader
-) -> models.ContactPublic:
-    return _get(state, api_key, CONTACT, contact_id)
+def get_customer(contact_id: str, state: StateDep, api_key: deps.ContactsReader) -> Response:
+    return deps.respond(_get(state, api_key, CONTACT, contact_id))
 
 
 @router.patch(
@@ -385,7 +399,12 @@ def list_activities(
 # Invoices.
 
 
-@router.get("/invoices", tags=["invoices"], summary="List invoices (scope invoices.readonly)")
+@router.get(
+    "/invoices",
+    response_model=paging.Page[models.InvoicePublic],
+    tags=["invoices"],
+    summary="List invoices (scope invoices.readonly)",
+)
 def list_invoices(
     state: StateDep,
     api_key: deps.InvoicesReader,
@@ -406,7 +425,7 @@ def list_invoices(
     archived: Archived = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
-) -> paging.Page[models.InvoicePublic]:
+) -> Response:
     filters = {
         "status": status,
         "payment_status": payment_status,
@@ -414,25 +433,28 @@ def list_invoices(
         "stripe_customer_id": stripe_customer_id,
         "archived": archived,
     }
-    return _page(
-        state,
-        api_key,
-        INVOICE,
-        limit,
-        starting_after,
-        order=order,
-        updated_since=updated_since,
-        filters=filters,
+    return deps.respond(
+        _page(
+            state,
+            api_key,
+            INVOICE,
+            limit,
+            starting_after,
+            order=order,
+            updated_since=updated_since,
+            filters=filters,
+        )
     )
 
 
 @router.get(
-    "/invoices/{invoice_id}", tags=["invoices"], summary="Get an invoice (scope invoices.readonly)"
+    "/invoices/{invoice_id}",
+    response_model=models.InvoicePublic,
+    tags=["invoices"],
+    summary="Get an invoice (scope invoices.readonly)",
 )
-def get_invoice(
-    invoice_id: str, state: StateDep, api_key: deps.InvoicesReader
-) -> models.InvoicePublic:
-    return _get(state, api_key, INVOICE, invoice_id)
+def get_invoice(invoice_id: str, state: StateDep, api_key: deps.InvoicesReader) -> Response:
+    return deps.respond(_get(state, api_key, INVOICE, invoice_id))
 
 
 @router.patch(
