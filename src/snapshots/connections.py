@@ -44,10 +44,20 @@ class Connection(BaseModel):
     created_at: Timestamp
 
 
+SECRET_MIN = 8  # characters of a signing secret after whsec_ (Stripe's have 32)
+
+
 def _validate_secret(secret: str) -> None:
-    if not secret.startswith("whsec_") or len(secret) < 10:
+    if not secret.startswith("whsec_"):
         raise errors.BadRequest(
             "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
+            code="bad_secret",
+        )
+    if len(secret) - len("whsec_") < SECRET_MIN:
+        raise errors.BadRequest(
+            f"the webhook signing secret is too short ({len(secret)} characters): it is whsec_ "
+            f"and at least {SECRET_MIN} more letters and digits (Stripe's have 32); copy all of "
+            "it from the Stripe dashboard",
             code="bad_secret",
         )
 
