@@ -154,6 +154,17 @@ class Stripe:
     def account(self) -> dict[str, Any]:
         return self.get("reading the account", "/v1/account")
 
+    def send(self, what: str, method: str, path: str, **params: Any) -> dict[str, Any]:
+        """A write (POST or DELETE) as plain JSON, sent once: a write is not retried here, its
+        caller decides (a failure may or may not have reached Stripe)."""
+        self.budget.take()
+        try:
+            response = self.sdk.raw_request(method, path, **params)
+        except stripe.StripeError as exc:
+            raise translate(what, exc) from exc
+        data: dict[str, Any] = response.data
+        return data
+
 
 @dataclass(frozen=True)
 class Page:
@@ -257,7 +268,7 @@ def translate(what: str, exc: stripe.StripeError, *, attempts: int = 1) -> error
             "mistyped: connect again with a working key"
         )
     if isinstance(exc, stripe.PermissionError):
-        return errors.StripeError(
+        return errors.StripeForbidden(
             f"the key may not do this while {what}: {_message(exc)}; give the restricted key "
             "read access to it"
         )
