@@ -166,13 +166,12 @@ def connect_stripe(
 
 
 def show_capabilities(found: list[capabilities.Capability]) -> None:
-    """The table of what the key may do, when it may not do everything."""
+    """What the key may do, one capability a line, when it may not do everything."""
     if all(c.allowed for c in found):
         return
-    table = Table("capability", "allowed", "what is off")
+    show("what this key may do:")
     for c in found:
-        row(table, c.label, "yes" if c.allowed else "no", c.consequence or "")
-    out.print(table)
+        show(f"  {capabilities.off([c], c.name) or c.label + ': allowed'}")
 
 
 def _say_endpoint(done: setup.Connected) -> None:
