@@ -331,7 +331,8 @@ def check_key(
 
     Reads `GET /v1/account`. A restricted key without that permission, or a Stripe-compatible
     server that lacks the endpoint (localstripe), is checked with `GET /v1/customers?limit=1`
-    instead, and the account stays unknown.
+    instead (a 403 there still proves the key: Stripe knows it), and the account stays
+    unknown.
     """
     client = Stripe(secret_key=secret_key, api_base=api_base, api_version=api_version, retries=2)
     try:
@@ -339,5 +340,8 @@ def check_key(
     except errors.StripeError as exc:
         if isinstance(exc, errors.StripeAuthError | errors.StripeUnavailable):
             raise
-    client.get("listing customers to check the key", "/v1/customers", limit=1)
+    try:
+        client.get("listing customers to check the key", "/v1/customers", limit=1)
+    except errors.StripeForbidden:
+        pass  # Stripe knows the key (else 401); what it may do is probed on its own
     return Account(id=None, livemode=client.livemode, default_currency=None, country=None)

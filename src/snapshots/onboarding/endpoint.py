@@ -74,17 +74,20 @@ def public_base(url: str | None, *, api_base: str | None) -> str:
             f"no public URL: Stripe cannot reach this server to send webhooks; {fix}, {manual}",
             code="public_url_missing",
         )
-    parsed = urllib.parse.urlsplit(url.strip())
     try:
+        parsed = urllib.parse.urlsplit(url.strip())
         host = parsed.hostname
-    except ValueError:
-        host = None
+    except ValueError:  # a broken [IPv6] host
+        parsed, host = urllib.parse.urlsplit(""), None
     if parsed.scheme not in ("http", "https") or not host or parsed.query or parsed.fragment:
         raise errors.BadRequest(
             f"the public URL {url!r} is not a URL like https://snapshots.example.com; {fix}",
             code="public_url_invalid",
         )
-    api_host = urllib.parse.urlsplit(api_base).hostname if api_base else None
+    try:
+        api_host = urllib.parse.urlsplit(api_base).hostname if api_base else None
+    except ValueError:
+        api_host = None
     if _local(host) and not (api_host and _local(api_host)):
         raise errors.BadRequest(
             f"the public URL {url!r} is a local or private address that Stripe cannot reach; "
