@@ -539,6 +539,17 @@ def silence_warning(
     )
 
 
+def last_backfill(tx: Tx, connection_id: str) -> Run | None:
+    """The newest finished backfill of a connection, if one ran (`init` offers the first)."""
+    row = tx.execute(
+        sa.select(R)
+        .where(R.c.connection_id == connection_id, R.c.kind == "backfill", R.c.status == "done")
+        .order_by(R.c.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _run(row)
+
+
 def get_run(tx: Tx, run_id: str, *, connections: Sequence[str] | None = None) -> Run:
     row = None
     if ids.plausible(run_id):
