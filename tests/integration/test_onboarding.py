@@ -107,7 +107,7 @@ def test_managed_connect_makes_the_endpoint_and_stores_the_secret_stripe_issued(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
     done = _connect(db, secrets, fake, name="shop")
-    connection = done.connection
+    connection = done
     (made,) = fake.webhook_endpoints()
     with db.read() as tx:
         wanted = endpoint.desired_events(revisions.current(tx))
@@ -119,7 +119,7 @@ def test_managed_connect_makes_the_endpoint_and_stores_the_secret_stripe_issued(
     assert _secrets_of(db, secrets, connection.id) == [made["secret"]]
     assert (connection.endpoint_id, connection.endpoint_url) == (made["id"], made["url"])
     assert done.events == len(wanted)
-    assert all(c.allowed for c in done.capabilities)
+    assert all(c.allowed for c in done.capabilities or [])
     (entry,) = _audit(db, "connection.created")
     assert entry.details["endpoint_id"] == made["id"]
     assert made["secret"] not in str(entry.details)
@@ -130,9 +130,9 @@ def test_manual_connect_never_touches_stripe_endpoints(
 ) -> None:
     done = _connect(db, secrets, fake, webhook_secrets=["whsec_manual_0123456789"])
     assert done.endpoint_created is False
-    assert done.connection.endpoint_id is None
+    assert done.endpoint_id is None
     assert fake.webhook_endpoints() == []
-    assert _secrets_of(db, secrets, done.connection.id) == ["whsec_manual_0123456789"]
+    assert _secrets_of(db, secrets, done.id) == ["whsec_manual_0123456789"]
 
 
 BAD_INPUT = [
@@ -227,9 +227,9 @@ def test_a_restricted_key_connects_and_what_it_may_not_read_is_skipped(
         key, ["customers:read", "invoices:read", "events:read", "webhook_endpoints:write"]
     )
     done = _connect(db, secrets, fake, secret_key=key)
-    off = {c.name: c.consequence for c in done.capabilities if not c.allowed}
+    off = {c.name: c.consequence for c in done.capabilities or [] if not c.allowed}
     assert off == {"terminal_locations": "the location watcher is off for this connection"}
-    connection = _get(db, secrets, done.connection.id)
+    connection = _get(db, secrets, done.id)
     assert connection.off("terminal_locations") == (
         "Terminal locations: not allowed by this key: the location watcher is off for this "
         "connection"
@@ -251,7 +251,7 @@ def test_a_restricted_key_connects_and_what_it_may_not_read_is_skipped(
 def test_a_flows_import_updates_every_managed_endpoint(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    managed = _connect(db, secrets, fake).connection
+    managed = _connect(db, secrets, fake)
     _connect(db, secrets, fake, webhook_secrets=["whsec_manual_0123456789"])
     with db.read() as tx:
         text = revisions.get_revision(tx).text or ""
@@ -268,7 +268,7 @@ def test_a_flows_import_updates_every_managed_endpoint(
 def test_stripe_down_during_a_flows_import_keeps_the_version_and_the_worker_retries(
     db: Database, secrets: vault.Vault, fake: FakeStripe, settings: Settings
 ) -> None:
-    managed = _connect(db, secrets, fake).connection
+    managed = _connect(db, secrets, fake)
     with db.read() as tx:
         text = revisions.get_revision(tx).text or ""
     fake.fault("/v1/webhook_endpoints/", method="POST", status=503, count=None)
@@ -315,7 +315,7 @@ def _check(db: Database, secrets: vault.Vault, connection_id: str) -> health.Hea
 def test_check_finds_a_disabled_endpoint_and_repair_enables_it(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    connection = _connect(db, secrets, fake).connection
+    connection = _connect(db, secrets, fake)
     assert _check(db, secrets, connection.id).health == "healthy"
     fake.set_endpoint_status(connection.endpoint_id or "", "disabled")
     found = _check(db, secrets, connection.id)
@@ -342,7 +342,7 @@ def test_check_finds_a_disabled_endpoint_and_repair_enables_it(
 def test_repair_makes_a_new_endpoint_when_stripe_lost_it_and_stores_its_secret(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    connection = _connect(db, secrets, fake).connection
+    connection = _connect(db, secrets, fake)
     fake.client().v1.webhook_endpoints.delete(connection.endpoint_id or "")
     found = _check(db, secrets, connection.id)
     assert found.health == "failing"
@@ -350,7 +350,7 @@ def test_repair_makes_a_new_endpoint_when_stripe_lost_it_and_stores_its_secret(
     repaired = setup.repair(db, secrets, connection.id, public_url=None, actor="test")
     (made,) = fake.webhook_endpoints()
     assert repaired.endpoint_created is True
-    assert repaired.connection.endpoint_id == made["id"] != connection.endpoint_id
+    assert repaired.endpoint_id == made["id"] != connection.endpoint_id
     assert made["url"] == f"{PUBLIC}/webhooks/stripe/{connection.id}"
     assert _secrets_of(db, secrets, connection.id) == [made["secret"]]
 
@@ -358,7 +358,7 @@ def test_repair_makes_a_new_endpoint_when_stripe_lost_it_and_stores_its_secret(
 def test_repair_refuses_a_manual_connection(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    manual = _connect(db, secrets, fake, webhook_secrets=["whsec_manual_0123456789"]).connection
+    manual = _connect(db, secrets, fake, webhook_secrets=["whsec_manual_0123456789"])
     with pytest.raises(errors.BadRequest, match="registered by hand"):
         setup.repair(db, secrets, manual.id, public_url=PUBLIC)
 
@@ -366,8 +366,8 @@ def test_repair_refuses_a_manual_connection(
 def test_remove_deletes_the_managed_endpoint_and_a_gone_one_is_fine(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    first = _connect(db, secrets, fake).connection
-    second = _connect(db, secrets, fake).connection
+    first = _connect(db, secrets, fake)
+    second = _connect(db, secrets, fake)
     removed = setup.remove(db, secrets, first.id, actor="test")
     assert removed.endpoint_deleted is True
     assert [e["id"] for e in fake.webhook_endpoints()] == [second.endpoint_id]
@@ -381,7 +381,7 @@ def test_remove_deletes_the_managed_endpoint_and_a_gone_one_is_fine(
 def test_remove_leaves_nothing_changed_when_stripe_is_down(
     db: Database, secrets: vault.Vault, fake: FakeStripe
 ) -> None:
-    connection = _connect(db, secrets, fake).connection
+    connection = _connect(db, secrets, fake)
     fake.fault("/v1/webhook_endpoints/", method="DELETE", status=503, count=None)
     with pytest.raises(errors.StripeUnavailable):
         setup.remove(db, secrets, connection.id, actor="test")

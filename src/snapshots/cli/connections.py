@@ -153,12 +153,11 @@ def connect_stripe(
     if as_json:
         print_json(connected)
         return
-    connection = connected.connection
     show(
-        f"connected {connection.name} as {connection.id}"
-        f" ({'live' if connection.livemode else 'test'} mode, key {connection.secret_key})",
+        f"connected {connected.name} as {connected.id}"
+        f" ({'live' if connected.livemode else 'test'} mode, key {connected.secret_key})",
     )
-    show_capabilities(connected.capabilities)
+    show_capabilities(connected.capabilities or [])
     if connected.endpoint_created:
         _say_endpoint(connected)
     else:
@@ -175,7 +174,7 @@ def show_capabilities(found: list[capabilities.Capability]) -> None:
 
 
 def _say_endpoint(done: setup.Connected) -> None:
-    endpoint_id = done.connection.endpoint_id
+    endpoint_id = done.endpoint_id
     if done.endpoint_created:
         show(
             f"created the webhook endpoint {endpoint_id} in Stripe: {done.webhook_url}, "
@@ -272,11 +271,11 @@ def connections_remove(
         print_json(removed)
         return
     deleted = (
-        f"; deleted its webhook endpoint {removed.connection.endpoint_id} in Stripe"
+        f"; deleted its webhook endpoint {removed.endpoint_id} in Stripe"
         if removed.endpoint_deleted
         else ""
     )
-    show(f"removed {removed.connection.id} ({removed.connection.name}){deleted}")
+    show(f"removed {removed.id} ({removed.name}){deleted}")
     if removed.note:
         show(removed.note)
 

@@ -163,9 +163,9 @@ def init(
             api_base=api_base,
             actor=actor(),
         )
-        connection = connected.connection
+        connection = connected
         show(f"connection {connection.id}: connected ({connection.secret_key})")
-        connections_cli.show_capabilities(connected.capabilities)
+        connections_cli.show_capabilities(connected.capabilities or [])
         if connected.endpoint_created:
             show(
                 f"created the webhook endpoint {connection.endpoint_id}: {connected.webhook_url}, "

@@ -11,8 +11,9 @@ the console call these; each returns one public model.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from snapshots import connections, errors, ids, revisions, stripe_api
 from snapshots.connections import Connection
@@ -23,15 +24,17 @@ from snapshots.vault import Vault
 log = logging.getLogger("snapshots.onboarding")
 
 
-class Connected(BaseModel):
+class Connected(Connection):
     """What `connect` or `repair` did: the connection, its webhook URL, the endpoint."""
 
-    connection: Connection
     webhook_url: str
     endpoint_created: bool = Field(description="Snapshots made a webhook endpoint in Stripe")
     endpoint_enabled: bool = Field(False, description="A disabled endpoint was enabled again")
     events: int = Field(0, description="Event types the managed endpoint listens to")
-    capabilities: list[capabilities.Capability]
+
+
+def _connected(connection: Connection, **what: Any) -> Connected:
+    return Connected(**(connection.model_dump() | what))
 
 
 def connect(
@@ -106,13 +109,11 @@ def connect(
         if made is not None:
             _undo(client, str(made["id"]))
         raise
-    return Connected(
-        connection=connection,
+    return _connected(
+        connection,
         webhook_url=url,
         endpoint_created=made is not None,
-        endpoint_enabled=False,
         events=len(made.get("enabled_events") or []) if made else 0,
-        capabilities=found,
     )
 
 
@@ -162,13 +163,12 @@ def repair(
                 tx, vault, connection.id, endpoint_id=connection.endpoint_id, url=url, actor=actor
             )
             changed = connections.get(tx, vault, connection.id)
-        return Connected(
-            connection=changed,
+        return _connected(
+            changed,
             webhook_url=url,
             endpoint_created=False,
             endpoint_enabled=enable,
             events=len(events),
-            capabilities=allowed,
         )
     made = endpoint.create(
         client,
@@ -193,14 +193,7 @@ def repair(
     except BaseException:
         _undo(client, str(made["id"]))
         raise
-    return Connected(
-        connection=changed,
-        webhook_url=url,
-        endpoint_created=True,
-        endpoint_enabled=False,
-        events=len(events),
-        capabilities=allowed,
-    )
+    return _connected(changed, webhook_url=url, endpoint_created=True, events=len(events))
 
 
 def _base_of(url: str | None, connection_id: str) -> str | None:
@@ -208,8 +201,9 @@ def _base_of(url: str | None, connection_id: str) -> str | None:
     return url[: -len(suffix)] if url and url.endswith(suffix) else None
 
 
-class Removed(BaseModel):
-    connection: Connection
+class Removed(Connection):
+    """The connection as it was, and what became of its webhook endpoint."""
+
     endpoint_deleted: bool = Field(description="Its managed webhook endpoint was deleted")
     note: str | None = Field(None, description="What was left to do by hand, if anything")
 
@@ -237,4 +231,4 @@ def remove(db: Database, vault: Vault, connection_id: str, *, actor: str = "cli"
         note = "its webhook endpoint was registered by hand: remove it in the Stripe dashboard"
     with db.write() as tx:
         removed = connections.remove(tx, vault, connection_id, actor=actor)
-    return Removed(connection=removed, endpoint_deleted=deleted, note=note)
+    return Removed(**(removed.model_dump() | {"endpoint_deleted": deleted, "note": note}))
