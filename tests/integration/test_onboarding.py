@@ -4,6 +4,7 @@ connection check, and every bad input leaving nothing half-done."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import socket
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, revisions, schedule, sync, vault
+from snapshots import connections, errors, keys, revisions, schedule, sync, vault
+from snapshots.app import create_app
 from snapshots.onboarding import endpoint, health, setup
 from snapshots.settings import Settings
 from snapshots.store import tables
@@ -387,3 +390,68 @@ def test_remove_leaves_nothing_changed_when_stripe_is_down(
         setup.remove(db, secrets, connection.id, actor="test")
     assert _rows(db) == 1
     assert len(fake.webhook_endpoints()) == 1
+
+
+# -- the API reports what became of each managed endpoint -------------------------------------
+
+
+def test_post_flows_updates_managed_endpoints_and_reports_stripe_down(
+    db: Database, secrets: vault.Vault, fake: FakeStripe, settings: Settings
+) -> None:
+    managed = _connect(db, secrets, fake)
+    with db.write() as tx:
+        token = keys.create(tx, name="flows", scopes=["workflows.write"]).secret
+    with db.read() as tx:
+        text = revisions.get_revision(tx).text or ""
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
+        fine = client.post("/v1/flows", json={"text": text + EXTRA}, headers=headers)
+        assert fine.status_code == 201, fine.text
+        (sent,) = fine.json()["endpoints"]
+        assert (sent["connection_id"], sent["synced"]) == (managed.id, True)
+        assert "customer.subscription.paused" in fake.webhook_endpoints()[0]["enabled_events"]
+
+        fake.fault("/v1/webhook_endpoints/", method="POST", status=503, count=None)
+        back = client.post("/v1/flows/rollback", json={"version": 0}, headers=headers)
+        assert back.status_code == 201, back.text
+        body = back.json()
+        assert body["version"] == 2 and body["previous_version"] == 1
+        (waiting,) = body["endpoints"]
+        assert waiting["synced"] is False
+        assert "the worker sends it again" in waiting["error"]
+    assert _get(db, secrets, managed.id).endpoint_pending is True
+    assert "customer.subscription.paused" in fake.webhook_endpoints()[0]["enabled_events"]
+
+
+# -- `snapshots init`, answering its prompts -----------------------------------------------
+
+
+def test_init_asks_each_question_and_makes_the_key_with_the_scopes_picked(
+    fake: FakeStripe,
+    settings: Settings,
+    secrets: vault.Vault,
+    db: Database,
+    run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SNAPSHOTS_MASTER_KEY", settings.master_key or "")
+    answers = [
+        "",  # database URL: the default (the test's database)
+        PUBLIC,  # public URL
+        "y",  # let Snapshots create the webhook endpoint
+        "n",  # no backfill now
+        "1,contacts.readonly",  # scopes: by number and by name
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
+    done = run("init", "--secret-key", _key(), "--api-base", fake.api_base)
+    assert done.code == 0, done.err
+    text = " ".join(done.out.split())
+    assert "created the webhook endpoint" in text
+    assert "what it allows" in text and "read contacts (customers) and their timeline" in text
+    assert "with scopes contacts.readonly, saas/location.read" in text
+    with db.read() as tx:
+        (connection,) = connections.list_all(tx, secrets)
+        (made,) = keys.list_all(tx)
+        assert sync.last_backfill(tx, connection.id) is None
+    assert made.scopes == ("contacts.readonly", "saas/location.read")
+    assert fake.webhook_endpoints()[0]["url"].startswith(PUBLIC)

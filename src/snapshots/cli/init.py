@@ -203,4 +203,4 @@ def init(
             )
         show(f"API key {created.id} with scopes {', '.join(created.scopes)}; shown once:")
         say(created.secret)
-    show("ready: start `snapshots serve` (it applies what the backfill read)")
+    show("ready: start `snapshots serve` (it applies what Stripe sends and a backfill read)")
