@@ -455,3 +455,32 @@ def test_init_asks_each_question_and_makes_the_key_with_the_scopes_picked(
         assert sync.last_backfill(tx, connection.id) is None
     assert made.scopes == ("contacts.readonly", "saas/location.read")
     assert fake.webhook_endpoints()[0]["url"].startswith(PUBLIC)
+
+
+def test_cli_flows_import_with_stripe_down_keeps_the_version_and_says_so(
+    fake: FakeStripe,
+    settings: Settings,
+    secrets: vault.Vault,
+    db: Database,
+    run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    monkeypatch.setenv("SNAPSHOTS_MASTER_KEY", settings.master_key or "")
+    managed = _connect(db, secrets, fake)
+    with db.read() as tx:
+        text = revisions.get_revision(tx).text or ""
+    path = tmp_path / "flows.yaml"
+    path.write_text(text + EXTRA)
+    fake.fault("/v1/webhook_endpoints/", method="POST", status=503, count=None)
+    done = run("flows", "import", str(path))
+    assert done.code == 0, done.err
+    lines = [" ".join(line.split()) for line in done.out.strip().splitlines()]
+    assert lines[0] == "flows version 1 is in force (9 flows; was version 0)"
+    assert lines[1].startswith(
+        f"{managed.id}: the webhook endpoint {managed.endpoint_id} still has the old event list: "
+        "Stripe failed while updating the webhook endpoint"
+    )
+    assert lines[1].endswith("the worker sends it again until Stripe has it")
+    listed = run("connections", "list")
+    assert "(pending)" in listed.out
