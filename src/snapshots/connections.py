@@ -86,14 +86,18 @@ def _validate_secret(secret: str) -> None:
         )
 
 
-def validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: str | None) -> None:
+def validate(
+    secret_key: str, webhook_secrets: list[str] | None, ordering: str, name: str | None
+) -> None:
+    """Check what a connection is made of before asking Stripe; `webhook_secrets=None`: they
+    come from Stripe later (a managed endpoint)."""
     if not secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
         raise errors.BadRequest(
             "the Stripe key must be a secret (sk_...) or restricted (rk_...) key", code="bad_key"
         )
-    if not webhook_secrets:
+    if webhook_secrets is not None and not webhook_secrets:
         raise errors.BadRequest("give at least one webhook signing secret", code="bad_secret")
-    for secret in webhook_secrets:
+    for secret in webhook_secrets or ():
         _validate_secret(secret)
     if name is not None and not 0 < len(name) <= NAME_MAX:
         raise errors.BadRequest(f"a connection's name has 1 to {NAME_MAX} characters")

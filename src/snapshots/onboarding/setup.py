@@ -56,12 +56,10 @@ def connect(
     secret_key = secret_key.strip()
     managed = not webhook_secrets
     secrets = [s.strip() for s in webhook_secrets or []]
+    connections.validate(secret_key, None if managed else secrets, ordering, name)
     if managed:
         base = endpoint.public_base(public_url, api_base=api_base)
-        placeholder = "whsec_" + "x" * 32  # the real one comes from Stripe
-        connections.validate(secret_key, [placeholder], ordering, name)
     else:
-        connections.validate(secret_key, secrets, ordering, name)
         base = (public_url or "").rstrip("/")
     api_version = api_version or stripe_api.PINNED_VERSION
     account = stripe_api.check_key(
