@@ -484,3 +484,18 @@ def test_cli_flows_import_with_stripe_down_keeps_the_version_and_says_so(
     assert lines[1].endswith("the worker sends it again until Stripe has it")
     listed = run("connections", "list")
     assert "(pending)" in listed.out
+
+
+def test_check_of_a_refused_key_says_to_rotate_it(
+    db: Database, secrets: vault.Vault, fake: FakeStripe
+) -> None:
+    key = _key()
+    connection = _connect(db, secrets, fake, secret_key=key)
+    fake.revoke(key)
+    found = _check(db, secrets, connection.id)
+    assert found.health == "failing"
+    (problem,) = found.problems
+    assert problem.problem == "Stripe refuses the key (revoked, expired or rolled)"
+    assert "make a new key in the Stripe dashboard" in problem.fix
+    (entry,) = _audit(db, "connection.health_changed")
+    assert (entry.outcome, entry.details["new"]) == ("failed", "failing")
