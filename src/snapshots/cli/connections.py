@@ -143,7 +143,8 @@ def connect_stripe(
         secrets_vault,
         secret_key=secret_key,
         webhook_secrets=webhook_secret,
-        public_url=public_url if not webhook_secret else (public_url or context.settings.base_url),
+        # a manual endpoint's URL is only printed: the local address will do without a public one
+        public_url=public_url or (context.settings.base_url if webhook_secret else None),
         name=name,
         api_base=api_base,
         api_version=api_version,

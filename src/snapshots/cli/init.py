@@ -159,7 +159,7 @@ def init(
             secrets,
             secret_key=key,
             webhook_secrets=[pasted] if pasted else None,
-            public_url=public if not pasted else (public or settings.base_url),
+            public_url=public or (settings.base_url if pasted else None),
             api_base=api_base,
             actor=actor(),
         )
