@@ -26,19 +26,22 @@ from snapshots.times import Timestamp
 
 T = tables.api_keys
 
-SCOPES = (
-    "saas/location.read",
-    "saas/location.write",
-    "contacts.readonly",
-    "contacts.write",
-    "invoices.readonly",
-    "invoices.write",
-    "events.readonly",
-    "workflows.readonly",
-    "workflows.write",
-    "integrations.write",
-    "admin",
-)
+# Every scope with what it lets a key do (the CLI's `init`, `keys create` and the console show
+# these words; the order is the order they are offered in).
+SCOPE_DESCRIPTIONS = {
+    "saas/location.read": "read locations",
+    "saas/location.write": "create, change and archive locations",
+    "contacts.readonly": "read contacts (customers) and their timeline",
+    "contacts.write": "create, change, tag and archive contacts",
+    "invoices.readonly": "read invoices",
+    "invoices.write": "change invoices (notes, archive)",
+    "events.readonly": "read received events and sync runs",
+    "workflows.readonly": "read the flows, their versions and the catalog",
+    "workflows.write": "import and roll back flows (every connection)",
+    "integrations.write": "replay events and run bulk replays",
+    "admin": "everything, including API keys and the audit log (every connection)",
+}
+SCOPES = tuple(SCOPE_DESCRIPTIONS)
 NAME_MAX = 200  # characters
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
