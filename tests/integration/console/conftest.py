@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp
 
-from snapshots import users
+from snapshots import users, vault
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store.db import Database
@@ -116,3 +116,9 @@ def viewer(new_browser: NewBrowser, people: dict[str, users.User]) -> Browser:
     found = new_browser()
     found.sign_in(VIEWER)
     return found
+
+
+@pytest.fixture
+def secrets(settings: Settings) -> vault.Vault:
+    """The master key's vault (to add connections)."""
+    return vault.load(settings)
