@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from snapshots import connections, sync
 from snapshots.store import tables
@@ -59,8 +59,10 @@ class ConnectionOverview(BaseModel):
     running: list[sync.Run]
     silence: str | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def tallest(self) -> int:
+        """The most events in one hour of `bars` (the chart's scale)."""
         return max((bar.count for bar in self.bars), default=0)
 
 
