@@ -137,6 +137,19 @@ def _required_scope(dependant: Any) -> str | None:
     return None
 
 
+def grants(routers: list[APIRouter]) -> dict[str, list[str]]:
+    """The API's operations by the scope each needs (`GET /v1/customers`), for the console's
+    key form: what a scope grants, read from the routes themselves."""
+    found: dict[str, list[str]] = {}
+    for route in (r for router in routers for r in router.routes):
+        if isinstance(route, APIRoute):
+            scope = _required_scope(route.dependant)
+            if scope is not None:
+                for method in sorted(route.methods or ()):
+                    found.setdefault(scope, []).append(f"{method} {route.path_format}")
+    return found
+
+
 def _document_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
     """Each operation's scope in the OpenAPI document: a bearer security requirement naming
     it, `x-required-scope`, and a line of its description."""
@@ -265,6 +278,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         return api.openapi_schema or {}
 
     api.openapi = openapi  # type: ignore[method-assign]
+    ui = console.create(settings, db, registry=live, secrets=secrets, grants=grants(routers))
 
     app = Starlette(
         routes=[
@@ -272,7 +286,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
             Route("/docs", docs_page, methods=["GET"]),
             Mount("/static/console", app=StaticFiles(packages=[("snapshots.ui", "static")])),
             Mount("/static", app=StaticFiles(packages=[("snapshots", "static")]), name="static"),
-            Mount("", app=Split(api, console.create(settings, db, registry=live, secrets=secrets))),
+            Mount("", app=Split(api, ui)),
         ],
         middleware=[Middleware(edge.Edge, trusted=edge.trusted_networks(settings.trusted_proxies))],
         exception_handlers=api.exception_handlers,

@@ -18,7 +18,7 @@ from snapshots import errors, revisions, vault
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import deps, render
-from snapshots.ui.routes import account, auth, overview
+from snapshots.ui.routes import account, auth, keys, overview
 from snapshots.ui.routes import users as user_routes
 
 log = logging.getLogger("snapshots.ui")
@@ -35,7 +35,7 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 # Each screen's module; a new screen adds its module here.
-SCREENS = [auth, account, user_routes, overview]
+SCREENS = [auth, account, user_routes, overview, keys]
 
 
 class SecurityHeaders:
@@ -145,11 +145,19 @@ def _install_error_pages(app: FastAPI) -> None:
 
 
 def create(
-    settings: Settings, db: Database, *, registry: revisions.Live, secrets: vault.Vault
+    settings: Settings,
+    db: Database,
+    *,
+    registry: revisions.Live,
+    secrets: vault.Vault,
+    grants: dict[str, list[str]] | None = None,
 ) -> ASGIApp:
-    """The console over `db`: the pages of every screen, with their error pages and headers."""
+    """The console over `db`: the pages of every screen, with their error pages and headers.
+    `grants`: the API's operations by scope (shown where keys are made)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    app.state.console = deps.Console(settings=settings, db=db, registry=registry, secrets=secrets)
+    app.state.console = deps.Console(
+        settings=settings, db=db, registry=registry, secrets=secrets, grants=grants or {}
+    )
     _install_error_pages(app)
     for screen in SCREENS:
         app.include_router(screen.router)

@@ -42,6 +42,7 @@ class Console:
     db: Database
     registry: revisions.Live  # the flows in force
     secrets: vault.Vault
+    grants: dict[str, list[str]]  # the API's operations by the scope each needs
 
     @property
     def secure(self) -> bool:
