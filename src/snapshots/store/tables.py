@@ -361,3 +361,23 @@ setup_links = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("used_at", sa.Float),
 )
+
+# Sync runs asked for in the console, which a worker (or serve's embedded one) starts.
+sync_requests = sa.Table(
+    "sync_requests",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # backfill | reconcile
+    sa.Column("objects", sa.JSON, nullable=False),  # customers, invoices, locations (backfill)
+    sa.Column("since", sa.BigInteger),
+    sa.Column("status", sa.String(20), nullable=False),  # requested | running | done | failed
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("holder", sa.String(100)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_sync_requests_status", "status"),
+)

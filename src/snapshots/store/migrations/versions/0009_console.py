@@ -1,4 +1,4 @@
-"""the console: users, their sessions, one-time set-up links
+"""the console: users, their sessions, one-time set-up links, sync runs asked for
 
 Revision ID: 0009
 Revises: 0006
@@ -60,9 +60,30 @@ def upgrade() -> None:
         sa.Column("used_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("token_hash", name="pk_setup_links"),
     )
+    op.create_table(
+        "sync_requests",
+        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("objects", sa.JSON(), nullable=False),
+        sa.Column("since", sa.BigInteger(), nullable=True),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("holder", sa.String(length=100), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=True),
+        sa.Column("finished_at", sa.Float(), nullable=True),
+        sa.PrimaryKeyConstraint("seq", name="pk_sync_requests"),
+        sa.UniqueConstraint("id", name="uq_sync_requests_id"),
+    )
+    op.create_index("ix_sync_requests_status", "sync_requests", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sync_requests_status", table_name="sync_requests")
+    op.drop_table("sync_requests")
     op.drop_table("setup_links")
     op.drop_index("ix_console_sessions_user_id", table_name="console_sessions")
     op.drop_table("console_sessions")
