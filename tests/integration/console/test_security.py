@@ -3,6 +3,8 @@ route table (every state-changing route is guarded), on both databases."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
@@ -247,3 +249,51 @@ def _audit(db: Database) -> list[tuple[str, str]]:
     a = tables.audit_entries
     with db.read() as tx:
         return [tuple(r) for r in tx.execute(sa.select(a.c.action, a.c.actor))]  # type: ignore[misc]
+
+
+def test_every_admin_route_refuses_a_viewer(viewer: Browser, db: Database) -> None:
+    """Whatever screen adds it: a route that needs `Admin` (or `Confirmed`) answers a viewer
+    with 403, and no audit entry is written by the viewer."""
+    refused = 0
+    for screen in console.SCREENS:
+        for route in screen.router.routes:
+            assert isinstance(route, APIRoute)
+            calls: set[object] = set()
+            pending = list(route.dependant.dependencies)
+            while pending:
+                found = pending.pop()
+                calls.add(found.call)
+                pending.extend(found.dependencies)
+            if deps.admin not in calls:
+                continue
+            path = re.sub(r"\{[^}]+\}", "x_1", route.path)
+            for method in route.methods:
+                if method in deps.SAFE_METHODS:
+                    response = viewer.client.request(method, path)
+                else:
+                    response = (
+                        viewer.post(path)
+                        if method == "POST"
+                        else viewer.client.request(
+                            method,
+                            path,
+                            headers={"X-CSRF-Token": viewer.csrf, "Origin": "http://testserver"},
+                        )
+                    )
+                assert response.status_code == 403, (method, path, response.status_code)
+                refused += 1
+    assert refused >= 8
+    with db.read() as tx:
+        actors = set(tx.execute(sa.select(tables.audit_entries.c.actor)).scalars())
+    assert f"ui:{VIEWER}" in actors  # signed in...
+    with db.read() as tx:
+        done = (
+            tx.execute(
+                sa.select(tables.audit_entries.c.action).where(
+                    tables.audit_entries.c.actor == f"ui:{VIEWER}"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert set(done) == {"console.signed_in"}  # ...and changed nothing

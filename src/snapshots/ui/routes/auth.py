@@ -161,6 +161,9 @@ def confirm(
         if isinstance(found, users.User):
             sessions.confirm(tx, session)
     if isinstance(found, users.Refusal):
-        context = {"next": render.safe_next(next), "error": found.message}
-        return render.page(request, "confirm.html", context, status=401)
+        message = found.message if found.retry_after else "wrong password"
+        context = {"next": render.safe_next(next), "error": message}
+        return render.page(
+            request, "confirm.html", context, status=429 if found.retry_after else 401
+        )
     return render.redirect(render.safe_next(next))
