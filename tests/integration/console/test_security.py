@@ -297,3 +297,22 @@ def test_every_admin_route_refuses_a_viewer(viewer: Browser, db: Database) -> No
             .all()
         )
     assert set(done) == {"console.signed_in"}  # ...and changed nothing
+
+
+def test_odd_input_is_a_page_that_says_what_to_fix(
+    new_browser: NewBrowser, browser: Browser
+) -> None:
+    anonymous = new_browser()
+    anonymous.get("/sign-in")
+    missing = anonymous.post("/sign-in", {"email": ADMIN})
+    assert missing.status_code == 400
+    assert "text/html" in missing.headers["content-type"]
+    assert "password: Field required" in missing.text
+    huge = anonymous.post(
+        "/sign-in", {"email": "a" * 5000 + "@example.com", "password": "p" * 5000}
+    )
+    assert huge.status_code == 401
+    assert anonymous.get("/setup/" + "x" * 3000).status_code == 404
+    assert anonymous.get("/setup/%00").status_code == 404
+    assert browser.get("/audit?starting_after=-1").status_code in (200, 400)
+    assert browser.post("/users/%00/remove").status_code == 404
