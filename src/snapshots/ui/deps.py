@@ -22,6 +22,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from snapshots import errors, revisions, sessions, vault
 from snapshots.settings import Settings
@@ -131,22 +132,33 @@ async def _check_csrf(request: Request, console: Console, expected: str) -> None
         raise CsrfRefused("the form is stale or came from elsewhere: reload the page and try again")
 
 
+def _session(console: Console, token: str, *, active: bool, safe: bool) -> sessions.Session | None:
+    idle = console.settings.session_idle
+    if active and not safe:
+        with console.db.write() as tx:
+            return sessions.find(tx, token, idle=idle)
+    # Mostly a read; the rare touch (once a minute) takes the write lock itself.
+    with console.db.read() as tx:
+        session = sessions.find(tx, token, idle=idle, active=False)
+    if session is not None and active and session.stale():
+        with console.db.write() as tx:
+            session = sessions.find(tx, token, idle=idle)
+    return session
+
+
 async def viewer(request: Request, console: ConsoleDep) -> sessions.Session:
     token = request.cookies.get(console.cookie)
-    active = request.headers.get(REFRESH_HEADER) != "1"
-    settings = console.settings
-    if token is None:
-        session = None
-    elif active and request.method not in SAFE_METHODS:
-        with console.db.write() as tx:
-            session = sessions.find(tx, token, idle=settings.session_idle)
-    else:
-        # Mostly a read; the rare touch (once a minute) takes the write lock itself.
-        with console.db.read() as tx:
-            session = sessions.find(tx, token, idle=settings.session_idle, active=False)
-        if session is not None and active and session.stale():
-            with console.db.write() as tx:
-                session = sessions.find(tx, token, idle=settings.session_idle)
+    session = None
+    if token is not None:
+        # In a worker thread: a database that waits (SQLite's write lock) never stalls the
+        # event loop, which the webhooks share.
+        session = await run_in_threadpool(
+            _session,
+            console,
+            token,
+            active=request.headers.get(REFRESH_HEADER) != "1",
+            safe=request.method in SAFE_METHODS,
+        )
     if session is None:
         raise SignInNeeded("sign in to use the console")
     request.state.session = session
