@@ -86,32 +86,18 @@ class Overview(BaseModel):
 
 
 def _bars(tx: Tx, connection_id: str, now: float) -> list[Bar]:
+    """One count per hour: each a range of the (connection, received_at) index, which SQLite
+    counts several times faster than one GROUP BY computing every row's hour."""
     start = (int(now) // HOUR - (BARS - 1)) * HOUR
     edges = [start + i * HOUR for i in range(BARS)]
-    sums = [
-        sa.func.coalesce(
-            sa.func.sum(
-                sa.case(
-                    (sa.and_(INBOX.c.received_at >= e, INBOX.c.received_at < e + HOUR), 1), else_=0
-                )
-            ),
-            0,
-        )
-        for e in edges
-    ]
-    row = tx.execute(
-        sa.select(*sums).where(INBOX.c.connection_id == connection_id, INBOX.c.received_at >= start)
-    ).one()
-    return [Bar(start=e, count=int(n)) for e, n in zip(edges, row, strict=True)]
+    return [Bar(start=e, count=_count(tx, connection_id, e, e + HOUR)) for e in edges]
 
 
-def _count(tx: Tx, connection_id: str, since: float) -> int:
-    found = tx.execute(
-        sa.select(sa.func.count()).where(
-            INBOX.c.connection_id == connection_id, INBOX.c.received_at >= since
-        )
-    ).scalar_one()
-    return int(found)
+def _count(tx: Tx, connection_id: str, since: float, until: float | None = None) -> int:
+    where = [INBOX.c.connection_id == connection_id, INBOX.c.received_at >= since]
+    if until is not None:
+        where.append(INBOX.c.received_at < until)
+    return int(tx.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
 
 
 def _last_webhook(tx: Tx, connection_id: str) -> float | None:
