@@ -26,20 +26,20 @@ from snapshots.times import Timestamp
 
 T = tables.api_keys
 
-# Every scope with what it lets a key do (the CLI's `init`, `keys create` and the console show
-# these words; the order is the order they are offered in).
+# Every scope with what it lets a key do, in the order they are offered (the CLI's `init`,
+# `keys create` and the console show these words).
 SCOPE_DESCRIPTIONS = {
-    "saas/location.read": "read locations",
-    "saas/location.write": "create, change and archive locations",
-    "contacts.readonly": "read contacts (customers) and their timeline",
-    "contacts.write": "create, change, tag and archive contacts",
-    "invoices.readonly": "read invoices",
-    "invoices.write": "change invoices (notes, archive)",
-    "events.readonly": "read received events and sync runs",
-    "workflows.readonly": "read the flows, their versions and the catalog",
-    "workflows.write": "import and roll back flows (every connection)",
-    "integrations.write": "replay events and run bulk replays",
-    "admin": "everything, including API keys and the audit log (every connection)",
+    "saas/location.read": "Read locations (Stripe Terminal locations).",
+    "saas/location.write": "Create and change locations.",
+    "contacts.readonly": "Read contacts (Stripe customers) and their timelines.",
+    "contacts.write": "Create, change and archive contacts.",
+    "invoices.readonly": "Read invoices and their payment status.",
+    "invoices.write": "Change invoices (notes, fields a flow may set).",
+    "events.readonly": "Read the event log (the inbox) and sync runs.",
+    "workflows.readonly": "Read the flows in force, their versions and the catalog.",
+    "workflows.write": "Import flows and roll them back (every connection).",
+    "integrations.write": "Replay events, one or in bulk.",
+    "admin": "Everything, including API keys and the audit log (every scope).",
 }
 SCOPES = tuple(SCOPE_DESCRIPTIONS)
 NAME_MAX = 200  # characters

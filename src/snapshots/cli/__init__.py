@@ -24,6 +24,7 @@ from snapshots.cli import (  # noqa: F401
     output,
     serve,
     sync,
+    users,
 )
 from snapshots.cli.base import app
 
