@@ -447,7 +447,7 @@ def test_init_asks_each_question_and_makes_the_key_with_the_scopes_picked(
     assert done.code == 0, done.err
     text = " ".join(done.out.split())
     assert "created the webhook endpoint" in text
-    assert "what it allows" in text and "read contacts (customers) and their timeline" in text
+    assert "what it allows" in text and keys.SCOPE_DESCRIPTIONS["contacts.readonly"] in text
     assert "with scopes contacts.readonly, saas/location.read" in text
     with db.read() as tx:
         (connection,) = connections.list_all(tx, secrets)
