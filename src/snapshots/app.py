@@ -31,9 +31,18 @@ from snapshots import (
 )
 from snapshots.api import edge
 from snapshots.api.deps import State, request_id
-from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
+from snapshots.api.routes import (
+    api_keys,
+    events,
+    health,
+    records,
+    sync_runs,
+    webhook_endpoints,
+    webhooks,
+)
 from snapshots.api.routes import audit as audit_routes
 from snapshots.api.routes import flows as flow_routes
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -175,7 +184,9 @@ async def docs_page(request: Request) -> HTMLResponse:
     return HTMLResponse(DOCS, headers={"Content-Security-Policy": DOCS_POLICY})
 
 
-def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
+def create_app(
+    settings: Settings, *, embedded_worker: bool = False, outbound: guard.Seams | None = None
+) -> Starlette:
     """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
 
     Webhooks are routed first, by a lean Starlette app, straight to their endpoint; everything
@@ -196,6 +207,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         intake=intake.GroupCommit(db, live),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,
+        outbound=outbound or guard.Seams(),
     )
 
     @asynccontextmanager
@@ -230,6 +242,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         flow_routes.router,
         api_keys.router,
         audit_routes.router,
+        webhook_endpoints.router,
         health.router,
     ]
     for router in routers:

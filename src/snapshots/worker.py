@@ -38,6 +38,7 @@ from snapshots import (
     vault,
 )
 from snapshots.flows import Registry
+from snapshots.outbound import delivery
 from snapshots.settings import Settings
 from snapshots.store import lock
 from snapshots.store.db import Database
@@ -354,6 +355,12 @@ def main(
         daemon=True,
     )
     scheduler.start()
+    # Outbound deliveries go out on threads of their own: a slow endpoint never holds up events.
+    dispatcher = delivery.Dispatcher(
+        database, secrets, settings, name=f"{holder}:outbound", ready=lambda: not faults
+    )
+    outbound = threading.Thread(target=dispatcher.run, args=(stop,), name="outbound", daemon=True)
+    outbound.start()
     health = None
     if settings.worker_health_port is not None:
         health = readiness.serve_health(settings.host, settings.worker_health_port, faults)
@@ -372,6 +379,7 @@ def main(
         if health is not None:
             health.shutdown()
         scheduler.join(10.0)
+        outbound.join(settings.outbound_timeout + 5.0)
         database.dispose()
         held.release()
 
