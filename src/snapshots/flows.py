@@ -158,7 +158,7 @@ class Outcome(BaseModel):
 
     flow: str
     action: str
-    outcome: Literal["would write", "filtered out", "error"]
+    outcome: Literal["would write", "would send", "filtered out", "error"]
     record: str | None = None
     fields: dict[str, Any] | None = None
     error: str | None = None
@@ -182,6 +182,21 @@ def preview(registry: Registry, event: dict[str, Any], *, flow: str | None = Non
             continue
         if values is None:
             found.append(Outcome(flow=name, action=action.name, outcome="filtered out"))
+        elif action.record == "message":  # what would be sent (nothing is)
+            call = actions.Invocation(connection_id="", event=event, options=candidate.options)
+            data = actions.nest(values) if values else actions.default_message(None, call)
+            found.append(
+                Outcome(
+                    flow=name,
+                    action=action.name,
+                    outcome="would send",
+                    record=str(candidate.options.get("endpoint")),
+                    fields={
+                        "type": candidate.options.get("type") or event["type"],
+                        "data": data,
+                    },
+                )
+            )
         else:
             found.append(
                 Outcome(

@@ -201,7 +201,8 @@ def mappings_test(
     if not results:
         show(f"no flow is triggered by {event['type']}: the event would be ignored")
     for r in results:
-        show(f"{r.flow} ({r.action}): {r.outcome}")
+        target = f" to endpoint {r.record}" if r.outcome == "would send" else ""
+        show(f"{r.flow} ({r.action}): {r.outcome}{target}")
         if r.error:
             show(f"  {r.error}")
         for target, value in (r.fields or {}).items():
