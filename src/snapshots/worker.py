@@ -38,7 +38,7 @@ from snapshots import (
     vault,
 )
 from snapshots.flows import Registry
-from snapshots.outbound import delivery
+from snapshots.outbound import delivery, resume
 from snapshots.settings import Settings
 from snapshots.store import lock
 from snapshots.store.db import Database
@@ -342,13 +342,15 @@ def main(
         sleep=stop.wait,  # a retry's wait ends when the process stops
     )
     holder = schedule.holder_name()
+    # Flows waiting (`wait: 3d`) resume on the scheduler's tick, once each whoever claims them.
+    resumer = resume.Resumer(database, live, name=f"{holder}:waits", lease=settings.lease)
     scheduler = threading.Thread(
         target=schedule.Scheduler(
             database,
             sync.scheduled_jobs(database, stripe, live, settings),
             holder=holder,
             ready=lambda: not faults,
-            tasks=(lambda: replay.run_due(database, holder=holder),),
+            tasks=(lambda: replay.run_due(database, holder=holder), resumer.run_due),
         ).run,
         args=(stop,),
         name="scheduler",
