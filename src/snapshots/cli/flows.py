@@ -297,6 +297,8 @@ def catalog_command(as_json: JsonOpt = False) -> None:
             a.description,
         )
     out.print(table)
+    for step in found.steps:
+        show(f"step `{step.name}`: {step.description}")
     counts = found.counts
     out.print(
         f"{counts['triggers']} triggers ({counts['stripe_triggers']} Stripe event types and "

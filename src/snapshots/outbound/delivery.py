@@ -447,6 +447,63 @@ def record(
     return str(values["status"])
 
 
+def record_many(
+    tx: Tx,
+    vault: Vault,
+    outcomes: Sequence[tuple[Claimed, Outcome]],
+    *,
+    worker_id: str,
+    schedule: Schedule,
+) -> None:
+    """`record` for a batch: successes in three statements whatever their number (attempts,
+    deliveries, endpoints), failures one by one (each may retry, hold or disable)."""
+    succeeded = [(c, o) for c, o in outcomes if o.ok]
+    if succeeded:
+        now = time.time()
+        tx.execute(
+            A.insert(),
+            [
+                {
+                    "delivery_id": c.id,
+                    "at": o.at,
+                    "duration": o.duration,
+                    "address": o.address,
+                    "status_code": o.status_code,
+                    "error_kind": None,
+                    "error": None,
+                    "response": o.response,
+                    "worker": worker_id,
+                }
+                for c, o in succeeded
+            ],
+        )
+        tx.execute(
+            D.update()
+            .where(
+                D.c.id == sa.bindparam("b_id"),
+                D.c.locked_by == worker_id,
+                D.c.status == "processing",
+            )
+            .values(
+                status="succeeded",
+                succeeded_at=now,
+                last_error=None,
+                lease_until=None,
+                locked_by=None,
+                updated_at=now,
+            ),
+            [{"b_id": c.id} for c, _ in succeeded],
+        )
+        tx.execute(
+            E.update()
+            .where(E.c.id.in_(sorted({c.endpoint_id for c, _ in succeeded})))
+            .values(last_success_at=now, failures=0, failing_since=None)
+        )
+    for claimed, outcome in outcomes:
+        if not outcome.ok:
+            record(tx, vault, claimed, outcome, worker_id=worker_id, schedule=schedule)
+
+
 def _count_failure(tx: Tx, vault: Vault, endpoint_id: str, outcome: Outcome, now: float) -> None:
     tx.execute(
         E.update()
@@ -526,8 +583,8 @@ class Dispatcher:
         self._done.put((claimed, outcome))
 
     def _lease(self) -> float:
-        # Each claimed delivery starts at once (a slot is free): its timeout and some margin.
-        return max(self.settings.lease, self.settings.outbound_timeout + 10.0)
+        # A claimed delivery waits for at most one round of the threads, then is sent.
+        return max(self.settings.lease, 2 * self.settings.outbound_timeout + 10.0)
 
     def _record_done(self, *, block: float = 0.0) -> int:
         """Record the outcomes that are in, in one transaction; returns how many."""
@@ -541,17 +598,16 @@ class Dispatcher:
         if not found:
             return 0
         with self.db.write() as tx:
-            for claimed, outcome in found:
-                record(
-                    tx, self.vault, claimed, outcome, worker_id=self.name, schedule=self.schedule
-                )
+            record_many(tx, self.vault, found, worker_id=self.name, schedule=self.schedule)
         self._in_flight -= len(found)
         self.sent += len(found)
         return len(found)
 
     def _claim(self) -> int:
-        free = self.settings.outbound_concurrency - self._in_flight
-        if free <= 0:
+        # Up to twice the concurrency in hand: the threads never wait for a claim, and claims
+        # and outcomes go in fewer, larger transactions. At most `concurrency` are in the air.
+        free = 2 * self.settings.outbound_concurrency - self._in_flight
+        if free < self.settings.outbound_concurrency // 2 + 1 and self._in_flight:
             return 0
         with self.db.read() as tx:
             if not has_claimable(tx):
