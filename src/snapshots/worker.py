@@ -84,8 +84,10 @@ class Worker:
         live: revisions.Live | None = None,
         faults: readiness.Faults | None = None,
         monitor: readiness.Monitor | None = None,
+        applied: Callable[[], object] = lambda: None,
     ) -> None:
         self.db = db
+        self._applied = applied  # told after a batch was applied (messages may be waiting)
         self.registry = registry
         self._live = live  # the flows in force, when they may change while it runs
         self.settings = settings
@@ -227,6 +229,8 @@ class Worker:
                 else:
                     ignored += 1
             inbox.finish(tx, finished)
+        if done:
+            self._applied()
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
@@ -375,6 +379,7 @@ def main(
             live=live,
             faults=faults,
             monitor=monitor,
+            applied=dispatcher.wake.set,
         ).run(stop, parent=parent)
     finally:
         stop.set()

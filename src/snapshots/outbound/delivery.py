@@ -243,32 +243,51 @@ class Claimed:
     attempts: int
 
 
-def _claimable(now: float) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(D.c.status.in_(("pending", "failed")), D.c.run_after <= now),
-        sa.and_(D.c.status == "processing", D.c.lease_until < now),
+def _due(status: str, now: float, limit: int) -> sa.Select[Any]:
+    """Deliveries of one status due now, in the order they fall due (then made): a range of
+    the (status, run_after) index read in order, which stops after `limit` rows however many
+    wait behind them. (One OR over every status would read them all, then sort.)"""
+    return (
+        sa.select(D.c.seq)
+        .where(D.c.status == status, D.c.run_after <= now)
+        .order_by(D.c.run_after, D.c.seq)
+        .limit(limit)
+    )
+
+
+def _expired(now: float, limit: int) -> sa.Select[Any]:
+    """Claims whose worker died (their lease ran out)."""
+    return (
+        sa.select(D.c.seq)
+        .where(D.c.status == "processing", D.c.lease_until < now)
+        .order_by(D.c.seq)
+        .limit(limit)
     )
 
 
 def has_claimable(tx: Tx) -> bool:
     now = time.time()
-    return tx.execute(sa.select(D.c.seq).where(_claimable(now)).limit(1)).first() is not None
+    return any(
+        tx.execute(stmt).first() is not None
+        for stmt in (_due("pending", now, 1), _due("failed", now, 1), _expired(now, 1))
+    )
 
 
 def claim(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Claimed]:
-    """Take up to `limit` due deliveries of enabled endpoints for `lease` seconds, oldest
-    first (on PostgreSQL with SKIP LOCKED: workers never wait for each other)."""
+    """Take up to `limit` due deliveries of enabled endpoints for `lease` seconds, the
+    earliest due first (on PostgreSQL with SKIP LOCKED: workers never wait for each other)."""
     now = time.time()
-    enabled = sa.select(E.c.id).where(E.c.status == "enabled")
-    pick = (
-        sa.select(D.c.seq)
-        .where(_claimable(now), D.c.endpoint_id.in_(enabled))
-        .order_by(D.c.seq)
-        .limit(limit)
-    )
-    if dialect.is_postgresql(tx):
-        pick = pick.with_for_update(skip_locked=True, of=D)
-    seqs = list(tx.execute(pick).scalars())
+    enabled = set(tx.execute(sa.select(E.c.id).where(E.c.status == "enabled")).scalars())
+    if not enabled:
+        return []
+    found: list[tuple[float, int]] = []
+    for pick in (_due("pending", now, limit), _due("failed", now, limit), _expired(now, limit)):
+        pick = pick.where(D.c.endpoint_id.in_(sorted(enabled)))
+        if dialect.is_postgresql(tx):
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = sa.select(D.c.run_after, D.c.seq).where(D.c.seq.in_(pick.scalar_subquery()))
+        found += [(row.run_after, row.seq) for row in tx.execute(stmt)]
+    seqs = [seq for _, seq in sorted(found)[:limit]]
     if not seqs:
         return []
     tx.execute(
@@ -560,6 +579,8 @@ class Dispatcher:
         )
         self._secrets: dict[str, list[dict[str, Any]]] = {}
         self._done: queue.Queue[tuple[Claimed, Outcome]] = queue.Queue()
+        # Set when flows wrote messages in this process: an idle dispatcher looks at once.
+        self.wake = threading.Event()
         self._in_flight = 0
         self.sent = 0
 
@@ -639,7 +660,8 @@ class Dispatcher:
                     if self._in_flight:
                         self._record_done(block=idle)
                     else:
-                        stop.wait(idle)
+                        self.wake.wait(idle)
+                        self.wake.clear()
             except Exception as exc:
                 if errors.is_process_fault(exc):
                     log.warning("outbound: %s", errors.describe(exc))
