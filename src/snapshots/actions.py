@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshots import connections
-from snapshots.records import apply, kinds, ordering, timeline
+from snapshots.outbound import delivery
+from snapshots.records import apply, kinds, ordering, reads, timeline
 from snapshots.store.db import Tx
 
 
@@ -24,6 +25,7 @@ class Invocation:
     test: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     flow: str = ""
+    step: int = 0  # the step of a flow with steps (0 for a flow with one action)
 
     def key(self, state: int = 0) -> ordering.Key:
         """The ordering key of what this event writes, in state rank `state`."""
@@ -37,6 +39,7 @@ SCOPES = {
     "contact": "contacts.write",
     "invoice": "invoices.write",
     "location": "saas/location.write",
+    "message": "workflows.write",
 }
 
 
@@ -56,6 +59,7 @@ class Action:
     required: tuple[str, ...] = ()  # targets (or options) at least one of which must be given
     # Other records this action can write, chosen by the `record` option (set_fields).
     variants: tuple[Action, ...] = ()
+    any_target: bool = False  # its fields are free-form (a message's data)
 
     def resolve(self, options: dict[str, Any]) -> Action:
         """The action for these options: a variant when `record` names another record."""
@@ -76,6 +80,8 @@ class Action:
         return SCOPES[self.record]
 
     def accepts(self, target: str) -> bool:
+        if self.any_target:
+            return all(target.split("."))
         head, dot, rest = target.partition(".")
         if not dot:
             return target in self.targets
@@ -209,6 +215,58 @@ def _log_event(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         data=fields,
         test=call.test,
     )
+
+
+def nest(fields: dict[str, Any]) -> dict[str, Any]:
+    """Mapped fields as a message's data: `customer.email` becomes {"customer": {"email"}}."""
+    data: dict[str, Any] = {}
+    for target, value in fields.items():
+        *path, last = target.split(".")
+        place = data
+        for part in path:
+            inner = place.get(part)
+            if not isinstance(inner, dict):
+                inner = place[part] = {}
+            place = inner
+        place[last] = value
+    return data
+
+
+def default_message(tx: Tx | None, call: Invocation) -> dict[str, Any]:
+    """A message's data when its flow maps no field: the event's id and type, and the record
+    the event is about as the API shows it (the Stripe object when there is none)."""
+    event = call.event
+    data: dict[str, Any] = {"event": {"id": event["id"], "type": event["type"]}}
+    found = None if tx is None else reads.subject(tx, call.connection_id, event)
+    if found is not None:
+        data[found[0]] = found[1].model_dump(mode="json")
+    else:
+        data["object"] = event["data"]["object"]
+    return data
+
+
+def _send_webhook(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return delivery.enqueue(
+        tx,
+        endpoint=str(call.options["endpoint"]),
+        connection_id=call.connection_id,
+        event_id=str(call.event["id"]),
+        flow=call.flow,
+        step=call.step,
+        message_type=str(call.options.get("type") or call.event["type"]),
+        data=nest(fields) if fields else default_message(tx, call),
+        test=call.test,
+    )
+
+
+def _check_send_webhook(options: dict[str, Any]) -> str | None:
+    endpoint = options.get("endpoint")
+    if not (isinstance(endpoint, str) and endpoint.strip()):
+        return "send_webhook needs an `endpoint` option: the name of a webhook endpoint"
+    kind = options.get("type")
+    if kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 255):
+        return "type must be a string (the message's type, at most 255 characters)"
+    return None
 
 
 def _check_match_on(options: dict[str, Any]) -> str | None:
@@ -372,6 +430,20 @@ ACTIONS: dict[str, Action] = {
             "event type).",
             options=("type",),
             check=_check_type,
+        ),
+        Action(
+            "send_webhook",
+            "message",
+            frozenset(),
+            _send_webhook,
+            "Send a signed message (Standard Webhooks) to a webhook endpoint (`endpoint` option; "
+            "`type` option, default: the event type). Its mapped fields make the message's "
+            "data (`a.b` nests); with none, the data is the event's id and type and the record "
+            "the event is about. Written with the flow's other writes, sent by a worker, "
+            "retried; `snapshots deliveries list` shows every attempt.",
+            options=("endpoint", "type"),
+            check=_check_send_webhook,
+            any_target=True,
         ),
     )
 }

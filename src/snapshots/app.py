@@ -32,9 +32,18 @@ from snapshots import (
 )
 from snapshots.api import edge
 from snapshots.api.deps import State, request_id
-from snapshots.api.routes import api_keys, events, health, records, sync_runs, webhooks
+from snapshots.api.routes import (
+    api_keys,
+    events,
+    health,
+    records,
+    sync_runs,
+    webhook_endpoints,
+    webhooks,
+)
 from snapshots.api.routes import audit as audit_routes
 from snapshots.api.routes import flows as flow_routes
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import console
@@ -211,7 +220,9 @@ async def docs_page(request: Request) -> HTMLResponse:
 MONITOR_JOIN = 10.0  # seconds to wait for a readiness check under way when the app stops
 
 
-def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
+def create_app(
+    settings: Settings, *, embedded_worker: bool = False, outbound: guard.Seams | None = None
+) -> Starlette:
     """The webhook endpoint, the API and the console. With `embedded_worker`, a worker process
     runs beside.
 
@@ -235,6 +246,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         intake=intake.GroupCommit(db, live),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,
+        outbound=outbound or guard.Seams(),
     )
 
     @asynccontextmanager
@@ -271,6 +283,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         flow_routes.router,
         api_keys.router,
         audit_routes.router,
+        webhook_endpoints.router,
         health.router,
     ]
     for router in routers:

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # (seconds, or a duration: 12h).
     session_lifetime: Seconds = Field(12 * 3600.0, gt=0)
     session_idle: Seconds = Field(3600.0, gt=0)
+    # Outbound workflows (issue 11).
+    # CIDRs and host names an endpoint may reach although private or loopback (comma-separated).
+    outbound_allow: str = ""
+    outbound_timeout: float = Field(15.0, gt=0)  # seconds for an attempt's 2xx
+    # Seconds before each attempt: the first now, then one after each failure; past the last: dead.
+    outbound_retry_schedule: str = "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h"
+    outbound_retry_jitter: float = Field(0.1, ge=0, le=1)  # +- this fraction of each wait
+    outbound_concurrency: int = Field(10, ge=1, le=200)  # attempts a worker makes at once
 
     @property
     def base_url(self) -> str:

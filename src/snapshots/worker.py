@@ -39,6 +39,7 @@ from snapshots import (
 )
 from snapshots.flows import Registry
 from snapshots.onboarding import health
+from snapshots.outbound import delivery, resume
 from snapshots.settings import Settings
 from snapshots.store import lock
 from snapshots.store.db import Database
@@ -84,8 +85,10 @@ class Worker:
         live: revisions.Live | None = None,
         faults: readiness.Faults | None = None,
         monitor: readiness.Monitor | None = None,
+        applied: Callable[[], object] = lambda: None,
     ) -> None:
         self.db = db
+        self._applied = applied  # told after a batch was applied (messages may be waiting)
         self.registry = registry
         self._live = live  # the flows in force, when they may change while it runs
         self.settings = settings
@@ -227,6 +230,8 @@ class Worker:
                 else:
                     ignored += 1
             inbox.finish(tx, finished)
+        if done:
+            self._applied()
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
@@ -348,6 +353,8 @@ def main(
         sleep=stop.wait,  # a retry's wait ends when the process stops
     )
     holder = schedule.holder_name()
+    # Flows waiting (`wait: 3d`) resume on the scheduler's tick, once each whoever claims them.
+    resumer = resume.Resumer(database, live, name=f"{holder}:waits", lease=settings.lease)
     scheduler = threading.Thread(
         target=schedule.Scheduler(
             database,
@@ -357,13 +364,19 @@ def main(
             ),
             holder=holder,
             ready=lambda: not faults,
-            tasks=(lambda: replay.run_due(database, holder=holder),),
+            tasks=(lambda: replay.run_due(database, holder=holder), resumer.run_due),
         ).run,
         args=(stop,),
         name="scheduler",
         daemon=True,
     )
     scheduler.start()
+    # Outbound deliveries go out on threads of their own: a slow endpoint never holds up events.
+    dispatcher = delivery.Dispatcher(
+        database, secrets, settings, name=f"{holder}:outbound", ready=lambda: not faults
+    )
+    outbound = threading.Thread(target=dispatcher.run, args=(stop,), name="outbound", daemon=True)
+    outbound.start()
     health_server = None
     if settings.worker_health_port is not None:
         health_server = readiness.serve_health(settings.host, settings.worker_health_port, faults)
@@ -376,12 +389,14 @@ def main(
             live=live,
             faults=faults,
             monitor=monitor,
+            applied=dispatcher.wake.set,
         ).run(stop, parent=parent)
     finally:
         stop.set()
         if health_server is not None:
             health_server.shutdown()
         scheduler.join(10.0)
+        outbound.join(settings.outbound_timeout + 5.0)
         database.dispose()
         held.release()
 

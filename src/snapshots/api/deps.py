@@ -4,7 +4,7 @@ alias per scope, the paging parameters, and the error responses every router dec
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from snapshots import audit, connections, errors, intake, keys, limits, readiness, revisions
 from snapshots.api import schemas
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.vault import Vault
@@ -29,6 +30,8 @@ class State:
     faults: readiness.Faults  # this process's, kept by a readiness.Monitor
     # The faults of the embedded worker process running beside this app, when there is one.
     worker_faults: Callable[[], list[readiness.Fault]] | None = None
+    # How outbound requests (webhook endpoints) resolve names and connect.
+    outbound: guard.Seams = field(default_factory=guard.Seams)
 
     @property
     def worker(self) -> bool:

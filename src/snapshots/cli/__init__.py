@@ -17,6 +17,8 @@ from snapshots.cli import (  # noqa: F401
     audit,
     backup,
     connections,
+    deliveries,
+    endpoints,
     events,
     flows,
     init,

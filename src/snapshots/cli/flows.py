@@ -214,7 +214,8 @@ def mappings_test(
     if not results:
         show(f"no flow is triggered by {event['type']}: the event would be ignored")
     for r in results:
-        show(f"{r.flow} ({r.action}): {r.outcome}")
+        target = f" to endpoint {r.record}" if r.outcome == "would send" else ""
+        show(f"{r.flow} ({r.action}): {r.outcome}{target}")
         if r.error:
             show(f"  {r.error}")
         for target, value in (r.fields or {}).items():
@@ -309,6 +310,8 @@ def catalog_command(as_json: JsonOpt = False) -> None:
             a.description,
         )
     out.print(table)
+    for step in found.steps:
+        show(f"step `{step.name}`: {step.description}")
     counts = found.counts
     out.print(
         f"{counts['triggers']} triggers ({counts['stripe_triggers']} Stripe event types and "

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshots import errors, ids, paging
-from snapshots.records.kinds import Kind, M
+from snapshots.records.kinds import KINDS, Kind, M
 from snapshots.store.db import Tx
 
 
@@ -57,3 +57,43 @@ def page(
         order=order,
         columns=[*kind.shown, t.c.seq],
     )
+
+
+# The record an event is about: the invoice of `invoice.*`, the contact of `customer.*`
+# (a subscription's or a source's customer too), the location of `terminal.location.*`.
+SUBJECTS = (("terminal.location.", "location"), ("invoice.", "invoice"), ("customer.", "contact"))
+OBJECTS = {"contact": "customer", "invoice": "invoice", "location": "terminal.location"}
+
+
+def subject_kind(event_type: str) -> str | None:
+    """The kind of record an event type is about, or None (`charge.refunded`)."""
+    for prefix, kind in SUBJECTS:
+        if event_type.startswith(prefix):
+            return kind
+    return None
+
+
+def subject(tx: Tx, connection_id: str, event: dict[str, Any]) -> tuple[str, Any] | None:
+    """(kind, record as the API shows it) of the record `event` is about, when it exists."""
+    name = subject_kind(str(event.get("type", "")))
+    if name is None:
+        return None
+    obj = event.get("data", {}).get("object", {})
+    stripe_id = obj.get("id") if obj.get("object") == OBJECTS[name] else obj.get("customer")
+    if not isinstance(stripe_id, str):
+        return None
+    kind = KINDS[name]
+    t = kind.table
+    row = tx.execute(
+        sa.select(*kind.shown).where(
+            t.c.connection_id == connection_id, t.c[kind.stripe_id] == stripe_id
+        )
+    ).first()
+    return None if row is None else (name, kind.public(row))
+
+
+def current(tx: Tx, kind_name: str, record_id: str) -> Any:
+    """A record as the API shows it now, or None when it is gone."""
+    kind = KINDS[kind_name]
+    row = tx.execute(sa.select(*kind.shown).where(kind.table.c.id == record_id)).first()
+    return None if row is None else kind.public(row)

@@ -391,3 +391,100 @@ sync_requests = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Index("ix_sync_requests_status", "status"),
 )
+
+
+# Outbound workflows (issue 11, outbound/): endpoints, the deliveries the flows write in their
+# own transaction (an outbox), every attempt, and the waits of flows with steps.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("description", sa.String(500)),
+    sa.Column("secrets", sa.Text, nullable=False),  # Fernet token of [{secret, expires_at}]
+    sa.Column("status", sa.String(20), nullable=False),  # enabled | disabled
+    sa.Column("disabled_reason", sa.String(500)),
+    sa.Column("disabled_at", sa.Float),
+    sa.Column("last_success_at", sa.Float),
+    sa.Column("failing_since", sa.Float),  # the first failed attempt after the last success
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # since a success
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# A delivery is one message to one endpoint: its body is stored once and resent byte for byte,
+# and its id is the `webhook-id` of every attempt.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("endpoint_id", sa.String(40), nullable=False),
+    # What made it: (connection, event, flow, step) is the key that makes it once.
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),  # the message type
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    # pending | processing | succeeded | failed (retried) | dead | held (endpoint disabled)
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("locked_by", sa.String(100)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("succeeded_at", sa.Float),
+    sa.UniqueConstraint("connection_id", "event_id", "flow", "step"),
+    sa.Index("ix_deliveries_status_run_after", "status", "run_after"),
+    sa.Index("ix_deliveries_endpoint_id_status", "endpoint_id", "status"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(40), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),  # seconds
+    sa.Column("address", sa.String(100)),  # the address connected to
+    sa.Column("status_code", sa.Integer),
+    # timeout | connect | dns | blocked | tls | redirect | http (a non-2xx status); null: success
+    sa.Column("error_kind", sa.String(20)),
+    sa.Column("error", sa.Text),
+    sa.Column("response", sa.Text),  # the first 8 KiB of the response body
+    sa.Column("worker", sa.String(100)),
+    sa.Index("ix_delivery_attempts_delivery_id", "delivery_id"),
+)
+
+# A flow with steps that reached a `wait`: the rest of its steps run when it is due.
+waits = sa.Table(
+    "waits",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),  # the source event
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("flow_version", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),  # the index of the step after the wait
+    sa.Column("record_kind", sa.String(20)),  # contact | invoice | location
+    sa.Column("record_id", sa.String(40)),
+    sa.Column("due_at", sa.Float, nullable=False),
+    # waiting | processing | done | skipped | cancelled | failed
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("locked_by", sa.String(100)),
+    sa.Column("reason", sa.Text),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.UniqueConstraint("connection_id", "event_id", "flow", "step"),
+    sa.Index("ix_waits_status_due_at", "status", "due_at"),
+)
