@@ -31,3 +31,4 @@ _inbox.flow_counts
 _preview.with_flow
 _preview.recent
 _preview.inbox_event
+_preview.tree

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,7 +141,54 @@ def with_flow(text: str, spec: dict[str, Any], *, replaces: str | None) -> str:
     return yaml.safe_dump({"flows": specs}, sort_keys=False, allow_unicode=True, width=100)
 
 
-# Sample events.
+# Sample events, and their object as a tree of JMESPath paths (clicking one in the editor
+# inserts it into the expression being written).
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NODES = 2_000  # nodes of a sample shown as a tree; the rest is cut
+MAX_VALUE = 200  # characters of a leaf's value shown
+
+
+@dataclass(frozen=True)
+class Node:
+    """A value of the sample object: its key, its JMESPath from the object, and its JSON (a
+    leaf), or the values inside it."""
+
+    label: str
+    path: str
+    value: str | None = None
+    children: tuple[Node, ...] = ()
+
+
+def _step(path: str, key: str) -> str:
+    part = key if IDENTIFIER.fullmatch(key) else json.dumps(key)  # a quoted identifier
+    return f"{path}.{part}" if path else part
+
+
+def tree(value: Any) -> list[Node]:
+    """The object's values as nodes, in the object's order, at most `MAX_NODES` of them."""
+    budget = [MAX_NODES]
+
+    def nodes(inner: Any, path: str) -> tuple[Node, ...]:
+        if isinstance(inner, dict):
+            pairs = [(str(key), _step(path, str(key)), item) for key, item in inner.items()]
+        elif isinstance(inner, list):
+            pairs = [(f"[{index}]", f"{path}[{index}]", item) for index, item in enumerate(inner)]
+        else:
+            return ()
+        found = []
+        for label, where, item in pairs:
+            budget[0] -= 1
+            if budget[0] < 0:
+                break
+            children = nodes(item, where) if isinstance(item, dict | list) and item else ()
+            shown = None if children else json.dumps(item, ensure_ascii=False, default=str)
+            if shown is not None and len(shown) > MAX_VALUE:
+                shown = shown[:MAX_VALUE] + "…"
+            found.append(Node(label, where, shown, children))
+        return tuple(found)
+
+    return list(nodes(value, ""))
 
 
 def sample_event(event_type: str) -> dict[str, Any]:

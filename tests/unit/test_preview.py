@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from snapshots import errors, flowfile, preview
+from snapshots import errors, flowfile, mapping, preview
 
 FLOWS = textwrap.dedent(
     """\
@@ -146,3 +146,24 @@ def test_changes_name_nested_fields_by_path() -> None:
         ("custom.plan", None, "pro"),
     ]
     assert [c.field for c in preview.changes(None, {"email": "a@b.c"})] == ["email"]
+
+
+def test_a_sample_is_a_tree_of_jmespath_paths() -> None:
+    obj = {
+        "id": "cus_1",
+        "address": {"city": "Lyon"},
+        "metadata": {"order-id": "7"},
+        "tax": [{"v": 1}],
+    }
+    nodes = preview.tree(obj)
+    assert [(n.label, n.path, n.value) for n in nodes] == [
+        ("id", "id", '"cus_1"'),
+        ("address", "address", None),
+        ("metadata", "metadata", None),
+        ("tax", "tax", None),
+    ]
+    assert nodes[1].children[0].path == "address.city"
+    assert nodes[2].children[0].path == 'metadata."order-id"'
+    assert nodes[3].children[0].children[0].path == "tax[0].v"
+    leaves = [nodes[1].children[0], nodes[2].children[0], nodes[3].children[0].children[0]]
+    assert [mapping.Expression(n.path).evaluate(obj) for n in leaves] == ["Lyon", "7", 1]
