@@ -290,12 +290,14 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[Change]:
-    """What differs between two records (nested fields by path: `custom.city`)."""
+    """What differs between two records (nested fields by path: `custom.city`); every field
+    of a new one (`before` None)."""
     old, new = (_flat(before) if before else {}), _flat(after)
     return [
         Change(field=name, before=old.get(name), after=new.get(name))
         for name in sorted(old.keys() | new.keys())
-        if name.split(".")[0] not in IGNORED_CHANGES and old.get(name) != new.get(name)
+        if name.split(".")[0] not in IGNORED_CHANGES
+        and (before is None or old.get(name) != new.get(name))
     ]
 
 

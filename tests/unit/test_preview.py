@@ -145,7 +145,8 @@ def test_changes_name_nested_fields_by_path() -> None:
         ("custom.city", "Lyon", "Paris"),
         ("custom.plan", None, "pro"),
     ]
-    assert [c.field for c in preview.changes(None, {"email": "a@b.c"})] == ["email"]
+    new = preview.changes(None, {"email": "a@b.c", "name": None, "updated_at": 1})
+    assert [(c.field, c.after) for c in new] == [("email", "a@b.c"), ("name", None)]
 
 
 def test_a_sample_is_a_tree_of_jmespath_paths() -> None:
