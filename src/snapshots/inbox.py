@@ -436,7 +436,8 @@ class FlowCounts(BaseModel):
 
 
 class Triggered(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def matches(self, event_type: str) -> bool: ...
 
