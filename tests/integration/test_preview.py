@@ -211,3 +211,12 @@ def test_flows_diff_in_the_cli(run: Cli, db: Database) -> None:
     assert run("flows", "diff", "2", "2").out == "the two versions are the same\n"
     missing = run("flows", "diff", "9")
     assert missing.code != 0 and "no flows version 9" in missing.err
+
+
+def test_events_list_leaves_test_events_out_in_the_cli(run: Cli, stripe: Stripe) -> None:
+    stripe.send(event_of("customer.created", customer(1), "evt_snptest_0009"))
+    stripe.send(event_of("customer.created", customer(2), "evt_real_0009"))
+    listed = {e["event_id"] for e in run("events", "list", "--no-test", "--json").json()}
+    assert listed == {"evt_real_0009"}
+    listed = {e["event_id"] for e in run("events", "list", "--test", "--json").json()}
+    assert listed == {"evt_snptest_0009"}
