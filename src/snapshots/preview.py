@@ -33,6 +33,9 @@ DRAFT = "draft"  # the name problems of a draft give as its file
 SAMPLE_ID = "evt_sample_preview"  # the id of a sample event made from Stripe's example
 RECENT = 10  # recent inbox events offered as samples
 IGNORED_CHANGES = frozenset({"updated_at", "created_at"})
+# libyaml when PyYAML has it: the editor reads and writes the flows file on every preview.
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class Problem(BaseModel):
@@ -117,7 +120,7 @@ def flow_specs(text: str) -> list[dict[str, Any]]:
     """The flows of a file as plain data (YAML aliases expanded); BadRequest when it is not a
     flows file at all (`flowfile.check` says exactly why)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as exc:
         raise errors.BadRequest(f"the flows file is not valid YAML: {exc}") from exc
     found = data.get("flows") if isinstance(data, dict) else None
@@ -138,7 +141,9 @@ def with_flow(text: str, spec: dict[str, Any], *, replaces: str | None) -> str:
             break
     else:
         specs.append(shaped)
-    return yaml.safe_dump({"flows": specs}, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        {"flows": specs}, Dumper=DUMPER, sort_keys=False, allow_unicode=True, width=100
+    )
 
 
 # Sample events, and their object as a tree of JMESPath paths (clicking one in the editor
