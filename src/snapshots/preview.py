@@ -286,7 +286,8 @@ def _verdict(source: Any, event: dict[str, Any]) -> Verdict:
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
+    """A record's fields by path; an empty object has none (`custom: {}` -> nothing)."""
+    if isinstance(value, dict):
         found: dict[str, Any] = {}
         for key, inner in value.items():
             found |= _flat(inner, f"{prefix}{key}.")

@@ -139,7 +139,7 @@ def test_a_draft_replaces_one_flow_and_keeps_the_others() -> None:
 
 
 def test_changes_name_nested_fields_by_path() -> None:
-    before = {"name": "Ada", "custom": {"city": "Lyon"}, "updated_at": 1}
+    before = {"name": "Ada", "custom": {"city": "Lyon"}, "metadata": {}, "updated_at": 1}
     after = {"name": "Ada", "custom": {"city": "Paris", "plan": "pro"}, "updated_at": 2}
     assert [(c.field, c.before, c.after) for c in preview.changes(before, after)] == [
         ("custom.city", "Lyon", "Paris"),
