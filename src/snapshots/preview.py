@@ -107,6 +107,7 @@ class Sample(BaseModel):
 
     item_id: int
     event_id: str
+    event_type: str
     connection_id: str
     source: str
     status: str
@@ -204,19 +205,20 @@ def sample_event(event_type: str) -> dict[str, Any]:
     return samples.sample_event(event_type, event_id=SAMPLE_ID)
 
 
-def recent(tx: Tx, event_type: str, *, limit: int = RECENT) -> list[Sample]:
-    """The newest inbox events of `event_type`, newest first."""
+def recent(tx: Tx, event_types: list[str], *, limit: int = RECENT) -> list[Sample]:
+    """The newest inbox events of these types, newest first."""
     t = tables.inbox_items
     rows = tx.execute(
         sa.select(
             t.c.id.label("item_id"),
             t.c.event_id,
+            t.c.event_type,
             t.c.connection_id,
             t.c.source,
             t.c.status,
             t.c.received_at,
         )
-        .where(t.c.event_type == event_type)
+        .where(t.c.event_type.in_(event_types))
         .order_by(t.c.id.desc())
         .limit(limit)
     ).all()

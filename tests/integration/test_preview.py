@@ -135,7 +135,7 @@ def test_the_record_it_would_write_is_diffed_and_nothing_is_written(
 
     # A recent real event of the type is offered as a sample, and previews as it arrived.
     with db.read() as tx:
-        (sample,) = preview.recent(tx, "customer.created")
+        (sample,) = preview.recent(tx, ["customer.created", "customer.updated"])
         event, connection_id, test = preview.inbox_event(tx, sample.item_id)
     assert sample.event_id == "evt_real_1" and connection_id == connection.id and not test
     assert event["data"]["object"]["id"] == obj["id"]
