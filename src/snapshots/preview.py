@@ -32,6 +32,9 @@ from snapshots.times import Timestamp
 DRAFT = "draft"  # the name problems of a draft give as its file
 SAMPLE_ID = "evt_sample_preview"  # the id of a sample event made from Stripe's example
 RECENT = 10  # recent inbox events offered as samples
+# Samples are looked for among the newest items only: a bounded read of the primary key,
+# whatever the inbox's size (no index on the event type, which intake would pay for).
+RECENT_WINDOW = 50_000  # inbox items
 IGNORED_CHANGES = frozenset({"updated_at", "created_at"})
 # libyaml when PyYAML has it: the editor reads and writes the flows file on every preview.
 LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -206,8 +209,10 @@ def sample_event(event_type: str) -> dict[str, Any]:
 
 
 def recent(tx: Tx, event_types: list[str], *, limit: int = RECENT) -> list[Sample]:
-    """The newest inbox events of these types, newest first."""
+    """The newest inbox events of these types among the newest `RECENT_WINDOW` items, newest
+    first."""
     t = tables.inbox_items
+    newest = tx.execute(sa.select(sa.func.max(t.c.id))).scalar_one_or_none() or 0
     rows = tx.execute(
         sa.select(
             t.c.id.label("item_id"),
@@ -218,7 +223,7 @@ def recent(tx: Tx, event_types: list[str], *, limit: int = RECENT) -> list[Sampl
             t.c.status,
             t.c.received_at,
         )
-        .where(t.c.event_type.in_(event_types))
+        .where(t.c.id > newest - RECENT_WINDOW, t.c.event_type.in_(event_types))
         .order_by(t.c.id.desc())
         .limit(limit)
     ).all()
