@@ -175,6 +175,9 @@ async def docs_page(request: Request) -> HTMLResponse:
     return HTMLResponse(DOCS, headers={"Content-Security-Policy": DOCS_POLICY})
 
 
+MONITOR_JOIN = 10.0  # seconds to wait for a readiness check under way when the app stops
+
+
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
     """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
 
@@ -201,7 +204,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
-        monitor.start(stop)
+        checking = monitor.start(stop)
         if embedded is not None:
             embedded.start()
         try:
@@ -211,6 +214,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
             if embedded is not None:
                 embedded.stop()
             state.intake.close()
+            # A check under way holds a connection: disposing first would orphan it.
+            checking.join(MONITOR_JOIN)
             db.dispose()
 
     api = FastAPI(
