@@ -539,10 +539,19 @@ def page_runs(
 def scheduled_jobs(
     db: Database, stripe: connections.Cache, registry: inbox.Wants, settings: Settings
 ) -> Callable[[], list[schedule.Job]]:
-    """The periodic jobs of every connection: its location watcher and its reconciliation."""
+    """The periodic jobs of every connection: its location watcher and its reconciliation;
+    and the runs asked for in the console (`sync_requests`)."""
+    from snapshots import sync_requests  # it builds on this module
+
+    holder = schedule.holder_name()
+
+    def requested() -> object:
+        return sync_requests.run_next(db, stripe, registry, settings, holder=holder)
 
     def jobs() -> list[schedule.Job]:
         found = []
+        if sync_requests.waiting(db):  # a read; the job (and its schedule row) only then
+            found.append(schedule.Job(sync_requests.JOB, sync_requests.EVERY, requested))
         for connection in stripe.all():
 
             def poll(c: Connection = connection) -> object:
