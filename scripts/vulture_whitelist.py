@@ -23,12 +23,3 @@ _.downgrade
 _ = worker.Stats
 _.failed
 _ = readiness
-# The console's flow editor (ui/routes/flows.py) calls these; listed until it lands.
-from snapshots import inbox as _inbox  # noqa: E402
-from snapshots import preview as _preview  # noqa: E402
-
-_inbox.flow_counts
-_preview.with_flow
-_preview.recent
-_preview.inbox_event
-_preview.tree
