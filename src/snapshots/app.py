@@ -231,6 +231,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         db=db,
         registry=live,
         secrets=connections.SecretsCache(db, secrets),
+        vault=secrets,
         intake=intake.GroupCommit(db, live),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,

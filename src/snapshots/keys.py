@@ -26,20 +26,8 @@ from snapshots.times import Timestamp
 
 T = tables.api_keys
 
-SCOPES = (
-    "saas/location.read",
-    "saas/location.write",
-    "contacts.readonly",
-    "contacts.write",
-    "invoices.readonly",
-    "invoices.write",
-    "events.readonly",
-    "workflows.readonly",
-    "workflows.write",
-    "integrations.write",
-    "admin",
-)
-# What each scope is for, as the console shows it beside the operations it grants.
+# Every scope with what it lets a key do, in the order they are offered (the CLI's `init`,
+# `keys create` and the console show these words).
 SCOPE_DESCRIPTIONS = {
     "saas/location.read": "Read locations (Stripe Terminal locations).",
     "saas/location.write": "Create and change locations.",
@@ -53,6 +41,7 @@ SCOPE_DESCRIPTIONS = {
     "integrations.write": "Replay events, one or in bulk.",
     "admin": "Everything, including API keys and the audit log (every scope).",
 }
+SCOPES = tuple(SCOPE_DESCRIPTIONS)
 NAME_MAX = 200  # characters
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6

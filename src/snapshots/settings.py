@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # limits Stripe documents). 0 turns the budget off (benchmarks against a local server).
     stripe_rps: float | None = Field(None, ge=0)
     stripe_retries: int = Field(5, ge=0, le=20)  # retries of an idempotent read
+    # Onboarding (issue 9): seconds between the connection checks of each connection.
+    connection_check_interval: float = Field(3600.0, gt=0)
     # The console (issue 10): a session ends this long after sign-in, or after this long idle
     # (seconds, or a duration: 12h).
     session_lifetime: Seconds = Field(12 * 3600.0, gt=0)

@@ -19,6 +19,7 @@ from snapshots.cli import (  # noqa: F401
     connections,
     events,
     flows,
+    init,
     keys,
     output,
     serve,

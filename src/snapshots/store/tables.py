@@ -31,6 +31,16 @@ connections = sa.Table(
     sa.Column("webhook_secrets", sa.Text, nullable=False),  # Fernet token of a JSON list
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Onboarding (issue 9): the webhook endpoint Snapshots made in Stripe (null: a manual one),
+    # whether its event list still has to be sent to Stripe, what the key may do
+    # ([{name, allowed, consequence}], null: not probed) and the last connection check.
+    sa.Column("endpoint_id", sa.String(255)),
+    sa.Column("endpoint_url", sa.Text),
+    sa.Column("endpoint_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("capabilities", sa.JSON),
+    sa.Column("health", sa.String(20)),  # healthy | failing (null: never checked)
+    sa.Column("health_problems", sa.JSON),  # [{problem, fix}]
+    sa.Column("health_checked_at", sa.Float),
 )
 
 inbox_items = sa.Table(

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from snapshots import catalog, connections, errors, flowfile, flows, inbox, preview, revisions
+from snapshots.onboarding import endpoint
 from snapshots.ui import render
 from snapshots.ui.deps import Admin, ConsoleDep, Viewer
 
@@ -273,14 +274,26 @@ async def yaml_save(request: Request, console: ConsoleDep, session: Admin) -> Re
     except flowfile.Invalid as exc:
         context = {"text": text, "problems": exc.problems, "revision": _in_force(console)}
         return render.page(request, "flows_yaml.html", context, status=400)
-    return render.redirect("/flows", notice=_saved(imported))
+    return render.redirect("/flows", notice=_saved(console, imported))
 
 
-def _saved(imported: revisions.Imported) -> str:
-    return (
+def _saved(console: ConsoleDep, imported: revisions.Imported) -> str:
+    """Send the new flows' event types to every managed webhook endpoint (as `flows import`
+    does), and say what was done."""
+    done = endpoint.after_import(console.db, lambda: console.secrets, imported)
+    said = (
         f"Flows version {imported.revision.version} is in force ({imported.flows} flows; was "
         f"version {imported.previous})."
     )
+    for sent in done.endpoints:
+        if sent.synced:
+            said += f" The webhook endpoint of {sent.connection_id} listens to {sent.events} types."
+        else:
+            said += (
+                f" The webhook endpoint of {sent.connection_id} keeps its old list for now "
+                f"(retried): {sent.error}"
+            )
+    return said
 
 
 @router.get("/flows/versions")
@@ -311,7 +324,7 @@ def rollback(console: ConsoleDep, session: Admin, version: int) -> Response:
         raise errors.BadRequest(
             f"version {version} no longer passes today's checks: {exc.message[:300]}"
         ) from exc
-    return render.redirect("/flows/versions", notice=_saved(imported))
+    return render.redirect("/flows/versions", notice=_saved(console, imported))
 
 
 @router.get("/flows/edit/{name:path}")
@@ -390,4 +403,4 @@ async def flow_save(request: Request, console: ConsoleDep, session: Admin) -> Re
             options=str(form.get("options") or ""),
             status=400,
         )
-    return render.redirect(editor_url(spec["name"]), notice=_saved(imported))
+    return render.redirect(editor_url(spec["name"]), notice=_saved(console, imported))
