@@ -389,8 +389,10 @@ def page(
     limit: int = 50,
     starting_after: int | None = None,
     connections: Sequence[str] | None = None,
+    test: bool | None = None,
 ) -> paging.Page[Event]:
-    """Newest first, without payloads (of `connections`, when given)."""
+    """Newest first, without payloads (of `connections`, when given; with `test`, only test
+    events (True) or only the others (False))."""
     if status is not None and status not in STATUSES:
         raise errors.BadRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
     return paging.paginate(
@@ -402,6 +404,7 @@ def page(
         starting_after=starting_after,
         where=[
             *([] if status is None else [T.c.status == status]),
+            *([] if test is None else [(T.c.source == "test") if test else (T.c.source != "test")]),
             *paging.within(T.c.connection_id, connections),
         ],
         key="id",
@@ -422,3 +425,42 @@ def counts(tx: Tx) -> dict[str, int]:
     rows = tx.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
     found = {status: n for status, n in rows}
     return {status: found.get(status, 0) for status in STATUSES}
+
+
+class FlowCounts(BaseModel):
+    """What became of the events a flow's triggers matched, over a window."""
+
+    matched: int = Field(description="Events of a type the flow's triggers match")
+    done: int = Field(description="Events the flow ran on (its filter passed and it wrote)")
+    failed: int = Field(description="Events of its types that failed or went dead")
+
+
+class Triggered(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def matches(self, event_type: str) -> bool: ...
+
+
+def flow_counts(tx: Tx, flows: Sequence[Triggered], *, since: float) -> dict[str, FlowCounts]:
+    """Per flow: the events received since `since` (unix seconds) of its trigger types, those
+    it ran on, and those that failed or went dead. One grouped read: the flows that ran on an
+    item are on the item (`finish`), its types matched against the flows given."""
+    rows = tx.execute(
+        sa.select(T.c.event_type, T.c.status, T.c.flows, sa.func.count())
+        .where(T.c.received_at >= since)
+        .group_by(T.c.event_type, T.c.status, T.c.flows)
+    ).all()
+    found = {flow.name: FlowCounts(matched=0, done=0, failed=0) for flow in flows}
+    for event_type, status, ran, count in rows:
+        names = set(_names(ran))
+        for flow in flows:
+            if not flow.matches(event_type):
+                continue
+            counts = found[flow.name]
+            counts.matched += count
+            if status == "done" and flow.name in names:
+                counts.done += count
+            elif status in ("failed", "dead"):
+                counts.failed += count
+    return found

@@ -133,6 +133,13 @@ After = Annotated[
     str | None,
     Query(max_length=255, description="The id of the last item of the previous page."),
 ]
+TestOnly = Annotated[
+    bool | None,
+    Query(
+        description="true: only test events and what they wrote (`snapshots send-test-event`, "
+        "the console's Test page); false: none of them; both when absent."
+    ),
+]
 Order = Annotated[
     Literal["desc", "asc"],
     Query(description="Creation order: desc (newest first, the default) or asc (oldest first)."),

@@ -26,11 +26,15 @@ def events_list(
         str | None, typer.Option(help=f"One of: {', '.join(inbox.STATUSES)}.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    test: Annotated[
+        bool | None,
+        typer.Option("--test/--no-test", help="Only test events, or none of them (default: all)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List received events, newest first."""
     with state(ctx).db().read() as tx:
-        found = inbox.page(tx, status=status, limit=limit).data
+        found = inbox.page(tx, status=status, limit=limit, test=test).data
     if as_json:
         print_json(found)
         return

@@ -66,6 +66,17 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def trial(self) -> Iterator[Connection]:
+        """A write transaction that is always rolled back: to see what a write would do
+        (a flow preview) while nothing is written."""
+        with self._writer.connect() as conn:
+            trans = conn.begin()
+            try:
+                yield conn
+            finally:
+                trans.rollback()
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -138,6 +138,7 @@ def list_locations(
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     country: Annotated[
         str | None,
@@ -148,7 +149,11 @@ def list_locations(
     ] = None,
     order: deps.Order = "desc",
 ) -> Response:
-    filters = {"archived": archived, "country": None if country is None else country.upper()}
+    filters = {
+        "archived": archived,
+        "test": test,
+        "country": None if country is None else country.upper(),
+    }
     return deps.respond(
         _page(
             state,
@@ -252,10 +257,16 @@ def list_customers(
     ] = None,
     stripe_customer_id: StripeCustomer = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
 ) -> Response:
-    filters = {"email": email, "stripe_customer_id": stripe_customer_id, "archived": archived}
+    filters = {
+        "email": email,
+        "stripe_customer_id": stripe_customer_id,
+        "archived": archived,
+        "test": test,
+    }
     return deps.respond(
         _page(
             state,
@@ -423,10 +434,12 @@ def list_invoices(
     ] = None,
     stripe_customer_id: StripeCustomer = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
 ) -> Response:
     filters = {
+        "test": test,
         "status": status,
         "payment_status": payment_status,
         "customer_id": customer_id,
