@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshots import connections
-from snapshots.records import apply, kinds, ordering, timeline
+from snapshots.records import apply, batch, kinds, ordering, timeline
 from snapshots.store.db import Tx
 
 
@@ -31,6 +31,9 @@ class Invocation:
 
 
 Perform = Callable[[Tx, Invocation, dict[str, Any]], str]
+# The whole-record write an action makes, for a worker applying many events at once (the same
+# write `run` makes alone; see `records.batch`).
+Plan = Callable[[Invocation, dict[str, Any]], batch.Upsert]
 # Checks a flow's options for an action; returns what is wrong, or None.
 CheckOptions = Callable[[dict[str, Any]], str | None]
 SCOPES = {
@@ -56,6 +59,7 @@ class Action:
     required: tuple[str, ...] = ()  # targets (or options) at least one of which must be given
     # Other records this action can write, chosen by the `record` option (set_fields).
     variants: tuple[Action, ...] = ()
+    upsert: Plan | None = None  # whole-record writers only
 
     def resolve(self, options: dict[str, Any]) -> Action:
         """The action for these options: a variant when `record` names another record."""
@@ -143,6 +147,30 @@ def _archive_location(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         archived=True,
         test=call.test,
     )
+
+
+def _planned(kind: kinds.Kind[Any], state: Callable[[dict[str, Any]], int], **how: Any) -> Plan:
+    def plan(call: Invocation, fields: dict[str, Any]) -> batch.Upsert:
+        match_on = tuple(call.options.get("match_on", batch.MATCH_ON))
+        return batch.Upsert(
+            kind,
+            call.connection_id,
+            fields,
+            call.key(state(fields)),
+            match_on=match_on,
+            test=call.test,
+            **how,
+        )
+
+    return plan
+
+
+def _fixed(state: int) -> Callable[[dict[str, Any]], int]:
+    return lambda fields: state
+
+
+def _invoice_state(fields: dict[str, Any]) -> int:
+    return ordering.invoice_state(fields.get("status"))
 
 
 def _match(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -276,6 +304,7 @@ ACTIONS: dict[str, Action] = {
             "Create or update a contact (match on Stripe customer id, then email).",
             options=("match_on",),
             check=_check_match_on,
+            upsert=_planned(kinds.CONTACT, _fixed(0)),
         ),
         Action(
             "archive_contact",
@@ -283,6 +312,7 @@ ACTIONS: dict[str, Action] = {
             kinds.CONTACT_FIELDS,
             _archive_contact,
             "Archive the contact of a deleted Stripe customer.",
+            upsert=_planned(kinds.CONTACT, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "log_invoice",
@@ -290,6 +320,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Create or update an invoice and link it to its customer's contact.",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "update_payment_status",
@@ -297,6 +328,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Update an invoice's status and payment status (logging it if new).",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "archive_invoice",
@@ -304,6 +336,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _archive_invoice,
             "Archive a deleted (draft) invoice.",
+            upsert=_planned(kinds.INVOICE, _fixed(ordering.INVOICE_DELETED), archived=True),
         ),
         Action(
             "upsert_location",
@@ -311,6 +344,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _upsert_location,
             "Create or update a location.",
+            upsert=_planned(kinds.LOCATION, _fixed(0), default_currency=True),
         ),
         Action(
             "archive_location",
@@ -318,6 +352,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _archive_location,
             "Archive a location that vanished from Stripe.",
+            upsert=_planned(kinds.LOCATION, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "add_tag",

@@ -2,9 +2,13 @@
 
 A batch is claimed in one short transaction, then applied in a second one: an item's record
 writes and its `done` mark commit together, so a worker that dies before the commit leaves
-nothing half-applied, and its items return to the inbox when the lease runs out. An item that
-fails rolls the batch back; it is marked on its own and the others are applied again. Before applying, the worker re-checks that it still holds each item (on
-PostgreSQL with a row lock), so an item taken over by another worker is never applied twice.
+nothing half-applied, and its items return to the inbox when the lease runs out. Parsing,
+filters and mappings run before that transaction; whole-record upserts are then applied
+set-based (`records.batch`: one read per table, decided in memory, multi-row writes), other
+actions item by item in their place. An item that fails rolls the batch back; it is marked on
+its own and the others are applied again. Before applying, the worker re-checks that it still
+holds each item (on PostgreSQL with a row lock), so an item taken over by another worker is
+never applied twice.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from snapshots import (
     vault,
 )
 from snapshots.flows import Registry
+from snapshots.records import batch
 from snapshots.settings import Settings
 from snapshots.store import lock
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
 
 log = logging.getLogger("snapshots.worker")
 
@@ -54,6 +59,18 @@ class _ItemFailed(Exception):
         self.error = error
 
 
+class _BatchFailed(Exception):
+    """Raised inside a batch transaction to roll it back when applying it set-based failed."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _outcome(item: inbox.Item, ran: list[tuple[str, str]]) -> tuple[int, str, list[str], list[str]]:
+    return (item.id, "done" if ran else "ignored", [n for n, _ in ran], [r for _, r in ran])
+
+
 @dataclass
 class Stats:
     claimed: int = 0
@@ -61,6 +78,8 @@ class Stats:
     ignored: int = 0
     failed: int = 0
     dead: int = 0
+    together: int = 0  # of the applied items, those applied set-based (`records.batch`)
+    fallbacks: int = 0  # batches applied one by one after applying them set-based failed
 
 
 def _permanent(exc: Exception) -> bool:
@@ -154,7 +173,10 @@ class Worker:
     def _apply(self, items: list[inbox.Item]) -> None:
         """Apply a claimed batch in one transaction. When an item fails, the transaction is
         rolled back, the failure is recorded on its own, and the rest is applied again: no
-        savepoint per item (they cost more than applying an item), and no half-applied item."""
+        savepoint per item (they cost more than applying an item), and no half-applied item.
+        Whole-record upserts are applied set-based (`records.batch`); when that fails (a value
+        the database refuses, a lock it gave up on), the batch is applied item by item, so an
+        item whose own data is bad fails alone."""
         work: dict[int, tuple[dict[str, Any], flows.Plan]] = {}
         todo = []
         for item in items:  # parsing, filters and mappings need no lock: done before it
@@ -173,9 +195,10 @@ class Worker:
                 if errors.is_process_fault(exc):
                     raise
                 self._failed(item, exc)
+        together = True
         while todo:
             try:
-                self._apply_all(todo, work)
+                self._apply_all(todo, work, together=together)
                 return
             except _ItemFailed as failure:
                 if isinstance(failure.error, errors.StripeUnavailable | errors.StripeAuthError):
@@ -183,14 +206,28 @@ class Worker:
                 else:
                     self._failed(failure.item, failure.error)
                 todo = [item for item in todo if item is not failure.item]
+            except _BatchFailed as failure:
+                log.info(
+                    "a batch of %d items applied together failed (%s); one by one now",
+                    len(todo),
+                    errors.describe(failure.error),
+                )
+                together = False
+                self.stats.fallbacks += 1
 
     def _apply_all(
-        self, items: list[inbox.Item], work: dict[int, tuple[dict[str, Any], flows.Plan]]
+        self,
+        items: list[inbox.Item],
+        work: dict[int, tuple[dict[str, Any], flows.Plan]],
+        *,
+        together: bool,
     ) -> None:
         done = ignored = dead = 0
         finished: list[tuple[int, str, list[str], list[str]]] = []
         with self.db.write() as tx:
             mine = inbox.still_mine(tx, [item.id for item in items], worker_id=self.name)
+            pending: list[tuple[inbox.Item, flows.Plan, list[batch.Upsert]]] = []
+            alone: set[int] = set()
             for item in items:
                 if item.id not in mine:
                     continue
@@ -201,35 +238,63 @@ class Worker:
                     dead += 1
                     continue
                 event, plan = work[item.id]
+                test = item.source == "test"
+                upserts = (
+                    self.registry.upserts(
+                        plan, connection_id=item.connection_id, event=event, test=test
+                    )
+                    if together
+                    else None
+                )
+                if upserts is not None:
+                    pending.append((item, plan, upserts))
+                    continue
+                finished += self._together(tx, pending)  # what came before it, first
+                pending = []
                 try:
                     ran = self.registry.execute(
-                        tx,
-                        plan,
-                        connection_id=item.connection_id,
-                        event=event,
-                        test=item.source == "test",
+                        tx, plan, connection_id=item.connection_id, event=event, test=test
                     )
                 except Exception as exc:
                     if errors.is_process_fault(exc):
                         raise
                     raise _ItemFailed(item, exc) from exc
-                finished.append(
-                    (
-                        item.id,
-                        "done" if ran else "ignored",
-                        [n for n, _ in ran],
-                        [r for _, r in ran],
-                    )
-                )
-                if ran:
-                    done += 1
-                else:
-                    ignored += 1
+                finished.append(_outcome(item, ran))
+                alone.add(item.id)
+            finished += self._together(tx, pending)
             inbox.finish(tx, finished)
+            grouped = len(finished) - sum(1 for f in finished if f[0] in alone)
+        for _, status, _, _ in finished:
+            if status == "done":
+                done += 1
+            else:
+                ignored += 1
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
+        self.stats.together += grouped
         self._waiting.clear()
+
+    def _together(
+        self, tx: Tx, pending: list[tuple[inbox.Item, flows.Plan, list[batch.Upsert]]]
+    ) -> list[tuple[int, str, list[str], list[str]]]:
+        """Apply the upserts of consecutive items set-based; their outcomes."""
+        if not pending:
+            return []
+        try:
+            writes = batch.Batch(tx)
+            written = writes.apply([upserts for _, _, upserts in pending])
+            writes.flush()
+        except Exception as exc:
+            if errors.is_process_fault(exc):
+                raise
+            raise _BatchFailed(exc) from exc
+        return [
+            _outcome(
+                item, [(flow.name, record) for (flow, _), record in zip(plan, records, strict=True)]
+            )
+            for (item, plan, _), records in zip(pending, written, strict=True)
+        ]
 
     def _postpone(self, item: inbox.Item, exc: errors.StripeError) -> None:
         """Stripe refused the connection's key or could not be reached (refetch mode): not the
