@@ -193,7 +193,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         db=db,
         registry=live,
         secrets=connections.SecretsCache(db, secrets),
-        intake=intake.GroupCommit(db, live),
+        intake=intake.GroupCommit(db, live, arrived=None if embedded is None else embedded.arrived),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,
     )

@@ -35,12 +35,14 @@ from snapshots import (
     readiness,
     refetch,
     replay,
+    retention,
     retry,
     revisions,
     schedule,
     sync,
     vault,
 )
+from snapshots import wakeup as wakeup_
 from snapshots.flows import Registry
 from snapshots.records import batch
 from snapshots.settings import Settings
@@ -102,8 +104,10 @@ class Worker:
         live: revisions.Live | None = None,
         faults: readiness.Faults | None = None,
         monitor: readiness.Monitor | None = None,
+        wakeup: wakeup_.Wakeup | None = None,
     ) -> None:
         self.db = db
+        self.wakeup = wakeup  # tells an idle worker that work arrived (None: it polls)
         self.registry = registry
         self._live = live  # the flows in force, when they may change while it runs
         self.settings = settings
@@ -340,7 +344,7 @@ class Worker:
 
     def run(self, stop: threading.Event, *, parent: int | None = None) -> None:
         """Work until `stop` is set (or, given `parent`, until that process is gone). An empty
-        inbox is polled every `worker_idle` seconds. While the process has a fault it claims
+        inbox is polled every `worker_idle` seconds, or with a wake-up waited on (see `wakeup`). While the process has a fault it claims
         nothing and looks again after a growing pause (`FAULT_WAIT` doubling, capped)."""
         log.info("worker %s started", self.name)
         faulty = 0
@@ -366,7 +370,10 @@ class Worker:
                 faulty = 0
                 self.faults.clear()
             if claimed < self.settings.worker_batch:
-                stop.wait(self.settings.worker_idle)
+                if self.wakeup is None:
+                    stop.wait(self.settings.worker_idle)
+                else:
+                    self.wakeup.wait(stop, wakeup_.LOOK_EVERY)
         log.info("worker %s stopped", self.name)
 
 
@@ -380,20 +387,27 @@ def main(
     *,
     parent: int | None = None,
     report: Callable[[list[readiness.Fault]], object] | None = None,
+    arrived: Any = None,
 ) -> None:
     """A worker process: runs until SIGTERM or SIGINT (and, given `parent`, until it dies).
 
     `snapshots worker` runs this after `readiness.startup` passed; `snapshots serve` starts it
     as its embedded worker, a child process, so applying events never competes with intake for
-    one interpreter, and hears its faults through `report`. With `worker_health_port` set, it
+    one interpreter, hears its faults through `report` and raises `arrived` (a
+    `multiprocessing.Event`) when it stored new items. On PostgreSQL the worker LISTENs. With `worker_health_port` set, it
     answers `/healthz` and `/readyz` on that port."""
     import signal
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    woken: wakeup_.Wakeup | None = None
     held = lock.shared(settings.sqlite_path)  # `restore` refuses while this worker runs
     database = Database(settings.database_url)
+    if arrived is not None:
+        woken = wakeup_.Flag(arrived)
+    elif database.dialect == "postgresql":
+        woken = wakeup_.Listener(database.engine.url)
     faults = readiness.Faults(on_change=report)
     secrets = vault.load(settings)
     live = revisions.Live(database)
@@ -409,7 +423,9 @@ def main(
     scheduler = threading.Thread(
         target=schedule.Scheduler(
             database,
-            sync.scheduled_jobs(database, stripe, live, settings),
+            _with_retention(
+                sync.scheduled_jobs(database, stripe, live, settings), database, settings
+            ),
             holder=holder,
             ready=lambda: not faults,
             tasks=(lambda: replay.run_due(database, holder=holder),),
@@ -431,9 +447,12 @@ def main(
             live=live,
             faults=faults,
             monitor=monitor,
+            wakeup=woken,
         ).run(stop, parent=parent)
     finally:
         stop.set()
+        if isinstance(woken, wakeup_.Listener):
+            woken.close()
         if health is not None:
             health.shutdown()
         scheduler.join(10.0)
@@ -441,7 +460,15 @@ def main(
         held.release()
 
 
-def _child(settings: Settings, parent: int, reports: Any) -> None:
+def _with_retention(
+    jobs: Callable[[], list[schedule.Job]], database: Database, settings: Settings
+) -> Callable[[], list[schedule.Job]]:
+    """The connections' jobs, and pruning old payloads (run by one worker at a time)."""
+    pruning = retention.job(database, settings)
+    return lambda: [*jobs(), pruning]
+
+
+def _child(settings: Settings, parent: int, reports: Any, arrived: Any) -> None:
     # Below the serve process in CPU priority: acknowledging webhooks is what Stripe times,
     # applying them can wait for a spare moment (the inbox absorbs bursts).
     os.nice(EMBEDDED_NICENESS)
@@ -449,7 +476,10 @@ def _child(settings: Settings, parent: int, reports: Any) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     main(
-        settings.model_copy(update={"worker_health_port": None}), parent=parent, report=reports.put
+        settings.model_copy(update={"worker_health_port": None}),
+        parent=parent,
+        report=reports.put,
+        arrived=arrived,
     )
 
 
@@ -470,6 +500,13 @@ class Embedded:
         self._watch: threading.Thread | None = None
         self._reports = self._context.Queue()
         self._faults: list[readiness.Fault] = []
+        # Raised by intake when it stored new items (SQLite: on PostgreSQL the worker LISTENs).
+        self._arrived = self._context.Event() if settings.sqlite_path is not None else None
+
+    def arrived(self) -> None:
+        """Tell the worker that new items are waiting."""
+        if self._arrived is not None:
+            self._arrived.set()
 
     def start(self) -> None:
         self._spawn()
@@ -480,7 +517,7 @@ class Embedded:
         self._faults = []
         self._process = self._context.Process(
             target=_child,
-            args=(self._settings, os.getpid(), self._reports),
+            args=(self._settings, os.getpid(), self._reports, self._arrived),
             name="snapshots-worker",
             daemon=True,
         )

@@ -76,6 +76,13 @@ def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str
         tx.execute(_upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
 
 
+def notify(tx: Tx, channel: str) -> None:
+    """NOTIFY `channel` when the transaction commits (PostgreSQL only; several in one
+    transaction are delivered once)."""
+    if is_postgresql(tx):
+        tx.execute(sa.select(sa.func.pg_notify(channel, "")))
+
+
 def lock_number(tx: Tx, key: int) -> None:
     """Hold the advisory lock `key` until the transaction ends (PostgreSQL only)."""
     if is_postgresql(tx):
