@@ -6,6 +6,7 @@ from snapshots.store import db
 
 _ = db  # sqlite3: `isolation_level` is set on the DB-API connection (store/db.py)
 _.isolation_level
+_.use_insertmanyvalues_wo_returning  # SQLAlchemy: the dialect reads it (store/db.py)
 _.daemon_threads  # http.server: ThreadingHTTPServer reads it (readiness.serve_health)
 _.do_GET  # http.server: the handler's GET (readiness.serve_health)
 _.log_message  # http.server: the handler's logging hook
@@ -22,4 +23,5 @@ _.downgrade
 # The worker's counters: read by tests and /metrics, written by the worker.
 _ = worker.Stats
 _.failed
+_.fallbacks
 _ = readiness

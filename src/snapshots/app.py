@@ -243,7 +243,7 @@ def create_app(
         registry=live,
         secrets=connections.SecretsCache(db, secrets),
         vault=secrets,
-        intake=intake.GroupCommit(db, live),
+        intake=intake.GroupCommit(db, live, arrived=None if embedded is None else embedded.arrived),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,
         outbound=outbound or guard.Seams(),

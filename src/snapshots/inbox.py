@@ -23,6 +23,7 @@ from snapshots.times import Timestamp
 
 STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
 T = tables.inbox_items
+ARRIVED = "snapshots_inbox"  # the channel NOTIFYd when items become claimable (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
         key = (arrival.connection_id, arrival.event["id"])
         found = stored[key]
         results.append(found if first[key] == index else Stored(found.item_id, found.status, True))
+    if any(r.status == "pending" and not r.duplicate for r in results):
+        dialect.notify(tx, ARRIVED)
     return results
 
 
@@ -132,6 +135,8 @@ def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
         result = tx.exec_driver_sql(sql, rows)
     else:
         result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+    if result.rowcount:
+        dialect.notify(tx, ARRIVED)
     return int(result.rowcount)
 
 
@@ -150,10 +155,18 @@ def has_claimable(tx: Tx) -> bool:
     return tx.execute(sa.select(T.c.id).where(_claimable(time.time())).limit(1)).first() is not None
 
 
+UNSETTLED = ("pending", "failed", "processing")  # the rows of the claim index (tables.py)
+
+
 def _claimable(now: float) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(T.c.status.in_(("pending", "failed")), T.c.run_after <= now),
-        sa.and_(T.c.status == "processing", T.c.lease_until < now),
+    # The first term is the claim index's own condition, word for word, so PostgreSQL sees
+    # that the index holds every candidate and reads the index alone.
+    return sa.and_(
+        T.c.status.in_(UNSETTLED),
+        sa.or_(
+            sa.and_(T.c.status.in_(("pending", "failed")), T.c.run_after <= now),
+            sa.and_(T.c.status == "processing", T.c.lease_until < now),
+        ),
     )
 
 
@@ -282,7 +295,10 @@ def _give_back(tx: Tx, item_ids: list[int], worker_id: str, **values: Any) -> in
 def release(tx: Tx, item_ids: list[int], *, worker_id: str) -> int:
     """Give back claimed items without counting the attempt (a fault of the process, not of
     the items): pending again at once. Items this worker no longer holds are left alone."""
-    return _give_back(tx, item_ids, worker_id)
+    released = _give_back(tx, item_ids, worker_id)
+    if released:
+        dialect.notify(tx, ARRIVED)
+    return released
 
 
 def postpone(tx: Tx, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
@@ -292,12 +308,13 @@ def postpone(tx: Tx, item_id: int, *, worker_id: str, reason: str, delay: float)
 
 
 def requeue(tx: Tx, item_ids: list[int], *, statuses: Sequence[str]) -> int:
-    """Queue these items again with a fresh attempt count, those still in one of `statuses`;
-    returns how many."""
+    """Queue these items again with a fresh attempt count, those still in one of `statuses`
+    and with their payload (see `retention`); returns how many."""
+    dialect.notify(tx, ARRIVED)
     return int(
         tx.execute(
             T.update()
-            .where(T.c.id.in_(item_ids), T.c.status.in_(statuses))
+            .where(T.c.id.in_(item_ids), T.c.status.in_(statuses), T.c.pruned_at.is_(None))
             .values(
                 status="pending",
                 attempts=0,
@@ -378,7 +395,7 @@ def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
 
 
 def payload(tx: Tx, item_id: int) -> bytes:
-    """An item's raw bytes, as they arrived."""
+    """An item's raw bytes, as they arrived (empty once retention pruned them)."""
     return bytes(tx.execute(sa.select(T.c.payload).where(T.c.id == item_id)).scalar_one())
 
 
@@ -417,6 +434,11 @@ def replay(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Eve
     item = _one(tx, ref, connections)
     if item.status in ("pending", "processing"):
         raise errors.Conflict(f"inbox item {item.id} is {item.status} already")
+    if item.pruned_at is not None:
+        raise errors.Conflict(
+            f"inbox item {item.id} cannot be replayed: its payload was pruned "
+            "(SNAPSHOTS_EVENT_RETENTION); `snapshots sync --reconcile` fetches recent events again"
+        )
     requeue(tx, [item.id], statuses=(item.status,))
     return get(tx, str(item.id))
 

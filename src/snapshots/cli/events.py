@@ -60,14 +60,18 @@ def events_show(
     """Show one event (inbox item number or Stripe event id) with its raw payload."""
     with state(ctx).db().read() as tx:
         item = inbox.get(tx, ref)
-        payload = json.loads(inbox.payload(tx, item.id))
+        raw = inbox.payload(tx, item.id)
+        payload = json.loads(raw) if raw else None  # None: pruned (SNAPSHOTS_EVENT_RETENTION)
     shown = item.model_dump(mode="json")
     if as_json:
         print_json(shown | {"payload": payload})
         return
     for key, value in shown.items():
         show(f"{key}: {value}")
-    out.print_json(data=payload)
+    if payload is None:
+        show("payload: pruned (SNAPSHOTS_EVENT_RETENTION)")
+    else:
+        out.print_json(data=payload)
 
 
 @events_app.command("replay")

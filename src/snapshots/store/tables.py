@@ -43,6 +43,8 @@ connections = sa.Table(
     sa.Column("health_checked_at", sa.Float),
 )
 
+_UNSETTLED = "status IN ('pending', 'failed', 'processing')"
+
 inbox_items = sa.Table(
     "inbox_items",
     metadata,
@@ -65,8 +67,25 @@ inbox_items = sa.Table(
     sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
+    sa.Column("pruned_at", sa.Float),  # when retention dropped its payload (retention.py)
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
+    # The claim index: only the unsettled items (a few among millions), in claim order, with
+    # what the claim condition reads (PostgreSQL answers `has_claimable` from it alone).
+    sa.Index(
+        "ix_inbox_items_claimable",
+        "id",
+        postgresql_include=["status", "run_after", "lease_until"],
+        postgresql_where=sa.text(_UNSETTLED),
+        sqlite_where=sa.text(_UNSETTLED),
+    ),
+    # Retention's candidates: the items whose payload is still there, by when they settled.
+    sa.Index(
+        "ix_inbox_items_unpruned",
+        "processed_at",
+        postgresql_where=sa.text("pruned_at IS NULL"),
+        sqlite_where=sa.text("pruned_at IS NULL"),
+    ),
     # The newest webhook of a connection (reconciliation's silent-endpoint warning).
     sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
 )
