@@ -24,6 +24,8 @@ from snapshots import (
     connections,
     errors,
     intake,
+    keys,
+    limits,
     readiness,
     revisions,
     vault,
@@ -195,6 +197,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         secrets=connections.SecretsCache(db, secrets),
         intake=intake.GroupCommit(db, live),
         faults=faults,
+        limiter=limits.limiter(db, settings.redis_url),
+        uses=keys.Uses(),
         worker_faults=None if embedded is None else embedded.faults,
     )
 
@@ -202,15 +206,21 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
         monitor.start(stop)
+        settler = threading.Thread(
+            target=_settle_uses, args=(state, stop), name="key-uses", daemon=True
+        )
+        settler.start()
         if embedded is not None:
             embedded.start()
         try:
             yield
         finally:
             stop.set()
+            settler.join(timeout=5)
             if embedded is not None:
                 embedded.stop()
             state.intake.close()
+            state.limiter.close()
             db.dispose()
 
     api = FastAPI(
@@ -257,6 +267,20 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     )
     app.state.snapshots = state
     return app
+
+
+def _settle_uses(state: State, stop: threading.Event) -> None:
+    """Write the keys' last uses every `keys.USES_FLUSH` seconds, and once more at the end."""
+    while True:
+        stopping = stop.wait(keys.USES_FLUSH)
+        if state.uses:
+            try:
+                with state.db.write() as tx:
+                    state.uses.flush(tx)
+            except sa.exc.SQLAlchemyError as exc:  # the database is away: noted again later
+                log.warning("could not write API keys' last uses: %s", errors.describe(exc))
+        if stopping:
+            return
 
 
 def _give_back_large_buffers() -> None:
