@@ -359,8 +359,13 @@ def profile(args: argparse.Namespace) -> None:
             with database.read() as conn:
                 conn.execute(sa.text("SELECT 1"))
 
+        def page_json(limit: int) -> None:
+            with database.read() as tx:
+                reads.page_json(tx, kinds.CONTACT, limit=limit)
+
         print("\nthe parts, each alone:")
-        timed("reads.page(contact, limit=100)", lambda: page(100))
+        timed("reads.page_json(contact, limit=100) (what lists answer)", lambda: page_json(100))
+        timed("reads.page(contact, limit=100) (public models)", lambda: page(100))
         timed("reads.page(contact, limit=1)", lambda: page(1))
         timed("  SQLAlchemy select(contacts), 101 rows", select_all)
         timed(

@@ -106,8 +106,11 @@ class Kind(Generic[M]):
         """What `public(row)` dumps as JSON (`model_dump(mode="json")`), built straight from
         the row without a model: the lists' fast path. `tests/integration/test_records.py`
         holds the two to the same output on every kind."""
-        found = row._mapping
-        return {name: convert(found.get(name)) for name, convert in _converters(self.model)}
+        values = tuple(row)
+        return {
+            name: convert(None if at is None else values[at])
+            for name, at, convert in _converters(self.model, tuple(row._fields))
+        }
 
     @property
     def shown(self) -> list[sa.Column[Any]]:
@@ -141,16 +144,19 @@ _CONVERT: dict[str, Any] = {
 
 
 @functools.cache
-def _converters(model: type[models.RecordPublic]) -> tuple[tuple[str, Any], ...]:
-    """(field, its conversion from a column's value), in the model's field order; `object`
-    is the model's constant."""
-    found: list[tuple[str, Any]] = []
+def _converters(
+    model: type[models.RecordPublic], columns: tuple[str, ...]
+) -> tuple[tuple[str, int | None, Any], ...]:
+    """(field, the position of its column in a row of `columns` (None: none), its conversion
+    from the column's value), in the model's field order; `object` is the model's constant."""
+    found: list[tuple[str, int | None, Any]] = []
     for name, field_ in model.model_fields.items():
+        at = columns.index(name) if name in columns else None
         if name == "object":
             constant = field_.default
-            found.append((name, lambda _, constant=constant: constant))
+            found.append((name, None, lambda _, constant=constant: constant))
         else:
-            found.append((name, _CONVERT.get(name, _same)))
+            found.append((name, at, _CONVERT.get(name, _same)))
     return tuple(found)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -75,7 +76,9 @@ def _create_engine(url: str) -> Engine:
         return _sqlite_engine(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=orjson.loads
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -87,6 +90,7 @@ def _sqlite_engine(url: str) -> Engine:
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT / 1000},
         pool_size=20,
         max_overflow=20,
+        json_deserializer=orjson.loads,  # JSON columns read (lists of records): C, not json
     )
 
     @sa.event.listens_for(engine, "connect")
