@@ -89,4 +89,17 @@ def page_json(
         order=order,
         columns=[*kind.shown, t.c.seq],
     )
-    return orjson.dumps({"data": found.data, "has_more": found.has_more})
+    try:
+        return orjson.dumps({"data": found.data, "has_more": found.has_more})
+    except orjson.JSONEncodeError:  # an integer over 64 bits: the models' encoder takes it
+        slow = page(
+            tx,
+            kind,
+            limit=limit,
+            starting_after=starting_after,
+            order=order,
+            filters=filters,
+            updated_since=updated_since,
+            connections=connections,
+        )
+        return slow.model_dump_json().encode()
