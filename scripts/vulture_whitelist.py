@@ -11,6 +11,7 @@ _.daemon_threads  # http.server: ThreadingHTTPServer reads it (readiness.serve_h
 _.do_GET  # http.server: the handler's GET (readiness.serve_health)
 _.log_message  # http.server: the handler's logging hook
 _.collect  # prometheus_client: a custom collector's method
+_.ValueClass  # prometheus_client: the value class its metrics count through (metrics.setup)
 _.model_post_init  # pydantic: runs after a model is validated
 _.model_config  # pydantic: a model's configuration
 # Alembic reads these module attributes of every migration.

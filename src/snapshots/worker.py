@@ -32,6 +32,7 @@ from snapshots import (
     errors,
     flows,
     inbox,
+    metrics,
     readiness,
     refetch,
     replay,
@@ -146,7 +147,8 @@ class Worker:
         if items:
             self.stats.claimed += len(items)
             try:
-                self._apply(items)
+                with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
+                    self._apply(items)
             except Exception as exc:
                 if errors.is_process_fault(exc):
                     self._release([item.id for item in items])
@@ -462,7 +464,9 @@ def main(
     outbound.start()
     health_server = None
     if settings.worker_health_port is not None:
-        health_server = readiness.serve_health(settings.host, settings.worker_health_port, faults)
+        health_server = readiness.serve_health(
+            settings.host, settings.worker_health_port, faults, database
+        )
     try:
         Worker(
             database,
