@@ -161,9 +161,13 @@ def test_a_job_requeues_what_matched_with_one_audit_entry(
         "filter": {
             "status": "dead",
             "since": None,
+            "until": None,
             "type": "invoice.*",
             "error": None,
+            "cause": None,
             "connection_id": None,
+            "source": None,
+            "q": None,
             "connections": None,
         },
         "matched": 6,

@@ -91,6 +91,7 @@ class Kind(Generic[M]):
     defaults: dict[str, Any] = field(default_factory=lambda: {"metadata": {}})
     read_only: dict[str, str] = field(default_factory=dict)  # field -> why the API may not
     by_email: bool = False  # found by email too (a contact)
+    searched: tuple[str, ...] = ()  # the columns a search looks into (any case, any part)
 
     @property
     def stamped(self) -> bool:
@@ -122,6 +123,7 @@ CONTACT: Kind[models.ContactPublic] = Kind(
         "archived": "is read-only here: DELETE /v1/customers/{id} archives a contact",
     },
     by_email=True,
+    searched=("name", "email", "phone"),
 )
 INVOICE: Kind[models.InvoicePublic] = Kind(
     "invoice",
@@ -136,6 +138,7 @@ INVOICE: Kind[models.InvoicePublic] = Kind(
         _INVOICE_OWNED,
     )
     | {"custom": "is set by flows and read-only through the API"},
+    searched=("number", "customer_email", "customer_name"),
 )
 LOCATION: Kind[models.LocationPublic] = Kind(
     "location",
@@ -150,5 +153,6 @@ LOCATION: Kind[models.LocationPublic] = Kind(
         "Stripe Terminal location",
         "archived": "is read-only: a location is archived when it vanishes from Stripe",
     },
+    searched=("name",),
 )
 KINDS: dict[str, Kind[Any]] = {kind.name: kind for kind in (CONTACT, INVOICE, LOCATION)}

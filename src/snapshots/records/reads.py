@@ -26,6 +26,20 @@ def get(tx: Tx, kind: Kind[M], record_id: str, *, connections: Sequence[str] | N
     return kind.public(row)
 
 
+def _matching(kind: Kind[Any], text: str) -> sa.ColumnElement[bool]:
+    if len(text) > 512 or not text.isprintable():
+        raise errors.BadRequest(
+            "search: at most 512 printable characters", code="parameter_invalid"
+        )
+    t = kind.table
+    inside = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return sa.or_(
+        t.c.id == text,
+        t.c[kind.stripe_id] == text,
+        *(t.c[name].ilike(inside, escape="\\") for name in kind.searched),
+    )
+
+
 def page(
     tx: Tx,
     kind: Kind[M],
@@ -36,13 +50,18 @@ def page(
     filters: dict[str, Any] | None = None,
     updated_since: float | None = None,
     connections: Sequence[str] | None = None,
+    search: str | None = None,
 ) -> paging.Page[M]:
     """A page of records in creation order (newest first unless `order` is "asc"), only those
     whose columns equal `filters` (None values are ignored) and, with `updated_since` (unix
     seconds), updated at or after it; `starting_after` is the id of the last record of the
-    previous page. With `connections`, only records of those connections."""
+    previous page. With `connections`, only records of those connections. With `search`, only
+    those whose id or Stripe id it is, or with it in one of the kind's searched columns (any
+    case)."""
     t = kind.table
     where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    if search is not None and search.strip():
+        where.append(_matching(kind, search.strip()))
     where += paging.within(t.c.connection_id, connections)
     if updated_since is not None:
         where.append(t.c.updated_at >= updated_since)

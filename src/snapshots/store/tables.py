@@ -54,10 +54,28 @@ inbox_items = sa.Table(
     sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
+    # Found by (events.py): the id of the event's object and the e-mail address it carries
+    # (lower-cased), set when it is stored; the cause of its last error (causes.py).
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("email", sa.String(512)),
+    sa.Column("error_cause", sa.String(200)),
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
     # The newest webhook of a connection (reconciliation's silent-endpoint warning).
     sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
+    sa.Index("ix_inbox_items_status_id", "status", "id"),  # a status's newest first
+    sa.Index("ix_inbox_items_object_id", "object_id"),
+    sa.Index("ix_inbox_items_email", "email"),
+    sa.Index("ix_inbox_items_status_error_cause", "status", "error_cause"),
+)
+
+# The records each inbox item's flows wrote (the events that touched a record).
+inbox_item_records = sa.Table(
+    "inbox_item_records",
+    metadata,
+    sa.Column("item_id", sa.Integer, primary_key=True),
+    sa.Column("record_id", sa.String(40), primary_key=True),
+    sa.Index("ix_inbox_item_records_record_id", "record_id"),
 )
 
 # Every record remembers the newest event applied to it as an ordering key:
