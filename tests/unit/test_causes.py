@@ -23,7 +23,8 @@ from snapshots import causes
             id="emails and numbers",
         ),
         pytest.param(
-            "digest 0123456789abcdef0123 did not match", "digest fedcba98765432100000 did not match",
+            "digest 0123456789abcdef0123 did not match",
+            "digest fedcba98765432100000 did not match",
             id="hex",
         ),
         pytest.param("a   b\n c", "a b c", id="white space"),
@@ -78,7 +79,11 @@ def test_a_cause_is_bounded_and_none_stays_none() -> None:
             id="a filter",
         ),
         pytest.param(
-            "waiting for Stripe: refused", "pending", "Stripe refused", "Check the connection", None,
+            "waiting for Stripe: refused",
+            "pending",
+            "Stripe refused",
+            "Check the connection",
+            None,
             id="stripe away",
         ),
         pytest.param(
