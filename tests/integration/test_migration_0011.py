@@ -129,6 +129,20 @@ def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
         ("evt_old3", None, None, None),
     ]
     assert [tuple(r) for r in links] == [("evt_old2", "con_b"), ("evt_old2", "inv_a")]
+    with at_0006.engine.connect() as conn:  # reflection cannot read them on SQLite: ask
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes"
+        made = {name for name in conn.exec_driver_sql(sql).scalars() if "_lower_" in name}
+    assert made == {
+        "ix_contacts_lower_name",
+        "ix_contacts_lower_email",
+        "ix_invoices_lower_number",
+        "ix_invoices_lower_customer_email",
+        "ix_invoices_lower_customer_name",
+        "ix_locations_lower_name",
+    }
     config = store.alembic_config(at_0006)
     with at_0006.engine.begin() as conn:
         config.attributes["connection"] = conn

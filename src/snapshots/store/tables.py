@@ -178,6 +178,14 @@ locations = sa.Table(
     sa.UniqueConstraint("connection_id", "stripe_location_id"),
 )
 
+# Record lists are searched by the start of these columns, in any case (records.reads).
+sa.Index("ix_contacts_lower_name", sa.func.lower(contacts.c.name))
+sa.Index("ix_contacts_lower_email", sa.func.lower(contacts.c.email))
+sa.Index("ix_invoices_lower_number", sa.func.lower(invoices.c.number))
+sa.Index("ix_invoices_lower_customer_email", sa.func.lower(invoices.c.customer_email))
+sa.Index("ix_invoices_lower_customer_name", sa.func.lower(invoices.c.customer_name))
+sa.Index("ix_locations_lower_name", sa.func.lower(locations.c.name))
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

@@ -1,4 +1,5 @@
-"""event lookup: inbox items found by object id, e-mail and error cause; the records each wrote
+"""event lookup: inbox items found by object id, e-mail and error cause; the records each
+wrote; records searched by the start of their name, e-mail or number
 
 Revision ID: 0011
 Revises: 0006
@@ -20,6 +21,15 @@ branch_labels = None
 depends_on = None
 
 BATCH = 2000
+# Record columns searched by their start in any case: an index on each one's lower case.
+SEARCHED = (
+    ("contacts", "name"),
+    ("contacts", "email"),
+    ("invoices", "number"),
+    ("invoices", "customer_email"),
+    ("invoices", "customer_name"),
+    ("locations", "name"),
+)
 
 # A copy of causes.of as it was when this migration was written (migrations never import the
 # code that may change after them).
@@ -133,9 +143,13 @@ def upgrade() -> None:
     op.create_index(
         "ix_inbox_item_records_record_id", "inbox_item_records", ["record_id"], unique=False
     )
+    for table, column in SEARCHED:
+        op.create_index(f"ix_{table}_lower_{column}", table, [sa.text(f"lower({column})")])
 
 
 def downgrade() -> None:
+    for table, column in SEARCHED:
+        op.drop_index(f"ix_{table}_lower_{column}", table_name=table)
     op.drop_index("ix_inbox_item_records_record_id", table_name="inbox_item_records")
     op.drop_table("inbox_item_records")
     for name in ("status_error_cause", "email", "object_id", "status_id"):
