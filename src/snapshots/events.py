@@ -10,6 +10,7 @@ error when it fails (`causes.of`), each indexed, so none of these reads the payl
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ T = tables.inbox_items
 SOURCES = ("webhook", "test", "sync", "reconcile", "watcher")
 FAILING = ("failed", "dead")  # the statuses whose errors are grouped by cause
 CAUSES = 20  # causes shown at most
+WINDOW = 2_000  # the newest failing items of each status whose causes are grouped
 
 
 def _like(text: str) -> str:
@@ -161,38 +163,57 @@ class Cause(BaseModel):
 
 def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     """The failed and dead items `search` finds (all of them by default), grouped by status
-    and cause, the biggest groups first (at most `CAUSES`)."""
-    where = (search or Search()).where()
-    statuses = [search.status] if search and search.status else list(FAILING)
-    statuses = [s for s in statuses if s in FAILING]
-    if not statuses:
-        return []
-    rows = tx.execute(
-        sa.select(
-            T.c.status,
-            T.c.error_cause,
-            sa.func.count().label("n"),
-            sa.func.max(T.c.id).label("newest"),
-        )
-        .where(*where, T.c.status.in_(statuses), T.c.error_cause.is_not(None))
-        .group_by(T.c.status, T.c.error_cause)
-        .order_by(sa.desc("n"), T.c.status, T.c.error_cause)
-        .limit(CAUSES)
-    ).all()
-    newest = {r.newest for r in rows}
+    and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
+    newest `WINDOW` items of each status (a read of an index, however many failed); each
+    group's count is exact."""
+    search = search or Search()
+    where = search.where()
+    statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
+    seen: Counter[tuple[str, str]] = Counter()
+    newest: dict[tuple[str, str], int] = {}
+    full: set[str] = set()  # statuses with more failing items than the window
+    for status in statuses:
+        rows = tx.execute(
+            sa.select(T.c.id, T.c.error_cause)
+            .where(*where, T.c.status == status, T.c.error_cause.is_not(None))
+            .order_by(T.c.id.desc())
+            .limit(WINDOW)
+        ).all()
+        if len(rows) == WINDOW:
+            full.add(status)
+        for row in rows:
+            key = (status, row.error_cause)
+            seen[key] += 1
+            newest.setdefault(key, row.id)
+    top = sorted(seen, key=lambda key: (-seen[key], key))[:CAUSES]
     examples = {
         r.id: r.last_error
-        for r in tx.execute(sa.select(T.c.id, T.c.last_error).where(T.c.id.in_(newest)))
-    }
-    return [
-        Cause(
-            status=r.status,
-            cause=r.error_cause,
-            count=int(r.n),
-            example=examples.get(r.newest) or r.error_cause,
+        for r in tx.execute(
+            sa.select(T.c.id, T.c.last_error).where(T.c.id.in_([newest[k] for k in top]))
         )
-        for r in rows
+    }
+
+    def count(status: str, cause: str) -> int:
+        if status not in full:  # the window held them all: counted already
+            return seen[(status, cause)]
+        return int(
+            tx.execute(
+                sa.select(sa.func.count())
+                .select_from(T)
+                .where(*where, T.c.status == status, T.c.error_cause == cause)
+            ).scalar_one()
+        )
+
+    found = [
+        Cause(
+            status=status,
+            cause=cause,
+            count=count(status, cause),
+            example=examples.get(newest[(status, cause)]) or cause,
+        )
+        for status, cause in top
     ]
+    return sorted(found, key=lambda c: (-c.count, c.status, c.cause))
 
 
 class RecordRef(BaseModel):

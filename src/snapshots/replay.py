@@ -70,18 +70,23 @@ class Preview(BaseModel):
         return self.matched > self.quota
 
 
-def preview(tx: Tx, flt: Filter, *, cap: int = CAP) -> Preview:
-    """How many items `flt` matches now, and their most common errors (nothing changes)."""
+def preview(tx: Tx, flt: Filter, *, cap: int = CAP, top_errors: bool = True) -> Preview:
+    """How many items `flt` matches now, and (unless `top_errors` is False: that reads every
+    matching item's error) their most common errors. Nothing changes."""
     where = flt.where()
     matched = int(tx.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one())
     error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
-    rows = tx.execute(
-        sa.select(error, sa.func.count().label("n"))
-        .where(*where)
-        .group_by(error)
-        .order_by(sa.desc("n"), error)
-        .limit(TOP_ERRORS)
-    ).all()
+    rows = (
+        tx.execute(
+            sa.select(error, sa.func.count().label("n"))
+            .where(*where)
+            .group_by(error)
+            .order_by(sa.desc("n"), error)
+            .limit(TOP_ERRORS)
+        ).all()
+        if top_errors
+        else []
+    )
     return Preview(
         filter=flt,
         matched=matched,

@@ -241,3 +241,12 @@ def test_a_search_is_replayed_as_a_job(db: Database, inbox: dict[str, Any]) -> N
             tx.execute(sa.select(T.c.error_cause).where(T.c.id == inbox["dead"][0])).scalar_one()
             is None
         )
+
+
+def test_causes_beyond_the_window_are_counted_exactly(
+    db: Database, inbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "WINDOW", 2)
+    with db.read() as tx:
+        [group] = events.failures(tx)
+    assert group.count == 4

@@ -63,7 +63,8 @@ inbox_items = sa.Table(
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
     # The newest webhook of a connection (reconciliation's silent-endpoint warning).
     sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
-    sa.Index("ix_inbox_items_status_id", "status", "id"),  # a status's newest first
+    # A status's newest first, with their causes (grouping reads the index alone).
+    sa.Index("ix_inbox_items_status_id_error_cause", "status", "id", "error_cause"),
     sa.Index("ix_inbox_items_object_id", "object_id"),
     sa.Index("ix_inbox_items_email", "email"),
     sa.Index("ix_inbox_items_status_error_cause", "status", "error_cause"),

@@ -136,7 +136,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("item_id", "record_id", name=op.f("pk_inbox_item_records")),
     )
     _backfill()
-    op.create_index("ix_inbox_items_status_id", "inbox_items", ["status", "id"])
+    op.create_index(
+        "ix_inbox_items_status_id_error_cause", "inbox_items", ["status", "id", "error_cause"]
+    )
     op.create_index("ix_inbox_items_object_id", "inbox_items", ["object_id"])
     op.create_index("ix_inbox_items_email", "inbox_items", ["email"])
     op.create_index("ix_inbox_items_status_error_cause", "inbox_items", ["status", "error_cause"])
@@ -152,7 +154,7 @@ def downgrade() -> None:
         op.drop_index(f"ix_{table}_lower_{column}", table_name=table)
     op.drop_index("ix_inbox_item_records_record_id", table_name="inbox_item_records")
     op.drop_table("inbox_item_records")
-    for name in ("status_error_cause", "email", "object_id", "status_id"):
+    for name in ("status_error_cause", "email", "object_id", "status_id_error_cause"):
         op.drop_index(f"ix_inbox_items_{name}", table_name="inbox_items")
     with op.batch_alter_table("inbox_items") as batch:
         batch.drop_column("error_cause")
