@@ -173,18 +173,25 @@ def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     newest: dict[tuple[str, str], int] = {}
     full: set[str] = set()  # statuses with more failing items than the window
     for status in statuses:
-        rows = tx.execute(
+        window = (
             sa.select(T.c.id, T.c.error_cause)
             .where(*where, T.c.status == status, T.c.error_cause.is_not(None))
             .order_by(T.c.id.desc())
             .limit(WINDOW)
-        ).all()
-        if len(rows) == WINDOW:
+            .subquery()
+        )
+        rows = tx.execute(
+            sa.select(window.c.error_cause, sa.func.count(), sa.func.max(window.c.id)).group_by(
+                window.c.error_cause
+            )
+        )
+        taken = 0
+        for cause, n, last in rows:
+            seen[(status, cause)] = int(n)
+            newest[(status, cause)] = int(last)
+            taken += int(n)
+        if taken >= WINDOW:
             full.add(status)
-        for row in rows:
-            key = (status, row.error_cause)
-            seen[key] += 1
-            newest.setdefault(key, row.id)
     top = sorted(seen, key=lambda key: (-seen[key], key))[:CAUSES]
     examples = {
         r.id: r.last_error
