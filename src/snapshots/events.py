@@ -53,6 +53,7 @@ class Search(BaseModel):
     cause: str | None = None
     connection_id: str | None = None
     source: str | None = None
+    test: bool | None = None
     q: str | None = None
     connections: list[str] | None = None
 
@@ -110,6 +111,8 @@ class Search(BaseModel):
             found.append(T.c.connection_id == self.connection_id)
         if self.source is not None:
             found.append(T.c.source == self.source)
+        if self.test is not None:
+            found.append(T.c.source == "test" if self.test else T.c.source != "test")
         if self.q is not None:
             found.append(_matching(self.q.strip()))
         found += paging.within(T.c.connection_id, self.connections)

@@ -250,3 +250,8 @@ def test_causes_beyond_the_window_are_counted_exactly(
     with db.read() as tx:
         [group] = events.failures(tx)
     assert group.count == 4
+
+
+def test_test_events_can_be_left_out_or_alone(db: Database, inbox: dict[str, Any]) -> None:
+    assert found(db, test=True) == [inbox["test"]]
+    assert inbox["test"] not in found(db, test=False) and len(found(db, test=False)) == 6
