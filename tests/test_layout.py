@@ -41,7 +41,7 @@ from snapshots import readiness
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
-LAYERS = ("unit", "integration", "support", "acceptance")
+LAYERS = ("unit", "integration", "support", "acceptance", "browser")
 
 PROCESS_STARTERS: frozenset[Any] = frozenset(
     {

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from snapshots import (
     __version__,
@@ -36,8 +37,27 @@ from snapshots.api.routes import audit as audit_routes
 from snapshots.api.routes import flows as flow_routes
 from snapshots.settings import Settings
 from snapshots.store.db import Database
+from snapshots.ui import console
 
 log = logging.getLogger("snapshots.app")
+# The API's paths; every other path is the console's.
+API_PREFIXES = ("/v1/", "/webhooks/")
+API_PATHS = frozenset({"/v1", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+
+
+class Split:
+    """Send the API's paths to the API and every other path to the console."""
+
+    def __init__(self, api: ASGIApp, console: ASGIApp) -> None:
+        self.api = api
+        self.console = console
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path in API_PATHS or path.startswith(API_PREFIXES):
+            await self.api(scope, receive, send)
+        else:
+            await self.console(scope, receive, send)
 
 
 def error_response(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
@@ -117,6 +137,19 @@ def _required_scope(dependant: Any) -> str | None:
     return None
 
 
+def grants(routers: list[APIRouter]) -> dict[str, list[str]]:
+    """The API's operations by the scope each needs (`GET /v1/customers`), for the console's
+    key form: what a scope grants, read from the routes themselves."""
+    found: dict[str, list[str]] = {}
+    for route in (r for router in routers for r in router.routes):
+        if isinstance(route, APIRoute):
+            scope = _required_scope(route.dependant)
+            if scope is not None:
+                for method in sorted(route.methods or ()):
+                    found.setdefault(scope, []).append(f"{method} {route.path_format}")
+    return found
+
+
 def _document_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
     """Each operation's scope in the OpenAPI document: a bearer security requirement naming
     it, `x-required-scope`, and a line of its description."""
@@ -175,11 +208,16 @@ async def docs_page(request: Request) -> HTMLResponse:
     return HTMLResponse(DOCS, headers={"Content-Security-Policy": DOCS_POLICY})
 
 
+MONITOR_JOIN = 10.0  # seconds to wait for a readiness check under way when the app stops
+
+
 def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlette:
-    """The webhook endpoint and the API. With `embedded_worker`, a worker process runs beside.
+    """The webhook endpoint, the API and the console. With `embedded_worker`, a worker process
+    runs beside.
 
     Webhooks are routed first, by a lean Starlette app, straight to their endpoint; everything
-    else goes on to the FastAPI app (the API, its OpenAPI document at /docs). The webhook is
+    else goes on to the FastAPI app (the API, its OpenAPI document at /docs) or, for paths
+    that are not the API's, to the console (`ui.console`). The webhook is
     the hot path, and FastAPI's per-request machinery costs more than the endpoint's work."""
     db = Database(settings.database_url)
     # The flows in force: the readiness monitor's thread loads each new version, off the loop.
@@ -193,6 +231,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         db=db,
         registry=live,
         secrets=connections.SecretsCache(db, secrets),
+        vault=secrets,
         intake=intake.GroupCommit(db, live),
         faults=faults,
         worker_faults=None if embedded is None else embedded.faults,
@@ -201,7 +240,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
-        monitor.start(stop)
+        checking = monitor.start(stop)
         if embedded is not None:
             embedded.start()
         try:
@@ -211,6 +250,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
             if embedded is not None:
                 embedded.stop()
             state.intake.close()
+            # A check under way holds a connection: disposing first would orphan it.
+            checking.join(MONITOR_JOIN)
             db.dispose()
 
     api = FastAPI(
@@ -243,13 +284,15 @@ def create_app(settings: Settings, *, embedded_worker: bool = False) -> Starlett
         return api.openapi_schema or {}
 
     api.openapi = openapi  # type: ignore[method-assign]
+    ui = console.create(settings, db, registry=live, secrets=secrets, grants=grants(routers))
 
     app = Starlette(
         routes=[
             webhooks.route,
             Route("/docs", docs_page, methods=["GET"]),
+            Mount("/static/console", app=StaticFiles(packages=[("snapshots.ui", "static")])),
             Mount("/static", app=StaticFiles(packages=[("snapshots", "static")]), name="static"),
-            Mount("", app=api),
+            Mount("", app=Split(api, ui)),
         ],
         middleware=[Middleware(edge.Edge, trusted=edge.trusted_networks(settings.trusted_proxies))],
         exception_handlers=api.exception_handlers,

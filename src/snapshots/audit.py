@@ -88,22 +88,35 @@ class AuditEntry(BaseModel):
     ip: str | None
 
 
+def _matching(column: Any, text: str) -> Any:
+    """`text` exactly, or every value starting with it when it ends with `*`."""
+    if text.endswith("*"):
+        prefix = text[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return column.like(prefix + "%", escape="\\")
+    return column == text
+
+
 def page(
     tx: Tx,
     *,
     since: float | None = None,
+    until: float | None = None,
     action: str | None = None,
+    actor: str | None = None,
     limit: int = 20,
     starting_after: int | None = None,
 ) -> paging.Page[AuditEntry]:
-    """Entries newest first, optionally since a time and of one action (`key.*` prefixes work)."""
+    """Entries newest first, optionally within a time span, of one action and of one actor
+    (`key.*`, `ui:*`: prefixes work)."""
     where = []
     if since is not None:
         where.append(T.c.at >= since)
+    if until is not None:
+        where.append(T.c.at < until)
     if action:
-        where.append(
-            T.c.action.like(action[:-1] + "%") if action.endswith("*") else T.c.action == action
-        )
+        where.append(_matching(T.c.action, action))
+    if actor:
+        where.append(_matching(T.c.actor, actor))
     return paging.paginate(
         tx,
         T,
@@ -114,3 +127,22 @@ def page(
         where=where,
         key="id",
     )
+
+
+WORKING_HOURS = (8, 18)  # UTC hours, Monday to Friday: a key made outside them is highlighted
+REFUSED = ("auth.bad_key", "auth.scope_denied", "console.sign_in_failed", "console.sign_in_limited")
+
+
+def unusual(entry: AuditEntry) -> str | None:
+    """Why an entry deserves a second look, or None: refusals and failed sign-ins, secrets
+    rotated, and keys made outside working hours (UTC)."""
+    if entry.action in REFUSED or entry.outcome == "denied":
+        return "refused" if entry.action.startswith("auth.") else "sign-in refused"
+    if "rotat" in entry.action:
+        return "secret rotated"
+    if entry.action == "key.created" and entry.at is not None:
+        moment = time.gmtime(entry.at)
+        start, end = WORKING_HOURS
+        if moment.tm_wday >= 5 or not start <= moment.tm_hour < end:
+            return "key made outside working hours (UTC)"
+    return None

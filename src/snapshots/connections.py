@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from snapshots import audit, errors, ids, stripe_api
+from snapshots.onboarding import capabilities as caps
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
@@ -42,65 +43,66 @@ class Connection(BaseModel):
     secret_key: str = Field(description="The key's last 4 characters: …abcd")
     webhook_secrets: int = Field(description="Signing secrets in force")
     created_at: Timestamp
+    endpoint_id: str | None = Field(
+        None, description="The webhook endpoint Snapshots manages in Stripe (null: a manual one)"
+    )
+    endpoint_url: str | None = None
+    endpoint_pending: bool = Field(
+        False, description="Its event list waits to be sent to Stripe (the worker retries)"
+    )
+    capabilities: list[caps.Capability] | None = Field(
+        None, description="What the key may do (null: not probed)"
+    )
+    health: str | None = Field(None, description="healthy or failing (null: never checked)")
+    health_problems: list[dict[str, str]] = Field(
+        default_factory=list, description="Each problem with its fix: {problem, fix}"
+    )
+    health_checked_at: Timestamp | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.endpoint_id is not None
+
+    def off(self, capability: str) -> str | None:
+        """Why what needs `capability` is off for this connection, or None."""
+        return caps.off(self.capabilities, capability)
+
+
+SECRET_MIN = 8  # characters of a signing secret after whsec_ (Stripe's have 32)
 
 
 def _validate_secret(secret: str) -> None:
-    if not secret.startswith("whsec_") or len(secret) < 10:
+    if not secret.startswith("whsec_"):
         raise errors.BadRequest(
             "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
             code="bad_secret",
         )
+    if len(secret) - len("whsec_") < SECRET_MIN:
+        raise errors.BadRequest(
+            f"the webhook signing secret is too short ({len(secret)} characters): it is whsec_ "
+            f"and at least {SECRET_MIN} more letters and digits (Stripe's have 32); copy all of "
+            "it from the Stripe dashboard",
+            code="bad_secret",
+        )
 
 
-def _validate(secret_key: str, webhook_secrets: list[str], ordering: str, name: str | None) -> None:
+def validate(
+    secret_key: str, webhook_secrets: list[str] | None, ordering: str, name: str | None
+) -> None:
+    """Check what a connection is made of before asking Stripe; `webhook_secrets=None`: they
+    come from Stripe later (a managed endpoint)."""
     if not secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
         raise errors.BadRequest(
             "the Stripe key must be a secret (sk_...) or restricted (rk_...) key", code="bad_key"
         )
-    if not webhook_secrets:
+    if webhook_secrets is not None and not webhook_secrets:
         raise errors.BadRequest("give at least one webhook signing secret", code="bad_secret")
-    for secret in webhook_secrets:
+    for secret in webhook_secrets or ():
         _validate_secret(secret)
     if name is not None and not 0 < len(name) <= NAME_MAX:
         raise errors.BadRequest(f"a connection's name has 1 to {NAME_MAX} characters")
     if ordering not in ORDERINGS:
         raise errors.BadRequest(f"ordering must be one of {', '.join(ORDERINGS)}")
-
-
-def connect(
-    db: Database,
-    vault: Vault,
-    *,
-    secret_key: str,
-    webhook_secrets: list[str],
-    name: str | None = None,
-    api_base: str | None = None,
-    api_version: str | None = None,
-    ordering: str = "payload",
-    actor: str = "cli",
-) -> Connection:
-    """Check the key against Stripe (no transaction open meanwhile), then store the connection
-    with its secrets encrypted."""
-    secret_key = secret_key.strip()
-    webhook_secrets = [s.strip() for s in webhook_secrets]
-    _validate(secret_key, webhook_secrets, ordering, name)
-    api_version = api_version or stripe_api.PINNED_VERSION  # pinned: an SDK upgrade changes nothing
-    account = stripe_api.check_key(
-        secret_key=secret_key, api_base=api_base, api_version=api_version
-    )
-    with db.write() as tx:
-        return add(
-            tx,
-            vault,
-            account=account,
-            secret_key=secret_key,
-            webhook_secrets=webhook_secrets,
-            name=name,
-            api_base=api_base,
-            api_version=api_version,
-            ordering=ordering,
-            actor=actor,
-        )
 
 
 def add(
@@ -115,12 +117,17 @@ def add(
     api_version: str | None = None,
     ordering: str = "payload",
     actor: str = "cli",
+    connection_id: str | None = None,
+    endpoint: tuple[str, str] | None = None,
+    capabilities: list[caps.Capability] | None = None,
 ) -> Connection:
-    """Store a connection whose key was checked already (`connect` checks it)."""
-    _validate(secret_key, webhook_secrets, ordering, name)
+    """Store a connection whose key was checked already (`onboarding.setup.connect` checks it
+    and what it may do); `endpoint` is
+    (id, url) of a webhook endpoint Snapshots made for it in Stripe."""
+    validate(secret_key, webhook_secrets, ordering, name)
     now = time.time()
     row = {
-        "id": ids.new("conn_"),
+        "id": connection_id or ids.new("conn_"),
         "name": name or account.id or "stripe",
         "account_id": account.id,
         "livemode": account.livemode,
@@ -133,6 +140,15 @@ def add(
         "webhook_secrets": vault.encrypt(json.dumps(webhook_secrets)),
         "created_at": now,
         "updated_at": now,
+        "endpoint_id": None if endpoint is None else endpoint[0],
+        "endpoint_url": None if endpoint is None else endpoint[1],
+        "endpoint_pending": False,
+        "capabilities": None
+        if capabilities is None
+        else [c.model_dump(mode="json") for c in capabilities],
+        "health": None,
+        "health_problems": None,
+        "health_checked_at": None,
     }
     tx.execute(T.insert().values(**row))
     audit.record(
@@ -146,6 +162,8 @@ def add(
             "livemode": account.livemode,
             "secret_key": f"…{row['secret_key_last4']}",
             "webhook_secrets": len(webhook_secrets),
+            "endpoint_id": row["endpoint_id"],
+            "capabilities_off": [c.name for c in capabilities or () if not c.allowed],
         },
     )
     return _from_row(row, len(webhook_secrets))
@@ -164,6 +182,15 @@ def _from_row(row: Any, secret_count: int) -> Connection:
         secret_key=f"…{row['secret_key_last4']}",
         webhook_secrets=secret_count,
         created_at=row["created_at"],
+        endpoint_id=row["endpoint_id"],
+        endpoint_url=row["endpoint_url"],
+        endpoint_pending=bool(row["endpoint_pending"]),
+        capabilities=None
+        if row["capabilities"] is None
+        else [caps.Capability.model_validate(c) for c in row["capabilities"]],
+        health=row["health"],
+        health_problems=row["health_problems"] or [],
+        health_checked_at=row["health_checked_at"],
     )
 
 
@@ -297,6 +324,81 @@ def stripe_client(
         retries=retries,
         sleep=sleep,
     )
+
+
+def set_endpoint(
+    tx: Tx,
+    vault: Vault,
+    connection_id: str,
+    *,
+    endpoint_id: str,
+    url: str,
+    secret: str | None = None,
+    actor: str = "cli",
+) -> None:
+    """Remember the webhook endpoint Snapshots manages for a connection, its event list in
+    step; a new endpoint's `secret` replaces the signing secrets (the old endpoint is gone)."""
+    values: dict[str, Any] = {
+        "endpoint_id": endpoint_id,
+        "endpoint_url": url,
+        "endpoint_pending": False,
+        "updated_at": time.time(),
+    }
+    if secret is not None:
+        _validate_secret(secret)
+        values["webhook_secrets"] = vault.encrypt(json.dumps([secret]))
+    found = tx.execute(T.update().where(T.c.id == connection_id).values(**values))
+    if found.rowcount != 1:
+        raise errors.NotFound(f"no connection {connection_id!r}")
+    details: dict[str, Any] = {"endpoint_id": endpoint_id, "endpoint_url": url}
+    if secret is not None:
+        details["webhook_secret_replaced"] = f"…{secret[-4:]}"
+    audit.record(
+        tx, actor=actor, action="connection.changed", target=connection_id, details=details
+    )
+
+
+def set_endpoint_pending(tx: Tx, connection_id: str | None, pending: bool) -> None:
+    """Mark the managed endpoint of one connection (None: of every connection) as waiting for
+    its event list to reach Stripe, or as in step."""
+    where: list[sa.ColumnElement[bool]] = [T.c.endpoint_id.is_not(None)]
+    if connection_id is not None:
+        where.append(T.c.id == connection_id)
+    tx.execute(T.update().where(*where).values(endpoint_pending=pending))
+
+
+def pending_endpoints(tx: Tx) -> int:
+    """How many managed endpoints wait for their event list to reach Stripe."""
+    return int(
+        tx.execute(
+            sa.select(sa.func.count()).select_from(T).where(T.c.endpoint_pending.is_(True))
+        ).scalar_one()
+    )
+
+
+def set_capabilities(tx: Tx, connection_id: str, found: list[caps.Capability]) -> None:
+    tx.execute(
+        T.update()
+        .where(T.c.id == connection_id)
+        .values(capabilities=[c.model_dump(mode="json") for c in found], updated_at=time.time())
+    )
+
+
+def set_health(
+    tx: Tx, connection_id: str, health: str, problems: list[dict[str, str]], checked_at: float
+) -> tuple[str | None, list[dict[str, str]]]:
+    """Store a connection check's result; returns the health and problems it had before."""
+    before = tx.execute(
+        sa.select(T.c.health, T.c.health_problems).where(T.c.id == connection_id)
+    ).first()
+    if before is None:
+        raise errors.NotFound(f"no connection {connection_id!r}")
+    tx.execute(
+        T.update()
+        .where(T.c.id == connection_id)
+        .values(health=health, health_problems=problems, health_checked_at=checked_at)
+    )
+    return before.health, before.health_problems or []
 
 
 def set_default_currency(tx: Tx, connection_id: str, currency: str | None) -> None:

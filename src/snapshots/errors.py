@@ -17,6 +17,7 @@ SnapshotsError
 │   ├── StripeAuthError       the key is refused: stop, tell the user (a worker in refetch mode
 │   │                         postpones the connection's items, uncharged)
 │   ├── StripeNotFound        Stripe has no such object
+│   ├── StripeForbidden       a restricted key may not do this (a capability it lacks)
 │   └── StripeUnavailable     network error, 5xx, rate limit: retry later (a worker postpones
 │                             the connection's items, uncharged)
 ├── ConfigError               bad settings, files or flows: fix configuration
@@ -135,6 +136,10 @@ class StripeAuthError(StripeError):
 
 class StripeNotFound(StripeError):
     code = "stripe_not_found"
+
+
+class StripeForbidden(StripeError):
+    code = "stripe_permission"
 
 
 class StripeUnavailable(StripeError, RetryLater):

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from snapshots import causes, errors, ids, inbox, paging, revisions
+from snapshots import audit, causes, errors, ids, inbox, paging, revisions
 from snapshots.records import kinds
 from snapshots.store import tables
 from snapshots.store.db import Tx
@@ -336,3 +336,18 @@ def touching(
         sa.select(*inbox.SHOWN).where(sa.or_(*about)).order_by(T.c.id.desc()).limit(limit)
     ).all()
     return [inbox.Event.model_validate(r._mapping) for r in rows]
+
+
+def replay_one(
+    tx: Tx, ref: str, *, actor: str, connections: Sequence[str] | None = None
+) -> inbox.Event:
+    """Queue one item again (see `inbox.replay`), with an audit entry naming who did."""
+    event = inbox.replay(tx, ref, connections=connections)
+    audit.record(
+        tx,
+        actor=actor,
+        action="event.replayed",
+        target=str(event.id),
+        details={"event_id": event.event_id, "type": event.event_type},
+    )
+    return event

@@ -26,19 +26,22 @@ from snapshots.times import Timestamp
 
 T = tables.api_keys
 
-SCOPES = (
-    "saas/location.read",
-    "saas/location.write",
-    "contacts.readonly",
-    "contacts.write",
-    "invoices.readonly",
-    "invoices.write",
-    "events.readonly",
-    "workflows.readonly",
-    "workflows.write",
-    "integrations.write",
-    "admin",
-)
+# Every scope with what it lets a key do, in the order they are offered (the CLI's `init`,
+# `keys create` and the console show these words).
+SCOPE_DESCRIPTIONS = {
+    "saas/location.read": "Read locations (Stripe Terminal locations).",
+    "saas/location.write": "Create and change locations.",
+    "contacts.readonly": "Read contacts (Stripe customers) and their timelines.",
+    "contacts.write": "Create, change and archive contacts.",
+    "invoices.readonly": "Read invoices and their payment status.",
+    "invoices.write": "Change invoices (notes, fields a flow may set).",
+    "events.readonly": "Read the event log (the inbox) and sync runs.",
+    "workflows.readonly": "Read the flows in force, their versions and the catalog.",
+    "workflows.write": "Import flows and roll them back (every connection).",
+    "integrations.write": "Replay events, one or in bulk.",
+    "admin": "Everything, including API keys and the audit log (every scope).",
+}
+SCOPES = tuple(SCOPE_DESCRIPTIONS)
 NAME_MAX = 200  # characters
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6

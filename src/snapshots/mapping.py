@@ -17,6 +17,11 @@ shorthand for the function `event()`. Custom functions, beyond JMESPath's built-
 | `country_currency(country)` | the currency of a country, lower case as Stripe writes it (`DE` -> `eur`), from Babel's CLDR data |
 | `invoice_payment_status(invoice)` | where an invoice stands for the payer: `draft`, `unpaid`, `partially_paid`, `failed` (a payment attempt failed and it is still open), `paid`, `void` or `uncollectible` |
 | `event()` | the whole event (`$event`) |
+
+JMESPath's string predicates `starts_with(s, prefix)`, `ends_with(s, suffix)` and
+`contains(s_or_list, value)` are replaced by versions that answer `false` for a null subject
+(a customer without an email matches no `ends_with(email, '@x.example')`), so filters need no
+`|| ''`; any other wrong type still fails as JMESPath says.
 """
 
 from __future__ import annotations
@@ -94,6 +99,22 @@ class Functions(functions.Functions):
     @functions.signature({"types": ["string", "null"]})
     def _func_country_currency(self, country: str | None) -> str | None:
         return None if country is None else country_currency(country)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_starts_with(self, s: str | None, prefix: str) -> bool:
+        return s is not None and s.startswith(prefix)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_ends_with(self, s: str | None, suffix: str) -> bool:
+        return s is not None and s.endswith(suffix)
+
+    @functions.signature({"types": ["array", "string", "null"]}, {"types": []})
+    def _func_contains(self, subject: list[Any] | str | None, value: Any) -> bool:
+        if subject is None:
+            return False
+        if isinstance(subject, str) and not isinstance(value, str):
+            return False  # as JMESPath's own: a string contains only strings
+        return value in subject
 
     @functions.signature()
     def _func_event(self) -> Any:

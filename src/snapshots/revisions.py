@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from snapshots import __version__, audit, errors, flowfile
+from snapshots import __version__, audit, connections, errors, flowfile
 from snapshots.flows import Registry
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
@@ -142,6 +142,9 @@ def import_text(
             target=f"flows:{new}",
             details={"old_version": old, "new_version": new, "comment": comment},
         )
+        # The managed webhook endpoints must now listen to the new flows' event types: marked
+        # in this transaction, so no crash can forget it (onboarding.endpoint sends the lists).
+        connections.set_endpoint_pending(tx, None, True)
     revision = Revision(version=new, actor=actor, comment=comment, created_at=now, text=text)
     return Imported(revision, old, len(checked.registry.flows))
 

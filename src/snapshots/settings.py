@@ -7,9 +7,25 @@ tests build it from a dict (`Settings(database_url=...)`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from snapshots import errors, times
+
+
+def _seconds(value: Any) -> Any:
+    """A duration as seconds: a number, or text in the one duration grammar (`12h`)."""
+    if isinstance(value, str) and value.strip() and not value.strip()[-1].isdigit():
+        try:
+            return times.parse_duration(value)
+        except errors.BadRequest as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 
 
 class Settings(BaseSettings):
@@ -48,6 +64,12 @@ class Settings(BaseSettings):
     # limits Stripe documents). 0 turns the budget off (benchmarks against a local server).
     stripe_rps: float | None = Field(None, ge=0)
     stripe_retries: int = Field(5, ge=0, le=20)  # retries of an idempotent read
+    # Onboarding (issue 9): seconds between the connection checks of each connection.
+    connection_check_interval: float = Field(3600.0, gt=0)
+    # The console (issue 10): a session ends this long after sign-in, or after this long idle
+    # (seconds, or a duration: 12h).
+    session_lifetime: Seconds = Field(12 * 3600.0, gt=0)
+    session_idle: Seconds = Field(3600.0, gt=0)
 
     @property
     def base_url(self) -> str:

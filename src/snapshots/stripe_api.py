@@ -154,6 +154,17 @@ class Stripe:
     def account(self) -> dict[str, Any]:
         return self.get("reading the account", "/v1/account")
 
+    def send(self, what: str, method: str, path: str, **params: Any) -> dict[str, Any]:
+        """A write (POST or DELETE) as plain JSON, sent once: a write is not retried here, its
+        caller decides (a failure may or may not have reached Stripe)."""
+        self.budget.take()
+        try:
+            response = self.sdk.raw_request(method, path, **params)
+        except stripe.StripeError as exc:
+            raise translate(what, exc) from exc
+        data: dict[str, Any] = response.data
+        return data
+
 
 @dataclass(frozen=True)
 class Page:
@@ -257,7 +268,7 @@ def translate(what: str, exc: stripe.StripeError, *, attempts: int = 1) -> error
             "mistyped: connect again with a working key"
         )
     if isinstance(exc, stripe.PermissionError):
-        return errors.StripeError(
+        return errors.StripeForbidden(
             f"the key may not do this while {what}: {_message(exc)}; give the restricted key "
             "read access to it"
         )
@@ -320,7 +331,8 @@ def check_key(
 
     Reads `GET /v1/account`. A restricted key without that permission, or a Stripe-compatible
     server that lacks the endpoint (localstripe), is checked with `GET /v1/customers?limit=1`
-    instead, and the account stays unknown.
+    instead (a 403 there still proves the key: Stripe knows it), and the account stays
+    unknown.
     """
     client = Stripe(secret_key=secret_key, api_base=api_base, api_version=api_version, retries=2)
     try:
@@ -328,5 +340,8 @@ def check_key(
     except errors.StripeError as exc:
         if isinstance(exc, errors.StripeAuthError | errors.StripeUnavailable):
             raise
-    client.get("listing customers to check the key", "/v1/customers", limit=1)
+    try:
+        client.get("listing customers to check the key", "/v1/customers", limit=1)
+    except errors.StripeForbidden:
+        pass  # Stripe knows the key (else 401); what it may do is probed on its own
     return Account(id=None, livemode=client.livemode, default_currency=None, country=None)

@@ -9,6 +9,8 @@
   has not seen (the usual duplicates rule), then warns when the connection got no webhook for a
   long time while Stripe lists activity: the classic silently disabled endpoint.
 - Locations have no list to backfill beyond the watcher's own poll: syncing them polls now.
+- What the connection's key may not read (a restricted key, see `onboarding.capabilities`) is
+  not asked for: the run is recorded `skipped` with the reason, and no job polls it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ LISTS = {
     "invoices": ("/v1/invoices", "invoice.synced"),
 }
 OBJECTS = (*LISTS, "locations")  # contacts first: invoices link to them
+FOR_OBJECT = {"customers": "customers", "invoices": "invoices", "locations": "terminal_locations"}
 RUN_LEASE = 120.0  # seconds without a committed page after which a run counts as stopped
 RECONCILE_OVERLAP = 600.0  # seconds a reconciliation looks back before the last one started
 EVENTS_KEPT = 30 * 86400  # Stripe lists events of the last 30 days
@@ -69,7 +72,7 @@ class Run(BaseModel):
     kind: str = Field(description="backfill or reconcile")
     object: str = Field(description="customers, invoices, locations or events")
     since: Timestamp | None
-    status: str = Field(description="running, done, failed or interrupted")
+    status: str = Field(description="running, done, failed, interrupted or skipped")
     pages: int
     objects: int = Field(description="Objects read from Stripe so far")
     enqueued: int = Field(description="New inbox items (duplicates are not counted)")
@@ -205,6 +208,28 @@ def _end(db: Database, run: Run, status: str, *, error: str | None = None) -> Ru
         return _run(tx.execute(sa.select(R).where(R.c.id == run.id)).one(), run.resumed_from)
 
 
+def _skipped(
+    db: Database, connection: Connection, *, kind: str, obj: str, since: int | None, reason: str
+) -> Run:
+    """A run that did not ask Stripe: the key may not read `obj` (`reason` says so)."""
+    now = time.time()
+    values = {
+        "id": ids.ordered("sync_"),
+        "connection_id": connection.id,
+        "kind": kind,
+        "object": obj,
+        "since": since,
+        "status": "skipped",
+        "warning": reason,
+        "started_at": now,
+        "updated_at": now,
+        "finished_at": now,
+    }
+    with db.write() as tx:
+        tx.execute(R.insert().values(**values))
+        return _run(tx.execute(sa.select(R).where(R.c.id == values["id"])).one())
+
+
 def _set_warning(db: Database, run: Run, warning: str) -> None:
     with db.write() as tx:
         tx.execute(R.update().where(R.c.id == run.id).values(warning=warning))
@@ -312,6 +337,9 @@ def backfill(
     progress: Progress | None = None,
 ) -> Run:
     """Backfill one object type (see the module docstring); returns the finished run."""
+    reason = connection.off(FOR_OBJECT[obj])
+    if reason:
+        return _skipped(db, connection, kind="backfill", obj=obj, since=since, reason=reason)
     if obj == "locations":
         return _poll_locations(db, client, connection, registry, holder=holder, progress=progress)
     path, event_type = LISTS[obj]
@@ -444,6 +472,9 @@ def reconcile(
     """Store every event Stripe lists since `since` that the inbox has not seen."""
     since = default_since(db, connection.id, settings) if since is None else since
     since = max(since, int(time.time()) - EVENTS_KEPT)
+    reason = connection.off("events")
+    if reason:
+        return _skipped(db, connection, kind="reconcile", obj="events", since=since, reason=reason)
     run = _start(
         db,
         connection_id=connection.id,
@@ -508,6 +539,17 @@ def silence_warning(
     )
 
 
+def last_backfill(tx: Tx, connection_id: str) -> Run | None:
+    """The newest finished backfill of a connection, if one ran (`init` offers the first)."""
+    row = tx.execute(
+        sa.select(R)
+        .where(R.c.connection_id == connection_id, R.c.kind == "backfill", R.c.status == "done")
+        .order_by(R.c.seq.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _run(row)
+
+
 def get_run(tx: Tx, run_id: str, *, connections: Sequence[str] | None = None) -> Run:
     row = None
     if ids.plausible(run_id):
@@ -539,10 +581,20 @@ def page_runs(
 def scheduled_jobs(
     db: Database, stripe: connections.Cache, registry: inbox.Wants, settings: Settings
 ) -> Callable[[], list[schedule.Job]]:
-    """The periodic jobs of every connection: its location watcher and its reconciliation."""
+    """The periodic jobs of every connection: its location watcher and its reconciliation,
+    each unless the connection's key may not read what it needs; and the runs asked for in the
+    console (`sync_requests`)."""
+    from snapshots import sync_requests  # it builds on this module
+
+    holder = schedule.holder_name()
+
+    def requested() -> object:
+        return sync_requests.run_next(db, stripe, registry, settings, holder=holder)
 
     def jobs() -> list[schedule.Job]:
         found = []
+        if sync_requests.waiting(db):  # a read; the job (and its schedule row) only then
+            found.append(schedule.Job(sync_requests.JOB, sync_requests.EVERY, requested))
         for connection in stripe.all():
 
             def poll(c: Connection = connection) -> object:
@@ -554,14 +606,18 @@ def scheduled_jobs(
                     log.warning(run.warning)
                 return run
 
-            found.append(
-                schedule.Job(watcher_job_name(connection.id), settings.location_poll_interval, poll)
-            )
-            found.append(
-                schedule.Job(
-                    reconcile_job_name(connection.id), settings.reconcile_interval, catch_up
+            if not connection.off("terminal_locations"):
+                found.append(
+                    schedule.Job(
+                        watcher_job_name(connection.id), settings.location_poll_interval, poll
+                    )
                 )
-            )
+            if not connection.off("events"):
+                found.append(
+                    schedule.Job(
+                        reconcile_job_name(connection.id), settings.reconcile_interval, catch_up
+                    )
+                )
         return found
 
     return jobs

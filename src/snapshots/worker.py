@@ -38,6 +38,7 @@ from snapshots import (
     vault,
 )
 from snapshots.flows import Registry
+from snapshots.onboarding import health
 from snapshots.settings import Settings
 from snapshots.store import lock
 from snapshots.store.db import Database
@@ -310,6 +311,12 @@ FAULT_WAIT_CAP = 15.0  # seconds between two looks at most
 CONNECTION_WAIT_CAP = 300.0  # seconds an item of a connection whose Stripe fails waits at most
 
 
+def _jobs(
+    *sources: Callable[[], list[schedule.Job]],
+) -> Callable[[], list[schedule.Job]]:
+    return lambda: [job for source in sources for job in source()]
+
+
 def main(
     settings: Settings,
     *,
@@ -344,7 +351,10 @@ def main(
     scheduler = threading.Thread(
         target=schedule.Scheduler(
             database,
-            sync.scheduled_jobs(database, stripe, live, settings),
+            _jobs(
+                sync.scheduled_jobs(database, stripe, live, settings),
+                health.scheduled_jobs(database, secrets, stripe, live, settings),
+            ),
             holder=holder,
             ready=lambda: not faults,
             tasks=(lambda: replay.run_due(database, holder=holder),),
@@ -354,9 +364,9 @@ def main(
         daemon=True,
     )
     scheduler.start()
-    health = None
+    health_server = None
     if settings.worker_health_port is not None:
-        health = readiness.serve_health(settings.host, settings.worker_health_port, faults)
+        health_server = readiness.serve_health(settings.host, settings.worker_health_port, faults)
     try:
         Worker(
             database,
@@ -369,8 +379,8 @@ def main(
         ).run(stop, parent=parent)
     finally:
         stop.set()
-        if health is not None:
-            health.shutdown()
+        if health_server is not None:
+            health_server.shutdown()
         scheduler.join(10.0)
         database.dispose()
         held.release()

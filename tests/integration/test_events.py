@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshots import connections, errors, events, flowfile, replay, revisions
+from snapshots import audit, connections, errors, events, flowfile, replay, revisions
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -241,6 +241,19 @@ def test_a_search_is_replayed_as_a_job(db: Database, inbox: dict[str, Any]) -> N
             tx.execute(sa.select(T.c.error_cause).where(T.c.id == inbox["dead"][0])).scalar_one()
             is None
         )
+
+
+def test_one_event_replayed_is_audited(db: Database, inbox: dict[str, Any]) -> None:
+    item = inbox["dead"][0]
+    with db.write() as tx:
+        event = events.replay_one(tx, str(item), actor="ui:ops@example.com")
+    assert (event.status, event.last_error) == ("pending", None)
+    with db.read() as tx:
+        [entry] = audit.page(tx, action="event.replayed").data
+        with pytest.raises(errors.Conflict):
+            events.replay_one(tx, str(item), actor="ui:ops@example.com")
+    assert (entry.actor, entry.target) == ("ui:ops@example.com", str(item))
+    assert entry.details == {"event_id": "evt_Search0003", "type": "customer.created"}
 
 
 def test_causes_beyond_the_window_are_counted_exactly(

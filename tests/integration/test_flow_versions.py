@@ -356,7 +356,15 @@ def test_cli_import(db: Database, run: Cli, write: Callable[[str, str], Path]) -
     assert shown["previous_version"] == 1
     assert shown["actor"] == entry.actor
     assert shown["comment"] is None
-    assert set(shown) == {"version", "actor", "comment", "created_at", "previous_version"}
+    assert shown["endpoints"] == []  # no managed webhook endpoint to update
+    assert set(shown) == {
+        "version",
+        "actor",
+        "comment",
+        "created_at",
+        "previous_version",
+        "endpoints",
+    }
 
 
 def test_cli_import_of_a_bad_file_names_each_problem_and_changes_nothing(

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from snapshots import causes
 from snapshots.store import db as store
 from snapshots.store.db import Database
 
+# The revision 0011 follows (the chain is set when branches merge).
+BEFORE = str(ScriptDirectory(str(store.MIGRATIONS)).get_revision("0011").down_revision)
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def at_0006(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A database of its own migrated to 0006, the revision before this one."""
+def before_0011(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database of its own migrated to the revision before 0011."""
     admin = None
     if request.param == "sqlite":
         database = Database(f"sqlite:///{tmp_path}/old.db")
@@ -33,7 +37,7 @@ def at_0006(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database
     config = store.alembic_config(database)
     with database.engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0006")
+        command.upgrade(config, BEFORE)
     try:
         yield database
     finally:
@@ -46,7 +50,7 @@ def at_0006(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database
             admin.dispose()
 
 
-def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
+def test_items_stored_before_are_backfilled(before_0011: Database) -> None:
     items = sa.table(
         "inbox_items",
         *(
@@ -96,7 +100,7 @@ def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
             "records": None,
         },
     ]
-    with at_0006.engine.begin() as conn:
+    with before_0011.engine.begin() as conn:
         conn.execute(
             items.insert(),
             [
@@ -114,8 +118,8 @@ def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
                 for row in rows
             ],
         )
-    store.migrate(at_0006)
-    with at_0006.engine.connect() as conn:
+    store.migrate(before_0011)
+    with before_0011.engine.connect() as conn:
         found = conn.exec_driver_sql(
             "SELECT event_id, object_id, email, error_cause FROM inbox_items ORDER BY id"
         ).all()
@@ -129,7 +133,7 @@ def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
         ("evt_old3", None, None, None),
     ]
     assert [tuple(r) for r in links] == [("evt_old2", "con_b"), ("evt_old2", "inv_a")]
-    with at_0006.engine.connect() as conn:  # reflection cannot read them on SQLite: ask
+    with before_0011.engine.connect() as conn:  # reflection cannot read them on SQLite: ask
         if conn.dialect.name == "sqlite":
             sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
         else:
@@ -143,8 +147,8 @@ def test_items_stored_before_are_backfilled(at_0006: Database) -> None:
         "ix_invoices_lower_customer_name",
         "ix_locations_lower_name",
     }
-    config = store.alembic_config(at_0006)
-    with at_0006.engine.begin() as conn:
+    config = store.alembic_config(before_0011)
+    with before_0011.engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0006")
-    assert "inbox_item_records" not in sa.inspect(at_0006.engine).get_table_names()
+        command.downgrade(config, BEFORE)
+    assert "inbox_item_records" not in sa.inspect(before_0011.engine).get_table_names()

@@ -27,17 +27,25 @@ What it emulates (``/v1``, form-encoded bodies and queries with Stripe's bracket
   ``/{id}/finalize``, ``/{id}/pay``, ``/{id}/void``
 * ``/v1/events`` list, ``/{id}`` retrieve; every API change of a customer or invoice emits one
   (objects seeded at startup emit none).
+* ``/v1/webhook_endpoints`` list/create, ``/{id}`` retrieve/update/delete; ``secret`` only in
+  the create answer, ``status`` ``enabled``/``disabled`` (``disabled=true`` on update). Every
+  event goes, signed with the endpoint's secret (``Stripe-Signature``), to each enabled
+  endpoint whose ``enabled_events`` match it, from a background thread, once (no retries).
 
 Lists are newest first (``created`` descending, ties by id descending) with ``limit``,
 ``starting_after``, ``ending_before`` and, for customers, invoices and events, ``created``
 filters. Unknown parameters are refused with 400 like Stripe does. ``expand`` is accepted and
 ignored. Auth: ``Authorization: Bearer sk_test_...`` (also ``sk_live_``, ``rk_test_``,
-``rk_live_``, or HTTP Basic with the key as user name). POSTs with an ``Idempotency-Key`` that
+``rk_live_``, or HTTP Basic with the key as user name); a key given permissions (``/_fake/permissions``)
+may do only those (``customers:read``, ``invoices:write``, ``webhook_endpoints:write``, ...; write
+includes read), else 403 with Stripe's permission error. POSTs with an ``Idempotency-Key`` that
 succeeded are replayed (``Idempotent-Replayed: true``) like Stripe does.
 
 Control endpoints (JSON, no auth), wrapped by :class:`FakeStripe`: ``/_fake/faults``
 (POST queue, GET list, DELETE clear), ``/_fake/requests`` (GET log, DELETE clear),
-``/_fake/revoke``, ``/_fake/account``, ``/_fake/invoices``.
+``/_fake/revoke``, ``/_fake/account``, ``/_fake/invoices``, ``/_fake/permissions`` (POST
+``{"key", "allow": [...]}``), ``/_fake/webhook_endpoints`` (GET: every endpoint with its secret;
+POST ``{"id", "status"}``: Stripe disabling one), ``/_fake/deliveries`` (GET: what was sent).
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ import base64
 import bisect
 import contextlib
 import copy
+import hashlib
+import hmac
 import json
 import os
 import queue
@@ -482,6 +492,12 @@ class State:
         self.customers = _Collection("customer", "/v1/customers", "customer")
         self.invoices = _Collection("invoice", "/v1/invoices", "invoice")
         self.events = _Collection("event", "/v1/events", "event")
+        self.endpoints = _Collection(
+            "webhook endpoint", "/v1/webhook_endpoints", "webhook_endpoint"
+        )
+        self.permissions: dict[str, set[str]] = {}  # key -> what it may do (absent: anything)
+        self.outbox: queue.Queue[tuple[str, str, bytes]] = queue.Queue()  # url, secret, body
+        self.deliveries: list[JSON] = []
         self.faults: list[_Fault] = []
         self.request_log: list[JSON] = []
         self.revoked: set[str] = set()
@@ -919,7 +935,36 @@ class State:
             "request": {"id": ctx.request_id or None, "idempotency_key": ctx.idempotency_key},
             "type": type,
         }
-        self.events.add(_Item((now, seq, eid), _dumps(event), {"type": type}))
+        body = _dumps(event)
+        self.events.add(_Item((now, seq, eid), body, {"type": type}))
+        for item in self.endpoints.live.values():
+            endpoint = item.obj()
+            wanted = _type_matcher(endpoint["enabled_events"])
+            if endpoint["status"] == "enabled" and wanted(type):
+                self.outbox.put((endpoint["url"], item.attrs["secret"], body))
+
+    def deliver_forever(self) -> None:
+        """Send queued events (a daemon thread): signed as Stripe signs them, once each."""
+        while True:
+            url, secret, body = self.outbox.get()
+            stamp = int(time.time())
+            digest = hmac.new(
+                secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256
+            ).hexdigest()
+            request = urllib.request.Request(url, data=body, method="POST")
+            request.add_header("Content-Type", "application/json; charset=utf-8")
+            request.add_header("Stripe-Signature", f"t={stamp},v1={digest}")
+            try:
+                with _OPENER.open(request, timeout=10) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                exc.close()
+            except OSError:
+                status = 0
+            with self.lock:
+                event_id = json.loads(body)["id"]
+                self.deliveries.append({"url": url, "event": event_id, "status": status})
 
 
 def _diff(before: JSON, after: JSON) -> JSON:
@@ -1010,6 +1055,11 @@ class Api:
             ("POST", re.compile(rf"/v1/invoices/{S}/void"), self.void_invoice),
             ("GET", re.compile(r"/v1/events"), self.list_events),
             ("GET", re.compile(rf"/v1/events/{S}"), self.get_event),
+            ("GET", re.compile(r"/v1/webhook_endpoints"), self.list_endpoints),
+            ("POST", re.compile(r"/v1/webhook_endpoints"), self.create_endpoint),
+            ("GET", re.compile(rf"/v1/webhook_endpoints/{S}"), self.get_endpoint),
+            ("POST", re.compile(rf"/v1/webhook_endpoints/{S}"), self.update_endpoint),
+            ("DELETE", re.compile(rf"/v1/webhook_endpoints/{S}"), self.delete_endpoint),
         ]
 
     def handle(self, method: str, path: str, params: JSON, ctx: _Ctx) -> bytes:
@@ -1324,6 +1374,96 @@ class Api:
         _check_params(params, {"expand"})
         return self.state.events.retrieve_body(eid)
 
+    # -- webhook endpoints ---------------------------------------------------------------
+
+    def list_endpoints(self, params: JSON, ctx: _Ctx) -> bytes:
+        _check_params(params, LIST_FIELDS)
+        return self.state.endpoints.page(params, created=False)
+
+    def get_endpoint(self, params: JSON, ctx: _Ctx, wid: str) -> bytes:
+        _check_params(params, {"expand"})
+        return self.state.endpoints.get(wid).body
+
+    def _endpoint_fields(self, params: JSON, obj: JSON) -> JSON:
+        if "url" in params:
+            url = str(params["url"])
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise _bad_param(
+                    "Invalid URL: URL must be publicly accessible.", "url", "url_invalid"
+                )
+            obj["url"] = url
+        if "enabled_events" in params:
+            events = [str(e) for e in _as_list(params["enabled_events"])]
+            if not events:
+                raise _bad_param("Invalid array", "enabled_events")
+            obj["enabled_events"] = events
+        if "description" in params:
+            obj["description"] = _str_or_none(params["description"], "description")
+        if "metadata" in params:
+            obj["metadata"] = _metadata(params["metadata"], obj.get("metadata") or {})
+        if "disabled" in params:
+            obj["status"] = "disabled" if _bool(params["disabled"], "disabled") else "enabled"
+        return obj
+
+    def create_endpoint(self, params: JSON, ctx: _Ctx) -> bytes:
+        _check_params(
+            params,
+            {
+                "url",
+                "enabled_events",
+                "api_version",
+                "description",
+                "metadata",
+                "connect",
+                "expand",
+            },
+        )
+        _require(params, "url", "enabled_events")
+        wid, seq = self.state.new_id("we")
+        created = int(time.time())
+        obj: JSON = {
+            "id": wid,
+            "object": "webhook_endpoint",
+            "api_version": params.get("api_version") or None,
+            "application": None,
+            "created": created,
+            "description": None,
+            "enabled_events": [],
+            "livemode": ctx.livemode,
+            "metadata": {},
+            "status": "enabled",
+            "url": "",
+        }
+        obj = self._endpoint_fields(params, obj)
+        secret = f"whsec_{secrets.token_hex(16)}"
+        self.state.endpoints.add(_Item((created, seq, wid), _dumps(obj), {"secret": secret}))
+        return _dumps({**obj, "secret": secret})
+
+    def update_endpoint(self, params: JSON, ctx: _Ctx, wid: str) -> bytes:
+        _check_params(
+            params, {"url", "enabled_events", "description", "metadata", "disabled", "expand"}
+        )
+        item = self.state.endpoints.get(wid)
+        item.body = _dumps(self._endpoint_fields(params, item.obj()))
+        return item.body
+
+    def delete_endpoint(self, params: JSON, ctx: _Ctx, wid: str) -> bytes:
+        _check_params(params, set())
+        self.state.endpoints.remove(wid)
+        return _dumps({"id": wid, "object": "webhook_endpoint", "deleted": True})
+
+
+def permission_for(method: str, path: str) -> str:
+    """The permission a request needs: ``customers:read``, ``terminal_locations:write``..."""
+    parts = [p for p in path.removeprefix("/v1/").split("/") if p]
+    resource = "_".join(parts[:2]) if parts[:1] == ["terminal"] else (parts[0] if parts else "")
+    return f"{resource}:{'read' if method == 'GET' else 'write'}"
+
+
+def _permitted(allowed: set[str], needed: str) -> bool:
+    resource, _, access = needed.partition(":")
+    return needed in allowed or (access == "read" and f"{resource}:write" in allowed)
+
 
 # --------------------------------------------------------------------------------------------
 # HTTP
@@ -1434,6 +1574,17 @@ class _Handler(BaseHTTPRequestHandler):
         if prefix is None or len(key) == len(prefix) or key in state.revoked:
             raise ApiError(401, f"Invalid API Key provided: {_mask_key(key)}")
         idempotency_key = self.headers.get("Idempotency-Key")
+        allowed = state.permissions.get(key)
+        needed = permission_for(self.command, urllib.parse.urlsplit(self.path).path)
+        if allowed is not None and not _permitted(allowed, needed):
+            raise ApiError(
+                403,
+                f"The provided key '{_mask_key(key)}' does not have the required permissions "
+                f"for this endpoint on account '{ACCOUNT_ID}'. Having the "
+                f"'rak_{needed.replace(':', '_')}' permission would allow this request to "
+                "continue.",
+                type="invalid_request_error",
+            )
         return key, _Ctx(
             livemode="_live_" in prefix, request_id=request_id, idempotency_key=idempotency_key
         )
@@ -1581,6 +1732,22 @@ class _Handler(BaseHTTPRequestHandler):
             state.account.update(data)
             state.account["id"] = state.account.get("id") or ACCOUNT_ID
             return state.account
+        if route == ("POST", "/_fake/permissions"):
+            state.permissions[str(data["key"])] = {str(p) for p in data["allow"]}
+            return {"key": data["key"], "allow": sorted(state.permissions[str(data["key"])])}
+        if route == ("GET", "/_fake/webhook_endpoints"):
+            return [
+                {**item.obj(), "secret": item.attrs["secret"]}
+                for item in state.endpoints.live.values()
+            ]
+        if route == ("POST", "/_fake/webhook_endpoints"):
+            item = state.endpoints.get(str(data["id"]))
+            obj = item.obj()
+            obj["status"] = str(data.get("status", "disabled"))
+            item.body = _dumps(obj)
+            return obj
+        if route == ("GET", "/_fake/deliveries"):
+            return state.deliveries
         if route == ("POST", "/_fake/invoices"):
             created = int(data.pop("created", None) or time.time())
             _check_params(data, INVOICE_CREATE_FIELDS - {"expand"})
@@ -1617,6 +1784,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     seeded_in = time.perf_counter() - started
     server = _Server(state, verbose=args.verbose)
+    threading.Thread(target=state.deliver_forever, daemon=True).start()
 
     def stop(*_: object) -> None:
         # shutdown() waits for serve_forever() (this thread) to return: call it elsewhere.
@@ -1814,6 +1982,28 @@ class FakeStripe:
         """An invoice made behind the API's back (``POST /_fake/invoices``): like
         :meth:`create_invoice`, plus ``created`` (unix seconds). Emits its events."""
         result: JSON = self.control("POST", "/_fake/invoices", {"customer": customer, **fields})
+        return result
+
+    def set_permissions(self, key: str, allow: list[str]) -> None:
+        """From now on ``key`` may do only ``allow`` (``["customers:read", ...]``): a
+        restricted key. Anything else answers 403 as Stripe does."""
+        self.control("POST", "/_fake/permissions", {"key": key, "allow": allow})
+
+    def webhook_endpoints(self) -> list[JSON]:
+        """Every webhook endpoint, with its signing secret (which Stripe shows only once)."""
+        result: list[JSON] = self.control("GET", "/_fake/webhook_endpoints")
+        return result
+
+    def set_endpoint_status(self, endpoint_id: str, status: str = "disabled") -> JSON:
+        """Stripe disabling an endpoint (after failed deliveries), or enabling it again."""
+        result: JSON = self.control(
+            "POST", "/_fake/webhook_endpoints", {"id": endpoint_id, "status": status}
+        )
+        return result
+
+    def deliveries(self) -> list[JSON]:
+        """Events sent to endpoints so far: ``{"url", "event", "status"}`` (0: unreachable)."""
+        result: list[JSON] = self.control("GET", "/_fake/deliveries")
         return result
 
     def control(self, method: str, path: str, payload: Any = None, timeout: float = 10.0) -> Any:

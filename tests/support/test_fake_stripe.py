@@ -515,3 +515,113 @@ def test_fifty_thousand_customers_page_fast() -> None:
         f"\nfake stripe: started with 50,000 customers in {ready - started:.2f}s; paged them "
         f"in {paged:.2f}s = {count / paged:,.0f} customers/s through the SDK"
     )
+
+
+# -- webhook endpoints, restricted keys, deliveries ------------------------------------------
+
+
+@pytest.fixture
+def small_fake() -> Iterator[FakeStripe]:
+    with run_fake_stripe() as server:
+        yield server
+
+
+@pytest.mark.acceptance
+def test_webhook_endpoint_create_retrieve_list_update_delete(small_fake: FakeStripe) -> None:
+    client = small_fake.client()
+    created = client.v1.webhook_endpoints.create(
+        {
+            "url": "https://example.com/hook",
+            "enabled_events": ["customer.created", "invoice.paid"],
+            "api_version": "2026-10-28.endive",
+            "description": "Snapshots",
+            "metadata": {"snapshots_connection": "conn_1"},
+        }
+    )
+    assert created.secret is not None and created.secret.startswith("whsec_")
+    assert created.status == "enabled"
+    assert created.enabled_events == ["customer.created", "invoice.paid"]
+    got = client.v1.webhook_endpoints.retrieve(created.id)
+    assert "secret" not in got  # only the create answer carries it
+    assert got.metadata.to_dict() == {"snapshots_connection": "conn_1"}
+    assert [e.id for e in client.v1.webhook_endpoints.list().data] == [created.id]
+    updated = client.v1.webhook_endpoints.update(
+        created.id, {"enabled_events": ["customer.updated"], "disabled": True}
+    )
+    assert (updated.enabled_events, updated.status) == (["customer.updated"], "disabled")
+    deleted = client.v1.webhook_endpoints.delete(created.id)
+    assert deleted.deleted is True
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.webhook_endpoints.retrieve(created.id)
+    assert caught.value.http_status == 404
+
+
+@pytest.mark.acceptance
+def test_endpoint_status_set_by_the_test(small_fake: FakeStripe) -> None:
+    endpoint = small_fake.client().v1.webhook_endpoints.create(
+        {"url": "https://example.com/hook", "enabled_events": ["customer.created"]}
+    )
+    small_fake.set_endpoint_status(endpoint.id, "disabled")
+    assert small_fake.client().v1.webhook_endpoints.retrieve(endpoint.id).status == "disabled"
+    (listed,) = small_fake.webhook_endpoints()
+    assert listed["secret"] == endpoint.secret
+
+
+@pytest.mark.acceptance
+def test_restricted_key_gets_403_outside_its_permissions(small_fake: FakeStripe) -> None:
+    key = "rk_test_restricted0001"
+    small_fake.set_permissions(key, ["customers:read", "webhook_endpoints:write"])
+    client = small_fake.client(key)
+    client.v1.customers.list()
+    client.v1.webhook_endpoints.list()  # write includes read
+    with pytest.raises(stripe.PermissionError) as caught:
+        client.v1.terminal.locations.list()
+    assert caught.value.http_status == 403
+    assert "rak_terminal_locations_read" in str(caught.value)
+    with pytest.raises(stripe.PermissionError):
+        client.v1.customers.create({"email": "a@example.com"})
+
+
+@pytest.mark.acceptance
+def test_events_are_delivered_signed_to_matching_enabled_endpoints(
+    small_fake: FakeStripe,
+) -> None:
+    import http.server
+    import threading
+
+    received: list[tuple[bytes, str]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, self.headers["Stripe-Signature"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        client = small_fake.client()
+        endpoint = client.v1.webhook_endpoints.create(
+            {"url": url, "enabled_events": ["customer.*"]}
+        )
+        client.v1.webhook_endpoints.create(
+            {"url": url, "enabled_events": ["invoice.paid"]}  # does not match
+        )
+        client.v1.customers.create({"email": "a@example.com"})
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(received) == 1
+        body, signature = received[0]
+        event = stripe.Webhook.construct_event(body.decode(), signature, endpoint.secret or "")
+        assert event.type == "customer.created"
+        assert small_fake.deliveries()[0]["status"] == 200
+    finally:
+        server.shutdown()
+        server.server_close()

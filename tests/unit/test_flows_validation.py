@@ -479,10 +479,10 @@ CASES = [
         id="filter-boolean-on-one-type-not-the-next",
     ),
     pytest.param(
-        _flow("filter: starts_with(email, 'j')"),
+        _flow("filter: starts_with(balance, 'j')"),
         "flows.yaml:5: flow 'a': filter: ",
-        "expression \"starts_with(email, 'j')\" failed: In function starts_with(), invalid type "
-        "for value: None",
+        "expression \"starts_with(balance, 'j')\" failed: In function starts_with(), invalid "
+        "type for value: 0",
         id="filter-fails-on-the-sample",
     ),
 ]
@@ -720,6 +720,21 @@ def test_a_good_custom_file_has_no_problems() -> None:
         "refunds",
         "location-custom",
     ]
+
+
+def test_a_null_tolerant_filter_passes_on_a_sample_without_the_field() -> None:
+    text = "\n".join(
+        [
+            "flows:",
+            "  - name: not-blocked",
+            "    trigger: customer.created",
+            "    filter: \"!ends_with(email, '@blocked.example')\"",
+            "    action: upsert_contact",
+            "    fields: {stripe_customer_id: id}",
+        ]
+    )
+    checked = flowfile.check(text, WHERE)
+    assert checked.problems == []
 
 
 # `snapshots mappings validate FILE`

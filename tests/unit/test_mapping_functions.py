@@ -362,6 +362,45 @@ def test_invoice_payment_status(invoice: dict[str, Any], expected: str | None) -
     _same(mapping.Expression("invoice_payment_status(@)").evaluate(invoice), expected)
 
 
+# starts_with / ends_with / contains: null is "no match", not a type error
+
+PREDICATE_CASES = _rows(
+    ("starts_with(id, 'cus_')", True, "starts-with"),
+    ("starts_with(id, 'in_')", False, "starts-with-not"),
+    ("starts_with(null, 'cus_')", False, "starts-with-null-literal"),
+    ("starts_with(missing, 'cus_')", False, "starts-with-missing-field"),
+    ("ends_with(name, 'ë')", True, "ends-with-unicode"),
+    ("ends_with(null, '@x.example')", False, "ends-with-null"),
+    ("!ends_with(missing, '@blocked.example')", True, "negated-ends-with-null"),
+    ("contains(csv, 'gold')", True, "contains-string"),
+    ("contains(null, 'gold')", False, "contains-null"),
+    ("contains(list, 'two')", True, "contains-list"),
+    ("contains(list, `1`)", True, "contains-list-number"),
+    ("contains(csv, `5`)", False, "contains-string-number"),
+)
+
+
+@pytest.mark.parametrize(("source", "expected"), PREDICATE_CASES)
+def test_string_predicates(source: str, expected: Any) -> None:
+    _same(mapping.Expression(source).evaluate(DATA), expected)
+
+
+PREDICATE_TYPE_ERRORS = _rows(
+    ("starts_with(int, 'x')", "starts_with()", "starts-with-number"),
+    ("ends_with(address, 'x')", "ends_with()", "ends-with-object"),
+    ("ends_with(id, null)", "ends_with()", "ends-with-null-suffix"),
+    ("contains(int, 'x')", "contains()", "contains-number"),
+)
+
+
+@pytest.mark.parametrize(("source", "function"), PREDICATE_TYPE_ERRORS)
+def test_string_predicates_still_refuse_wrong_types(source: str, function: str) -> None:
+    with pytest.raises(errors.DeadLetter) as caught:
+        mapping.Expression(source).evaluate(DATA)
+    assert f"In function {function}" in str(caught.value)
+    assert "invalid type" in str(caught.value)
+
+
 # event() / $event
 
 EVENT = samples.sample_event(

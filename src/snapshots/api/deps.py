@@ -15,6 +15,7 @@ from snapshots import audit, connections, errors, intake, keys, limits, readines
 from snapshots.api import schemas
 from snapshots.settings import Settings
 from snapshots.store.db import Database
+from snapshots.vault import Vault
 
 
 @dataclass
@@ -23,6 +24,7 @@ class State:
     db: Database
     registry: revisions.Live  # the flows in force
     secrets: connections.SecretsCache
+    vault: Vault  # decrypts connection keys (managed webhook endpoints follow the flows)
     intake: intake.GroupCommit
     faults: readiness.Faults  # this process's, kept by a readiness.Monitor
     # The faults of the embedded worker process running beside this app, when there is one.

@@ -13,7 +13,19 @@ import typer
 from snapshots import errors
 
 # Each command group's module adds its commands to `app` when it is imported.
-from snapshots.cli import audit, backup, connections, events, flows, keys, output, serve, sync  # noqa: F401
+from snapshots.cli import (  # noqa: F401
+    audit,
+    backup,
+    connections,
+    events,
+    flows,
+    init,
+    keys,
+    output,
+    serve,
+    sync,
+    users,
+)
 from snapshots.cli.base import app
 
 

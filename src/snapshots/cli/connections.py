@@ -1,4 +1,5 @@
-"""Linked Stripe accounts: `connect stripe`, `connections list|remove`, `rotate-master-key`."""
+"""Linked Stripe accounts: `connect stripe [--repair]`, `connections list|check|remove`,
+`rotate-master-key`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from snapshots import connections, errors, times, vault
+from snapshots import connections, errors, revisions, times, vault
 from snapshots.cli.base import JsonOpt, actor, app, state
 from snapshots.cli.output import out, print_json, row, show
+from snapshots.onboarding import capabilities, health, setup
 from snapshots.store.db import Database
 
 connect_app = typer.Typer(no_args_is_help=True, help="Link an account.")
@@ -42,8 +44,26 @@ def connect_stripe(
     ] = None,
     webhook_secret: Annotated[
         list[str] | None,
-        typer.Option(help="Webhook signing secret (whsec_...); repeat during a rotation."),
+        typer.Option(
+            help="Webhook signing secret (whsec_...) of an endpoint you registered by hand; "
+            "repeat during a rotation. Without it Snapshots creates the endpoint in Stripe."
+        ),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL Stripe reaches this server at (default SNAPSHOTS_PUBLIC_URL).",
+            show_default=False,
+        ),
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Re-enable or re-create --connection's managed webhook endpoint and send it "
+            "the flows' event types.",
+        ),
+    ] = False,
     rotate_webhook_secret: Annotated[
         str | None,
         typer.Option(
@@ -53,7 +73,8 @@ def connect_stripe(
         ),
     ] = None,
     connection_id: Annotated[
-        str | None, typer.Option("--connection", help="The connection (with --rotate-...).")
+        str | None,
+        typer.Option("--connection", help="The connection (with --rotate-... or --repair)."),
     ] = None,
     overlap: Annotated[
         str, typer.Option(help="How long old signing secrets keep working (0s: retire now).")
@@ -72,11 +93,25 @@ def connect_stripe(
     ] = "payload",
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a Stripe key, store it encrypted, print the webhook URL to register; or roll a
-    connection's webhook signing secret (--rotate-webhook-secret)."""
+    """Check a Stripe key and what it may do, store it encrypted, and create the webhook endpoint
+    in Stripe (or take --webhook-secret of one registered by hand); --repair puts a managed
+    endpoint right; --rotate-webhook-secret rolls a signing secret."""
     context = state(ctx)
     database = context.db()
     secrets_vault = vault.load(context.settings)
+    public_url = public_url or context.settings.public_url
+    if repair:
+        if secret_key or webhook_secret or rotate_webhook_secret:
+            raise errors.BadRequest("--repair changes a connection: give it with --connection")
+        chosen = one_connection(database, secrets_vault, connection_id)
+        repaired = setup.repair(
+            database, secrets_vault, chosen.id, public_url=public_url, actor=actor()
+        )
+        if as_json:
+            print_json(repaired)
+            return
+        _say_endpoint(repaired)
+        return
     if rotate_webhook_secret is not None:
         if secret_key or webhook_secret:
             raise errors.BadRequest(
@@ -101,28 +136,57 @@ def connect_stripe(
             f"the earlier ones work for {overlap} more",
         )
         return
-    if not secret_key or not webhook_secret:
-        raise errors.BadRequest("give --secret-key and --webhook-secret (whsec_...)")
-    connection = connections.connect(
+    if not secret_key:
+        raise errors.BadRequest("give --secret-key (sk_... or rk_...; or set STRIPE_SECRET_KEY)")
+    connected = setup.connect(
         database,
         secrets_vault,
         secret_key=secret_key,
         webhook_secrets=webhook_secret,
+        # a manual endpoint's URL is only printed: the local address will do without a public one
+        public_url=public_url or (context.settings.base_url if webhook_secret else None),
         name=name,
         api_base=api_base,
         api_version=api_version,
         ordering=ordering,
         actor=actor(),
     )
-    webhook_url = f"{context.settings.base_url}/webhooks/stripe/{connection.id}"
     if as_json:
-        print_json(connection.model_dump(mode="json") | {"webhook_url": webhook_url})
+        print_json(connected)
         return
     show(
-        f"connected {connection.name} as {connection.id}"
-        f" ({'live' if connection.livemode else 'test'} mode, key {connection.secret_key})",
+        f"connected {connected.name} as {connected.id}"
+        f" ({'live' if connected.livemode else 'test'} mode, key {connected.secret_key})",
     )
-    show(f"register this webhook URL in Stripe: {webhook_url}")
+    show_capabilities(connected.capabilities or [])
+    if connected.endpoint_created:
+        _say_endpoint(connected)
+    else:
+        show(f"register this webhook URL in Stripe: {connected.webhook_url}")
+
+
+def show_capabilities(found: list[capabilities.Capability]) -> None:
+    """What the key may do, one capability a line, when it may not do everything."""
+    if all(c.allowed for c in found):
+        return
+    show("what this key may do:")
+    for c in found:
+        show(f"  {capabilities.off([c], c.name) or c.label + ': allowed'}")
+
+
+def _say_endpoint(done: setup.Connected) -> None:
+    endpoint_id = done.endpoint_id
+    if done.endpoint_created:
+        show(
+            f"created the webhook endpoint {endpoint_id} in Stripe: {done.webhook_url}, "
+            f"{done.events} event types; its signing secret is stored encrypted"
+        )
+    else:
+        enabled = "enabled it again, " if done.endpoint_enabled else ""
+        show(
+            f"repaired the webhook endpoint {endpoint_id}: {enabled}{done.webhook_url}, "
+            f"{done.events} event types"
+        )
 
 
 @connections_app.command("list")
@@ -134,7 +198,7 @@ def connections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    table = Table("id", "name", "account", "mode", "key", "signing secrets", "ordering")
+    table = Table("id", "name", "account", "mode", "key", "endpoint", "health", "reason")
     for c in found:
         row(
             table,
@@ -143,10 +207,55 @@ def connections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             c.account_id or "",
             "live" if c.livemode else "test",
             c.secret_key,
-            str(c.webhook_secrets),
-            c.ordering,
+            (c.endpoint_id or "") + (" (pending)" if c.endpoint_pending else "")
+            if c.managed
+            else "manual",
+            c.health or "unchecked",
+            health.reason(c),
         )
     out.print(table)
+    for c in found:
+        for capability in c.capabilities or ():
+            if not capability.allowed:
+                show(f"{c.id}: {capabilities.off([capability], capability.name)}")
+
+
+@connections_app.command("check")
+def connections_check(
+    ctx: typer.Context,
+    connection_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Default: every connection.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check now that each connection works: its key, its managed webhook endpoint, webhooks
+    arriving. Each problem comes with its fix; exits 1 when one fails."""
+    context = state(ctx)
+    database = context.db()
+    secrets_vault = vault.load(context.settings)
+    with database.read() as tx:
+        chosen = connections.choose(tx, secrets_vault, connection_id)
+        registry = revisions.current(tx)
+    results = [
+        health.check(
+            database,
+            secrets_vault,
+            c,
+            registry,
+            public_url=context.settings.public_url,
+            actor=actor(),
+        )
+        for c in chosen
+    ]
+    if as_json:
+        print_json(results)
+    else:
+        for result in results:
+            show(f"{result.connection_id}: {result.health}: {result.reason}")
+            for problem in result.problems:
+                show(f"  {problem.problem}: {problem.fix}")
+    if any(r.health != "healthy" for r in results):
+        raise typer.Exit(1)
 
 
 @connections_app.command("remove")
@@ -155,16 +264,21 @@ def connections_remove(
     connection_id: Annotated[str, typer.Argument(metavar="ID")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Forget a connection and its secrets (its records and events stay)."""
+    """Forget a connection and its secrets (its records and events stay); its managed webhook
+    endpoint is deleted in Stripe (an endpoint registered by hand is left alone)."""
     context = state(ctx)
-    with context.db().write() as tx:
-        removed = connections.remove(tx, vault.load(context.settings), connection_id, actor=actor())
+    removed = setup.remove(context.db(), vault.load(context.settings), connection_id, actor=actor())
     if as_json:
         print_json(removed)
         return
-    show(
-        f"removed {removed.id} ({removed.name}); remove its webhook endpoint in Stripe too",
+    deleted = (
+        f"; deleted its webhook endpoint {removed.endpoint_id} in Stripe"
+        if removed.endpoint_deleted
+        else ""
     )
+    show(f"removed {removed.id} ({removed.name}){deleted}")
+    if removed.note:
+        show(removed.note)
 
 
 @app.command("rotate-master-key")

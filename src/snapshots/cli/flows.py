@@ -15,6 +15,7 @@ from snapshots import catalog, connections, errors, flowfile, flows, revisions, 
 from snapshots.cli.base import JsonOpt, actor, app, state
 from snapshots.cli.connections import one_connection
 from snapshots.cli.output import out, print_json, problems, row, show, when
+from snapshots.onboarding import endpoint
 
 flows_app = typer.Typer(
     no_args_is_help=True, help="The flows in force: export, import, roll back (versioned)."
@@ -37,14 +38,24 @@ def flows_export(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _imported(imported: revisions.Imported, as_json: bool, said: str) -> None:
+def _imported(ctx: typer.Context, imported: revisions.Imported, as_json: bool, said: str) -> None:
+    context = state(ctx)
+    done = endpoint.after_import(context.db(), lambda: vault.load(context.settings), imported)
     if as_json:
-        print_json(
-            imported.revision.model_dump(mode="json", exclude={"text"})
-            | {"previous_version": imported.previous}
-        )
+        print_json(done.model_dump(mode="json", exclude={"text"}))
         return
     show(said)
+    for sent in done.endpoints:
+        if sent.synced:
+            show(
+                f"{sent.connection_id}: the webhook endpoint {sent.endpoint_id} now listens to "
+                f"{sent.events} event types"
+            )
+        else:
+            show(
+                f"{sent.connection_id}: the webhook endpoint {sent.endpoint_id} still has the "
+                f"old event list: {sent.error}"
+            )
 
 
 @flows_app.command("import")
@@ -63,6 +74,7 @@ def flows_import(
     except flowfile.Invalid as exc:
         problems(exc.problems)
     _imported(
+        ctx,
         imported,
         as_json,
         f"flows version {imported.revision.version} is in force ({imported.flows} flows; was "
@@ -81,6 +93,7 @@ def flows_rollback(
     """Put an earlier version back in force (as a new version: history stays)."""
     imported = revisions.rollback(state(ctx).db(), version, actor=actor())
     _imported(
+        ctx,
         imported,
         as_json,
         f"flows version {imported.revision.version} is in force: the flows of version "

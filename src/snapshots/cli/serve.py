@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from snapshots import readiness
+from snapshots import readiness, users
+from snapshots.cli import users as cli_users
 from snapshots.cli.base import app, state
-from snapshots.cli.output import out
+from snapshots.cli.output import out, say
 from snapshots.store import db as store
 
 
@@ -43,8 +44,14 @@ def serve(
     database = store.Database(settings.database_url)
     try:
         readiness.startup(database, settings, migrate=True)
+        with database.write() as tx:
+            token = None if users.admin_exists(tx) else users.new_setup_link(tx, actor="serve")
     finally:
         database.dispose()
+    if token is not None:
+        out.print("No console admin yet. Open this link within 15 minutes to set one up:")
+        say(cli_users.setup_url(settings, token))
+        out.print("(or run `snapshots users create-admin --email you@example.com`)")
     http.serve(settings, embedded_worker=worker)
 
 

@@ -10,6 +10,7 @@ metadata = sa.MetaData(
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     }
 )
 
@@ -30,6 +31,16 @@ connections = sa.Table(
     sa.Column("webhook_secrets", sa.Text, nullable=False),  # Fernet token of a JSON list
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Onboarding (issue 9): the webhook endpoint Snapshots made in Stripe (null: a manual one),
+    # whether its event list still has to be sent to Stripe, what the key may do
+    # ([{name, allowed, consequence}], null: not probed) and the last connection check.
+    sa.Column("endpoint_id", sa.String(255)),
+    sa.Column("endpoint_url", sa.Text),
+    sa.Column("endpoint_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("capabilities", sa.JSON),
+    sa.Column("health", sa.String(20)),  # healthy | failing (null: never checked)
+    sa.Column("health_problems", sa.JSON),  # [{problem, fix}]
+    sa.Column("health_checked_at", sa.Float),
 )
 
 inbox_items = sa.Table(
@@ -345,4 +356,65 @@ replay_jobs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
     sa.Index("ix_replay_jobs_status", "status"),
+)
+
+# The console (issue 10): its users, their sessions, and one-time set-up links.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),  # lower case
+    sa.Column("password_hash", sa.String(200), nullable=False),  # argon2id, PHC string
+    sa.Column("role", sa.String(20), nullable=False),  # admin | viewer
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 of the cookie
+    sa.Column(
+        "user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # the absolute end
+    sa.Column("last_seen_at", sa.Float, nullable=False),  # for the idle timeout
+    sa.Column("confirmed_at", sa.Float, nullable=False),  # the password was last typed
+    sa.Column("ip", sa.String(64)),
+    sa.Index("ix_console_sessions_user_id", "user_id"),
+)
+
+setup_links = sa.Table(
+    "setup_links",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the link's token
+    sa.Column("role", sa.String(20), nullable=False),  # the role of the user it makes
+    sa.Column("email", sa.String(254)),  # set: for this user (a new password); null: any
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float),
+)
+
+# Sync runs asked for in the console, which a worker (or serve's embedded one) starts.
+sync_requests = sa.Table(
+    "sync_requests",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # backfill | reconcile
+    sa.Column("objects", sa.JSON, nullable=False),  # customers, invoices, locations (backfill)
+    sa.Column("since", sa.BigInteger),
+    sa.Column("status", sa.String(20), nullable=False),  # requested | running | done | failed
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("holder", sa.String(100)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_sync_requests_status", "status"),
 )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from snapshots import catalog, paging, revisions
 from snapshots.api import deps, schemas
 from snapshots.api.deps import StateDep
+from snapshots.onboarding import endpoint
 
 router = APIRouter(prefix="/v1", tags=["flows"], responses=deps.ERRORS)
 
@@ -48,12 +49,15 @@ def list_flow_versions(
 )
 def import_flows(
     body: schemas.FlowsImport, state: StateDep, api_key: deps.WorkflowsWriter
-) -> revisions.Revision:
+) -> endpoint.ImportedFlows:
     """A file with a problem changes nothing: 400 `invalid_flows` names each problem (file,
-    line, flow, field)."""
-    return revisions.import_text(
+    line, flow, field). Every managed webhook endpoint gets the new flows' event types
+    (`endpoints` says how that went; Stripe being away leaves the version in force and the
+    worker retrying)."""
+    imported = revisions.import_text(
         state.db, body.text, where="flows file", actor=api_key.actor, comment=body.comment
-    ).revision
+    )
+    return endpoint.after_import(state.db, lambda: state.vault, imported)
 
 
 @router.post(
@@ -63,5 +67,6 @@ def import_flows(
 )
 def rollback_flows(
     body: schemas.FlowsRollback, state: StateDep, api_key: deps.WorkflowsWriter
-) -> revisions.Revision:
-    return revisions.rollback(state.db, body.version, actor=api_key.actor).revision
+) -> endpoint.ImportedFlows:
+    imported = revisions.rollback(state.db, body.version, actor=api_key.actor)
+    return endpoint.after_import(state.db, lambda: state.vault, imported)

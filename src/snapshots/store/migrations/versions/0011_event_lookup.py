@@ -2,7 +2,7 @@
 wrote; records searched by the start of their name, e-mail or number
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-05
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
