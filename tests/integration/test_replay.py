@@ -167,6 +167,7 @@ def test_a_job_requeues_what_matched_with_one_audit_entry(
             "cause": None,
             "connection_id": None,
             "source": None,
+            "test": None,
             "q": None,
             "connections": None,
         },
