@@ -16,7 +16,7 @@ from typing import Annotated, Any, Protocol
 import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from snapshots import errors, ids, paging
+from snapshots import causes, errors, ids, paging
 from snapshots.store import dialect, tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
@@ -64,8 +64,24 @@ class Stored:
     duplicate: bool
 
 
+def _lookup(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    """What an item is found by besides its event id: its object's id, and the e-mail address
+    it carries (a customer's, or an invoice's customer's), lower-cased."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return None, None
+    object_id = obj.get("id")
+    email = obj.get("email") or obj.get("customer_email")
+    return (
+        object_id[:255] if isinstance(object_id, str) and object_id else None,
+        email.strip().lower()[:512] if isinstance(email, str) and email.strip() else None,
+    )
+
+
 def _row(arrival: Arrival, now: float) -> dict[str, Any]:
     event = arrival.event
+    object_id, email = _lookup(event)
     return {
         "connection_id": arrival.connection_id,
         "event_id": event["id"],
@@ -79,6 +95,8 @@ def _row(arrival: Arrival, now: float) -> dict[str, Any]:
         "run_after": now,
         "received_at": now,
         "processed_at": None if arrival.wanted else now,
+        "object_id": object_id,
+        "email": email,
     }
 
 
@@ -250,11 +268,25 @@ def finish(
                 "lease_until": None,
                 "locked_by": None,
                 "last_error": None,
+                "error_cause": None,
             }
             for outcome in outcomes
             for item_id, status in [outcome[:2]]
         ],
     )
+    # Which records each item wrote, to find the events that touched a record.
+    touched = [
+        {"item_id": outcome[0], "record_id": record_id}
+        for outcome in outcomes
+        for record_id in dict.fromkeys(outcome[3] if len(outcome) > 3 else [])
+    ]
+    if touched:
+        tx.execute(
+            dialect.insert(tx, tables.inbox_item_records).on_conflict_do_nothing(
+                index_elements=["item_id", "record_id"]
+            ),
+            touched,
+        )
 
 
 def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
@@ -265,6 +297,7 @@ def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
             "b_id": item_id,
             "status": "dead" if dead else "failed",
             "last_error": error[:4000],
+            "error_cause": causes.of(error),
             "run_after": now + delay,
             "processed_at": now if dead else None,
             "lease_until": None,
@@ -304,7 +337,14 @@ def release(tx: Tx, item_ids: list[int], *, worker_id: str) -> int:
 def postpone(tx: Tx, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
     """Give back one claimed item uncharged, to be tried again in `delay` seconds, with the
     reason it waits (the connection's Stripe is refused or away)."""
-    _give_back(tx, [item_id], worker_id, run_after=time.time() + delay, last_error=reason[:4000])
+    _give_back(
+        tx,
+        [item_id],
+        worker_id,
+        run_after=time.time() + delay,
+        last_error=reason[:4000],
+        error_cause=causes.of(reason),
+    )
 
 
 def requeue(tx: Tx, item_ids: list[int], *, statuses: Sequence[str]) -> int:
@@ -320,6 +360,7 @@ def requeue(tx: Tx, item_ids: list[int], *, statuses: Sequence[str]) -> int:
                 attempts=0,
                 run_after=time.time(),
                 last_error=None,
+                error_cause=None,
                 processed_at=None,
                 lease_until=None,
                 locked_by=None,

@@ -93,6 +93,8 @@ class Kind(Generic[M]):
     defaults: dict[str, Any] = field(default_factory=lambda: {"metadata": {}})
     read_only: dict[str, str] = field(default_factory=dict)  # field -> why the API may not
     by_email: bool = False  # found by email too (a contact)
+    stripe_prefix: str = ""  # of its Stripe object's ids: cus_, in_, tml_
+    searched: tuple[str, ...] = ()  # the columns a search finds by their start (any case)
 
     @property
     def stamped(self) -> bool:
@@ -176,6 +178,8 @@ CONTACT: Kind[models.ContactPublic] = Kind(
         "archived": "is read-only here: DELETE /v1/customers/{id} archives a contact",
     },
     by_email=True,
+    stripe_prefix="cus_",
+    searched=("name", "email"),
 )
 INVOICE: Kind[models.InvoicePublic] = Kind(
     "invoice",
@@ -190,6 +194,8 @@ INVOICE: Kind[models.InvoicePublic] = Kind(
         _INVOICE_OWNED,
     )
     | {"custom": "is set by flows and read-only through the API"},
+    stripe_prefix="in_",
+    searched=("number", "customer_email", "customer_name"),
 )
 LOCATION: Kind[models.LocationPublic] = Kind(
     "location",
@@ -204,5 +210,7 @@ LOCATION: Kind[models.LocationPublic] = Kind(
         "Stripe Terminal location",
         "archived": "is read-only: a location is archived when it vanishes from Stripe",
     },
+    stripe_prefix="tml_",
+    searched=("name",),
 )
 KINDS: dict[str, Kind[Any]] = {kind.name: kind for kind in (CONTACT, INVOICE, LOCATION)}

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from snapshots import errors, ids, paging
 from snapshots.records.kinds import KINDS, Kind, M
+from snapshots.store import dialect
 from snapshots.store.db import Tx
 
 
@@ -27,6 +28,24 @@ def get(tx: Tx, kind: Kind[M], record_id: str, *, connections: Sequence[str] | N
     return kind.public(row)
 
 
+def _matching(tx: Tx, kind: Kind[Any], text: str) -> sa.ColumnElement[bool]:
+    """A record's id or Stripe id (exact), or the start of one of its searched columns (any
+    case): each a lookup in an index, never a scan."""
+    if len(text) > 512 or not text.isprintable():
+        raise errors.BadRequest(
+            "search: at most 512 printable characters", code="parameter_invalid"
+        )
+    t = kind.table
+    if text.startswith(kind.prefix):
+        return t.c.id == text
+    if kind.stripe_prefix and text.startswith(kind.stripe_prefix):
+        return t.c[kind.stripe_id] == text
+    lowered = text.lower()
+    return sa.or_(
+        *(dialect.starts_with(tx, sa.func.lower(t.c[name]), lowered) for name in kind.searched)
+    )
+
+
 def page(
     tx: Tx,
     kind: Kind[M],
@@ -37,13 +56,18 @@ def page(
     filters: dict[str, Any] | None = None,
     updated_since: float | None = None,
     connections: Sequence[str] | None = None,
+    search: str | None = None,
 ) -> paging.Page[M]:
     """A page of records in creation order (newest first unless `order` is "asc"), only those
     whose columns equal `filters` (None values are ignored) and, with `updated_since` (unix
     seconds), updated at or after it; `starting_after` is the id of the last record of the
-    previous page. With `connections`, only records of those connections."""
+    previous page. With `connections`, only records of those connections. With `search`, only
+    those whose id or Stripe id it is, or whose searched columns (a contact's name and e-mail)
+    start with it, in any case."""
     t = kind.table
     where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    if search is not None and search.strip():
+        where.append(_matching(tx, kind, search.strip()))
     where += paging.within(t.c.connection_id, connections)
     if updated_since is not None:
         where.append(t.c.updated_at >= updated_since)

@@ -87,3 +87,13 @@ def lock_number(tx: Tx, key: int) -> None:
     """Hold the advisory lock `key` until the transaction ends (PostgreSQL only)."""
     if is_postgresql(tx):
         tx.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def starts_with(tx: Tx | sa.Dialect, expression: Any, prefix: str) -> sa.ColumnElement[bool]:
+    """`expression` begins with `prefix`. SQLite compares bytes, so a range finds it through an
+    index on the expression; PostgreSQL's collation may order by more than the bytes (a range
+    could miss rows), so it says LIKE, which an index in the "C" collation serves."""
+    if is_postgresql(tx):
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return expression.like(escaped + "%", escape="\\")  # type: ignore[no-any-return]
+    return sa.and_(expression >= prefix, expression < prefix + "\U0010ffff")
