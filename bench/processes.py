@@ -72,6 +72,7 @@ def connect(url: str, master_key: str) -> str:
             secret_key="sk_test_bench1234",
             webhook_secrets=[WEBHOOK_SECRET],
             name="bench",
+            api_base=f"http://127.0.0.1:{common.free_port()}",  # no Stripe: nothing listens
         )
     db.dispose()
     return str(found.id)

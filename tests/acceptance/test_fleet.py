@@ -42,6 +42,9 @@ def add_connection(url: str, master_key: str) -> str:
                 secret_key="sk_test_fleet1234",
                 webhook_secrets=[WEBHOOK_SECRET],
                 name="fleet",
+                # Nothing listens there: the workers' location polls and reconciliations
+                # fail at once, on loopback, instead of looking for Stripe on the network.
+                api_base=f"http://127.0.0.1:{free_port()}",
             )
         return found.id
     finally:
