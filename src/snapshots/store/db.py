@@ -55,6 +55,14 @@ class Database:
             raise errors.ConfigError(f"bad database URL {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(snapshots_write="wait")
+        self._disposed = False
+        sa.event.listen(self.engine, "checkin", self._close_after_dispose)
+
+    def _close_after_dispose(self, dbapi_connection: Any, _record: Any) -> None:
+        """A connection handed back after `dispose` (a thread that was still at work) goes to
+        a pool nobody holds any more: close it rather than leave it to the garbage collector."""
+        if self._disposed and dbapi_connection is not None:
+            dbapi_connection.close()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -80,6 +88,7 @@ class Database:
                 trans.rollback()
 
     def dispose(self) -> None:
+        self._disposed = True
         self.engine.dispose()
 
 
