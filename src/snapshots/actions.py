@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshots import connections
-from snapshots.records import apply, kinds, ordering, timeline
+from snapshots.outbound import delivery
+from snapshots.records import apply, batch, kinds, ordering, reads, timeline
 from snapshots.store.db import Tx
 
 
@@ -24,6 +25,7 @@ class Invocation:
     test: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     flow: str = ""
+    step: int = 0  # the step of a flow with steps (0 for a flow with one action)
 
     def key(self, state: int = 0) -> ordering.Key:
         """The ordering key of what this event writes, in state rank `state`."""
@@ -31,12 +33,16 @@ class Invocation:
 
 
 Perform = Callable[[Tx, Invocation, dict[str, Any]], str]
+# The whole-record write an action makes, for a worker applying many events at once (the same
+# write `run` makes alone; see `records.batch`).
+Plan = Callable[[Invocation, dict[str, Any]], batch.Upsert]
 # Checks a flow's options for an action; returns what is wrong, or None.
 CheckOptions = Callable[[dict[str, Any]], str | None]
 SCOPES = {
     "contact": "contacts.write",
     "invoice": "invoices.write",
     "location": "saas/location.write",
+    "message": "workflows.write",
 }
 
 
@@ -56,6 +62,8 @@ class Action:
     required: tuple[str, ...] = ()  # targets (or options) at least one of which must be given
     # Other records this action can write, chosen by the `record` option (set_fields).
     variants: tuple[Action, ...] = ()
+    any_target: bool = False  # its fields are free-form (a message's data)
+    upsert: Plan | None = None  # whole-record writers only
 
     def resolve(self, options: dict[str, Any]) -> Action:
         """The action for these options: a variant when `record` names another record."""
@@ -76,6 +84,8 @@ class Action:
         return SCOPES[self.record]
 
     def accepts(self, target: str) -> bool:
+        if self.any_target:
+            return all(target.split("."))
         head, dot, rest = target.partition(".")
         if not dot:
             return target in self.targets
@@ -145,6 +155,30 @@ def _archive_location(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
     )
 
 
+def _planned(kind: kinds.Kind[Any], state: Callable[[dict[str, Any]], int], **how: Any) -> Plan:
+    def plan(call: Invocation, fields: dict[str, Any]) -> batch.Upsert:
+        match_on = tuple(call.options.get("match_on", batch.MATCH_ON))
+        return batch.Upsert(
+            kind,
+            call.connection_id,
+            fields,
+            call.key(state(fields)),
+            match_on=match_on,
+            test=call.test,
+            **how,
+        )
+
+    return plan
+
+
+def _fixed(state: int) -> Callable[[dict[str, Any]], int]:
+    return lambda fields: state
+
+
+def _invoice_state(fields: dict[str, Any]) -> int:
+    return ordering.invoice_state(fields.get("status"))
+
+
 def _match(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {key: fields.pop(key) for key in keys if key in fields}
 
@@ -209,6 +243,58 @@ def _log_event(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         data=fields,
         test=call.test,
     )
+
+
+def nest(fields: dict[str, Any]) -> dict[str, Any]:
+    """Mapped fields as a message's data: `customer.email` becomes {"customer": {"email"}}."""
+    data: dict[str, Any] = {}
+    for target, value in fields.items():
+        *path, last = target.split(".")
+        place = data
+        for part in path:
+            inner = place.get(part)
+            if not isinstance(inner, dict):
+                inner = place[part] = {}
+            place = inner
+        place[last] = value
+    return data
+
+
+def default_message(tx: Tx | None, call: Invocation) -> dict[str, Any]:
+    """A message's data when its flow maps no field: the event's id and type, and the record
+    the event is about as the API shows it (the Stripe object when there is none)."""
+    event = call.event
+    data: dict[str, Any] = {"event": {"id": event["id"], "type": event["type"]}}
+    found = None if tx is None else reads.subject(tx, call.connection_id, event)
+    if found is not None:
+        data[found[0]] = found[1].model_dump(mode="json")
+    else:
+        data["object"] = event["data"]["object"]
+    return data
+
+
+def _send_webhook(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
+    return delivery.enqueue(
+        tx,
+        endpoint=str(call.options["endpoint"]),
+        connection_id=call.connection_id,
+        event_id=str(call.event["id"]),
+        flow=call.flow,
+        step=call.step,
+        message_type=str(call.options.get("type") or call.event["type"]),
+        data=nest(fields) if fields else default_message(tx, call),
+        test=call.test,
+    )
+
+
+def _check_send_webhook(options: dict[str, Any]) -> str | None:
+    endpoint = options.get("endpoint")
+    if not (isinstance(endpoint, str) and endpoint.strip()):
+        return "send_webhook needs an `endpoint` option: the name of a webhook endpoint"
+    kind = options.get("type")
+    if kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 255):
+        return "type must be a string (the message's type, at most 255 characters)"
+    return None
 
 
 def _check_match_on(options: dict[str, Any]) -> str | None:
@@ -276,6 +362,7 @@ ACTIONS: dict[str, Action] = {
             "Create or update a contact (match on Stripe customer id, then email).",
             options=("match_on",),
             check=_check_match_on,
+            upsert=_planned(kinds.CONTACT, _fixed(0)),
         ),
         Action(
             "archive_contact",
@@ -283,6 +370,7 @@ ACTIONS: dict[str, Action] = {
             kinds.CONTACT_FIELDS,
             _archive_contact,
             "Archive the contact of a deleted Stripe customer.",
+            upsert=_planned(kinds.CONTACT, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "log_invoice",
@@ -290,6 +378,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Create or update an invoice and link it to its customer's contact.",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "update_payment_status",
@@ -297,6 +386,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Update an invoice's status and payment status (logging it if new).",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "archive_invoice",
@@ -304,6 +394,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _archive_invoice,
             "Archive a deleted (draft) invoice.",
+            upsert=_planned(kinds.INVOICE, _fixed(ordering.INVOICE_DELETED), archived=True),
         ),
         Action(
             "upsert_location",
@@ -311,6 +402,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _upsert_location,
             "Create or update a location.",
+            upsert=_planned(kinds.LOCATION, _fixed(0), default_currency=True),
         ),
         Action(
             "archive_location",
@@ -318,6 +410,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _archive_location,
             "Archive a location that vanished from Stripe.",
+            upsert=_planned(kinds.LOCATION, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "add_tag",
@@ -372,6 +465,20 @@ ACTIONS: dict[str, Action] = {
             "event type).",
             options=("type",),
             check=_check_type,
+        ),
+        Action(
+            "send_webhook",
+            "message",
+            frozenset(),
+            _send_webhook,
+            "Send a signed message (Standard Webhooks) to a webhook endpoint (`endpoint` option; "
+            "`type` option, default: the event type). Its mapped fields make the message's "
+            "data (`a.b` nests); with none, the data is the event's id and type and the record "
+            "the event is about. Written with the flow's other writes, sent by a worker, "
+            "retried; `snapshots deliveries list` shows every attempt.",
+            options=("endpoint", "type"),
+            check=_check_send_webhook,
+            any_target=True,
         ),
     )
 }

@@ -60,10 +60,36 @@ class ActionSpec(BaseModel):
     description: str
 
 
+class StepKind(BaseModel):
+    name: str
+    syntax: str
+    description: str
+
+
+# What a flow's `steps` may hold besides actions (flowfile.StepSpec).
+STEP_KINDS = (
+    StepKind(
+        name="wait",
+        syntax="- wait: 3d",
+        description="Wait a number of seconds, minutes, hours or days (s, m, h, d), then run "
+        "the next steps. A row in the database: survives restarts, fires once, cancelled when "
+        "its flow is removed.",
+    ),
+    StepKind(
+        name="if",
+        syntax="- if: \"status != 'paid'\"\n  action: ...",
+        description="A JMESPath condition on an action step: false ends the run as skipped, "
+        "with the reason. Before any wait it reads the Stripe object; after a wait, the "
+        "record the event is about as the API shows it now.",
+    ),
+)
+
+
 class Catalog(BaseModel):
     counts: dict[str, int]
     triggers: list[Trigger]
     actions: list[ActionSpec]
+    steps: list[StepKind] = Field(description="What `steps` may hold besides actions")
 
 
 def triggers() -> list[Trigger]:
@@ -106,4 +132,5 @@ def catalog() -> Catalog:
         },
         triggers=found_triggers,
         actions=found_actions,
+        steps=list(STEP_KINDS),
     )

@@ -9,6 +9,7 @@ prebuilt flows ship as `defaults/flows.yaml`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,10 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from snapshots import actions, errors, mapping, nesting, samples
-from snapshots.flows import Flow, Registry, known_event_types
+from snapshots import actions, errors, mapping, nesting, samples, times
+from snapshots.flows import Flow, Registry, Step, known_event_types
 
 DEFAULTS = "defaults/flows.yaml"
 # A flows file is checked under a budget: someone who may import flows must not be able to
@@ -30,6 +38,27 @@ MAX_FLOWS = 500  # flows in one file
 MAX_NODES = 20_000  # YAML nodes (scalars, lists, mappings), aliases counted once
 MAX_SAMPLES = 5_000  # filters evaluated on sample events (flows x event types they match)
 CHECK_SECONDS = 5.0  # a check that runs longer is refused
+MAX_STEPS = 20  # steps in one flow
+
+
+class StepSpec(BaseModel):
+    """One step of a flow with `steps`: a `wait`, or an action with an optional `if`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    wait: str | None = None
+    if_: str | None = Field(None, alias="if")
+    action: str | None = None
+    options: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _wait_or_action(self) -> StepSpec:
+        if (self.wait is None) == (self.action is None):
+            raise ValueError("a step is either `wait: 3d` or an `action` (with an optional `if`)")
+        if self.wait is not None and (self.if_ is not None or self.options or self.fields):
+            raise ValueError("a `wait` step has nothing else (put `if` on the next step)")
+        return self
 
 
 class FlowSpec(BaseModel):
@@ -39,9 +68,28 @@ class FlowSpec(BaseModel):
     description: str | None = None
     trigger: list[str] = Field(min_length=1)
     filter: str | None = None
-    action: str
+    action: str | None  # required, unless the flow has `steps`
     options: dict[str, Any] = {}
     fields: dict[str, str] = {}
+    steps: list[StepSpec] | None = Field(None, min_length=1, max_length=MAX_STEPS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_need_no_action(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "steps" in data and "action" not in data:
+            return {**data, "action": None}
+        return data
+
+    @model_validator(mode="after")
+    def _action_or_steps(self) -> FlowSpec:
+        if (self.action is None) == (self.steps is None):
+            raise ValueError("a flow has either one `action` or a list of `steps`, not both")
+        if self.steps is not None:
+            if self.options or self.fields:
+                raise ValueError("with `steps`, options and fields go on each step")
+            if all(step.action is None for step in self.steps):
+                raise ValueError("`steps` need at least one action")
+        return self
 
     @field_validator("trigger", mode="before")
     @classmethod
@@ -162,14 +210,17 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
             None, [Problem(where, None, None, None, f"the file is over {MAX_TEXT // 1024} KiB")]
         )
     try:
-        root = yaml.compose(text, Loader=_UniqueKeys)
-        shape = _shape_problem(root)
+        try:
+            root, data, shape = _read(text, _FastUniqueKeys)
+        except yaml.YAMLError:
+            # libyaml words some problems differently: say them as PyYAML's parser does
+            # (it also refuses what nests deeper than libyaml's 1,000 levels by its own limit).
+            root, data, shape = _read(text, _UniqueKeys)
         if shape is not None:
             return Checked(
                 None, [Problem(where, None, None, None, f"the file is refused: {shape}")]
             )
         lines = _Lines(root)
-        data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -192,6 +243,16 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
         return Checked(None, [Problem(where, None, None, None, f"the file is refused: {exc}")])
 
 
+def _read(text: str, loader: Any) -> tuple[yaml.Node | None, Any, str | None]:
+    """The composed document, its data (not built when its shape is refused) and what is
+    wrong with its shape."""
+    root = yaml.compose(text, Loader=loader)
+    shape = _shape_problem(root)
+    if shape is not None:
+        return root, None, shape
+    return root, yaml.load(text, Loader=loader), None
+
+
 def _check_flows(
     spec: FlowsFile, where: str, lines: _Lines, version: int, budget: _Budget
 ) -> Checked:
@@ -210,7 +271,7 @@ def _check_flows(
                 )
             )
         seen.add(flow_spec.name)
-        flow, found = _compile(flow_spec, index, where, lines, budget)
+        flow, found = _compile(flow_spec, index, where, lines, budget, version)
         problems += found
         if flow is not None:
             compiled.append(flow)
@@ -219,23 +280,40 @@ def _check_flows(
     return Checked(Registry(compiled, version=version))
 
 
+def _refuse_twice(loader: Any, node: yaml.MappingNode, deep: bool) -> None:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"the key {key!r} is given twice",
+                key_node.start_mark,
+            )
+        seen.add(key)
+
+
 class _UniqueKeys(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (the last would win
     silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"the key {key!r} is given twice",
-                    key_node.start_mark,
-                )
-            seen.add(key)
+        _refuse_twice(self, node, deep)
         return super().construct_mapping(node, deep=deep)
+
+
+# libyaml's parser (PyYAML's wheels carry it): the editor checks the whole file on every
+# preview, and the pure-Python parser takes ~40 ms for the prebuilt file, libyaml ~4 ms.
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _FastUniqueKeys(_CSafeLoader):  # type: ignore[misc]
+    """`_UniqueKeys` on libyaml's parser."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        _refuse_twice(self, node, deep)
+        return dict(super().construct_mapping(node, deep=deep))
 
 
 def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem:
@@ -254,65 +332,69 @@ def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem
 
 
 def _compile(
-    spec: FlowSpec, index: int, where: str, lines: _Lines, budget: _Budget
+    spec: FlowSpec, index: int, where: str, lines: _Lines, budget: _Budget, version: int = 0
 ) -> tuple[Flow | None, list[Problem]]:
     problems: list[Problem] = []
 
     def problem(message: str, *path: str | int, field: str | None = None) -> None:
         problems.append(Problem(where, lines.of("flows", index, *path), spec.name, field, message))
 
-    action = actions.ACTIONS.get(spec.action)
-    if action is None:
-        problem(
-            f"unknown action {spec.action!r}; actions are: {', '.join(sorted(actions.ACTIONS))}",
-            "action",
-            field="action",
-        )
-    else:
-        unknown = sorted(set(spec.options) - set(action.options))
-        if unknown:
-            known = ", ".join(action.options) or "none"
-            problem(
-                f"unknown option(s) {', '.join(unknown)} for {action.name} (its options: {known})",
-                "options",
-                field="options",
-            )
-        else:
-            wrong = action.check(spec.options)
-            if wrong:
-                problem(wrong, "options", field="options")
-            action = action.resolve(spec.options)
     matched: list[str] = []
     for pattern in spec.trigger:
-        found = [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+        found = _matching(pattern)
         if not found:
             problem(f"{pattern!r} matches no Stripe event type", "trigger", field="trigger")
         matched += found
-    fields = []
-    for target, source in spec.fields.items():
-        label = f"field {target!r}"
-        if action is not None and not action.accepts(target):
-            nested = ", ".join(f"{name}.*" for name in sorted(action.nested))
-            problem(
-                f"{action.name} has no target {target!r}; targets are: "
-                f"{', '.join(sorted(action.targets))}" + (f" (and {nested})" if nested else ""),
-                "fields",
-                target,
-                field=label,
+    steps: list[Step] = []
+    if spec.steps is None:
+        action, fields = _compile_action(
+            spec.action or "", spec.options, spec.fields, problem, prefix=()
+        )
+    else:
+        action = fields = None
+        waited = False
+        for number, step_spec in enumerate(spec.steps):
+            at: tuple[str | int, ...] = ("steps", number)
+            label = f"steps[{number}]"
+            if step_spec.wait is not None:
+                try:
+                    seconds = times.parse_duration(str(step_spec.wait), name="wait")
+                except errors.BadRequest as exc:
+                    problem(
+                        f"{exc.message} (a number with s, m, h or d)",
+                        *at,
+                        "wait",
+                        field=f"{label}.wait",
+                    )
+                    continue
+                steps.append(Step(wait=seconds))
+                waited = True
+                continue
+            step_action, step_fields = _compile_action(
+                step_spec.action or "", step_spec.options, step_spec.fields, problem, prefix=at
             )
-            continue
-        try:
-            fields.append((target, mapping.Expression(source)))
-        except errors.ConfigError as exc:
-            problem(str(exc), "fields", target, field=label)
-    if action is not None and action.required:
-        given = set(spec.fields) | set(spec.options)
-        if not given & set(action.required):
-            problem(
-                f"{action.name} needs {' or '.join(action.required)} (an option or a field)",
-                "action",
-                field="action",
-            )
+            condition = None
+            if step_spec.if_ is not None:
+                try:
+                    condition = mapping.Expression(step_spec.if_)
+                except errors.ConfigError as exc:
+                    problem(str(exc), *at, "if", field=f"{label}.if")
+                else:
+                    # Before any wait, `if` reads the Stripe object: checked on samples.
+                    wrong = None if waited else _filter_problem(condition, matched, budget)
+                    if wrong:
+                        problem(wrong, *at, "if", field=f"{label}.if")
+            if step_action is not None and step_fields is not None:
+                steps.append(
+                    Step(
+                        condition=condition,
+                        action=step_action,
+                        fields=tuple(step_fields),
+                        options=dict(step_spec.options),
+                    )
+                )
+                if action is None:
+                    action = step_action
     filter_ = None
     if spec.filter is not None:
         try:
@@ -330,11 +412,95 @@ def _compile(
         tuple(spec.trigger),
         action,
         filter_,
-        tuple(fields),
+        tuple(fields or ()),
         dict(spec.options),
         spec.description,
+        steps=tuple(steps),
+        version=version,
     )
     return flow, []
+
+
+def _compile_action(
+    name: str,
+    options: dict[str, Any],
+    mapped: dict[str, str],
+    problem: Any,
+    *,
+    prefix: tuple[str | int, ...],
+) -> tuple[actions.Action | None, list[tuple[str, mapping.Expression]] | None]:
+    """An action with its options and fields, checked; problems are reported through
+    `problem(message, *path, field=...)` at `prefix` (a step's place, or the flow's)."""
+    label = f"steps[{prefix[1]}]." if prefix else ""
+    action = actions.ACTIONS.get(name)
+    if action is None:
+        problem(
+            f"unknown action {name!r}; actions are: {', '.join(sorted(actions.ACTIONS))}",
+            *prefix,
+            "action",
+            field=f"{label}action",
+        )
+    else:
+        unknown = sorted(set(options) - set(action.options))
+        if unknown:
+            known = ", ".join(action.options) or "none"
+            problem(
+                f"unknown option(s) {', '.join(unknown)} for {action.name} (its options: {known})",
+                *prefix,
+                "options",
+                field=f"{label}options",
+            )
+        else:
+            wrong = action.check(options)
+            if wrong:
+                problem(wrong, *prefix, "options", field=f"{label}options")
+            action = action.resolve(options)
+    fields = []
+    failed = False
+    for target, source in mapped.items():
+        where_label = f"{label}field {target!r}"
+        if action is not None and not action.accepts(target):
+            nested = ", ".join(f"{n}.*" for n in sorted(action.nested))
+            problem(
+                f"{action.name} has no target {target!r}; targets are: "
+                f"{', '.join(sorted(action.targets))}" + (f" (and {nested})" if nested else ""),
+                *prefix,
+                "fields",
+                target,
+                field=where_label,
+            )
+            failed = True
+            continue
+        try:
+            fields.append((target, mapping.Expression(source)))
+        except errors.ConfigError as exc:
+            problem(str(exc), *prefix, "fields", target, field=where_label)
+            failed = True
+    if action is not None and action.required:
+        given = set(mapped) | set(options)
+        if not given & set(action.required):
+            problem(
+                f"{action.name} needs {' or '.join(action.required)} (an option or a field)",
+                *prefix,
+                "action",
+                field=f"{label}action",
+            )
+            failed = True
+    if action is None or failed:
+        return None, None
+    return action, fields
+
+
+def _matching(pattern: str) -> list[str]:
+    """The event types a trigger pattern matches (a plain type: itself, when known)."""
+    if not any(char in pattern for char in "*?["):
+        return [pattern] if pattern in _known() else []
+    return [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+
+
+@functools.cache
+def _known() -> frozenset[str]:
+    return frozenset(known_event_types())
 
 
 def _filter_problem(

@@ -11,13 +11,16 @@ shows what they would write without writing.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from snapshots import actions, errors, mapping, samples
+from snapshots.outbound import waits
+from snapshots.records import batch, reads
 from snapshots.store.db import Tx
 
 
@@ -27,14 +30,145 @@ def known_event_types() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Step:
+    """A step of a flow with `steps`: a wait (seconds), or an action with an optional `if`."""
+
+    wait: float | None = None
+    condition: mapping.Expression | None = None
+    action: actions.Action | None = None
+    fields: tuple[tuple[str, mapping.Expression], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+RUN = "__run__"  # the key of a steps flow's planned run in what `map` returns
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a flow with steps does when its event comes: the steps before the first wait
+    (index, fields), then the wait (index, seconds) or the reason it stopped (`if` false)."""
+
+    steps: tuple[tuple[int, dict[str, Any]], ...]
+    wait: tuple[int, float] | None = None
+    skipped: str | None = None
+
+
+def _evaluate(
+    flow: str, label: str, expression: mapping.Expression, document: Any, event: dict[str, Any]
+) -> Any:
+    with mapping.for_event(event):
+        try:
+            return expression.evaluate(document)
+        except errors.DeadLetter as exc:
+            raise errors.DeadLetter(f"flow {flow!r}: {label}: {exc}", code=exc.code) from exc
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     triggers: tuple[str, ...]
-    action: actions.Action
+    action: actions.Action  # a flow with steps: its first action
     filter: mapping.Expression | None
     fields: tuple[tuple[str, mapping.Expression], ...]
     options: dict[str, Any]
     description: str | None = None
+    steps: tuple[Step, ...] = ()
+    version: int = 0  # the flows version it belongs to
+
+    def _run_steps(self, start: int, document: Any, event: dict[str, Any]) -> Run:
+        """Evaluate steps from `start` over `document` until a wait or a false `if`."""
+        planned: list[tuple[int, dict[str, Any]]] = []
+        for index in range(start, len(self.steps)):
+            step = self.steps[index]
+            if step.wait is not None:
+                return Run(tuple(planned), wait=(index, step.wait))
+            label = f"step {index + 1}"
+            if step.condition is not None:
+                keep = _evaluate(self.name, f"{label} if", step.condition, document, event)
+                if keep is not True:
+                    reason = f"{label}: if {step.condition.source!r} gave {keep!r}"
+                    return Run(tuple(planned), skipped=reason)
+            values = {
+                target: _evaluate(
+                    self.name, f"{label} field {target!r}", expression, document, event
+                )
+                for target, expression in step.fields
+            }
+            planned.append((index, values))
+        return Run(tuple(planned))
+
+    def _write_run(
+        self,
+        tx: Tx,
+        run: Run,
+        *,
+        connection_id: str,
+        event: dict[str, Any],
+        test: bool,
+        now: float,
+        record: tuple[str | None, str | None] | None = None,
+    ) -> str:
+        """Run the planned steps' actions, then leave a wait row when the run reached one;
+        returns the id of the last thing written (a record, a message, a wait)."""
+        last = ""
+        for index, values in run.steps:
+            step = self.steps[index]
+            assert step.action is not None
+            call = actions.Invocation(
+                connection_id=connection_id,
+                event=event,
+                test=test,
+                options=step.options,
+                flow=self.name,
+                step=index,
+            )
+            last = step.action.run(tx, call, values)
+        if run.wait is not None:
+            index, seconds = run.wait
+            if record is None:
+                found = reads.subject(tx, connection_id, event)
+                record = (None, None) if found is None else (found[0], found[1].id)
+            last = waits.create(
+                tx,
+                connection_id=connection_id,
+                event_id=str(event["id"]),
+                flow=self.name,
+                flow_version=self.version,
+                step=index + 1,
+                record_kind=record[0],
+                record_id=record[1],
+                due_at=now + seconds,
+                test=test,
+                now=now,
+            )
+        return last
+
+    def resume(
+        self, tx: Tx, wait: waits.Wait, event: dict[str, Any], *, now: float
+    ) -> tuple[str, str | None]:
+        """Run the steps after a wait, reading the record as it is now (as the API shows it);
+        returns the wait's outcome: (`done` | `skipped`, the reason)."""
+        record = None
+        if wait.record_kind is not None and wait.record_id is not None:
+            record = reads.current(tx, wait.record_kind, wait.record_id)
+        else:
+            found = reads.subject(tx, wait.connection_id, event)
+            record = None if found is None else found[1]
+        document = None if record is None else record.model_dump(mode="json")
+        run = self._run_steps(wait.step, document, event)
+        kind = wait.record_kind or (None if record is None else reads.subject_kind(event["type"]))
+        self._write_run(
+            tx,
+            run,
+            connection_id=wait.connection_id,
+            event=event,
+            test=wait.test,
+            now=now,
+            record=(kind, None if record is None else record.id),
+        )
+        if run.skipped is not None:
+            return "skipped", run.skipped if record is not None else f"{run.skipped} (no record)"
+        return "done", None
 
     def matches(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.triggers)
@@ -63,6 +197,8 @@ class Flow:
         if not self.keeps(event):
             return None
         obj = event["data"]["object"]
+        if self.steps:  # before any wait, steps read the Stripe object
+            return {RUN: self._run_steps(0, obj, event)}
         values = {}
         with mapping.for_event(event):
             for target, expression in self.fields:
@@ -84,6 +220,11 @@ class Flow:
         test: bool,
     ) -> str:
         """The action, with fields `map` produced; returns the record id."""
+        if self.steps:
+            run: Run = values[RUN]
+            return self._write_run(
+                tx, run, connection_id=connection_id, event=event, test=test, now=time.time()
+            )
         call = actions.Invocation(
             connection_id=connection_id,
             event=event,
@@ -144,6 +285,25 @@ class Registry:
             for flow, values in plan
         ]
 
+    def upserts(
+        self, plan: Plan, *, connection_id: str, event: dict[str, Any], test: bool = False
+    ) -> list[batch.Upsert] | None:
+        """The plan's writes as whole-record upserts, for `records.batch`; None when one of its
+        actions is another kind of write (it then runs alone, through `execute`)."""
+        found = []
+        for flow, values in plan:
+            if flow.action.upsert is None:
+                return None
+            call = actions.Invocation(
+                connection_id=connection_id,
+                event=event,
+                test=test,
+                options=flow.options,
+                flow=flow.name,
+            )
+            found.append(flow.action.upsert(call, values))
+        return found
+
     def apply(
         self, tx: Tx, *, connection_id: str, event: dict[str, Any], test: bool = False
     ) -> list[tuple[str, str]]:
@@ -158,7 +318,7 @@ class Outcome(BaseModel):
 
     flow: str
     action: str
-    outcome: Literal["would write", "filtered out", "error"]
+    outcome: Literal["would write", "would send", "would wait", "skipped", "filtered out", "error"]
     record: str | None = None
     fields: dict[str, Any] | None = None
     error: str | None = None
@@ -182,14 +342,53 @@ def preview(registry: Registry, event: dict[str, Any], *, flow: str | None = Non
             continue
         if values is None:
             found.append(Outcome(flow=name, action=action.name, outcome="filtered out"))
+        elif RUN in values:
+            found += _preview_run(candidate, values[RUN], event)
         else:
-            found.append(
-                Outcome(
-                    flow=name,
-                    action=action.name,
-                    outcome="would write",
-                    record=action.record,
-                    fields=values,
-                )
+            found.append(_preview_action(name, action, candidate.options, values, event))
+    return found
+
+
+def _preview_action(
+    name: str, action: actions.Action, options: dict[str, Any], values: dict[str, Any], event: Any
+) -> Outcome:
+    if action.record == "message":  # what would be sent (nothing is)
+        call = actions.Invocation(connection_id="", event=event, options=options)
+        data = actions.nest(values) if values else actions.default_message(None, call)
+        return Outcome(
+            flow=name,
+            action=action.name,
+            outcome="would send",
+            record=str(options.get("endpoint")),
+            fields={"type": options.get("type") or event["type"], "data": data},
+        )
+    return Outcome(
+        flow=name, action=action.name, outcome="would write", record=action.record, fields=values
+    )
+
+
+def _preview_run(flow: Flow, run: Run, event: dict[str, Any]) -> list[Outcome]:
+    """A flow with steps: each step before the first wait, then the wait or the skip."""
+    found = []
+    for index, values in run.steps:
+        step = flow.steps[index]
+        assert step.action is not None
+        label = f"{flow.name} step {index + 1}"
+        found.append(_preview_action(label, step.action, step.options, values, event))
+    if run.wait is not None:
+        index, seconds = run.wait
+        then = [
+            s.action.name if s.action is not None else f"wait {s.wait:.0f}s"
+            for s in flow.steps[index + 1 :]
+        ]
+        found.append(
+            Outcome(
+                flow=f"{flow.name} step {index + 1}",
+                action="wait",
+                outcome="would wait",
+                fields={"seconds": seconds, "then": then},
             )
+        )
+    if run.skipped is not None:
+        found.append(Outcome(flow=flow.name, action="if", outcome="skipped", error=run.skipped))
     return found

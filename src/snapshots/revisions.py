@@ -7,6 +7,7 @@ new versions as they appear.
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from snapshots import __version__, audit, connections, errors, flowfile
 from snapshots.flows import Registry
+from snapshots.outbound import waits
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
@@ -81,13 +83,27 @@ def revisions(tx: Tx, *, with_text: bool = False) -> list[Revision]:
     return [*(_revision(r, with_text) for r in rows), _prebuilt(with_text)]
 
 
+def diff(tx: Tx, old: int, new: int) -> list[str]:
+    """The lines of a unified diff from version `old` to version `new` of the flows file."""
+    before, after = get_revision(tx, old), get_revision(tx, new)
+    return list(
+        difflib.unified_diff(
+            (before.text or "").splitlines(),
+            (after.text or "").splitlines(),
+            f"version {old}",
+            f"version {new}",
+            lineterm="",
+        )
+    )
+
+
 def current(tx: Tx) -> Registry:
     """The flows in force; FlowsIncompatible when they do not load with this code (a newer
     Snapshots imported them during a rolling upgrade, or today's checks refuse them)."""
-    return _load(get_revision(tx))
+    return load(get_revision(tx))
 
 
-def _load(stored: Revision) -> Registry:
+def load(stored: Revision) -> Registry:
     where = flowfile.DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
     try:
         return flowfile.parse(stored.text or "", where, version=stored.version)
@@ -132,6 +148,8 @@ def import_text(
     with db.write() as tx:
         old = current_version(tx)
         new = old + 1
+        # Waits of flows the new version no longer has will never resume: cancelled now.
+        waits.cancel_missing(tx, {flow.name for flow in checked.registry.flows if flow.steps})
         tx.execute(
             V.insert().values(version=new, text=text, actor=actor, comment=comment, created_at=now)
         )

@@ -62,7 +62,7 @@ def test_connect_managed_with_a_restricted_key_check_and_remove(
     (made,) = [e for e in fake.webhook_endpoints() if e["id"] not in before]
     expect(page.get_by_text(made["id"])).to_be_visible()
     expect(page.get_by_role("button", name="Start backfill")).to_be_visible()
-    expect(page.get_by_role("button", name="Send a test event")).to_have_attribute("href", "/test")
+    expect(page.get_by_role("button", name="Send a test event")).to_be_visible()
     assert key not in page.content()
     axe(page)
     fits(page)

@@ -43,6 +43,7 @@ SCOPES = {
     "archive_invoice": ["invoices.write"],
     "upsert_location": ["saas/location.write"],
     "archive_location": ["saas/location.write"],
+    "send_webhook": ["workflows.write"],
 }
 CUSTOM = textwrap.dedent(
     """\

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import pytest
 import schemathesis
@@ -52,6 +53,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from snapshots import connections, flowfile, intake, keys, sync, vault
 from snapshots.app import create_app
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
@@ -66,6 +68,21 @@ MAX_EXAMPLES = {"sqlite": 25, "postgres": 10}
 # (GET /v1/audit with starting_after > 2**31 - 1 is a 500 on PostgreSQL too: found with 100
 # examples, not within this budget; test_audit_starting_after_out_of_range_is_refused.)
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    """Webhook endpoint URLs the fuzzer makes are never looked up: the lookup fails closed."""
+    raise guard.Blocked(f"cannot resolve {host}: no lookups in tests", kind="dns")
+
+
+def _no_connection() -> httpx.BaseTransport:
+    """... and never connected to (an endpoint with a literal public address fails to connect)."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no connections in tests", request=request)
+
+    return httpx.MockTransport(refuse)
+
 
 # Not fuzzed here: needs a Stripe-Signature over the body (test_intake.py fuzzes it).
 EXCLUDED = {("POST", "/webhooks/stripe/{connection_id}")}
@@ -235,7 +252,7 @@ def seeded(
     ids = _seed(database, settings)
     with database.write() as tx:
         admin = keys.create(tx, name="fuzzer", scopes=["admin"]).secret
-    app = create_app(settings)
+    app = create_app(settings, outbound=guard.Seams(resolver=_no_lookup, connector=_no_connection))
     SEEDED_IDS.clear()
     SEEDED_IDS.update(ids)
     try:

@@ -670,7 +670,7 @@ def test_unknown_action_in_the_prebuilt_file_is_on_its_line() -> None:
     assert [str(p) for p in flowfile.check(text, WHERE).problems] == [
         f"flows.yaml:{line}: flow 'invoice-deletions': action: unknown action 'nope'; actions "
         "are: add_tag, archive_contact, archive_invoice, archive_location, log_event, "
-        "log_invoice, remove_tag, set_fields, update_payment_status, upsert_contact, "
+        "log_invoice, remove_tag, send_webhook, set_fields, update_payment_status, upsert_contact, "
         "upsert_location"
     ]
 

@@ -288,3 +288,30 @@ class InvoicePatch(BaseModel):
         if status is None:
             raise ValueError("payment_status cannot be null")
         return status
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="A short name flows use")
+    url: str = Field(min_length=1, max_length=2000, description="Where messages are POSTed")
+    description: str | None = Field(None, max_length=500)
+
+
+class EndpointRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: str = Field(
+        default="24h",
+        description="How long the old secret keeps signing (0s: it stops now), at most 30d",
+    )
+
+
+class EndpointRecover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(description="Deliveries made since: 2d, 2024-01-31, ...")
+
+
+class Recovered(BaseModel):
+    requeued: int = Field(description="How many deliveries were queued again")

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from snapshots import connections, errors, revisions, times, vault
 from snapshots.cli.base import JsonOpt, actor, app, state
-from snapshots.cli.output import out, print_json, row, show
+from snapshots.cli.output import clean, err, out, print_json, row, show
 from snapshots.onboarding import capabilities, health, setup
+from snapshots.outbound import endpoints
 from snapshots.store.db import Database
 
 connect_app = typer.Typer(no_args_is_help=True, help="Link an account.")
@@ -195,9 +196,16 @@ def connections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     context = state(ctx)
     with context.db().read() as tx:
         found = connections.list_all(tx, vault.load(context.settings))
+        disabled = endpoints.disabled_names(tx)
     if as_json:
         print_json(found)
         return
+    for name in disabled:
+        err.print(
+            f"warning: webhook endpoint {clean(name)} is disabled; its deliveries are held "
+            "(`snapshots endpoints show` says why, `endpoints recover` sends them)",
+            markup=False,
+        )
     table = Table("id", "name", "account", "mode", "key", "endpoint", "health", "reason")
     for c in found:
         row(

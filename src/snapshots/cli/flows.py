@@ -1,4 +1,4 @@
-"""Flows as configuration: `flows export|import|rollback|versions`, `mappings
+"""Flows as configuration: `flows export|import|rollback|versions|diff`, `mappings
 show|validate|test`, `send-test-event` and `catalog`."""
 
 from __future__ import annotations
@@ -122,6 +122,20 @@ def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+@flows_app.command("diff")
+def flows_diff(
+    ctx: typer.Context,
+    old: Annotated[int, typer.Argument(min=0, max=2**31 - 1, help="A version (0: prebuilt).")],
+    new: Annotated[
+        int | None, typer.Argument(min=0, max=2**31 - 1, help="Another (default: in force).")
+    ] = None,
+) -> None:
+    """What changed in the flows file from one version to another (a unified diff)."""
+    with state(ctx).db().read() as tx:
+        lines = revisions.diff(tx, old, revisions.current_version(tx) if new is None else new)
+    sys.stdout.write("".join(f"{line}\n" for line in lines) or "the two versions are the same\n")
+
+
 @mappings_app.command("show")
 def mappings_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The flows in force: triggers, filter, action and mapped fields."""
@@ -214,7 +228,8 @@ def mappings_test(
     if not results:
         show(f"no flow is triggered by {event['type']}: the event would be ignored")
     for r in results:
-        show(f"{r.flow} ({r.action}): {r.outcome}")
+        target = f" to endpoint {r.record}" if r.outcome == "would send" else ""
+        show(f"{r.flow} ({r.action}): {r.outcome}{target}")
         if r.error:
             show(f"  {r.error}")
         for target, value in (r.fields or {}).items():
@@ -309,6 +324,8 @@ def catalog_command(as_json: JsonOpt = False) -> None:
             a.description,
         )
     out.print(table)
+    for step in found.steps:
+        show(f"step `{step.name}`: {step.description}")
     counts = found.counts
     out.print(
         f"{counts['triggers']} triggers ({counts['stripe_triggers']} Stripe event types and "

@@ -43,6 +43,8 @@ connections = sa.Table(
     sa.Column("health_checked_at", sa.Float),
 )
 
+_UNSETTLED = "status IN ('pending', 'failed', 'processing')"
+
 inbox_items = sa.Table(
     "inbox_items",
     metadata,
@@ -65,10 +67,46 @@ inbox_items = sa.Table(
     sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
+    sa.Column("pruned_at", sa.Float),  # when retention dropped its payload (retention.py)
+    # Found by (events.py): the id of the event's object and the e-mail address it carries
+    # (lower-cased), set when it is stored; the cause of its last error (causes.py).
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("email", sa.String(512)),
+    sa.Column("error_cause", sa.String(200)),
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
+    # The claim index: only the unsettled items (a few among millions), in claim order, with
+    # what the claim condition reads (PostgreSQL answers `has_claimable` from it alone).
+    sa.Index(
+        "ix_inbox_items_claimable",
+        "id",
+        postgresql_include=["status", "run_after", "lease_until"],
+        postgresql_where=sa.text(_UNSETTLED),
+        sqlite_where=sa.text(_UNSETTLED),
+    ),
+    # Retention's candidates: the items whose payload is still there, by when they settled.
+    sa.Index(
+        "ix_inbox_items_unpruned",
+        "processed_at",
+        postgresql_where=sa.text("pruned_at IS NULL"),
+        sqlite_where=sa.text("pruned_at IS NULL"),
+    ),
     # The newest webhook of a connection (reconciliation's silent-endpoint warning).
     sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
+    # A status's newest first, with their causes (grouping reads the index alone).
+    sa.Index("ix_inbox_items_status_id_error_cause", "status", "id", "error_cause"),
+    sa.Index("ix_inbox_items_object_id", "object_id"),
+    sa.Index("ix_inbox_items_email", "email"),
+    sa.Index("ix_inbox_items_status_error_cause", "status", "error_cause"),
+)
+
+# The records each inbox item's flows wrote (the events that touched a record).
+inbox_item_records = sa.Table(
+    "inbox_item_records",
+    metadata,
+    sa.Column("item_id", sa.Integer, primary_key=True),
+    sa.Column("record_id", sa.String(40), primary_key=True),
+    sa.Index("ix_inbox_item_records_record_id", "record_id"),
 )
 
 # Every record remembers the newest event applied to it as an ordering key:
@@ -170,6 +208,14 @@ locations = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("connection_id", "stripe_location_id"),
 )
+
+# Record lists are searched by the start of these columns, in any case (records.reads).
+sa.Index("ix_contacts_lower_name", sa.func.lower(contacts.c.name))
+sa.Index("ix_contacts_lower_email", sa.func.lower(contacts.c.email))
+sa.Index("ix_invoices_lower_number", sa.func.lower(invoices.c.number))
+sa.Index("ix_invoices_lower_customer_email", sa.func.lower(invoices.c.customer_email))
+sa.Index("ix_invoices_lower_customer_name", sa.func.lower(invoices.c.customer_name))
+sa.Index("ix_locations_lower_name", sa.func.lower(locations.c.name))
 
 api_keys = sa.Table(
     "api_keys",
@@ -390,4 +436,101 @@ sync_requests = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Index("ix_sync_requests_status", "status"),
+)
+
+
+# Outbound workflows (issue 11, outbound/): endpoints, the deliveries the flows write in their
+# own transaction (an outbox), every attempt, and the waits of flows with steps.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("description", sa.String(500)),
+    sa.Column("secrets", sa.Text, nullable=False),  # Fernet token of [{secret, expires_at}]
+    sa.Column("status", sa.String(20), nullable=False),  # enabled | disabled
+    sa.Column("disabled_reason", sa.String(500)),
+    sa.Column("disabled_at", sa.Float),
+    sa.Column("last_success_at", sa.Float),
+    sa.Column("failing_since", sa.Float),  # the first failed attempt after the last success
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # since a success
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# A delivery is one message to one endpoint: its body is stored once and resent byte for byte,
+# and its id is the `webhook-id` of every attempt.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("endpoint_id", sa.String(40), nullable=False),
+    # What made it: (connection, event, flow, step) is the key that makes it once.
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),  # the message type
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    # pending | processing | succeeded | failed (retried) | dead | held (endpoint disabled)
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("locked_by", sa.String(100)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("succeeded_at", sa.Float),
+    sa.UniqueConstraint("connection_id", "event_id", "flow", "step"),
+    sa.Index("ix_deliveries_status_run_after", "status", "run_after"),
+    sa.Index("ix_deliveries_endpoint_id_status", "endpoint_id", "status"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(40), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),  # seconds
+    sa.Column("address", sa.String(100)),  # the address connected to
+    sa.Column("status_code", sa.Integer),
+    # timeout | connect | dns | blocked | tls | redirect | http (a non-2xx status); null: success
+    sa.Column("error_kind", sa.String(20)),
+    sa.Column("error", sa.Text),
+    sa.Column("response", sa.Text),  # the first 8 KiB of the response body
+    sa.Column("worker", sa.String(100)),
+    sa.Index("ix_delivery_attempts_delivery_id", "delivery_id"),
+)
+
+# A flow with steps that reached a `wait`: the rest of its steps run when it is due.
+waits = sa.Table(
+    "waits",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("connection_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),  # the source event
+    sa.Column("flow", sa.String(100), nullable=False),
+    sa.Column("flow_version", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),  # the index of the step after the wait
+    sa.Column("record_kind", sa.String(20)),  # contact | invoice | location
+    sa.Column("record_id", sa.String(40)),
+    sa.Column("due_at", sa.Float, nullable=False),
+    # waiting | processing | done | skipped | cancelled | failed
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("locked_by", sa.String(100)),
+    sa.Column("reason", sa.Text),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.UniqueConstraint("connection_id", "event_id", "flow", "step"),
+    sa.Index("ix_waits_status_due_at", "status", "due_at"),
 )

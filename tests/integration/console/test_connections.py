@@ -85,7 +85,8 @@ def test_connect_managed_with_a_restricted_key_then_check_repair_and_remove(
     assert made["id"] in page
     assert f"{PUBLIC}/webhooks/stripe/{connection.id}" in page
     assert f"<dd>{len(made['enabled_events'])}</dd>" in page
-    assert 'action="/sync"' in page and "Start backfill" in page and 'href="/test"' in page
+    assert 'action="/sync"' in page and "Start backfill" in page
+    assert 'action="/test"' in page and 'name="type" value="customer.created"' in page
     assert str(made.get("secret") or "whsec_never") not in page
 
     listing = browser.get("/connections").text

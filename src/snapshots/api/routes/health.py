@@ -8,10 +8,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 
-from snapshots import errors, inbox, readiness
+from snapshots import errors, readiness
+from snapshots import metrics as metrics_
 from snapshots.api.deps import State, StateDep
 from snapshots.store.db import Database
 
@@ -52,24 +51,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-class _InboxCollector:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def collect(self) -> Any:
-        gauge = GaugeMetricFamily(
-            "snapshots_inbox_items", "Inbox items by status", labels=["status"]
-        )
-        with self.db.read() as tx:
-            found = inbox.counts(tx)
-        for status, count in found.items():
-            gauge.add_metric([status], count)
-        yield gauge
-
-
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
-    registry = CollectorRegistry()
-    registry.register(_InboxCollector(state.db))
-    body = await run_in_threadpool(generate_latest, registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    body = await run_in_threadpool(metrics_.exposition, state.db)
+    return Response(body, media_type=metrics_.CONTENT_TYPE)

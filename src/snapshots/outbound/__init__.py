@@ -1,0 +1,1 @@
+"""Outbound workflows: webhook endpoints, deliveries, waits, and the SSRF guard."""
