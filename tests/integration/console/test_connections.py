@@ -246,3 +246,18 @@ def test_a_viewer_reads_and_is_refused_every_write(
     assert viewer.post("/connections", {"secret_key": "sk_test_x"}).status_code == 403
     with db.read() as tx:
         assert connections.get(tx, secrets, connection.id).name == connection.name
+
+
+def test_remove_while_stripe_is_down_changes_nothing_and_unknown_ids_are_404(
+    browser: Browser, db: Database, secrets: vault.Vault, fake: FakeStripe
+) -> None:
+    _connect(browser, fake, "sk_test_console_down1")
+    (connection,) = _all(db, secrets)
+    fake.fault("/v1/webhook_endpoints/", method="DELETE", status=503, count=None)
+    browser.get(f"/connections/{connection.id}")
+    refused = browser.post(f"/connections/{connection.id}/remove")
+    assert refused.status_code == 503 and "try again in a moment" in refused.text
+    assert [c.id for c in _all(db, secrets)] == [connection.id]
+    assert len(fake.webhook_endpoints()) == 1
+    missing = browser.get("/connections/conn_doesnotexist1")
+    assert missing.status_code == 404 and "no connection" in missing.text
