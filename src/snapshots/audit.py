@@ -103,11 +103,12 @@ def page(
     until: float | None = None,
     action: str | None = None,
     actor: str | None = None,
+    target: str | None = None,
     limit: int = 20,
     starting_after: int | None = None,
 ) -> paging.Page[AuditEntry]:
-    """Entries newest first, optionally within a time span, of one action and of one actor
-    (`key.*`, `ui:*`: prefixes work)."""
+    """Entries newest first, optionally within a time span, of one action, of one actor
+    (`key.*`, `ui:*`: prefixes work) and about one target."""
     where = []
     if since is not None:
         where.append(T.c.at >= since)
@@ -117,6 +118,8 @@ def page(
         where.append(_matching(T.c.action, action))
     if actor:
         where.append(_matching(T.c.actor, actor))
+    if target:
+        where.append(T.c.target == target)
     return paging.paginate(
         tx,
         T,

@@ -268,6 +268,35 @@ def rotate_webhook_secret(
     return get(tx, vault, connection_id)
 
 
+def change(
+    tx: Tx,
+    vault: Vault,
+    connection_id: str,
+    *,
+    name: str | None = None,
+    ordering: str | None = None,
+    actor: str = "cli",
+) -> Connection:
+    """Rename a connection or change its ordering mode (what is None stays); audited."""
+    found = get(tx, vault, connection_id)
+    values: dict[str, Any] = {}
+    if name is not None:
+        name = name.strip()
+        if not 0 < len(name) <= NAME_MAX:
+            raise errors.BadRequest(f"a connection's name has 1 to {NAME_MAX} characters")
+        if name != found.name:
+            values["name"] = name
+    if ordering is not None and ordering != found.ordering:
+        if ordering not in ORDERINGS:
+            raise errors.BadRequest(f"ordering must be one of {', '.join(ORDERINGS)}")
+        values["ordering"] = ordering
+    if not values:
+        return found
+    tx.execute(T.update().where(T.c.id == connection_id).values(**values, updated_at=time.time()))
+    audit.record(tx, actor=actor, action="connection.changed", target=connection_id, details=values)
+    return get(tx, vault, connection_id)
+
+
 def remove(tx: Tx, vault: Vault, connection_id: str, *, actor: str = "cli") -> Connection:
     """Forget a connection and its secrets (its records and events stay)."""
     found = get(tx, vault, connection_id)

@@ -13,7 +13,7 @@ import time
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from snapshots import connections, sync
+from snapshots import audit, connections, sync
 from snapshots.store import tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
@@ -200,3 +200,45 @@ def build(tx: Tx, vault: Vault, *, now: float | None = None) -> Overview:
             )
         )
     return Overview(at=now, connections=found, bursts=bursts(tx, now=now))
+
+
+class TimelineEntry(BaseModel):
+    """One line of a connection's timeline: a sync run or an audit entry, with who did it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: Timestamp
+    kind: str  # "sync" or "audit"
+    actor: str | None  # the audit entry's actor (a sync run's asker is in its own entry)
+    what: str
+    outcome: str
+    detail: str | None = None
+
+
+def timeline(tx: Tx, connection_id: str, *, limit: int = 50) -> list[TimelineEntry]:
+    """The latest sync runs and audit entries about one connection, newest first."""
+    runs = sync.page_runs(tx, limit=limit, connections=[connection_id]).data
+    entries = audit.page(tx, target=connection_id, limit=limit).data
+    mixed = [
+        TimelineEntry(
+            at=run.started_at,
+            kind="sync",
+            actor=None,
+            what=f"{run.kind} of {run.object}: {run.objects} read, {run.enqueued} new",
+            outcome=run.status,
+            detail=run.error or run.warning,
+        )
+        for run in runs
+    ] + [
+        TimelineEntry(
+            at=entry.at or 0.0,
+            kind="audit",
+            actor=entry.actor,
+            what=entry.action,
+            outcome=entry.outcome,
+            detail=", ".join(f"{k}: {v}" for k, v in sorted(entry.details.items())) or None,
+        )
+        for entry in entries
+    ]
+    mixed.sort(key=lambda e: e.at, reverse=True)
+    return mixed[:limit]

@@ -437,6 +437,7 @@ def test_init_asks_each_question_and_makes_the_key_with_the_scopes_picked(
     monkeypatch.setenv("SNAPSHOTS_MASTER_KEY", settings.master_key or "")
     answers = [
         "",  # database URL: the default (the test's database)
+        "",  # no console admin now
         PUBLIC,  # public URL
         "y",  # let Snapshots create the webhook endpoint
         "n",  # no backfill now

@@ -3,8 +3,9 @@
 It asks (Rich prompts) for what a first deployment needs, each question also a flag, so
 `--no-input` does the same unattended: the database (migrated), the public URL, the Stripe key
 (hidden), a managed or pasted webhook signing secret (`connect stripe`), a first backfill
-(`sync`) and an API key with scopes picked from the catalog. It is safe to run again: what
-exists already (the schema, a connection, the backfill, the key) is found, kept and said so.
+(`sync`), an API key with scopes picked from the catalog, and the web console's first admin
+(email, hidden password). It is safe to run again: what
+exists already (the schema, an admin, a connection, the backfill, the key) is found, kept and said so.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import typer
 from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
-from snapshots import connections, errors, keys, sync, vault
+from snapshots import connections, errors, keys, sync, users, vault
 from snapshots.cli import connections as connections_cli
 from snapshots.cli import sync as sync_cli
+from snapshots.cli import users as users_cli
 from snapshots.cli.base import actor, app, state
 from snapshots.cli.output import out, row, say, show
 from snapshots.onboarding import setup
@@ -69,6 +71,31 @@ def _pick_scopes(no_input: bool, given: list[str] | None) -> list[str]:
     return picked
 
 
+def _first_admin(
+    database: store.Database, email: str | None, password_stdin: bool, *, no_input: bool
+) -> None:
+    """The web console's first admin: found and kept, or made from the answers; skipped (with
+    how to make one later) when `--no-input` names none."""
+    with database.read() as tx:
+        admins = [u for u in users.list_all(tx) if u.admin]
+    if admins:
+        show(f"console admin {admins[0].email}: found, kept")
+        return
+    email = _ask("Email of the web console's first admin", email, no_input=no_input)
+    if not email:
+        show(
+            "console admin: none yet; `snapshots serve` prints a one-time set-up link, or run "
+            "`snapshots users create-admin --email ...`"
+        )
+        return
+    if no_input and not password_stdin:
+        raise errors.BadRequest("give the admin's password with --admin-password-stdin")
+    password = users_cli.new_password(password_stdin)
+    with database.write() as tx:
+        made = users.create(tx, email=email, password=password, role="admin", actor=actor())
+    show(f"console admin {made.email}: created; sign in at /sign-in")
+
+
 @app.command("init")
 def init(
     ctx: typer.Context,
@@ -106,6 +133,16 @@ def init(
     api_key: Annotated[
         bool, typer.Option("--api-key/--no-api-key", help="Make a first API key.")
     ] = True,
+    admin_email: Annotated[
+        str | None, typer.Option(help="Email of the web console's first admin.")
+    ] = None,
+    admin_password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--admin-password-stdin",
+            help="Read the first admin's password from the first line of stdin (no prompt).",
+        ),
+    ] = False,
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Ask nothing: flags, settings and defaults.")
     ] = False,
@@ -123,6 +160,7 @@ def init(
     else:
         store.migrate(database)
         show(f"database {_shown(settings.database_url)}: created the schema")
+    _first_admin(database, admin_email, admin_password_stdin, no_input=no_input)
     secrets = vault.load(settings)
     with database.read() as tx:
         found = connections.list_all(tx, secrets)

@@ -25,7 +25,8 @@ PasswordStdin = Annotated[
 ]
 
 
-def _password(from_stdin: bool) -> str:
+def new_password(from_stdin: bool) -> str:
+    """A new password: the first line of stdin, or typed twice (hidden)."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     first = typer.prompt("Password", hide_input=True)
@@ -36,7 +37,7 @@ def _password(from_stdin: bool) -> str:
 
 def _create(context: CliState, email: str, role: str, from_stdin: bool, as_json: bool) -> None:
     database = context.db()
-    password = _password(from_stdin)
+    password = new_password(from_stdin)
     with database.write() as tx:
         user = users.create(tx, email=email, password=password, role=role, actor=actor())
     if as_json:

@@ -19,6 +19,7 @@ from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import deps, render
 from snapshots.ui.routes import account, audit, auth, events, keys, overview, records, sync
+from snapshots.ui.routes import connections as connection_routes
 from snapshots.ui.routes import flows as flow_routes
 from snapshots.ui.routes import test as test_routes
 from snapshots.ui.routes import users as user_routes
@@ -42,6 +43,7 @@ SCREENS = [
     account,
     user_routes,
     overview,
+    connection_routes,
     keys,
     audit,
     sync,

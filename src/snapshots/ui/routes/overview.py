@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from snapshots import overview
+from snapshots.onboarding import health
 from snapshots.ui import render
 from snapshots.ui.deps import ConsoleDep, Viewer
 
@@ -17,4 +18,6 @@ router = APIRouter()
 def overview_page(request: Request, console: ConsoleDep, session: Viewer) -> Response:
     with console.db.read() as tx:
         found = overview.build(tx, console.secrets)
-    return render.page(request, "overview.html", {"overview": found}, fragment="panels")
+    reasons = {item.connection.id: health.reason(item.connection) for item in found.connections}
+    context = {"overview": found, "reasons": reasons}
+    return render.page(request, "overview.html", context, fragment="panels")
