@@ -6,6 +6,7 @@ the secret shown once, a test message and its attempt, disable (new deliveries h
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -201,3 +202,21 @@ def test_deliveries_are_filtered_and_the_viewer_reads_them(
     assert browser.post("/endpoints/ops/enable").status_code == 303
     assert browser.post(f"/deliveries/{second}/recover").status_code == 303
     assert _status(db, second) == "pending"
+
+
+def test_a_secret_is_shown_only_after_a_recent_password(
+    browser: Browser, db: Database, secrets: Vault
+) -> None:
+    with Receiver() as receiver:
+        assert browser.post("/endpoints", {"name": "crm", "url": receiver.url}).status_code == 201
+        with db.write() as tx:
+            tx.execute(tables.console_sessions.update().values(confirmed_at=time.time() - 901))
+        page = browser.get("/endpoints/new", follow=False)
+        assert page.status_code == 303
+        assert page.headers["location"] == "/confirm?next=%2Fendpoints%2Fnew"
+        assert browser.post("/endpoints", {"name": "ops", "url": receiver.url}).status_code == 403
+        rotated = browser.post("/endpoints/crm/rotate", {"overlap": "1h"})
+        assert rotated.status_code == 403 and "whsec_" not in rotated.text
+    with db.read() as tx:
+        [only] = endpoints.list_all(tx, secrets)
+    assert only.name == "crm" and len(only.secrets) == 1
