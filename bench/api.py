@@ -2,7 +2,7 @@
 against `GET /healthz` on the same `snapshots serve` in the same run.
 
 One real `snapshots serve --no-worker` on SQLite in a temporary directory (`SNAPSHOTS_API_RATE
-_LIMIT=1000000`, so the limit never answers 429 but is still counted, in the database, as in
+_LIMIT=1000000`, so the limit never answers 429 but is still counted, as in
 production). Before it starts: `snapshots migrate`, then `--contacts` contacts written straight
 into the `contacts` table in batches (each a copy, with its own ids, email and name, of a
 contact the prebuilt flows made from a real `customer.created` event, so rows carry what real
@@ -16,7 +16,7 @@ one's median round:
 1. `GET /healthz`, no key: the baseline (the app's middleware, routing and one `SELECT 1`);
 2. `GET /v1/customers?limit=100` with the contacts.readonly key: the list;
 3. `GET /v1/customers?limit=1` with the same key: mostly the per-request cost of
-   authentication (key lookup, the rate-limit counter write, the scope check).
+   authentication (key lookup, the rate-limit count in memory, the scope check).
 
 Figures: 2xx requests/s, p50 and p99 latency, each target's ratio to /healthz (target for
 `limit=100`: >= 0.3 on SQLite), server and client CPU seconds per 1,000 requests. Every answer
@@ -340,15 +340,16 @@ def profile(args: argparse.Namespace) -> None:
             with database.read() as tx:
                 reads.page(tx, kinds.CONTACT, limit=limit)
 
+        uses = keys.Uses()
+        limiter = limits.Reserving(database)
+
         def verify() -> None:
             with database.read() as tx:
                 found = keys.verify(tx, reader)
-            with database.write() as tx:
-                keys.note_use(tx, found, ip=HOST)
+            uses.note(found, ip=HOST)
 
         def hit() -> None:
-            with database.write() as tx:
-                limits.hit(tx, f"key:{api_key.id}", limit=10**9, window=10)
+            limiter.hit(f"key:{api_key.id}", limit=10**9, window=10)
 
         def select_all() -> None:
             with database.read() as conn:
@@ -358,8 +359,13 @@ def profile(args: argparse.Namespace) -> None:
             with database.read() as conn:
                 conn.execute(sa.text("SELECT 1"))
 
+        def page_json(limit: int) -> None:
+            with database.read() as tx:
+                reads.page_json(tx, kinds.CONTACT, limit=limit)
+
         print("\nthe parts, each alone:")
-        timed("reads.page(contact, limit=100)", lambda: page(100))
+        timed("reads.page_json(contact, limit=100) (what lists answer)", lambda: page_json(100))
+        timed("reads.page(contact, limit=100) (public models)", lambda: page(100))
         timed("reads.page(contact, limit=1)", lambda: page(1))
         timed("  SQLAlchemy select(contacts), 101 rows", select_all)
         timed(
@@ -379,8 +385,8 @@ def profile(args: argparse.Namespace) -> None:
             lambda: adapter.validate_python({"data": data, "has_more": True}),
         )
         timed("response_model: dump_json", lambda: adapter.dump_json(validated))
-        timed("keys.verify and keys.note_use", verify)
-        timed("limits.hit (a write transaction)", hit)
+        timed("keys.verify and Uses.note", verify)
+        timed("Reserving.hit (in memory)", hit)
         timed("healthz's SELECT 1", select_one)
         raw.close()
         app.state.snapshots.db.dispose()

@@ -12,7 +12,7 @@ from typing import Any
 
 from snapshots import connections
 from snapshots.outbound import delivery
-from snapshots.records import apply, kinds, ordering, reads, timeline
+from snapshots.records import apply, batch, kinds, ordering, reads, timeline
 from snapshots.store.db import Tx
 
 
@@ -33,6 +33,9 @@ class Invocation:
 
 
 Perform = Callable[[Tx, Invocation, dict[str, Any]], str]
+# The whole-record write an action makes, for a worker applying many events at once (the same
+# write `run` makes alone; see `records.batch`).
+Plan = Callable[[Invocation, dict[str, Any]], batch.Upsert]
 # Checks a flow's options for an action; returns what is wrong, or None.
 CheckOptions = Callable[[dict[str, Any]], str | None]
 SCOPES = {
@@ -60,6 +63,7 @@ class Action:
     # Other records this action can write, chosen by the `record` option (set_fields).
     variants: tuple[Action, ...] = ()
     any_target: bool = False  # its fields are free-form (a message's data)
+    upsert: Plan | None = None  # whole-record writers only
 
     def resolve(self, options: dict[str, Any]) -> Action:
         """The action for these options: a variant when `record` names another record."""
@@ -149,6 +153,30 @@ def _archive_location(tx: Tx, call: Invocation, fields: dict[str, Any]) -> str:
         archived=True,
         test=call.test,
     )
+
+
+def _planned(kind: kinds.Kind[Any], state: Callable[[dict[str, Any]], int], **how: Any) -> Plan:
+    def plan(call: Invocation, fields: dict[str, Any]) -> batch.Upsert:
+        match_on = tuple(call.options.get("match_on", batch.MATCH_ON))
+        return batch.Upsert(
+            kind,
+            call.connection_id,
+            fields,
+            call.key(state(fields)),
+            match_on=match_on,
+            test=call.test,
+            **how,
+        )
+
+    return plan
+
+
+def _fixed(state: int) -> Callable[[dict[str, Any]], int]:
+    return lambda fields: state
+
+
+def _invoice_state(fields: dict[str, Any]) -> int:
+    return ordering.invoice_state(fields.get("status"))
 
 
 def _match(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -334,6 +362,7 @@ ACTIONS: dict[str, Action] = {
             "Create or update a contact (match on Stripe customer id, then email).",
             options=("match_on",),
             check=_check_match_on,
+            upsert=_planned(kinds.CONTACT, _fixed(0)),
         ),
         Action(
             "archive_contact",
@@ -341,6 +370,7 @@ ACTIONS: dict[str, Action] = {
             kinds.CONTACT_FIELDS,
             _archive_contact,
             "Archive the contact of a deleted Stripe customer.",
+            upsert=_planned(kinds.CONTACT, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "log_invoice",
@@ -348,6 +378,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Create or update an invoice and link it to its customer's contact.",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "update_payment_status",
@@ -355,6 +386,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _log_invoice,
             "Update an invoice's status and payment status (logging it if new).",
+            upsert=_planned(kinds.INVOICE, _invoice_state),
         ),
         Action(
             "archive_invoice",
@@ -362,6 +394,7 @@ ACTIONS: dict[str, Action] = {
             INVOICE_TARGETS,
             _archive_invoice,
             "Archive a deleted (draft) invoice.",
+            upsert=_planned(kinds.INVOICE, _fixed(ordering.INVOICE_DELETED), archived=True),
         ),
         Action(
             "upsert_location",
@@ -369,6 +402,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _upsert_location,
             "Create or update a location.",
+            upsert=_planned(kinds.LOCATION, _fixed(0), default_currency=True),
         ),
         Action(
             "archive_location",
@@ -376,6 +410,7 @@ ACTIONS: dict[str, Action] = {
             kinds.LOCATION_FIELDS,
             _archive_location,
             "Archive a location that vanished from Stripe.",
+            upsert=_planned(kinds.LOCATION, _fixed(ordering.ARCHIVED), archived=True),
         ),
         Action(
             "add_tag",

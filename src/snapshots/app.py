@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import logging
+import os
+import shutil
+import signal
+import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +34,8 @@ from snapshots import (
     connections,
     errors,
     intake,
+    keys,
+    limits,
     readiness,
     revisions,
     vault,
@@ -221,10 +232,15 @@ MONITOR_JOIN = 10.0  # seconds to wait for a readiness check under way when the 
 
 
 def create_app(
-    settings: Settings, *, embedded_worker: bool = False, outbound: guard.Seams | None = None
+    settings: Settings,
+    *,
+    embedded_worker: bool = False,
+    worker_faults: str | None = None,
+    outbound: guard.Seams | None = None,
 ) -> Starlette:
     """The webhook endpoint, the API and the console. With `embedded_worker`, a worker process
-    runs beside.
+    runs beside; with `worker_faults` (a file), one runs beside the process that started this
+    one (`serve --processes`), and the file holds its faults.
 
     Webhooks are routed first, by a lean Starlette app, straight to their endpoint; everything
     else goes on to the FastAPI app (the API, its OpenAPI document at /docs) or, for paths
@@ -243,9 +259,17 @@ def create_app(
         registry=live,
         secrets=connections.SecretsCache(db, secrets),
         vault=secrets,
-        intake=intake.GroupCommit(db, live),
+        intake=intake.GroupCommit(db, live, arrived=None if embedded is None else embedded.arrived),
         faults=faults,
-        worker_faults=None if embedded is None else embedded.faults,
+        limiter=limits.limiter(db, settings.redis_url),
+        uses=keys.Uses(),
+        worker_faults=(
+            embedded.faults
+            if embedded is not None
+            else None
+            if worker_faults is None
+            else functools.partial(_read_faults, Path(worker_faults))
+        ),
         outbound=outbound or guard.Seams(),
     )
 
@@ -253,15 +277,21 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
         checking = monitor.start(stop)
+        settler = threading.Thread(
+            target=_settle_uses, args=(state, stop), name="key-uses", daemon=True
+        )
+        settler.start()
         if embedded is not None:
             embedded.start()
         try:
             yield
         finally:
             stop.set()
+            settler.join(timeout=5)
             if embedded is not None:
                 embedded.stop()
             state.intake.close()
+            state.limiter.close()
             # A check under way holds a connection: disposing first would orphan it.
             checking.join(MONITOR_JOIN)
             db.dispose()
@@ -315,6 +345,20 @@ def create_app(
     return app
 
 
+def _settle_uses(state: State, stop: threading.Event) -> None:
+    """Write the keys' last uses every `keys.USES_FLUSH` seconds, and once more at the end."""
+    while True:
+        stopping = stop.wait(keys.USES_FLUSH)
+        if state.uses:
+            try:
+                with state.db.write() as tx:
+                    state.uses.flush(tx)
+            except sa.exc.SQLAlchemyError as exc:  # the database is away: noted again later
+                log.warning("could not write API keys' last uses: %s", errors.describe(exc))
+        if stopping:
+            return
+
+
 def _give_back_large_buffers() -> None:
     """Have glibc map every allocation of 128 KiB or more on its own (its default raises that
     bound as big blocks are freed, so a burst of large webhook bodies would stay in the heap):
@@ -328,12 +372,67 @@ def _give_back_large_buffers() -> None:
         log.debug("mallopt is not available")
 
 
+def _read_faults(path: Path) -> list[readiness.Fault]:
+    """The embedded worker's faults as the process running it published them."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [readiness.Fault("worker", "the embedded worker is not running", time.time())]
+    return [readiness.Fault(f["kind"], f["message"], f["since"]) for f in found]
+
+
+def _publish_faults(embedded: worker.Embedded, path: Path, stop: threading.Event) -> None:
+    """Write the embedded worker's faults to `path` every FAULTS_EVERY seconds (atomically)."""
+    while True:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps([dataclasses.asdict(f) for f in embedded.faults()]))
+        temporary.replace(path)
+        if stop.wait(FAULTS_EVERY):
+            return
+
+
+FAULTS_EVERY = 1.0  # seconds between two publications of the embedded worker's faults
+ORPHAN_CHECK = 0.5  # seconds between two looks at whether `serve` still runs
+
+
+def _app_process(settings: Settings, worker_faults: str | None) -> Starlette:
+    """The app in one of `serve --processes`' processes (spawned: set up afresh). It stops
+    when the `serve` that started it dies, even by SIGKILL (nothing else would stop it)."""
+    _give_back_large_buffers()
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return create_app(settings, worker_faults=worker_faults)
+
+
+def processes(settings: Settings) -> int:
+    """How many app processes `serve` runs: SNAPSHOTS_PROCESSES (`--processes`), else one per
+    core on PostgreSQL and one on SQLite (its single writer: more processes would only wait
+    for one another)."""
+    sqlite = settings.database_url.startswith("sqlite")
+    if settings.processes is None:
+        return 1 if sqlite else max(1, os.cpu_count() or 1)
+    if sqlite and settings.processes > 1:
+        raise errors.ConfigError(
+            "SQLite takes one writer: run `serve --processes 1` on SQLite, or use PostgreSQL "
+            "(SNAPSHOTS_DATABASE_URL) for more"
+        )
+    return settings.processes
+
+
 def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
     """Serve the app on `settings.host`:`settings.port` until stopped, with the bounds of
-    `api.protocol` (head size, deadlines, connections). X-Forwarded-For is never believed by
-    the server itself: `RequestId` believes it from SNAPSHOTS_TRUSTED_PROXIES only."""
-    import functools
-
+    `api.protocol` (head size, deadlines, connections), in `processes(settings)` processes
+    sharing the port (bound once here; uvicorn's supervisor restarts one that dies). The
+    embedded worker runs once, beside this process, whatever their number.
+    X-Forwarded-For is never believed by the server itself: `RequestId` believes it from
+    SNAPSHOTS_TRUSTED_PROXIES only."""
     import uvicorn
 
     from snapshots.api import protocol
@@ -346,14 +445,41 @@ def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
         body_timeout=settings.body_timeout,
         max_connections=settings.max_connections,
     )
-    uvicorn.run(
-        create_app(settings, embedded_worker=embedded_worker),
-        host=settings.host,
-        port=settings.port,
-        http=functools.partial(protocol.BoundedHttp, limits=limits),  # type: ignore[arg-type]
-        proxy_headers=False,
-        server_header=False,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": functools.partial(protocol.BoundedHttp, limits=limits),
+        "proxy_headers": False,
+        "server_header": False,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    count = processes(settings)
+    if count == 1:
+        uvicorn.run(create_app(settings, embedded_worker=embedded_worker), **options)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    runtime = Path(tempfile.mkdtemp(prefix="snapshots-serve-"))
+    faults = runtime / "worker-faults.json" if embedded_worker else None
+    config = uvicorn.Config(
+        functools.partial(_app_process, settings, None if faults is None else str(faults)),
+        factory=True,
+        workers=count,
+        **options,
     )
+    stop = threading.Event()
+    embedded = worker.Embedded(settings) if embedded_worker else None
+    try:
+        if embedded is not None and faults is not None:
+            embedded.start()
+            threading.Thread(
+                target=_publish_faults, args=(embedded, faults, stop), daemon=True
+            ).start()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        stop.set()
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(runtime, ignore_errors=True)

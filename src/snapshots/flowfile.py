@@ -9,6 +9,7 @@ prebuilt flows ship as `defaults/flows.yaml`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -209,14 +210,17 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
             None, [Problem(where, None, None, None, f"the file is over {MAX_TEXT // 1024} KiB")]
         )
     try:
-        root = yaml.compose(text, Loader=_UniqueKeys)
-        shape = _shape_problem(root)
+        try:
+            root, data, shape = _read(text, _FastUniqueKeys)
+        except yaml.YAMLError:
+            # libyaml words some problems differently: say them as PyYAML's parser does
+            # (it also refuses what nests deeper than libyaml's 1,000 levels by its own limit).
+            root, data, shape = _read(text, _UniqueKeys)
         if shape is not None:
             return Checked(
                 None, [Problem(where, None, None, None, f"the file is refused: {shape}")]
             )
         lines = _Lines(root)
-        data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -237,6 +241,16 @@ def check(text: str, where: str, *, version: int = 0) -> Checked:
         return _check_flows(spec, where, lines, version, budget)
     except _OverBudget as exc:
         return Checked(None, [Problem(where, None, None, None, f"the file is refused: {exc}")])
+
+
+def _read(text: str, loader: Any) -> tuple[yaml.Node | None, Any, str | None]:
+    """The composed document, its data (not built when its shape is refused) and what is
+    wrong with its shape."""
+    root = yaml.compose(text, Loader=loader)
+    shape = _shape_problem(root)
+    if shape is not None:
+        return root, None, shape
+    return root, yaml.load(text, Loader=loader), None
 
 
 def _check_flows(
@@ -266,23 +280,40 @@ def _check_flows(
     return Checked(Registry(compiled, version=version))
 
 
+def _refuse_twice(loader: Any, node: yaml.MappingNode, deep: bool) -> None:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"the key {key!r} is given twice",
+                key_node.start_mark,
+            )
+        seen.add(key)
+
+
 class _UniqueKeys(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (the last would win
     silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"the key {key!r} is given twice",
-                    key_node.start_mark,
-                )
-            seen.add(key)
+        _refuse_twice(self, node, deep)
         return super().construct_mapping(node, deep=deep)
+
+
+# libyaml's parser (PyYAML's wheels carry it): the editor checks the whole file on every
+# preview, and the pure-Python parser takes ~40 ms for the prebuilt file, libyaml ~4 ms.
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _FastUniqueKeys(_CSafeLoader):  # type: ignore[misc]
+    """`_UniqueKeys` on libyaml's parser."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        _refuse_twice(self, node, deep)
+        return dict(super().construct_mapping(node, deep=deep))
 
 
 def _schema_problem(data: Any, first: Any, where: str, lines: _Lines) -> Problem:
@@ -310,7 +341,7 @@ def _compile(
 
     matched: list[str] = []
     for pattern in spec.trigger:
-        found = [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+        found = _matching(pattern)
         if not found:
             problem(f"{pattern!r} matches no Stripe event type", "trigger", field="trigger")
         matched += found
@@ -458,6 +489,18 @@ def _compile_action(
     if action is None or failed:
         return None, None
     return action, fields
+
+
+def _matching(pattern: str) -> list[str]:
+    """The event types a trigger pattern matches (a plain type: itself, when known)."""
+    if not any(char in pattern for char in "*?["):
+        return [pattern] if pattern in _known() else []
+    return [t for t in known_event_types() if fnmatch.fnmatchcase(t, pattern)]
+
+
+@functools.cache
+def _known() -> frozenset[str]:
+    return frozenset(known_event_types())
 
 
 def _filter_problem(

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from snapshots import actions, errors, mapping, samples
 from snapshots.outbound import waits
-from snapshots.records import reads
+from snapshots.records import batch, reads
 from snapshots.store.db import Tx
 
 
@@ -284,6 +284,25 @@ class Registry:
             )
             for flow, values in plan
         ]
+
+    def upserts(
+        self, plan: Plan, *, connection_id: str, event: dict[str, Any], test: bool = False
+    ) -> list[batch.Upsert] | None:
+        """The plan's writes as whole-record upserts, for `records.batch`; None when one of its
+        actions is another kind of write (it then runs alone, through `execute`)."""
+        found = []
+        for flow, values in plan:
+            if flow.action.upsert is None:
+                return None
+            call = actions.Invocation(
+                connection_id=connection_id,
+                event=event,
+                test=test,
+                options=flow.options,
+                flow=flow.name,
+            )
+            found.append(flow.action.upsert(call, values))
+        return found
 
     def apply(
         self, tx: Tx, *, connection_id: str, event: dict[str, Any], test: bool = False

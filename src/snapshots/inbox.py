@@ -16,13 +16,14 @@ from typing import Annotated, Any, Protocol
 import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from snapshots import errors, ids, paging
+from snapshots import causes, errors, ids, paging
 from snapshots.store import dialect, tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
 
 STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
 T = tables.inbox_items
+ARRIVED = "snapshots_inbox"  # the channel NOTIFYd when items become claimable (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,24 @@ class Stored:
     duplicate: bool
 
 
+def _lookup(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    """What an item is found by besides its event id: its object's id, and the e-mail address
+    it carries (a customer's, or an invoice's customer's), lower-cased."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return None, None
+    object_id = obj.get("id")
+    email = obj.get("email") or obj.get("customer_email")
+    return (
+        object_id[:255] if isinstance(object_id, str) and object_id else None,
+        email.strip().lower()[:512] if isinstance(email, str) and email.strip() else None,
+    )
+
+
 def _row(arrival: Arrival, now: float) -> dict[str, Any]:
     event = arrival.event
+    object_id, email = _lookup(event)
     return {
         "connection_id": arrival.connection_id,
         "event_id": event["id"],
@@ -78,6 +95,8 @@ def _row(arrival: Arrival, now: float) -> dict[str, Any]:
         "run_after": now,
         "received_at": now,
         "processed_at": None if arrival.wanted else now,
+        "object_id": object_id,
+        "email": email,
     }
 
 
@@ -116,6 +135,8 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
         key = (arrival.connection_id, arrival.event["id"])
         found = stored[key]
         results.append(found if first[key] == index else Stored(found.item_id, found.status, True))
+    if any(r.status == "pending" and not r.duplicate for r in results):
+        dialect.notify(tx, ARRIVED)
     return results
 
 
@@ -132,6 +153,8 @@ def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
         result = tx.exec_driver_sql(sql, rows)
     else:
         result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+    if result.rowcount:
+        dialect.notify(tx, ARRIVED)
     return int(result.rowcount)
 
 
@@ -150,10 +173,18 @@ def has_claimable(tx: Tx) -> bool:
     return tx.execute(sa.select(T.c.id).where(_claimable(time.time())).limit(1)).first() is not None
 
 
+UNSETTLED = ("pending", "failed", "processing")  # the rows of the claim index (tables.py)
+
+
 def _claimable(now: float) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(T.c.status.in_(("pending", "failed")), T.c.run_after <= now),
-        sa.and_(T.c.status == "processing", T.c.lease_until < now),
+    # The first term is the claim index's own condition, word for word, so PostgreSQL sees
+    # that the index holds every candidate and reads the index alone.
+    return sa.and_(
+        T.c.status.in_(UNSETTLED),
+        sa.or_(
+            sa.and_(T.c.status.in_(("pending", "failed")), T.c.run_after <= now),
+            sa.and_(T.c.status == "processing", T.c.lease_until < now),
+        ),
     )
 
 
@@ -237,11 +268,25 @@ def finish(
                 "lease_until": None,
                 "locked_by": None,
                 "last_error": None,
+                "error_cause": None,
             }
             for outcome in outcomes
             for item_id, status in [outcome[:2]]
         ],
     )
+    # Which records each item wrote, to find the events that touched a record.
+    touched = [
+        {"item_id": outcome[0], "record_id": record_id}
+        for outcome in outcomes
+        for record_id in dict.fromkeys(outcome[3] if len(outcome) > 3 else [])
+    ]
+    if touched:
+        tx.execute(
+            dialect.insert(tx, tables.inbox_item_records).on_conflict_do_nothing(
+                index_elements=["item_id", "record_id"]
+            ),
+            touched,
+        )
 
 
 def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
@@ -252,6 +297,7 @@ def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
             "b_id": item_id,
             "status": "dead" if dead else "failed",
             "last_error": error[:4000],
+            "error_cause": causes.of(error),
             "run_after": now + delay,
             "processed_at": now if dead else None,
             "lease_until": None,
@@ -282,27 +328,39 @@ def _give_back(tx: Tx, item_ids: list[int], worker_id: str, **values: Any) -> in
 def release(tx: Tx, item_ids: list[int], *, worker_id: str) -> int:
     """Give back claimed items without counting the attempt (a fault of the process, not of
     the items): pending again at once. Items this worker no longer holds are left alone."""
-    return _give_back(tx, item_ids, worker_id)
+    released = _give_back(tx, item_ids, worker_id)
+    if released:
+        dialect.notify(tx, ARRIVED)
+    return released
 
 
 def postpone(tx: Tx, item_id: int, *, worker_id: str, reason: str, delay: float) -> None:
     """Give back one claimed item uncharged, to be tried again in `delay` seconds, with the
     reason it waits (the connection's Stripe is refused or away)."""
-    _give_back(tx, [item_id], worker_id, run_after=time.time() + delay, last_error=reason[:4000])
+    _give_back(
+        tx,
+        [item_id],
+        worker_id,
+        run_after=time.time() + delay,
+        last_error=reason[:4000],
+        error_cause=causes.of(reason),
+    )
 
 
 def requeue(tx: Tx, item_ids: list[int], *, statuses: Sequence[str]) -> int:
-    """Queue these items again with a fresh attempt count, those still in one of `statuses`;
-    returns how many."""
+    """Queue these items again with a fresh attempt count, those still in one of `statuses`
+    and with their payload (see `retention`); returns how many."""
+    dialect.notify(tx, ARRIVED)
     return int(
         tx.execute(
             T.update()
-            .where(T.c.id.in_(item_ids), T.c.status.in_(statuses))
+            .where(T.c.id.in_(item_ids), T.c.status.in_(statuses), T.c.pruned_at.is_(None))
             .values(
                 status="pending",
                 attempts=0,
                 run_after=time.time(),
                 last_error=None,
+                error_cause=None,
                 processed_at=None,
                 lease_until=None,
                 locked_by=None,
@@ -378,7 +436,7 @@ def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
 
 
 def payload(tx: Tx, item_id: int) -> bytes:
-    """An item's raw bytes, as they arrived."""
+    """An item's raw bytes, as they arrived (empty once retention pruned them)."""
     return bytes(tx.execute(sa.select(T.c.payload).where(T.c.id == item_id)).scalar_one())
 
 
@@ -389,8 +447,10 @@ def page(
     limit: int = 50,
     starting_after: int | None = None,
     connections: Sequence[str] | None = None,
+    test: bool | None = None,
 ) -> paging.Page[Event]:
-    """Newest first, without payloads (of `connections`, when given)."""
+    """Newest first, without payloads (of `connections`, when given; with `test`, only test
+    events (True) or only the others (False))."""
     if status is not None and status not in STATUSES:
         raise errors.BadRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
     return paging.paginate(
@@ -402,6 +462,7 @@ def page(
         starting_after=starting_after,
         where=[
             *([] if status is None else [T.c.status == status]),
+            *([] if test is None else [(T.c.source == "test") if test else (T.c.source != "test")]),
             *paging.within(T.c.connection_id, connections),
         ],
         key="id",
@@ -414,6 +475,11 @@ def replay(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Eve
     item = _one(tx, ref, connections)
     if item.status in ("pending", "processing"):
         raise errors.Conflict(f"inbox item {item.id} is {item.status} already")
+    if item.pruned_at is not None:
+        raise errors.Conflict(
+            f"inbox item {item.id} cannot be replayed: its payload was pruned "
+            "(SNAPSHOTS_EVENT_RETENTION); `snapshots sync --reconcile` fetches recent events again"
+        )
     requeue(tx, [item.id], statuses=(item.status,))
     return get(tx, str(item.id))
 
@@ -422,3 +488,42 @@ def counts(tx: Tx) -> dict[str, int]:
     rows = tx.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
     found = {status: n for status, n in rows}
     return {status: found.get(status, 0) for status in STATUSES}
+
+
+class FlowCounts(BaseModel):
+    """What became of the events a flow's triggers matched, over a window."""
+
+    matched: int = Field(description="Events of a type the flow's triggers match")
+    done: int = Field(description="Events the flow ran on (its filter passed and it wrote)")
+    failed: int = Field(description="Events of its types that failed or went dead")
+
+
+class Triggered(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def matches(self, event_type: str) -> bool: ...
+
+
+def flow_counts(tx: Tx, flows: Sequence[Triggered], *, since: float) -> dict[str, FlowCounts]:
+    """Per flow: the events received since `since` (unix seconds) of its trigger types, those
+    it ran on, and those that failed or went dead. One grouped read: the flows that ran on an
+    item are on the item (`finish`), its types matched against the flows given."""
+    rows = tx.execute(
+        sa.select(T.c.event_type, T.c.status, T.c.flows, sa.func.count())
+        .where(T.c.received_at >= since)
+        .group_by(T.c.event_type, T.c.status, T.c.flows)
+    ).all()
+    found = {flow.name: FlowCounts(matched=0, done=0, failed=0) for flow in flows}
+    for event_type, status, ran, count in rows:
+        names = set(_names(ran))
+        for flow in flows:
+            if not flow.matches(event_type):
+                continue
+            counts = found[flow.name]
+            counts.matched += count
+            if status == "done" and flow.name in names:
+                counts.done += count
+            elif status in ("failed", "dead"):
+                counts.failed += count
+    return found

@@ -14,6 +14,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -195,8 +196,11 @@ class GroupCommit:
     LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
     LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
-    def __init__(self, db: Database, registry: inbox.Wants) -> None:
+    def __init__(
+        self, db: Database, registry: inbox.Wants, *, arrived: Callable[[], object] | None = None
+    ) -> None:
         self._db = db
+        self._arrived = arrived  # told after a commit that stored new pending items (SQLite)
         self._registry = registry  # (revisions.Live follows each new version of the flows)
         self._inline = db.dialect == "sqlite"
         self._lock_taker: LockTaker | None = None
@@ -233,6 +237,10 @@ class GroupCommit:
                 return
             outcomes = [errors.Unavailable("the database stayed locked; retry later")] * len(batch)
         del self._pending[: len(batch)]
+        if self._arrived is not None and any(
+            isinstance(o, Receipt) and o.status == "pending" and not o.duplicate for o in outcomes
+        ):
+            self._arrived()
         _settle(list(zip((future for _, future in batch), outcomes, strict=True)))
         if self._pending:
             loop.call_soon(self._flush, loop, time.monotonic())

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
 import zlib
 from typing import Any, Literal
@@ -323,11 +324,33 @@ def verify(tx: Tx, presented: str | None, *, env: str | None = None) -> ApiKey:
     return _from_row(row)
 
 
-def note_use(tx: Tx, api_key: ApiKey, *, ip: str | None, now: float | None = None) -> ApiKey:
-    """Note when and from which address a key was used, at most once a minute per key; returns
-    the key as noted."""
-    now = time.time() if now is None else now
-    if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_EVERY:
-        return api_key
-    tx.execute(T.update().where(T.c.id == api_key.id).values(last_used_at=now, last_used_ip=ip))
-    return api_key.model_copy(update={"last_used_at": now, "last_used_ip": ip})
+class Uses:
+    """`last_used_at` / `last_used_ip` noted in memory as requests come and written by `flush`
+    (the app calls it every USES_FLUSH seconds, and when it stops): a request never waits for
+    a write. A key whose stored last use is under LAST_USED_EVERY old is not noted, as in
+    `note_use`; the stored value lags the real one by USES_FLUSH at most."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, api_key: ApiKey, *, ip: str | None, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_EVERY:
+            return
+        with self._lock:  # the same key again before the flush: one write, the latest use
+            self._pending[api_key.id] = (now, ip)
+
+    def flush(self, tx: Tx) -> int:
+        """Write what was noted since the last flush; returns how many keys."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for key_id, (at, ip) in pending.items():
+            tx.execute(T.update().where(T.c.id == key_id).values(last_used_at=at, last_used_ip=ip))
+        return len(pending)
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+
+USES_FLUSH = 1.0  # seconds between two writes of the keys' last uses

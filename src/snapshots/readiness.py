@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import sqlalchemy as sa
 
-from snapshots import __version__, connections, errors, revisions, times, vault
+from snapshots import __version__, connections, errors, metrics, revisions, times, vault
 from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
@@ -255,13 +255,19 @@ def answer(found: list[Fault]) -> tuple[int, dict[str, object]]:
     return 503, {"status": "unready", "problems": problems}
 
 
-def serve_health(host: str, port: int, faults: Faults) -> ThreadingHTTPServer:
+def serve_health(
+    host: str, port: int, faults: Faults, db: Database | None = None
+) -> ThreadingHTTPServer:
     """`/healthz` and `/readyz` for a process without the HTTP app (a standalone worker), on a
-    thread of its own; `shutdown()` stops it."""
+    thread of its own, and `/metrics` (its own counters) given its database; `shutdown()`
+    stops it."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body: dict[str, object]
+            if self.path == "/metrics" and db is not None:
+                self._metrics(db)
+                return
             if self.path == "/healthz":
                 status, body = 200, {"status": "ok"}
             elif self.path == "/readyz":
@@ -280,6 +286,19 @@ def serve_health(host: str, port: int, faults: Faults) -> ThreadingHTTPServer:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _metrics(self, db: Database) -> None:
+            try:
+                data = metrics.exposition(db)
+            except sa.exc.SQLAlchemyError:  # the inbox's gauges need the database
+                self.send_response(503)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", metrics.CONTENT_TYPE)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

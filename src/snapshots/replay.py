@@ -18,7 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from snapshots import audit, errors, ids, inbox, paging
+from snapshots import audit, errors, events, ids, inbox, revisions
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
@@ -34,57 +34,19 @@ TOP_ERRORS = 5
 ERROR_TEXT = 300  # characters of an error that are grouped on
 
 
-class Filter(BaseModel):
-    """Which items: a status (`dead` or `failed`), and optionally since when they arrived
-    (unix seconds), their event type (`invoice.*` wildcards), a piece of their error (any
-    case) and their connection."""
-
-    model_config = ConfigDict(frozen=True)
+class Filter(events.Search):
+    """Which items (an `events.Search`) whose status is `dead` (the default) or `failed`."""
 
     status: str = "dead"
-    since: Timestamp | None = None
-    type: str | None = None
-    error: str | None = None
-    connection_id: str | None = None
-    # Only these connections' items (an API key limited to them), besides `connection_id`.
-    connections: list[str] | None = None
 
-    def model_post_init(self, _: Any) -> None:
+    def model_post_init(self, context: Any) -> None:
         if self.status not in STATUSES:
             raise errors.BadRequest(
                 f"a bulk replay takes items whose status is {' or '.join(STATUSES)}, not "
                 f"{self.status!r}",
                 code="parameter_invalid",
             )
-        if self.type is not None and not (0 < len(self.type) <= 255 and self.type.isprintable()):
-            raise errors.BadRequest("type: 1 to 255 printable characters", code="parameter_invalid")
-        if self.error is not None and not (0 < len(self.error) <= 500):
-            raise errors.BadRequest("error: 1 to 500 characters", code="parameter_invalid")
-        if self.connection_id is not None and not ids.plausible(self.connection_id):
-            raise errors.BadRequest(
-                f"no connection {self.connection_id!r}", code="parameter_invalid"
-            )
-
-    def where(self) -> list[sa.ColumnElement[bool]]:
-        found = [T.c.status == self.status]
-        if self.since is not None:
-            found.append(T.c.received_at >= self.since)
-        if self.type is not None:
-            pattern = _like(self.type).replace("*", "%")
-            found.append(T.c.event_type.like(pattern, escape="\\"))
-        if self.error is not None:
-            found.append(
-                sa.func.lower(T.c.last_error).like(f"%{_like(self.error.lower())}%", escape="\\")
-            )
-        if self.connection_id is not None:
-            found.append(T.c.connection_id == self.connection_id)
-        found += paging.within(T.c.connection_id, self.connections)
-        return found
-
-
-def _like(text: str) -> str:
-    """`text` with LIKE's own wildcards escaped (`*` is ours, made `%` by the caller)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        super().model_post_init(context)
 
 
 class ErrorCount(BaseModel):
@@ -99,6 +61,7 @@ class Preview(BaseModel):
     matched: int = Field(description="Items the filter matches now")
     quota: int = Field(description="How many a run would queue again (at most 50,000)")
     top_errors: list[ErrorCount]
+    flows_version: int = Field(description="The flows version the worker applies them with")
     dry_run: bool = True
 
     @computed_field  # type: ignore[prop-decorator]
@@ -107,23 +70,29 @@ class Preview(BaseModel):
         return self.matched > self.quota
 
 
-def preview(tx: Tx, flt: Filter, *, cap: int = CAP) -> Preview:
-    """How many items `flt` matches now, and their most common errors (nothing changes)."""
+def preview(tx: Tx, flt: Filter, *, cap: int = CAP, top_errors: bool = True) -> Preview:
+    """How many items `flt` matches now, and (unless `top_errors` is False: that reads every
+    matching item's error) their most common errors. Nothing changes."""
     where = flt.where()
     matched = int(tx.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one())
     error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
-    rows = tx.execute(
-        sa.select(error, sa.func.count().label("n"))
-        .where(*where)
-        .group_by(error)
-        .order_by(sa.desc("n"), error)
-        .limit(TOP_ERRORS)
-    ).all()
+    rows = (
+        tx.execute(
+            sa.select(error, sa.func.count().label("n"))
+            .where(*where)
+            .group_by(error)
+            .order_by(sa.desc("n"), error)
+            .limit(TOP_ERRORS)
+        ).all()
+        if top_errors
+        else []
+    )
     return Preview(
         filter=flt,
         matched=matched,
         quota=min(matched, cap),
         top_errors=[ErrorCount(error=str(r.error), count=int(r.n)) for r in rows],
+        flows_version=revisions.current_version(tx),
     )
 
 

@@ -7,6 +7,7 @@ new versions as they appear.
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from dataclasses import dataclass
@@ -80,6 +81,20 @@ def revisions(tx: Tx, *, with_text: bool = False) -> list[Revision]:
     """Every version, newest first (the first is in force; the prebuilt one comes last)."""
     rows = tx.execute(sa.select(V).order_by(V.c.version.desc())).all()
     return [*(_revision(r, with_text) for r in rows), _prebuilt(with_text)]
+
+
+def diff(tx: Tx, old: int, new: int) -> list[str]:
+    """The lines of a unified diff from version `old` to version `new` of the flows file."""
+    before, after = get_revision(tx, old), get_revision(tx, new)
+    return list(
+        difflib.unified_diff(
+            (before.text or "").splitlines(),
+            (after.text or "").splitlines(),
+            f"version {old}",
+            f"version {new}",
+            lineterm="",
+        )
+    )
 
 
 def current(tx: Tx) -> Registry:

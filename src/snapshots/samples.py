@@ -22,7 +22,7 @@ import stripe
 from pydantic import BaseModel, Field
 
 from snapshots import errors, ids, inbox
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
 
 if TYPE_CHECKING:
     from snapshots.flows import Registry
@@ -189,38 +189,74 @@ def send_test_events(
 ) -> list[Trace]:
     """Post each event, signed with the connection's first signing secret, to `url` (the
     connection's webhook endpoint), then wait until a worker has applied each one."""
-    if not secrets:
-        raise errors.ConfigError("the connection has no webhook signing secret")
-    traces = []
     http = client or httpx.Client(timeout=10.0)
     try:
-        for event in events:
-            payload = json.dumps(event, indent=2).encode()
-            header = stripe.WebhookSignature.generate_signature_header(payload.decode(), secrets[0])
-            try:
-                response = http.post(
-                    url,
-                    content=payload,
-                    headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-                )
-            except httpx.HTTPError as exc:
-                raise errors.Unavailable(
-                    f"cannot reach the webhook endpoint {url}: {exc}; is `snapshots serve` "
-                    "running there (SNAPSHOTS_PUBLIC_URL, or --url)?"
-                ) from exc
-            trace = Trace(
-                event_id=event["id"], type=event["type"], http_status=response.status_code
-            )
-            if response.status_code >= 300:
-                trace.error = _error_of(response)
-            else:
-                trace.fields = {flow.name: values for flow, values in _plan(registry, event)}
-            traces.append(trace)
+        traces = [post(secrets, registry, url=url, event=event, client=http) for event in events]
     finally:
         if client is None:
             http.close()
     _wait(db, traces, timeout)
     return traces
+
+
+def post(
+    secrets: list[str],
+    registry: Registry,
+    *,
+    url: str,
+    event: dict[str, Any],
+    client: httpx.Client,
+) -> Trace:
+    """Post one event, signed with the connection's first signing secret, to `url` (the
+    connection's webhook endpoint): its trace as received, with the fields the flows in force
+    would write (`follow` sees what the worker did)."""
+    if not secrets:
+        raise errors.ConfigError("the connection has no webhook signing secret")
+    payload = json.dumps(event, indent=2).encode()
+    header = stripe.WebhookSignature.generate_signature_header(payload.decode(), secrets[0])
+    try:
+        response = client.post(
+            url,
+            content=payload,
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        raise errors.Unavailable(
+            f"cannot reach the webhook endpoint {url}: {exc}; is `snapshots serve` "
+            "running there (SNAPSHOTS_PUBLIC_URL, or --url)?"
+        ) from exc
+    trace = Trace(event_id=event["id"], type=event["type"], http_status=response.status_code)
+    if response.status_code >= 300:
+        trace.error = _error_of(response)
+    else:
+        trace.fields = {flow.name: values for flow, values in _plan(registry, event)}
+    return trace
+
+
+def follow(tx: Tx, trace: Trace) -> bool:
+    """Bring a trace up to date with its inbox item; True once the worker is done with it."""
+    if trace.http_status >= 300:
+        return True
+    item = inbox.get(tx, trace.event_id)
+    trace.item_id = item.id
+    trace.status = item.status
+    if item.status in ("pending", "processing"):
+        return False
+    trace.flows, trace.records = item.flows, item.records
+    trace.error = item.last_error
+    trace.fields = {k: v for k, v in trace.fields.items() if k in trace.flows}
+    return True
+
+
+def trace(tx: Tx, registry: Registry, event_id: str, *, http_status: int = 200) -> Trace:
+    """The trace of a test event received earlier (`post` answered `http_status`), read again
+    from its inbox item: for a page that follows it while the worker applies it."""
+    item = inbox.get(tx, event_id)
+    event = json.loads(inbox.payload(tx, item.id))
+    found = Trace(event_id=event_id, type=item.event_type, http_status=http_status)
+    found.fields = {flow.name: values for flow, values in _plan(registry, event)}
+    follow(tx, found)
+    return found
 
 
 def _plan(registry: Registry, event: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
@@ -241,19 +277,8 @@ def _wait(db: Database, traces: list[Trace], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     waiting = [t for t in traces if t.http_status < 300]
     while waiting:
-        still = []
-        for trace in waiting:
-            with db.read() as tx:
-                item = inbox.get(tx, trace.event_id)
-            trace.item_id = item.id
-            trace.status = item.status
-            if item.status in ("pending", "processing"):
-                still.append(trace)
-                continue
-            trace.flows, trace.records = item.flows, item.records
-            trace.error = item.last_error
-            trace.fields = {k: v for k, v in trace.fields.items() if k in trace.flows}
-        waiting = still
+        with db.read() as tx:
+            waiting = [trace for trace in waiting if not follow(tx, trace)]
         if waiting and time.monotonic() > deadline:
             for trace in waiting:
                 trace.error = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from snapshots import errors
+from snapshots import errors, metrics
 from snapshots.store import tables
 from snapshots.store.db import Database
 
@@ -111,6 +111,7 @@ def run_job(db: Database, job: Job, *, holder: str, force: bool = False) -> bool
         log.exception("%s failed", job.name)
     finally:
         release(db, job.name, holder=holder, next_run_at=time.time() + delay, error=error)
+        metrics.job(job.name, "ok" if error is None else "failed")
     return True
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from snapshots import errors, times
@@ -26,6 +26,24 @@ def _seconds(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+DAY = 86400.0  # seconds
+
+
+def _duration(value: Any, info: ValidationInfo) -> Any:
+    """A duration as typed (`30d`, see `times`), or a number of seconds; empty is unset."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        name = f"SNAPSHOTS_{(info.field_name or '').upper()}"
+        try:
+            return times.parse_duration(text, name=name)
+        except errors.BadRequest as exc:
+            raise errors.ConfigError(str(exc)) from exc
+    return value
 
 
 class Settings(BaseSettings):
@@ -45,7 +63,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(1000, ge=1)  # open at once; the excess is refused at once
     # Reverse proxies whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
     trusted_proxies: str = ""
-    worker_batch: int = Field(10, ge=1, le=1000)  # inbox items per claim
+    worker_batch: int = Field(200, ge=1, le=1000)  # inbox items per claim (applied together)
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)
@@ -55,6 +73,9 @@ class Settings(BaseSettings):
     # API requests per key and window, counted in the database (shared by every process).
     api_rate_limit: int = Field(100, ge=1)
     api_rate_window: int = Field(10, ge=1, le=3600)  # seconds
+    # Issue 12: a fleet's shared counters in Redis instead of the database; serve's processes.
+    redis_url: str | None = None
+    processes: int | None = Field(None, ge=1, le=64)  # unset: one per core on PostgreSQL
     # Pulling from Stripe (issue 3): the location watcher, reconciliation, the API budget.
     location_poll_interval: float = Field(300.0, gt=0)  # seconds between location polls
     reconcile_interval: float = Field(3600.0, gt=0)  # seconds between reconciliations
@@ -78,6 +99,10 @@ class Settings(BaseSettings):
     outbound_retry_schedule: str = "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h"
     outbound_retry_jitter: float = Field(0.1, ge=0, le=1)  # +- this fraction of each wait
     outbound_concurrency: int = Field(10, ge=1, le=200)  # attempts a worker makes at once
+
+    # Retention (issue 12): durations (`30d`, `52w`) or seconds; see retention.py.
+    event_retention: Annotated[float, BeforeValidator(_duration)] = Field(30 * DAY, ge=3600.0)
+    audit_retention: Annotated[float | None, BeforeValidator(_duration)] = Field(None, ge=365 * DAY)
 
     @property
     def base_url(self) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from snapshots import errors
+from snapshots import errors, metrics
 
 T = TypeVar("T")
 log = logging.getLogger("snapshots.stripe")
@@ -113,14 +113,18 @@ class Stripe:
         while True:
             self.budget.take()
             try:
-                return fn()
+                found = fn()
             except stripe.StripeError as exc:
+                metrics.stripe_request(outcome(exc))
                 delay = retry_delay(exc, attempt)
                 if delay is None or attempt >= self.retries:
                     raise translate(what, exc, attempts=attempt + 1) from exc
                 log.info("Stripe: %s failed (%s); retry in %.1fs", what, _brief(exc), delay)
                 self._sleep(delay)
                 attempt += 1
+            else:
+                metrics.stripe_request("ok")
+                return found
 
     def get(self, what: str, path: str, **params: Any) -> dict[str, Any]:
         """GET a Stripe path as plain JSON (no SDK objects)."""
@@ -220,6 +224,17 @@ def split_list(body: str) -> Page:
         if body[at] == ",":
             at = skip(at + 1)
     return Page(data, raw, has_more)
+
+
+def outcome(exc: stripe.StripeError) -> str:
+    """A failed request as a metrics label."""
+    if isinstance(exc, stripe.APIConnectionError):
+        return "network"
+    if isinstance(exc, stripe.RateLimitError) or exc.http_status == 429:
+        return "rate_limited"
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return "auth"
+    return "server_error" if (exc.http_status or 0) >= 500 else "client_error"
 
 
 def retry_delay(exc: stripe.StripeError, attempt: int) -> float | None:
@@ -334,6 +349,22 @@ def check_key(
     instead (a 403 there still proves the key: Stripe knows it), and the account stays
     unknown.
     """
+    try:
+        found = _check_key(secret_key=secret_key, api_base=api_base, api_version=api_version)
+    except errors.StripeAuthError:
+        metrics.connection_check("refused")
+        raise
+    except errors.StripeUnavailable:
+        metrics.connection_check("unavailable")
+        raise
+    except errors.StripeError:
+        metrics.connection_check("failed")
+        raise
+    metrics.connection_check("ok")
+    return found
+
+
+def _check_key(*, secret_key: str, api_base: str | None, api_version: str | None) -> Account:
     client = Stripe(secret_key=secret_key, api_base=api_base, api_version=api_version, retries=2)
     try:
         return account_of(client.account(), livemode=client.livemode)

@@ -2,9 +2,13 @@
 
 A batch is claimed in one short transaction, then applied in a second one: an item's record
 writes and its `done` mark commit together, so a worker that dies before the commit leaves
-nothing half-applied, and its items return to the inbox when the lease runs out. An item that
-fails rolls the batch back; it is marked on its own and the others are applied again. Before applying, the worker re-checks that it still holds each item (on
-PostgreSQL with a row lock), so an item taken over by another worker is never applied twice.
+nothing half-applied, and its items return to the inbox when the lease runs out. Parsing,
+filters and mappings run before that transaction; whole-record upserts are then applied
+set-based (`records.batch`: one read per table, decided in memory, multi-row writes), other
+actions item by item in their place. An item that fails rolls the batch back; it is marked on
+its own and the others are applied again. Before applying, the worker re-checks that it still
+holds each item (on PostgreSQL with a row lock), so an item taken over by another worker is
+never applied twice.
 """
 
 from __future__ import annotations
@@ -28,21 +32,25 @@ from snapshots import (
     errors,
     flows,
     inbox,
+    metrics,
     readiness,
     refetch,
     replay,
+    retention,
     retry,
     revisions,
     schedule,
     sync,
     vault,
 )
+from snapshots import wakeup as wakeup_
 from snapshots.flows import Registry
 from snapshots.onboarding import health
 from snapshots.outbound import delivery, resume
+from snapshots.records import batch
 from snapshots.settings import Settings
 from snapshots.store import lock
-from snapshots.store.db import Database
+from snapshots.store.db import Database, Tx
 
 log = logging.getLogger("snapshots.worker")
 
@@ -56,6 +64,18 @@ class _ItemFailed(Exception):
         self.error = error
 
 
+class _BatchFailed(Exception):
+    """Raised inside a batch transaction to roll it back when applying it set-based failed."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _outcome(item: inbox.Item, ran: list[tuple[str, str]]) -> tuple[int, str, list[str], list[str]]:
+    return (item.id, "done" if ran else "ignored", [n for n, _ in ran], [r for _, r in ran])
+
+
 @dataclass
 class Stats:
     claimed: int = 0
@@ -63,6 +83,8 @@ class Stats:
     ignored: int = 0
     failed: int = 0
     dead: int = 0
+    together: int = 0  # of the applied items, those applied set-based (`records.batch`)
+    fallbacks: int = 0  # batches applied one by one after applying them set-based failed
 
 
 def _permanent(exc: Exception) -> bool:
@@ -86,9 +108,11 @@ class Worker:
         faults: readiness.Faults | None = None,
         monitor: readiness.Monitor | None = None,
         applied: Callable[[], object] = lambda: None,
+        wakeup: wakeup_.Wakeup | None = None,
     ) -> None:
         self.db = db
         self._applied = applied  # told after a batch was applied (messages may be waiting)
+        self.wakeup = wakeup  # tells an idle worker that work arrived (None: it polls)
         self.registry = registry
         self._live = live  # the flows in force, when they may change while it runs
         self.settings = settings
@@ -123,7 +147,8 @@ class Worker:
         if items:
             self.stats.claimed += len(items)
             try:
-                self._apply(items)
+                with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
+                    self._apply(items)
             except Exception as exc:
                 if errors.is_process_fault(exc):
                     self._release([item.id for item in items])
@@ -158,7 +183,10 @@ class Worker:
     def _apply(self, items: list[inbox.Item]) -> None:
         """Apply a claimed batch in one transaction. When an item fails, the transaction is
         rolled back, the failure is recorded on its own, and the rest is applied again: no
-        savepoint per item (they cost more than applying an item), and no half-applied item."""
+        savepoint per item (they cost more than applying an item), and no half-applied item.
+        Whole-record upserts are applied set-based (`records.batch`); when that fails (a value
+        the database refuses, a lock it gave up on), the batch is applied item by item, so an
+        item whose own data is bad fails alone."""
         work: dict[int, tuple[dict[str, Any], flows.Plan]] = {}
         todo = []
         for item in items:  # parsing, filters and mappings need no lock: done before it
@@ -177,9 +205,10 @@ class Worker:
                 if errors.is_process_fault(exc):
                     raise
                 self._failed(item, exc)
+        together = True
         while todo:
             try:
-                self._apply_all(todo, work)
+                self._apply_all(todo, work, together=together)
                 return
             except _ItemFailed as failure:
                 if isinstance(failure.error, errors.StripeUnavailable | errors.StripeAuthError):
@@ -187,14 +216,28 @@ class Worker:
                 else:
                     self._failed(failure.item, failure.error)
                 todo = [item for item in todo if item is not failure.item]
+            except _BatchFailed as failure:
+                log.info(
+                    "a batch of %d items applied together failed (%s); one by one now",
+                    len(todo),
+                    errors.describe(failure.error),
+                )
+                together = False
+                self.stats.fallbacks += 1
 
     def _apply_all(
-        self, items: list[inbox.Item], work: dict[int, tuple[dict[str, Any], flows.Plan]]
+        self,
+        items: list[inbox.Item],
+        work: dict[int, tuple[dict[str, Any], flows.Plan]],
+        *,
+        together: bool,
     ) -> None:
         done = ignored = dead = 0
         finished: list[tuple[int, str, list[str], list[str]]] = []
         with self.db.write() as tx:
             mine = inbox.still_mine(tx, [item.id for item in items], worker_id=self.name)
+            pending: list[tuple[inbox.Item, flows.Plan, list[batch.Upsert]]] = []
+            alone: set[int] = set()
             for item in items:
                 if item.id not in mine:
                     continue
@@ -205,37 +248,65 @@ class Worker:
                     dead += 1
                     continue
                 event, plan = work[item.id]
+                test = item.source == "test"
+                upserts = (
+                    self.registry.upserts(
+                        plan, connection_id=item.connection_id, event=event, test=test
+                    )
+                    if together
+                    else None
+                )
+                if upserts is not None:
+                    pending.append((item, plan, upserts))
+                    continue
+                finished += self._together(tx, pending)  # what came before it, first
+                pending = []
                 try:
                     ran = self.registry.execute(
-                        tx,
-                        plan,
-                        connection_id=item.connection_id,
-                        event=event,
-                        test=item.source == "test",
+                        tx, plan, connection_id=item.connection_id, event=event, test=test
                     )
                 except Exception as exc:
                     if errors.is_process_fault(exc):
                         raise
                     raise _ItemFailed(item, exc) from exc
-                finished.append(
-                    (
-                        item.id,
-                        "done" if ran else "ignored",
-                        [n for n, _ in ran],
-                        [r for _, r in ran],
-                    )
-                )
-                if ran:
-                    done += 1
-                else:
-                    ignored += 1
+                finished.append(_outcome(item, ran))
+                alone.add(item.id)
+            finished += self._together(tx, pending)
             inbox.finish(tx, finished)
+            grouped = len(finished) - sum(1 for f in finished if f[0] in alone)
+        for _, status, _, _ in finished:
+            if status == "done":
+                done += 1
+            else:
+                ignored += 1
         if done:
             self._applied()
         self.stats.done += done
         self.stats.ignored += ignored
         self.stats.dead += dead
+        self.stats.together += grouped
         self._waiting.clear()
+
+    def _together(
+        self, tx: Tx, pending: list[tuple[inbox.Item, flows.Plan, list[batch.Upsert]]]
+    ) -> list[tuple[int, str, list[str], list[str]]]:
+        """Apply the upserts of consecutive items set-based; their outcomes."""
+        if not pending:
+            return []
+        try:
+            writes = batch.Batch(tx)
+            written = writes.apply([upserts for _, _, upserts in pending])
+            writes.flush()
+        except Exception as exc:
+            if errors.is_process_fault(exc):
+                raise
+            raise _BatchFailed(exc) from exc
+        return [
+            _outcome(
+                item, [(flow.name, record) for (flow, _), record in zip(plan, records, strict=True)]
+            )
+            for (item, plan, _), records in zip(pending, written, strict=True)
+        ]
 
     def _postpone(self, item: inbox.Item, exc: errors.StripeError) -> None:
         """Stripe refused the connection's key or could not be reached (refetch mode): not the
@@ -281,7 +352,7 @@ class Worker:
 
     def run(self, stop: threading.Event, *, parent: int | None = None) -> None:
         """Work until `stop` is set (or, given `parent`, until that process is gone). An empty
-        inbox is polled every `worker_idle` seconds. While the process has a fault it claims
+        inbox is polled every `worker_idle` seconds, or with a wake-up waited on (see `wakeup`). While the process has a fault it claims
         nothing and looks again after a growing pause (`FAULT_WAIT` doubling, capped)."""
         log.info("worker %s started", self.name)
         faulty = 0
@@ -307,7 +378,10 @@ class Worker:
                 faulty = 0
                 self.faults.clear()
             if claimed < self.settings.worker_batch:
-                stop.wait(self.settings.worker_idle)
+                if self.wakeup is None:
+                    stop.wait(self.settings.worker_idle)
+                else:
+                    self.wakeup.wait(stop, wakeup_.LOOK_EVERY)
         log.info("worker %s stopped", self.name)
 
 
@@ -327,20 +401,27 @@ def main(
     *,
     parent: int | None = None,
     report: Callable[[list[readiness.Fault]], object] | None = None,
+    arrived: Any = None,
 ) -> None:
     """A worker process: runs until SIGTERM or SIGINT (and, given `parent`, until it dies).
 
     `snapshots worker` runs this after `readiness.startup` passed; `snapshots serve` starts it
     as its embedded worker, a child process, so applying events never competes with intake for
-    one interpreter, and hears its faults through `report`. With `worker_health_port` set, it
+    one interpreter, hears its faults through `report` and raises `arrived` (a
+    `multiprocessing.Event`) when it stored new items. On PostgreSQL the worker LISTENs. With `worker_health_port` set, it
     answers `/healthz` and `/readyz` on that port."""
     import signal
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    woken: wakeup_.Wakeup | None = None
     held = lock.shared(settings.sqlite_path)  # `restore` refuses while this worker runs
     database = Database(settings.database_url)
+    if arrived is not None:
+        woken = wakeup_.Flag(arrived)
+    elif database.dialect == "postgresql":
+        woken = wakeup_.Listener(database.engine.url)
     faults = readiness.Faults(on_change=report)
     secrets = vault.load(settings)
     live = revisions.Live(database)
@@ -358,9 +439,13 @@ def main(
     scheduler = threading.Thread(
         target=schedule.Scheduler(
             database,
-            _jobs(
-                sync.scheduled_jobs(database, stripe, live, settings),
-                health.scheduled_jobs(database, secrets, stripe, live, settings),
+            _with_retention(
+                _jobs(
+                    sync.scheduled_jobs(database, stripe, live, settings),
+                    health.scheduled_jobs(database, secrets, stripe, live, settings),
+                ),
+                database,
+                settings,
             ),
             holder=holder,
             ready=lambda: not faults,
@@ -379,7 +464,9 @@ def main(
     outbound.start()
     health_server = None
     if settings.worker_health_port is not None:
-        health_server = readiness.serve_health(settings.host, settings.worker_health_port, faults)
+        health_server = readiness.serve_health(
+            settings.host, settings.worker_health_port, faults, database
+        )
     try:
         Worker(
             database,
@@ -390,9 +477,12 @@ def main(
             faults=faults,
             monitor=monitor,
             applied=dispatcher.wake.set,
+            wakeup=woken,
         ).run(stop, parent=parent)
     finally:
         stop.set()
+        if isinstance(woken, wakeup_.Listener):
+            woken.close()
         if health_server is not None:
             health_server.shutdown()
         scheduler.join(10.0)
@@ -401,7 +491,15 @@ def main(
         held.release()
 
 
-def _child(settings: Settings, parent: int, reports: Any) -> None:
+def _with_retention(
+    jobs: Callable[[], list[schedule.Job]], database: Database, settings: Settings
+) -> Callable[[], list[schedule.Job]]:
+    """The connections' jobs, and pruning old payloads (run by one worker at a time)."""
+    pruning = retention.job(database, settings)
+    return lambda: [*jobs(), pruning]
+
+
+def _child(settings: Settings, parent: int, reports: Any, arrived: Any) -> None:
     # Below the serve process in CPU priority: acknowledging webhooks is what Stripe times,
     # applying them can wait for a spare moment (the inbox absorbs bursts).
     os.nice(EMBEDDED_NICENESS)
@@ -409,7 +507,10 @@ def _child(settings: Settings, parent: int, reports: Any) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     main(
-        settings.model_copy(update={"worker_health_port": None}), parent=parent, report=reports.put
+        settings.model_copy(update={"worker_health_port": None}),
+        parent=parent,
+        report=reports.put,
+        arrived=arrived,
     )
 
 
@@ -430,6 +531,13 @@ class Embedded:
         self._watch: threading.Thread | None = None
         self._reports = self._context.Queue()
         self._faults: list[readiness.Fault] = []
+        # Raised by intake when it stored new items (SQLite: on PostgreSQL the worker LISTENs).
+        self._arrived = self._context.Event() if settings.sqlite_path is not None else None
+
+    def arrived(self) -> None:
+        """Tell the worker that new items are waiting."""
+        if self._arrived is not None:
+            self._arrived.set()
 
     def start(self) -> None:
         self._spawn()
@@ -440,7 +548,7 @@ class Embedded:
         self._faults = []
         self._process = self._context.Process(
             target=_child,
-            args=(self._settings, os.getpid(), self._reports),
+            args=(self._settings, os.getpid(), self._reports, self._arrived),
             name="snapshots-worker",
             daemon=True,
         )

@@ -24,7 +24,7 @@ import pytest
 from tests.support.localstripe import LocalStripe, run_localstripe
 
 CLI_TIMEOUT = 30.0  # seconds one CLI command may take
-START_TIMEOUT = 20.0  # seconds `serve` may take to answer /healthz
+START_TIMEOUT = 60.0  # seconds `serve` may take to answer /healthz (its processes start at once)
 STOP_GRACE = 10.0  # seconds a process gets to exit after SIGTERM before SIGKILL
 EXECUTABLE = Path(sys.executable).with_name("snapshots")
 

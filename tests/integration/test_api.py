@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     customer,
     invoice,
     location,
+    settle_uses,
 )
 
 # Endpoints and authentication.
@@ -249,6 +250,7 @@ def test_a_used_key_records_last_used_at(
     assert key.last_used_at is None
     before = time.time()
     assert client.get("/v1/customers", headers=bearer(secret)).status_code == 200
+    settle_uses(client)
     with db.read() as tx:
         (key,) = keys.list_all(tx)
     assert key.last_used_at is not None and key.last_used_at >= before - 1

@@ -99,11 +99,15 @@ def create(db: Database, **kwargs: Any) -> keys.ApiKeyCreated:
 
 
 def verify(db: Database, presented: str | None, *, ip: str | None = None) -> keys.ApiKey:
-    """What a request does with a bearer key: verify it, then note its use."""
+    """What a request does with a bearer key: verify it, then note its use (written
+    at once here, as the app's background flush writes it)."""
     with db.read() as tx:
         found = keys.verify(tx, presented)
+    uses = keys.Uses()
+    uses.note(found, ip=ip)
     with db.write() as tx:
-        return keys.note_use(tx, found, ip=ip)
+        uses.flush(tx)
+    return found
 
 
 def revoke(db: Database, key_id: str) -> keys.ApiKey:

@@ -28,6 +28,8 @@ class State:
     vault: Vault  # decrypts connection keys (managed webhook endpoints follow the flows)
     intake: intake.GroupCommit
     faults: readiness.Faults  # this process's, kept by a readiness.Monitor
+    limiter: limits.Limiter  # API requests per key, shared by every process
+    uses: keys.Uses  # keys' last uses, written in the background
     # The faults of the embedded worker process running beside this app, when there is one.
     worker_faults: Callable[[], list[readiness.Fault]] | None = None
     # How outbound requests (webhook endpoints) resolve names and connect.
@@ -70,7 +72,8 @@ def client_ip(request: Request) -> str | None:
 
 def _authorize(state: State, request: Request, scope: str, ip: str | None) -> keys.ApiKey:
     """Verify the key, count the request against its rate limit, check the scope. Refusals
-    of a bad key or a missing scope are audited."""
+    of a bad key or a missing scope are audited. The key's last use and its count are kept
+    in memory (`keys.Uses`, `limits.Limiter`): no write per request."""
     db = state.db
     try:
         with db.read() as tx:
@@ -80,12 +83,12 @@ def _authorize(state: State, request: Request, scope: str, ip: str | None) -> ke
             audit.denied(tx, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
         raise
     settings = state.settings
-    with db.write() as tx:
-        api_key = keys.note_use(tx, api_key, ip=ip)
-        usage = limits.hit(
-            tx, f"key:{api_key.id}", limit=settings.api_rate_limit, window=settings.api_rate_window
-        )
-        if not usage.exceeded and not api_key.allows(scope):
+    state.uses.note(api_key, ip=ip)
+    usage = state.limiter.hit(
+        f"key:{api_key.id}", limit=settings.api_rate_limit, window=settings.api_rate_window
+    )
+    if not usage.exceeded and not api_key.allows(scope):
+        with db.write() as tx:
             audit.denied(
                 tx, action="auth.scope_denied", actor=api_key.actor, ip=ip, reason=f"lacks {scope}"
             )
@@ -132,6 +135,13 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
 After = Annotated[
     str | None,
     Query(max_length=255, description="The id of the last item of the previous page."),
+]
+TestOnly = Annotated[
+    bool | None,
+    Query(
+        description="true: only test events and what they wrote (`snapshots send-test-event`, "
+        "the console's Test page); false: none of them; both when absent."
+    ),
 ]
 Order = Annotated[
     Literal["desc", "asc"],

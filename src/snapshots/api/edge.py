@@ -11,6 +11,8 @@
   `Location` (never built from the `Host` header, which the client chose).
 - An error no route handled is answered with the JSON error envelope (500) and logged in one
   line: nothing reaches the server as a traceback or a plain-text 500.
+- Every answer is counted and timed (`metrics.request`) by its route's template (never the
+  path: `unmatched` for a path no route has), method and status.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import ipaddress
 import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapshots import audit, errors
+from snapshots import audit, errors, metrics
 
 log = logging.getLogger("snapshots.http")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_HOPS = 20  # X-Forwarded-For entries looked at, from the right
 NO_STORE = (b"/v1/", b"/webhooks/")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # as labels
 
 
 def trusted_networks(text: str) -> list[IPNetwork]:
@@ -117,11 +121,15 @@ class Edge:
             return
         no_store = path.encode().startswith(NO_STORE)
         started = False
+        status = 500
+        clock = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
                 if no_store:
                     headers.append((b"cache-control", b"no-store"))
@@ -138,6 +146,7 @@ class Edge:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
+            status = 500
             log.error(
                 "request %s (%s %s) failed: %s: %s",
                 rid,
@@ -154,6 +163,10 @@ class Edge:
                     envelope(500, "internal_error", "something went wrong; retry later", rid),
                     [(b"x-request-id", rid.encode())],
                 )
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.request(route, method, status, time.perf_counter() - clock)
 
     async def _redirect(self, scope: Scope, send: Send, rid: str) -> None:
         target = scope["path"].rstrip("/") or "/"

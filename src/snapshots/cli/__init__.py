@@ -24,6 +24,7 @@ from snapshots.cli import (  # noqa: F401
     init,
     keys,
     output,
+    prune,
     serve,
     sync,
     users,

@@ -26,11 +26,15 @@ def events_list(
         str | None, typer.Option(help=f"One of: {', '.join(inbox.STATUSES)}.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    test: Annotated[
+        bool | None,
+        typer.Option("--test/--no-test", help="Only test events, or none of them (default: all)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List received events, newest first."""
     with state(ctx).db().read() as tx:
-        found = inbox.page(tx, status=status, limit=limit).data
+        found = inbox.page(tx, status=status, limit=limit, test=test).data
     if as_json:
         print_json(found)
         return
@@ -56,14 +60,18 @@ def events_show(
     """Show one event (inbox item number or Stripe event id) with its raw payload."""
     with state(ctx).db().read() as tx:
         item = inbox.get(tx, ref)
-        payload = json.loads(inbox.payload(tx, item.id))
+        raw = inbox.payload(tx, item.id)
+        payload = json.loads(raw) if raw else None  # None: pruned (SNAPSHOTS_EVENT_RETENTION)
     shown = item.model_dump(mode="json")
     if as_json:
         print_json(shown | {"payload": payload})
         return
     for key, value in shown.items():
         show(f"{key}: {value}")
-    out.print_json(data=payload)
+    if payload is None:
+        show("payload: pruned (SNAPSHOTS_EVENT_RETENTION)")
+    else:
+        out.print_json(data=payload)
 
 
 @events_app.command("replay")

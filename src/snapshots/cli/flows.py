@@ -1,4 +1,4 @@
-"""Flows as configuration: `flows export|import|rollback|versions`, `mappings
+"""Flows as configuration: `flows export|import|rollback|versions|diff`, `mappings
 show|validate|test`, `send-test-event` and `catalog`."""
 
 from __future__ import annotations
@@ -120,6 +120,20 @@ def flows_versions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             v.comment or "",
         )
     out.print(table)
+
+
+@flows_app.command("diff")
+def flows_diff(
+    ctx: typer.Context,
+    old: Annotated[int, typer.Argument(min=0, max=2**31 - 1, help="A version (0: prebuilt).")],
+    new: Annotated[
+        int | None, typer.Argument(min=0, max=2**31 - 1, help="Another (default: in force).")
+    ] = None,
+) -> None:
+    """What changed in the flows file from one version to another (a unified diff)."""
+    with state(ctx).db().read() as tx:
+        lines = revisions.diff(tx, old, revisions.current_version(tx) if new is None else new)
+    sys.stdout.write("".join(f"{line}\n" for line in lines) or "the two versions are the same\n")
 
 
 @mappings_app.command("show")

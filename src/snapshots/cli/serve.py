@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from snapshots import readiness, users
+from snapshots import metrics, readiness, users
 from snapshots.cli import users as cli_users
 from snapshots.cli.base import app, state
 from snapshots.cli.output import out, say
@@ -29,17 +29,31 @@ def serve(
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker inside.")
     ] = True,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="App processes sharing the port (SNAPSHOTS_PROCESSES; default: one per core "
+            "on PostgreSQL, one on SQLite).",
+        ),
+    ] = None,
 ) -> None:
-    """Migrate, then serve the API and webhooks (with an embedded worker)."""
+    """Migrate, then serve the API and webhooks (with an embedded worker, one however many
+    processes serve)."""
     from snapshots import app as http
 
     context = state(ctx)
+    metrics.setup()  # before anything counts: its processes count into shared files
     updates: dict[str, Any] = {}
     if host:
         updates["host"] = host
     if port:
         updates["port"] = port
+    if processes:
+        updates["processes"] = processes
     settings = context.settings.model_copy(update=updates)
+    http.processes(settings)  # SQLite with several: refused before anything starts
     context.in_use()
     database = store.Database(settings.database_url)
     try:

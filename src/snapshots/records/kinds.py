@@ -5,11 +5,13 @@ spec instead of asking which kind it has."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from snapshots import times
 from snapshots.records import models
 from snapshots.store import tables
 
@@ -91,6 +93,8 @@ class Kind(Generic[M]):
     defaults: dict[str, Any] = field(default_factory=lambda: {"metadata": {}})
     read_only: dict[str, str] = field(default_factory=dict)  # field -> why the API may not
     by_email: bool = False  # found by email too (a contact)
+    stripe_prefix: str = ""  # of its Stripe object's ids: cus_, in_, tml_
+    searched: tuple[str, ...] = ()  # the columns a search finds by their start (any case)
 
     @property
     def stamped(self) -> bool:
@@ -100,10 +104,62 @@ class Kind(Generic[M]):
     def public(self, row: Any) -> M:
         return self.model.model_validate(row._mapping)
 
+    def shown_json(self, row: Any) -> dict[str, Any]:
+        """What `public(row)` dumps as JSON (`model_dump(mode="json")`), built straight from
+        the row without a model: the lists' fast path. `tests/integration/test_records.py`
+        holds the two to the same output on every kind."""
+        values = tuple(row)
+        return {
+            name: convert(None if at is None else values[at])
+            for name, at, convert in _converters(self.model, tuple(row._fields))
+        }
+
     @property
     def shown(self) -> list[sa.Column[Any]]:
         """The columns its public model shows (reads need not decode the rest)."""
         return [c for c in self.table.c if c.name in self.model.model_fields]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _optional_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+_CONVERT: dict[str, Any] = {
+    "created_at": times.iso,
+    "updated_at": times.iso,
+    "stripe_created": times.iso,
+    "due_date": times.iso,
+    "paid_at": times.iso,
+    "metadata": models.json_object,
+    "custom": models.json_object,
+    "data": models.json_object,
+    "address": models.address,
+    "tags": lambda value: value or [],
+    "archived": bool,
+    "test": bool,
+    "livemode": _optional_bool,
+}
+
+
+@functools.cache
+def _converters(
+    model: type[models.RecordPublic], columns: tuple[str, ...]
+) -> tuple[tuple[str, int | None, Any], ...]:
+    """(field, the position of its column in a row of `columns` (None: none), its conversion
+    from the column's value), in the model's field order; `object` is the model's constant."""
+    found: list[tuple[str, int | None, Any]] = []
+    for name, field_ in model.model_fields.items():
+        at = columns.index(name) if name in columns else None
+        if name == "object":
+            constant = field_.default
+            found.append((name, None, lambda _, constant=constant: constant))
+        else:
+            found.append((name, at, _CONVERT.get(name, _same)))
+    return tuple(found)
 
 
 CONTACT: Kind[models.ContactPublic] = Kind(
@@ -122,6 +178,8 @@ CONTACT: Kind[models.ContactPublic] = Kind(
         "archived": "is read-only here: DELETE /v1/customers/{id} archives a contact",
     },
     by_email=True,
+    stripe_prefix="cus_",
+    searched=("name", "email"),
 )
 INVOICE: Kind[models.InvoicePublic] = Kind(
     "invoice",
@@ -136,6 +194,8 @@ INVOICE: Kind[models.InvoicePublic] = Kind(
         _INVOICE_OWNED,
     )
     | {"custom": "is set by flows and read-only through the API"},
+    stripe_prefix="in_",
+    searched=("number", "customer_email", "customer_name"),
 )
 LOCATION: Kind[models.LocationPublic] = Kind(
     "location",
@@ -150,5 +210,7 @@ LOCATION: Kind[models.LocationPublic] = Kind(
         "Stripe Terminal location",
         "archived": "is read-only: a location is archived when it vanishes from Stripe",
     },
+    stripe_prefix="tml_",
+    searched=("name",),
 )
 KINDS: dict[str, Kind[Any]] = {kind.name: kind for kind in (CONTACT, INVOICE, LOCATION)}

@@ -44,6 +44,10 @@ def _object(value: Any) -> dict[str, Any]:
     return nesting.cut(value) if isinstance(value, dict) else {}
 
 
+# The same conversions for the lists' fast path (`kinds.Kind.shown_json`).
+address = _address
+json_object = _object
+
 Flag = Annotated[bool, BeforeValidator(bool)]  # SQLite may hand back 0 and 1
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_object)]
 AddressField = Annotated[Address | None, BeforeValidator(_address)]

@@ -8,6 +8,7 @@ processes never deadlock upgrading a read lock; readers never block writers.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -53,6 +55,14 @@ class Database:
             raise errors.ConfigError(f"bad database URL {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(snapshots_write="wait")
+        self._disposed = False
+        sa.event.listen(self.engine, "checkin", self._close_after_dispose)
+
+    def _close_after_dispose(self, dbapi_connection: Any, _record: Any) -> None:
+        """A connection handed back after `dispose` (a thread that was still at work) goes to
+        a pool nobody holds any more: close it rather than leave it to the garbage collector."""
+        if self._disposed and dbapi_connection is not None:
+            dbapi_connection.close()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -66,8 +76,29 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def trial(self) -> Iterator[Connection]:
+        """A write transaction that is always rolled back: to see what a write would do
+        (a flow preview) while nothing is written."""
+        with self._writer.connect() as conn:
+            trans = conn.begin()
+            try:
+                yield conn
+            finally:
+                trans.rollback()
+
     def dispose(self) -> None:
+        self._disposed = True
         self.engine.dispose()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value: orjson (records are read by the page), or the standard library
+    for what orjson refuses and `json.dumps` writes (integers over 64 bits, NaN)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _create_engine(url: str) -> Engine:
@@ -75,7 +106,13 @@ def _create_engine(url: str) -> Engine:
         return _sqlite_engine(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = sa.create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=json_loads
+    )
+    # An executemany INSERT (upserts included) goes out as multi-row INSERTs, a page of rows a
+    # statement, instead of one statement per row.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -87,6 +124,7 @@ def _sqlite_engine(url: str) -> Engine:
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT / 1000},
         pool_size=20,
         max_overflow=20,
+        json_deserializer=json_loads,
     )
 
     @sa.event.listens_for(engine, "connect")

@@ -43,6 +43,8 @@ connections = sa.Table(
     sa.Column("health_checked_at", sa.Float),
 )
 
+_UNSETTLED = "status IN ('pending', 'failed', 'processing')"
+
 inbox_items = sa.Table(
     "inbox_items",
     metadata,
@@ -65,10 +67,46 @@ inbox_items = sa.Table(
     sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
+    sa.Column("pruned_at", sa.Float),  # when retention dropped its payload (retention.py)
+    # Found by (events.py): the id of the event's object and the e-mail address it carries
+    # (lower-cased), set when it is stored; the cause of its last error (causes.py).
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("email", sa.String(512)),
+    sa.Column("error_cause", sa.String(200)),
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
+    # The claim index: only the unsettled items (a few among millions), in claim order, with
+    # what the claim condition reads (PostgreSQL answers `has_claimable` from it alone).
+    sa.Index(
+        "ix_inbox_items_claimable",
+        "id",
+        postgresql_include=["status", "run_after", "lease_until"],
+        postgresql_where=sa.text(_UNSETTLED),
+        sqlite_where=sa.text(_UNSETTLED),
+    ),
+    # Retention's candidates: the items whose payload is still there, by when they settled.
+    sa.Index(
+        "ix_inbox_items_unpruned",
+        "processed_at",
+        postgresql_where=sa.text("pruned_at IS NULL"),
+        sqlite_where=sa.text("pruned_at IS NULL"),
+    ),
     # The newest webhook of a connection (reconciliation's silent-endpoint warning).
     sa.Index("ix_inbox_items_connection_id_received_at", "connection_id", "received_at"),
+    # A status's newest first, with their causes (grouping reads the index alone).
+    sa.Index("ix_inbox_items_status_id_error_cause", "status", "id", "error_cause"),
+    sa.Index("ix_inbox_items_object_id", "object_id"),
+    sa.Index("ix_inbox_items_email", "email"),
+    sa.Index("ix_inbox_items_status_error_cause", "status", "error_cause"),
+)
+
+# The records each inbox item's flows wrote (the events that touched a record).
+inbox_item_records = sa.Table(
+    "inbox_item_records",
+    metadata,
+    sa.Column("item_id", sa.Integer, primary_key=True),
+    sa.Column("record_id", sa.String(40), primary_key=True),
+    sa.Index("ix_inbox_item_records_record_id", "record_id"),
 )
 
 # Every record remembers the newest event applied to it as an ordering key:
@@ -170,6 +208,14 @@ locations = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("connection_id", "stripe_location_id"),
 )
+
+# Record lists are searched by the start of these columns, in any case (records.reads).
+sa.Index("ix_contacts_lower_name", sa.func.lower(contacts.c.name))
+sa.Index("ix_contacts_lower_email", sa.func.lower(contacts.c.email))
+sa.Index("ix_invoices_lower_number", sa.func.lower(invoices.c.number))
+sa.Index("ix_invoices_lower_customer_email", sa.func.lower(invoices.c.customer_email))
+sa.Index("ix_invoices_lower_customer_name", sa.func.lower(invoices.c.customer_name))
+sa.Index("ix_locations_lower_name", sa.func.lower(locations.c.name))
 
 api_keys = sa.Table(
     "api_keys",

@@ -18,7 +18,20 @@ from snapshots import errors, revisions, vault
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import deps, render
-from snapshots.ui.routes import account, audit, auth, deliveries, endpoints, keys, overview, sync
+from snapshots.ui.routes import (
+    account,
+    audit,
+    auth,
+    deliveries,
+    endpoints,
+    events,
+    keys,
+    overview,
+    records,
+    sync,
+)
+from snapshots.ui.routes import flows as flow_routes
+from snapshots.ui.routes import test as test_routes
 from snapshots.ui.routes import users as user_routes
 
 log = logging.getLogger("snapshots.ui")
@@ -35,7 +48,21 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 # Each screen's module; a new screen adds its module here.
-SCREENS = [auth, account, user_routes, overview, keys, audit, sync, endpoints, deliveries]
+SCREENS = [
+    auth,
+    account,
+    user_routes,
+    overview,
+    keys,
+    audit,
+    sync,
+    flow_routes,
+    test_routes,
+    events,
+    records,
+    endpoints,
+    deliveries,
+]
 
 
 class SecurityHeaders:

@@ -29,6 +29,7 @@ def list_events(
     status: Status = None,
     limit: deps.Limit = 20,
     starting_after: After = None,
+    test: deps.TestOnly = None,
 ) -> paging.Page[inbox.Event]:
     with state.db.read() as tx:
         return inbox.page(
@@ -37,6 +38,7 @@ def list_events(
             limit=limit,
             starting_after=starting_after,
             connections=api_key.connections,
+            test=test,
         )
 
 

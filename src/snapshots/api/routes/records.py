@@ -76,7 +76,9 @@ def _page(
     order: Literal["desc", "asc"] = "desc",
     updated_since: str | None = None,
     filters: dict[str, Any] | None = None,
-) -> paging.Page[M]:
+) -> Response:
+    """A page of records, answered from the rows as JSON text (`reads.page_json`); the route
+    declares `paging.Page[<public model>]` as its response model for the OpenAPI document."""
     for name, value in (filters or {}).items():
         if isinstance(value, str) and "\x00" in value:
             raise errors.BadRequest(f"{name}: must not contain NUL", code="parameter_invalid")
@@ -84,7 +86,7 @@ def _page(
         None if updated_since is None else times.parse_since(updated_since, name="updated_since")
     )
     with state.db.read() as tx:
-        return reads.page(
+        body = reads.page_json(
             tx,
             kind,
             limit=limit,
@@ -94,6 +96,7 @@ def _page(
             updated_since=since,
             connections=api_key.connections,
         )
+    return Response(body, media_type="application/json")
 
 
 def _get(state: deps.State, api_key: keys.ApiKey, kind: Kind[M], record_id: str) -> M:
@@ -138,6 +141,7 @@ def list_locations(
     limit: deps.Limit = 20,
     starting_after: deps.After = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     country: Annotated[
         str | None,
@@ -148,18 +152,20 @@ def list_locations(
     ] = None,
     order: deps.Order = "desc",
 ) -> Response:
-    filters = {"archived": archived, "country": None if country is None else country.upper()}
-    return deps.respond(
-        _page(
-            state,
-            api_key,
-            LOCATION,
-            limit,
-            starting_after,
-            order=order,
-            updated_since=updated_since,
-            filters=filters,
-        )
+    filters = {
+        "archived": archived,
+        "test": test,
+        "country": None if country is None else country.upper(),
+    }
+    return _page(
+        state,
+        api_key,
+        LOCATION,
+        limit,
+        starting_after,
+        order=order,
+        updated_since=updated_since,
+        filters=filters,
     )
 
 
@@ -252,21 +258,25 @@ def list_customers(
     ] = None,
     stripe_customer_id: StripeCustomer = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
 ) -> Response:
-    filters = {"email": email, "stripe_customer_id": stripe_customer_id, "archived": archived}
-    return deps.respond(
-        _page(
-            state,
-            api_key,
-            CONTACT,
-            limit,
-            starting_after,
-            order=order,
-            updated_since=updated_since,
-            filters=filters,
-        )
+    filters = {
+        "email": email,
+        "stripe_customer_id": stripe_customer_id,
+        "archived": archived,
+        "test": test,
+    }
+    return _page(
+        state,
+        api_key,
+        CONTACT,
+        limit,
+        starting_after,
+        order=order,
+        updated_since=updated_since,
+        filters=filters,
     )
 
 
@@ -423,27 +433,27 @@ def list_invoices(
     ] = None,
     stripe_customer_id: StripeCustomer = None,
     archived: Archived = None,
+    test: deps.TestOnly = None,
     updated_since: UpdatedSince = None,
     order: deps.Order = "desc",
 ) -> Response:
     filters = {
+        "test": test,
         "status": status,
         "payment_status": payment_status,
         "customer_id": customer_id,
         "stripe_customer_id": stripe_customer_id,
         "archived": archived,
     }
-    return deps.respond(
-        _page(
-            state,
-            api_key,
-            INVOICE,
-            limit,
-            starting_after,
-            order=order,
-            updated_since=updated_since,
-            filters=filters,
-        )
+    return _page(
+        state,
+        api_key,
+        INVOICE,
+        limit,
+        starting_after,
+        order=order,
+        updated_since=updated_since,
+        filters=filters,
     )
 
 

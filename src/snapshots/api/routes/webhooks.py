@@ -7,6 +7,7 @@ the app (middleware, error handlers); `document` adds it to the OpenAPI document
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -14,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from snapshots import errors, intake, samples
+from snapshots import errors, intake, metrics, samples
 from snapshots.api import schemas
 from snapshots.api.deps import State
 
@@ -37,6 +38,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def receive_stripe_webhook(request: Request) -> Response:
+    """Counted in `snapshots_webhooks_total` by connection (`unknown` for ids that are none),
+    event type and outcome, and timed."""
+    started = time.perf_counter()
+    seen = {"connection": "unknown", "type": "unknown"}
+    outcome = "error"
+    try:
+        response, outcome = await _receive(request, seen)
+        return response
+    except errors.Rejected:
+        outcome = "rejected"
+        raise
+    except errors.SnapshotsError:
+        outcome = "unavailable"
+        raise
+    finally:
+        metrics.webhook(seen["connection"], seen["type"], outcome, time.perf_counter() - started)
+
+
+async def _receive(request: Request, seen: dict[str, str]) -> tuple[Response, str]:
     state: State = request.app.state.snapshots
     connection_id: str = request.path_params["connection_id"]
     found, secrets = state.secrets.cached(connection_id)
@@ -44,10 +64,11 @@ async def receive_stripe_webhook(request: Request) -> Response:
         secrets = await run_in_threadpool(state.secrets.get, connection_id)
     if secrets is None:
         raise errors.NotFound(f"no connection {connection_id}", code="unknown_connection")
+    seen["connection"] = connection_id
     try:
         payload = await _read_body(request, state.settings.webhook_max_body)
     except ClientDisconnect:  # the sender went away (or took too long): nobody to answer
-        return Response(status_code=499)
+        return Response(status_code=499), "disconnected"
     # Checking the signature and the envelope is pure CPU (microseconds): done right here.
     intake.verify(
         payload,
@@ -56,13 +77,18 @@ async def receive_stripe_webhook(request: Request) -> Response:
         tolerance=state.settings.webhook_tolerance,
     )
     event = intake.parse_event(payload)
+    seen["type"] = metrics.event_type(event["type"])
     # An event `snapshots send-test-event` made (its id says so, under the signature) is
     # marked as a test on the inbox item and on every record it writes.
     source = "test" if event["id"].startswith(samples.TEST_PREFIX) else "webhook"
     receipt = await state.intake.submit(
         connection_id=connection_id, event=event, payload=payload, source=source
     )
-    return JSONResponse(receipt.model_dump())
+    if receipt.duplicate:
+        outcome = "duplicate"
+    else:
+        outcome = "ignored" if receipt.status == "ignored" else "stored"
+    return JSONResponse(receipt.model_dump()), outcome
 
 
 route = Route(PATH, receive_stripe_webhook, methods=["POST"], name="receive_stripe_webhook")

@@ -1,0 +1,353 @@
+"""Finding events in the inbox, for every shell: a search (status, type with `*` wildcards,
+connection, source, time range, and one box for a Stripe object id, an event id, an item number
+or an e-mail address), failures grouped by cause, and one event in full (what to do about its
+error first, its payload, the flows that ran and the records they wrote).
+
+The object id and e-mail are stored with each item when it arrives, and the cause of its
+error when it fails (`causes.of`), each indexed, so none of these reads the payloads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from snapshots import audit, causes, errors, ids, inbox, paging, revisions
+from snapshots.records import kinds
+from snapshots.store import tables
+from snapshots.store.db import Tx
+from snapshots.times import Timestamp
+
+T = tables.inbox_items
+SOURCES = ("webhook", "test", "sync", "reconcile", "watcher")
+FAILING = ("failed", "dead")  # the statuses whose errors are grouped by cause
+CAUSES = 20  # causes shown at most
+WINDOW = 2_000  # the newest failing items of each status whose causes are grouped
+
+
+def _like(text: str) -> str:
+    """`text` with LIKE's own wildcards escaped (`*` is ours, made `%` by the caller)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Search(BaseModel):
+    """Which inbox items: each condition given narrows the set. `type` takes `*` wildcards
+    (`invoice.*`); `error` is a piece of the last error (any case); `cause` is one exactly (a
+    group of `causes`); `q` is an item number, a Stripe event id, the id of the event's
+    object (`cus_...`, `in_...`) or an e-mail address; `since` and `until` bound when the
+    items arrived (unix seconds); `connections` keeps to those connections (an API key
+    limited to them)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    type: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    connection_id: str | None = None
+    source: str | None = None
+    test: bool | None = None
+    q: str | None = None
+    connections: list[str] | None = None
+
+    def model_post_init(self, _: Any) -> None:
+        if self.status is not None and self.status not in inbox.STATUSES:
+            raise errors.BadRequest(
+                f"status: one of {', '.join(inbox.STATUSES)}, not {self.status!r}",
+                code="parameter_invalid",
+            )
+        if self.type is not None and not (0 < len(self.type) <= 255 and self.type.isprintable()):
+            raise errors.BadRequest("type: 1 to 255 printable characters", code="parameter_invalid")
+        if self.error is not None and not (0 < len(self.error) <= 500):
+            raise errors.BadRequest("error: 1 to 500 characters", code="parameter_invalid")
+        if self.cause is not None and not (0 < len(self.cause) <= causes.LENGTH):
+            raise errors.BadRequest(
+                f"cause: 1 to {causes.LENGTH} characters", code="parameter_invalid"
+            )
+        if self.connection_id is not None and not ids.plausible(self.connection_id):
+            raise errors.BadRequest(
+                f"no connection {self.connection_id!r}", code="parameter_invalid"
+            )
+        if self.source is not None and self.source not in SOURCES:
+            raise errors.BadRequest(
+                f"source: one of {', '.join(SOURCES)}, not {self.source!r}",
+                code="parameter_invalid",
+            )
+        if self.q is not None and not (0 < len(self.q) <= 512 and self.q.isprintable()):
+            raise errors.BadRequest(
+                "search: 1 to 512 printable characters", code="parameter_invalid"
+            )
+        if self.since is not None and self.until is not None and self.until < self.since:
+            raise errors.BadRequest("until is before since", code="parameter_invalid")
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        found: list[sa.ColumnElement[bool]] = []
+        if self.status is not None:
+            found.append(T.c.status == self.status)
+        if self.since is not None:
+            found.append(T.c.received_at >= self.since)
+        if self.until is not None:
+            found.append(T.c.received_at < self.until)
+        if self.type is not None:
+            if "*" in self.type:
+                pattern = _like(self.type).replace("*", "%")
+                found.append(T.c.event_type.like(pattern, escape="\\"))
+            else:
+                found.append(T.c.event_type == self.type)
+        if self.error is not None:
+            found.append(
+                sa.func.lower(T.c.last_error).like(f"%{_like(self.error.lower())}%", escape="\\")
+            )
+        if self.cause is not None:
+            found.append(T.c.error_cause == self.cause)
+        if self.connection_id is not None:
+            found.append(T.c.connection_id == self.connection_id)
+        if self.source is not None:
+            found.append(T.c.source == self.source)
+        if self.test is not None:
+            found.append(T.c.source == "test" if self.test else T.c.source != "test")
+        if self.q is not None:
+            found.append(_matching(self.q.strip()))
+        found += paging.within(T.c.connection_id, self.connections)
+        return found
+
+
+def _matching(text: str) -> sa.ColumnElement[bool]:
+    if "@" in text:
+        return T.c.email == text.lower()
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return T.c.id == number if number <= inbox.MAX_ITEM_ID else sa.false()
+    return sa.or_(T.c.event_id == text, T.c.object_id == text)
+
+
+def page(
+    tx: Tx,
+    search: Search,
+    *,
+    limit: int = 50,
+    starting_after: int | None = None,
+) -> paging.Page[inbox.Event]:
+    """The items `search` finds, newest first, without payloads."""
+    return paging.paginate(
+        tx,
+        T,
+        "inbox item",
+        lambda row: inbox.Event.model_validate(row._mapping),
+        limit=limit,
+        starting_after=starting_after,
+        where=search.where(),
+        key="id",
+        columns=inbox.SHOWN,
+    )
+
+
+def count(tx: Tx, search: Search) -> int:
+    return int(
+        tx.execute(sa.select(sa.func.count()).select_from(T).where(*search.where())).scalar_one()
+    )
+
+
+class Cause(BaseModel):
+    """Failed or dead items that failed the same way, and how many."""
+
+    status: str
+    cause: str
+    count: int
+    example: str = Field(description="The last error of the newest of them, as it was")
+
+
+def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
+    """The failed and dead items `search` finds (all of them by default), grouped by status
+    and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
+    newest `WINDOW` items of each status (a read of an index, however many failed); each
+    group's count is exact."""
+    search = search or Search()
+    where = search.where()
+    statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
+    seen: Counter[tuple[str, str]] = Counter()
+    newest: dict[tuple[str, str], int] = {}
+    full: set[str] = set()  # statuses with more failing items than the window
+    for status in statuses:
+        window = (
+            sa.select(T.c.id, T.c.error_cause)
+            .where(*where, T.c.status == status, T.c.error_cause.is_not(None))
+            .order_by(T.c.id.desc())
+            .limit(WINDOW)
+            .subquery()
+        )
+        rows = tx.execute(
+            sa.select(window.c.error_cause, sa.func.count(), sa.func.max(window.c.id)).group_by(
+                window.c.error_cause
+            )
+        )
+        taken = 0
+        for cause, n, last in rows:
+            seen[(status, cause)] = int(n)
+            newest[(status, cause)] = int(last)
+            taken += int(n)
+        if taken >= WINDOW:
+            full.add(status)
+    top = sorted(seen, key=lambda key: (-seen[key], key))[:CAUSES]
+    examples = {
+        r.id: r.last_error
+        for r in tx.execute(
+            sa.select(T.c.id, T.c.last_error).where(T.c.id.in_([newest[k] for k in top]))
+        )
+    }
+
+    def count(status: str, cause: str) -> int:
+        if status not in full:  # the window held them all: counted already
+            return seen[(status, cause)]
+        return int(
+            tx.execute(
+                sa.select(sa.func.count())
+                .select_from(T)
+                .where(*where, T.c.status == status, T.c.error_cause == cause)
+            ).scalar_one()
+        )
+
+    found = [
+        Cause(
+            status=status,
+            cause=cause,
+            count=count(status, cause),
+            example=examples.get(newest[(status, cause)]) or cause,
+        )
+        for status, cause in top
+    ]
+    return sorted(found, key=lambda c: (-c.count, c.status, c.cause))
+
+
+class RecordRef(BaseModel):
+    """A record named where another thing points at it: its kind and a label to show."""
+
+    id: str
+    kind: str | None = Field(description="contact, invoice or location (None: unknown)")
+    label: str | None = Field(description="Its name, e-mail or number")
+    exists: bool
+
+
+def _label(kind: kinds.Kind[Any]) -> list[sa.ColumnElement[Any]]:
+    table = kind.table
+    if kind is kinds.INVOICE:
+        return [table.c.number, table.c.stripe_invoice_id]
+    if kind is kinds.CONTACT:
+        return [table.c.name, table.c.email, table.c.stripe_customer_id]
+    return [table.c.name, table.c.stripe_location_id]
+
+
+def refs(tx: Tx, record_ids: Sequence[str]) -> dict[str, RecordRef]:
+    """Each record id with its kind and label (unknown ids: `exists` False)."""
+    found: dict[str, RecordRef] = {}
+    for kind in kinds.KINDS.values():
+        wanted = [r for r in record_ids if r.startswith(kind.prefix)]
+        if not wanted:
+            continue
+        table = kind.table
+        rows = tx.execute(sa.select(table.c.id, *_label(kind)).where(table.c.id.in_(wanted)))
+        for row in rows:
+            label = next((v for v in row[1:] if v), None)
+            found[row.id] = RecordRef(id=row.id, kind=kind.name, label=label, exists=True)
+    for record_id in record_ids:
+        if record_id not in found:
+            kind_name = next(
+                (k.name for k in kinds.KINDS.values() if record_id.startswith(k.prefix)), None
+            )
+            found[record_id] = RecordRef(id=record_id, kind=kind_name, label=None, exists=False)
+    return found
+
+
+class Run(BaseModel):
+    """A flow that ran on the event and the record it wrote."""
+
+    flow: str
+    record: RecordRef | None
+
+
+class Advice(BaseModel):
+    headline: str
+    action: str
+    flow: str | None = Field(description="The flow to open when the fix is there")
+
+
+class Detail(BaseModel):
+    """One event in full, as the console shows it: what to do about its error first."""
+
+    event: inbox.Event
+    advice: Advice | None
+    payload: Any = Field(description="The event as it arrived (parsed JSON)")
+    raw: str | None = Field(description="The bytes as text when they are not JSON")
+    runs: list[Run]
+    replayable: bool
+    flows_version: int = Field(description="The flows version a replay would apply now")
+
+
+def detail(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Detail:
+    """One item by its number or Stripe event id, in full (404 when unknown)."""
+    event = inbox.get(tx, ref, connections=connections)
+    raw_bytes = inbox.payload(tx, event.id)
+    payload: Any = None
+    raw: str | None = None
+    try:
+        payload = json.loads(raw_bytes)
+    except ValueError:
+        raw = raw_bytes.decode("utf-8", errors="replace")
+    found = refs(tx, event.records)
+    runs = [
+        Run(
+            flow=flow,
+            record=found[event.records[n]] if n < len(event.records) else None,
+        )
+        for n, flow in enumerate(event.flows)
+    ]
+    advice = causes.advise(event.last_error, event.status)
+    return Detail(
+        event=event,
+        advice=None
+        if advice is None
+        else Advice(headline=advice.headline, action=advice.action, flow=advice.flow),
+        payload=payload,
+        raw=raw,
+        runs=runs,
+        replayable=event.status not in ("pending", "processing"),
+        flows_version=revisions.current_version(tx),
+    )
+
+
+def touching(
+    tx: Tx, record_id: str, stripe_id: str | None, *, limit: int = 20
+) -> list[inbox.Event]:
+    """The newest events that wrote a record (its flows' outcome) or are about its Stripe
+    object (those that failed, too)."""
+    links = tables.inbox_item_records
+    wrote = sa.select(links.c.item_id).where(links.c.record_id == record_id)
+    about: list[sa.ColumnElement[bool]] = [T.c.id.in_(wrote)]
+    if stripe_id:
+        about.append(T.c.object_id == stripe_id)
+    rows = tx.execute(
+        sa.select(*inbox.SHOWN).where(sa.or_(*about)).order_by(T.c.id.desc()).limit(limit)
+    ).all()
+    return [inbox.Event.model_validate(r._mapping) for r in rows]
+
+
+def replay_one(
+    tx: Tx, ref: str, *, actor: str, connections: Sequence[str] | None = None
+) -> inbox.Event:
+    """Queue one item again (see `inbox.replay`), with an audit entry naming who did."""
+    event = inbox.replay(tx, ref, connections=connections)
+    audit.record(
+        tx,
+        actor=actor,
+        action="event.replayed",
+        target=str(event.id),
+        details={"event_id": event.event_id, "type": event.event_type},
+    )
+    return event
