@@ -103,7 +103,9 @@ def _cli_with_password(snapshots: Snapshots, *args: str) -> None:
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     assert EXECUTABLE.exists(), f"{EXECUTABLE} is missing: install the package into the venv"
     home = tmp_path_factory.mktemp("console")
-    snapshots = Snapshots(home=home, port=free_port())
+    # Webhook endpoints may reach the receivers on 127.0.0.1 and nothing else.
+    allow = {"SNAPSHOTS_OUTBOUND_ALLOW": "127.0.0.1/32"}
+    snapshots = Snapshots(home=home, port=free_port(), extra_env=allow)
     try:
         running = snapshots.serve()
 

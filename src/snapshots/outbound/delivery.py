@@ -771,6 +771,35 @@ def page(
     return paging.Page(data=[_model(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
+RECOVERABLE = ("failed", "dead", "held")
+
+
+def _recoverable(endpoint_id: str, since: float) -> list[Any]:
+    return [
+        D.c.endpoint_id == endpoint_id,
+        D.c.status.in_(RECOVERABLE),
+        D.c.created_at >= since,
+    ]
+
+
+def recoverable(tx: Tx, vault: Vault, ref: str, *, since: float) -> int:
+    """How many deliveries `recover` would queue again now (the count shown before it runs)."""
+    endpoint = endpoints.get(tx, vault, ref)
+    stmt = sa.select(sa.func.count()).where(*_recoverable(endpoint.id, since))
+    return int(tx.execute(stmt).scalar_one())
+
+
+def counts(tx: Tx) -> dict[str, dict[str, int]]:
+    """Deliveries by endpoint id, then by status (statuses with none are absent)."""
+    stmt = sa.select(D.c.endpoint_id, D.c.status, sa.func.count()).group_by(
+        D.c.endpoint_id, D.c.status
+    )
+    found: dict[str, dict[str, int]] = {}
+    for endpoint_id, status, count in tx.execute(stmt):
+        found.setdefault(endpoint_id, {})[status] = int(count)
+    return found
+
+
 def recover(tx: Tx, vault: Vault, ref: str, *, since: float, actor: str = "cli") -> int:
     """Queue an endpoint's failed, dead and held deliveries made since `since` again, oldest
     first (they go out in the order they were made); returns how many. The endpoint must be
@@ -784,11 +813,7 @@ def recover(tx: Tx, vault: Vault, ref: str, *, since: float, actor: str = "cli")
     now = time.time()
     count = tx.execute(
         D.update()
-        .where(
-            D.c.endpoint_id == endpoint.id,
-            D.c.status.in_(("failed", "dead", "held")),
-            D.c.created_at >= since,
-        )
+        .where(*_recoverable(endpoint.id, since))
         .values(status="pending", run_after=now, attempts=0, updated_at=now)
     ).rowcount
     audit.record(

@@ -18,7 +18,18 @@ from snapshots import errors, revisions, vault
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import deps, render
-from snapshots.ui.routes import account, audit, auth, events, keys, overview, records, sync
+from snapshots.ui.routes import (
+    account,
+    audit,
+    auth,
+    deliveries,
+    endpoints,
+    events,
+    keys,
+    overview,
+    records,
+    sync,
+)
 from snapshots.ui.routes import connections as connection_routes
 from snapshots.ui.routes import flows as flow_routes
 from snapshots.ui.routes import test as test_routes
@@ -51,6 +62,8 @@ SCREENS = [
     test_routes,
     events,
     records,
+    endpoints,
+    deliveries,
 ]
 
 
