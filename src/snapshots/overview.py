@@ -85,12 +85,16 @@ class Overview(BaseModel):
     bursts: list[Burst]
 
 
-def _bars(tx: Tx, connection_id: str, now: float) -> list[Bar]:
+def _bars(tx: Tx, connection_id: str, now: float) -> tuple[list[Bar], int]:
     """One count per hour: each a range of the (connection, received_at) index, which SQLite
-    counts several times faster than one GROUP BY computing every row's hour."""
+    counts several times faster than one GROUP BY computing every row's hour; and the events
+    of the last 24 hours: the bars plus the part of the hour before the first bar that is
+    within them (each index entry of the day is counted once, not twice)."""
     start = (int(now) // HOUR - (BARS - 1)) * HOUR
     edges = [start + i * HOUR for i in range(BARS)]
-    return [Bar(start=e, count=_count(tx, connection_id, e, e + HOUR)) for e in edges]
+    bars = [Bar(start=e, count=_count(tx, connection_id, e, e + HOUR)) for e in edges]
+    day = _count(tx, connection_id, now - BARS * HOUR, start) + sum(b.count for b in bars)
+    return bars, day
 
 
 def _count(tx: Tx, connection_id: str, since: float, until: float | None = None) -> int:
@@ -183,13 +187,14 @@ def build(tx: Tx, vault: Vault, *, now: float | None = None) -> Overview:
         waiting = [statuses.get((connection.id, s), (0, None)) for s in WAITING]
         oldest = min((at for _, at in waiting if at is not None), default=None)
         last_webhook = _last_webhook(tx, connection.id)
+        bars, day = _bars(tx, connection.id, now)
         found.append(
             ConnectionOverview(
                 connection=connection,
                 last_webhook_at=last_webhook,
                 events_hour=_count(tx, connection.id, now - HOUR),
-                events_day=_count(tx, connection.id, now - 24 * HOUR),
-                bars=_bars(tx, connection.id, now),
+                events_day=day,
+                bars=bars,
                 pending=sum(n for n, _ in waiting),
                 oldest_pending_at=oldest,
                 lag=None if oldest is None else max(now - oldest, 0.0),
