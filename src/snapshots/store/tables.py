@@ -97,7 +97,15 @@ inbox_items = sa.Table(
     sa.Index("ix_inbox_items_status_id_error_cause", "status", "id", "error_cause"),
     sa.Index("ix_inbox_items_object_id", "object_id"),
     sa.Index("ix_inbox_items_email", "email"),
-    sa.Index("ix_inbox_items_status_error_cause", "status", "error_cause"),
+    # A cause's exact count, and (with the connection and arrival time) the overview's counts
+    # of what waits, failed or died per connection with the oldest waiting (index alone).
+    sa.Index(
+        "ix_inbox_items_status_error_cause_connection_id_received_at",
+        "status",
+        "error_cause",
+        "connection_id",
+        "received_at",
+    ),
 )
 
 # The records each inbox item's flows wrote (the events that touched a record).
