@@ -14,19 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from snapshots import errors, times
 
-
-def _seconds(value: Any) -> Any:
-    """A duration as seconds: a number, or text in the one duration grammar (`12h`)."""
-    if isinstance(value, str) and value.strip() and not value.strip()[-1].isdigit():
-        try:
-            return times.parse_duration(value)
-        except errors.BadRequest as exc:
-            raise ValueError(exc.message) from None
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds)]
-
 DAY = 86400.0  # seconds
 
 
@@ -44,6 +31,9 @@ def _duration(value: Any, info: ValidationInfo) -> Any:
         except errors.BadRequest as exc:
             raise errors.ConfigError(str(exc)) from exc
     return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration)]
 
 
 class Settings(BaseSettings):
@@ -101,7 +91,7 @@ class Settings(BaseSettings):
     outbound_concurrency: int = Field(10, ge=1, le=200)  # attempts a worker makes at once
 
     # Retention (issue 12): durations (`30d`, `52w`) or seconds; see retention.py.
-    event_retention: Annotated[float, BeforeValidator(_duration)] = Field(30 * DAY, ge=3600.0)
+    event_retention: Seconds = Field(30 * DAY, ge=3600.0)
     audit_retention: Annotated[float | None, BeforeValidator(_duration)] = Field(None, ge=365 * DAY)
 
     @property

@@ -46,6 +46,25 @@ def _matching(tx: Tx, kind: Kind[Any], text: str) -> sa.ColumnElement[bool]:
     )
 
 
+def _where(
+    tx: Tx,
+    kind: Kind[Any],
+    filters: dict[str, Any] | None,
+    updated_since: float | None,
+    connections: Sequence[str] | None,
+    search: str | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of a page of records (see `page`)."""
+    t = kind.table
+    where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
+    if search is not None and search.strip():
+        where.append(_matching(tx, kind, search.strip()))
+    where += paging.within(t.c.connection_id, connections)
+    if updated_since is not None:
+        where.append(t.c.updated_at >= updated_since)
+    return where
+
+
 def page(
     tx: Tx,
     kind: Kind[M],
@@ -65,12 +84,7 @@ def page(
     those whose id or Stripe id it is, or whose searched columns (a contact's name and e-mail)
     start with it, in any case."""
     t = kind.table
-    where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
-    if search is not None and search.strip():
-        where.append(_matching(tx, kind, search.strip()))
-    where += paging.within(t.c.connection_id, connections)
-    if updated_since is not None:
-        where.append(t.c.updated_at >= updated_since)
+    where = _where(tx, kind, filters, updated_since, connections, search)
     return paging.paginate(
         tx,
         t,
@@ -138,10 +152,7 @@ def page_json(
     """`page` as the API answers it, JSON text: each row turned straight into what its public
     model would dump (`Kind.shown_json`) and encoded once (orjson), no model in between."""
     t = kind.table
-    where = [t.c[name] == value for name, value in (filters or {}).items() if value is not None]
-    where += paging.within(t.c.connection_id, connections)
-    if updated_since is not None:
-        where.append(t.c.updated_at >= updated_since)
+    where = _where(tx, kind, filters, updated_since, connections)
     found = paging.paginate(
         tx,
         t,
