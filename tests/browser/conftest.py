@@ -3,13 +3,16 @@ Playwright's own download) driven by playwright from PyPI, headless, against a r
 `snapshots serve` subprocess on a free loopback port with a fresh SQLite database.
 
 - `console`: the deployment (session-wide): the set-up link `serve` printed, and an admin and
-  a viewer made with the CLI (`ADMIN`, `VIEWER`, password `PASSWORD`).
+  a viewer made with the CLI (`ADMIN`, `VIEWER`, password `PASSWORD`). `deployment(home)`
+  starts another one with no user at all (its set-up link makes the first admin).
+- `fake`: the Stripe-compatible test server (`tests/support/fake_stripe.py`), one a module.
 - `page` (desktop) and `phone` (360 px wide): a fresh browser context each, watched by a
   `Watch` that fails the test on any dialog, console error, uncaught error or failed
   subresource; on failure a screenshot and the page's HTML go to
   `test-artifacts/browser/<test>/`.
 - `axe(page)`: runs the committed axe-core on the page; serious or critical violations fail.
-- `sign_in(page, email)`.
+- `sign_in(page, email)`; `fill_connect_form(page, ...)` (Connect Stripe, managed, against
+  the fake); `send_test_event(page, type, obj)` on the Test page, with `a_customer(city)`.
 
 Every test here is marked `browser` and `acceptance` (it starts processes).
 """
@@ -19,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +39,13 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Request,
+    expect,
     sync_playwright,
 )
 
 from tests.acceptance.conftest import EXECUTABLE, Snapshots, eventually, free_port
+from tests.conftest import fixture
+from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,10 +107,11 @@ def _cli_with_password(snapshots: Snapshots, *args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="session")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+@contextmanager
+def deployment(home: Path) -> Iterator[Console]:
+    """`snapshots serve` on a fresh SQLite database in `home`, with no user yet: the console
+    of that deployment and the set-up link `serve` printed."""
     assert EXECUTABLE.exists(), f"{EXECUTABLE} is missing: install the package into the venv"
-    home = tmp_path_factory.mktemp("console")
     # Webhook endpoints may reach the receivers on 127.0.0.1 and nothing else.
     allow = {"SNAPSHOTS_OUTBOUND_ALLOW": "127.0.0.1/32"}
     snapshots = Snapshots(home=home, port=free_port(), extra_env=allow)
@@ -114,12 +123,23 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             assert found, running.log_path.read_text()
             return found.group(0)
 
-        link = eventually(printed, timeout=10)
-        _cli_with_password(snapshots, "users", "create-admin", "--email", ADMIN)
-        _cli_with_password(snapshots, "users", "create", "--email", VIEWER, "--role", "viewer")
-        yield Console(snapshots, link)
+        yield Console(snapshots, eventually(printed, timeout=10))
     finally:
         snapshots.stop_all()
+
+
+@pytest.fixture(scope="session")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    with deployment(tmp_path_factory.mktemp("console")) as made:
+        _cli_with_password(made.snapshots, "users", "create-admin", "--email", ADMIN)
+        _cli_with_password(made.snapshots, "users", "create", "--email", VIEWER, "--role", "viewer")
+        yield made
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeStripe]:
+    with run_fake_stripe() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +194,10 @@ class Watch:
         assert not self.problems, "\n".join(self.problems)
 
 
-def _page(
+def new_page(
     request: pytest.FixtureRequest, chromium: Browser, console: Console, viewport: dict[str, int]
 ) -> Iterator[Page]:
+    """A page of `console` in a fresh browser context, watched; kept on failure."""
     context = chromium.new_context(
         base_url=console.url, viewport=viewport, timezone_id=TIMEZONE, locale="en-US"
     )
@@ -210,13 +231,13 @@ def _keep(name: str, page: Page, watch: Watch) -> None:
 @pytest.fixture
 def page(request: pytest.FixtureRequest, chromium: Browser, console: Console) -> Iterator[Page]:
     """A desktop-sized page."""
-    yield from _page(request, chromium, console, DESKTOP)
+    yield from new_page(request, chromium, console, DESKTOP)
 
 
 @pytest.fixture
 def phone(request: pytest.FixtureRequest, chromium: Browser, console: Console) -> Iterator[Page]:
     """A page 360 px wide."""
-    yield from _page(request, chromium, console, PHONE)
+    yield from new_page(request, chromium, console, PHONE)
 
 
 def axe(page: Page) -> None:
@@ -253,3 +274,43 @@ def fits(page: Page) -> None:
     viewport = page.viewport_size
     assert viewport is not None
     assert width <= viewport["width"], f"the page is {width} px wide in {viewport['width']} px"
+
+
+def fill_connect_form(page: Page, *, key: str, name: str, api_base: str) -> None:
+    """On the Connect Stripe form: the key, the name, a managed webhook endpoint (the default)
+    for a public URL, and the fake Stripe as the API base. Not sent."""
+    page.get_by_label(re.compile("^Stripe secret or restricted key")).fill(key)
+    page.get_by_label(re.compile("^Name")).fill(name)
+    expect(page.get_by_role("radio", name=re.compile("^Managed"))).to_be_checked()
+    page.get_by_label(re.compile("^Public URL")).fill("https://snapshots.example.com")
+    page.get_by_text("More options").click()
+    page.get_by_label(re.compile("^Stripe API base URL")).fill(api_base)
+
+
+def a_customer(city: str) -> str:
+    """A Stripe customer living in `city`, as JSON for the Test page."""
+    obj = fixture("customer") | {
+        "id": f"cus_browser{secrets.token_hex(4)}",
+        "email": f"{city.lower()}@example.com",
+        "name": f"Someone in {city}",
+        "address": {
+            "city": city,
+            "country": "FR",
+            "line1": None,
+            "line2": None,
+            "postal_code": None,
+            "state": None,
+        },
+    }
+    return json.dumps(obj)
+
+
+def send_test_event(page: Page, event_type: str, obj: str, *, status: str = "done") -> None:
+    """On the Test page: send a test event carrying `obj`, and wait for its trace to end with
+    `status`."""
+    page.get_by_label("Event type").fill(event_type)
+    page.get_by_text("Carry your own Stripe object").click()
+    page.get_by_label("Stripe object (JSON)").fill(obj)
+    page.get_by_role("button", name="Send test event").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Trace of"))).to_be_visible()
+    expect(page.get_by_text(f"Status: {status}")).to_be_visible(timeout=20_000)

@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import axe, fits, sign_in
-from tests.support.fake_stripe import FakeStripe, run_fake_stripe
+from tests.browser.conftest import axe, fill_connect_form, fits, sign_in
+from tests.support.fake_stripe import FakeStripe
 
 WIDTHS = ["page", "phone"]
 _keys = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    with run_fake_stripe() as server:
-        yield server
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -45,12 +38,7 @@ def test_connect_managed_with_a_restricted_key_check_and_remove(
     expect(page.get_by_role("heading", name="Connect Stripe")).to_be_visible()
     axe(page)
     fits(page)
-    page.get_by_label(re.compile("^Stripe secret or restricted key")).fill(key)
-    page.get_by_label(re.compile("^Name")).fill(name)
-    expect(page.get_by_role("radio", name=re.compile("^Managed"))).to_be_checked()
-    page.get_by_label(re.compile("^Public URL")).fill("https://snapshots.example.com")
-    page.get_by_text("More options").click()
-    page.get_by_label(re.compile("^Stripe API base URL")).fill(fake.api_base)
+    fill_connect_form(page, key=key, name=name, api_base=fake.api_base)
     page.get_by_role("button", name="Check the key and connect").press("Enter")
 
     expect(page.get_by_role("heading", name=f"Connected {name}")).to_be_visible()

@@ -5,19 +5,23 @@ shows the record), the keyboard, a phone's width, and axe on every screen."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ROOT, Console, axe, fits, sign_in
-from tests.conftest import fixture
-from tests.support.fake_stripe import FakeStripe, run_fake_stripe
+from tests.browser.conftest import (
+    ROOT,
+    Console,
+    a_customer,
+    axe,
+    fits,
+    send_test_event,
+    sign_in,
+)
+from tests.support.fake_stripe import FakeStripe
 
 WEBHOOK_SECRET = "whsec_browser_flows_0123456789"
 
@@ -31,10 +35,9 @@ def screenshot(page: Page, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def connected(console: Console) -> Iterator[dict[str, Any]]:
+def connected(console: Console, fake: FakeStripe) -> dict[str, Any]:
     """A connection of the console's deployment to the Stripe-compatible test server."""
-    with run_fake_stripe() as fake:
-        yield _connect(console, fake)
+    return _connect(console, fake)
 
 
 def _connect(console: Console, fake: FakeStripe) -> dict[str, Any]:
@@ -52,33 +55,6 @@ def _connect(console: Console, fake: FakeStripe) -> dict[str, Any]:
         "--json",
     )
     return found
-
-
-def a_customer(city: str) -> str:
-    obj = fixture("customer") | {
-        "id": f"cus_browser{secrets.token_hex(4)}",
-        "email": f"{city.lower()}@example.com",
-        "name": f"Someone in {city}",
-        "address": {
-            "city": city,
-            "country": "FR",
-            "line1": None,
-            "line2": None,
-            "postal_code": None,
-            "state": None,
-        },
-    }
-    return json.dumps(obj)
-
-
-def send_test_event(page: Page, event_type: str, obj: str) -> None:
-    """On the Test page: send a test event carrying `obj`, and wait for its trace to end."""
-    page.get_by_label("Event type").fill(event_type)
-    page.get_by_text("Carry your own Stripe object").click()
-    page.get_by_label("Stripe object (JSON)").fill(obj)
-    page.get_by_role("button", name="Send test event").click()
-    expect(page.get_by_role("heading", name=re.compile(r"^Trace of"))).to_be_visible()
-    expect(page.get_by_text("Status: done")).to_be_visible(timeout=20_000)
 
 
 def test_map_a_field_from_a_sample_then_send_a_test_event(
