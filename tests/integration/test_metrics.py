@@ -15,7 +15,12 @@ from tests.conftest import EventFactory, sign
 from tests.integration.helpers import MakeKey, Stripe, bearer, customer
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("_count", "_sum"),
+    "gauge": ("",),
+}
 
 
 def scrape(client: TestClient) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
