@@ -393,7 +393,7 @@ def test_an_unexpected_error_is_a_json_500_in_one_log_line(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(reads, "page", broken)
+    monkeypatch.setattr(reads, "page_json", broken)  # the lists' path
     key = make_key("contacts.readonly")
     with caplog.at_level("ERROR"):
         response = client.get("/v1/customers", headers=key.headers)
