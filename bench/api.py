@@ -96,17 +96,9 @@ def seed(url: str, contacts: int) -> tuple[str, str]:
                 name="bench",
             )
         customer = common.load_fixture("customer")
-        event = {
-            "id": "evt_bench_api_model",
-            "object": "event",
-            "api_version": common.API_VERSION,
-            "created": int(time.time()) - 86_400,
-            "data": {"object": customer},
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None},
-            "type": "customer.created",
-        }
+        event = common.event(
+            "evt_bench_api_model", "customer.created", customer, created=int(time.time()) - 86_400
+        )
         with db.write() as conn:
             flowfile.load().apply(conn, connection_id=connection.id, event=event)
             model = dict(conn.execute(sa.select(tables.contacts)).one()._mapping)

@@ -76,6 +76,21 @@ class EventPool:
         return sum(map(len, self.bodies))
 
 
+def event(event_id: str, event_type: str, obj: dict[str, Any], *, created: int) -> dict[str, Any]:
+    """A Stripe event envelope around `obj`, as Stripe sends it."""
+    return {
+        "id": event_id,
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": created,
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+
+
 def _placeholder(name: str) -> str:
     return f"@@{name}@@"
 

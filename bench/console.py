@@ -77,17 +77,9 @@ def seed_invoices(url: str, count: int, contact_ids: list[str], connection_id: s
     db = Database(url)
     try:
         invoice = common.load_fixture("invoice")
-        event = {
-            "id": "evt_bench_console_invoice",
-            "object": "event",
-            "api_version": common.API_VERSION,
-            "created": int(time.time()) - 86_400,
-            "data": {"object": invoice},
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None},
-            "type": "invoice.paid",
-        }
+        event = common.event(
+            "evt_bench_console_invoice", "invoice.paid", invoice, created=int(time.time()) - 86_400
+        )
         with db.write() as conn:
             flowfile.load().apply(conn, connection_id=connection_id, event=event)
             model = dict(conn.execute(sa.select(tables.invoices)).one()._mapping)
