@@ -7,6 +7,7 @@ A claim whose lease ran out (its worker died) is claimable again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -37,11 +38,15 @@ class Item:
     source: str
     attempts: int
     payload: bytes
+    received_at: float  # when intake stored it (the flows saved before must apply it)
 
 
 class Wants(Protocol):
     """Whether some flow wants an event type (`flows.Registry`, or `revisions.Live` for the flows
-    in force): an event no flow wants is stored `ignored`."""
+    in force), and the flows version that says so: an event no flow wants is stored `ignored`."""
+
+    @property
+    def version(self) -> int: ...
 
     def wants(self, event_type: str) -> bool: ...
 
@@ -55,6 +60,7 @@ class Arrival:
     payload: bytes
     source: str
     wanted: bool
+    judged_by: int | None = None  # the flows version that said `wanted` (None: final as it is)
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,34 @@ def _insert_new(sql: sa.Dialect) -> Any:
     )
 
 
+def flows_version(tx: Tx) -> int:
+    """The flows version in force (the newest stored; 0, the prebuilt flows, when none is)."""
+    found = tx.execute(sa.select(sa.func.max(tables.flow_versions.c.version))).scalar_one_or_none()
+    return int(found or 0)
+
+
+def _judged_by_flows_in_force(tx: Tx, arrivals: list[Arrival]) -> list[Arrival]:
+    """The arrivals with `wanted` as the flows in force say: an event that an older flows
+    version did not want stays pending (the worker, which reads the version in force, applies
+    it or marks it ignored). One indexed read, only when some event is unwanted, and in the
+    storing transaction: no version saved before the event arrived is missed."""
+    if all(a.wanted or a.judged_by is None for a in arrivals):
+        return arrivals
+    version = flows_version(tx)
+    return [
+        dataclasses.replace(a, wanted=True)
+        if not a.wanted and a.judged_by not in (None, version)
+        else a
+        for a in arrivals
+    ]
+
+
 def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     """Store events unless (connection, event id) is there already, in one statement.
 
     Returns, for each arrival in order, its item and whether it was a duplicate (of an item
     stored before, or of an earlier arrival in the same call)."""
+    arrivals = _judged_by_flows_in_force(tx, arrivals)
     now = time.time()
     first: dict[tuple[str, str], int] = {}
     rows = []
@@ -223,6 +252,7 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
             T.c.source,
             T.c.attempts,
             T.c.payload,
+            T.c.received_at,
         )
     ).all()
     return sorted((Item(**r._mapping) for r in rows), key=lambda item: item.id)
@@ -250,9 +280,11 @@ _UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
 def finish(
     tx: Tx,
     outcomes: Sequence[tuple[int, str, list[str]] | tuple[int, str, list[str], list[str]]],
+    *,
+    flows_version: int | None = None,
 ) -> None:
     """Mark items applied: (item id, `done` or `ignored`, names of the flows that ran[, ids of
-    the records they wrote])."""
+    the records they wrote]), by the flows `flows_version`."""
     if not outcomes:
         return
     now = time.time()
@@ -265,6 +297,7 @@ def finish(
                 "flows": ",".join(outcome[2]) or None,
                 "records": ",".join(outcome[3]) or None if len(outcome) > 3 else None,
                 "processed_at": now,
+                "flows_version": flows_version,
                 "lease_until": None,
                 "locked_by": None,
                 "last_error": None,
@@ -409,6 +442,9 @@ class Event(BaseModel):
     last_error: str | None
     flows: Names
     records: Names = Field(description="The records the flows wrote, in their order")
+    flows_version: int | None = Field(
+        default=None, description="The flows version a worker applied it with (none before it was)"
+    )
     received_at: Timestamp
     processed_at: Timestamp | None
 

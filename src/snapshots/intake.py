@@ -156,10 +156,20 @@ def store(
     source: str = "webhook",
 ) -> Receipt:
     """Commit one raw event to the inbox (once per connection and event id)."""
-    arrival = inbox.Arrival(connection_id, event, payload, source, registry.wants(event["type"]))
+    arrival = _arrival(registry, connection_id, event, payload, source)
     with db.write() as tx:
         (stored,) = inbox.enqueue_many(tx, [arrival])
     return _receipt(arrival, stored)
+
+
+def _arrival(
+    registry: inbox.Wants, connection_id: str, event: dict[str, Any], payload: bytes, source: str
+) -> inbox.Arrival:
+    """An event to store, judged wanted or not by the flows `registry` holds (the version is
+    read first: a version loaded meanwhile can only keep an unwanted event pending)."""
+    judged_by = registry.version
+    wanted = registry.wants(event["type"])
+    return inbox.Arrival(connection_id, event, payload, source, wanted, judged_by)
 
 
 def _receipt(arrival: inbox.Arrival, stored: inbox.Stored) -> Receipt:
@@ -213,10 +223,10 @@ class GroupCommit:
     async def submit(
         self, *, connection_id: str, event: dict[str, Any], payload: bytes, source: str = "webhook"
     ) -> Receipt:
-        wanted = self._registry.wants(event["type"])
+        arrival = _arrival(self._registry, connection_id, event, payload, source)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
-        waiting = (inbox.Arrival(connection_id, event, payload, source, wanted), future)
+        waiting = (arrival, future)
         if self._inline:
             self._pending.append(waiting)
             if not self._flushing:

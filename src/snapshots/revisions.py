@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from snapshots import __version__, audit, connections, errors, flowfile
+from snapshots import __version__, audit, connections, errors, flowfile, inbox
 from snapshots.flows import Registry
 from snapshots.outbound import waits
 from snapshots.store import tables
@@ -60,8 +60,7 @@ def _revision(row: Any, with_text: bool = True) -> Revision:
 
 
 def current_version(tx: Tx) -> int:
-    found = tx.execute(sa.select(sa.func.max(V.c.version))).scalar_one_or_none()
-    return int(found or 0)
+    return inbox.flows_version(tx)
 
 
 def get_revision(tx: Tx, version: int | None = None) -> Revision:
@@ -184,7 +183,9 @@ def rollback(db: Database, version: int, *, actor: str) -> Imported:
 
 class Live:
     """The flows in force for a long-running process: re-read when a new version appears,
-    looked for at most every `ttl` seconds (a cheap read).
+    looked for at most every `ttl` seconds (a cheap read), and at once by `since` for events
+    received after the last look (a worker applies an event received after a save with the
+    saved version: no wait for the ttl).
 
     When the version in force does not load with this code, calling it raises
     FlowsIncompatible (a worker claims nothing until it loads or is rolled back), while
@@ -202,6 +203,7 @@ class Live:
         self._lock = threading.Lock()
         self._registry: Registry | None = None
         self.fault: errors.FlowsIncompatible | None = None
+        self._looked = time.time()  # when the last look began (wall clock: events' arrivals)
         self._version = self._current_version()  # the version in force, loaded or not
         self._load()
         self._next = time.monotonic() + ttl
@@ -213,12 +215,27 @@ class Live:
             raise self.fault or errors.FlowsIncompatible("no flows loaded")
         return self._registry
 
-    def refresh(self) -> None:
-        """Load the version in force if it changed (looked for at most every `ttl` seconds)."""
+    @property
+    def version(self) -> int:
+        """The version of the flows `wants` answers by (the one loaded)."""
+        registry = self._registry
+        return self._version if registry is None else registry.version
+
+    def since(self, moment: float) -> Registry:
+        """The flows in force at wall-clock `moment` or later: when the last look began before
+        it (an event received at `moment` may follow a save), one indexed read looks again."""
+        if self._looked <= moment:
+            self.refresh(now=True)
+        return self()
+
+    def refresh(self, *, now: bool = False) -> None:
+        """Load the version in force if it changed (looked for at most every `ttl` seconds,
+        or `now`)."""
         with self._lock:
-            if time.monotonic() < self._next:
+            if not now and time.monotonic() < self._next:
                 return
             self._next = time.monotonic() + self._ttl
+            self._looked = time.time()  # before the read: it sees every save committed by then
             version = self._current_version()
             if version == self._version:
                 return

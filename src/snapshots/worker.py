@@ -147,6 +147,8 @@ class Worker:
         if items:
             self.stats.claimed += len(items)
             try:
+                if self._live is not None:  # an item received after the last look: look again
+                    self.registry = self._live.since(max(item.received_at for item in items))
                 with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
                     self._apply(items)
             except Exception as exc:
@@ -272,7 +274,7 @@ class Worker:
                 finished.append(_outcome(item, ran))
                 alone.add(item.id)
             finished += self._together(tx, pending)
-            inbox.finish(tx, finished)
+            inbox.finish(tx, finished, flows_version=self.registry.version)
             grouped = len(finished) - sum(1 for f in finished if f[0] in alone)
         for _, status, _, _ in finished:
             if status == "done":

@@ -12,7 +12,6 @@ axe runs on every page the journey reaches."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +35,6 @@ EMAIL = "ops@example.com"
 PASSWORD = "a long journey password"
 ACTOR = f"ui:{EMAIL}"
 SHOP = "Journey shop"
-WORKER_FOLLOWS = 2.5  # seconds: revisions.Live's ttl (2 s), and a margin
 BROKEN = "abs(address.city)"  # a number function given a string: fails on every event
 # What the audit page lists for the journey, newest first, each by `ui:<email>`.
 STEPS = [
@@ -86,7 +84,6 @@ def save(page: Page, comment: str) -> None:
     page.get_by_label("Comment").fill(comment)
     page.get_by_role("button", name="Check and save as a new version").click()
     expect(page.locator("#notices")).to_contain_text("is in force")
-    time.sleep(WORKER_FOLLOWS)
 
 
 def trace_record(page: Page) -> Locator:

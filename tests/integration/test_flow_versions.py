@@ -312,6 +312,76 @@ def test_a_worker_applies_each_batch_with_the_flows_in_force(
     }
 
 
+def applied_by(db: Database, event_id: str) -> tuple[str, int | None]:
+    t = tables.inbox_items
+    with db.read() as conn:
+        row = conn.execute(
+            sa.select(t.c.status, t.c.flows_version).where(t.c.event_id == event_id)
+        ).one()
+    return row.status, row.flows_version
+
+
+def contact(db: Database, customer_id: str) -> tuple[str | None, str | None]:
+    t = tables.contacts
+    with db.read() as conn:
+        row = conn.execute(
+            sa.select(t.c.name, t.c.phone).where(t.c.stripe_customer_id == customer_id)
+        ).one()
+    return row.name, row.phone
+
+
+def test_an_event_received_right_after_a_save_is_applied_by_the_saved_version(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    """No wait for `Live`'s ttl: the worker looks again for an item received after its look."""
+    revisions.import_text(db, CUSTOM, where="custom.yaml", actor="tester")
+    live = revisions.Live(db)  # the worker's: looks every 2 s by itself
+    applier = worker.Worker(db, live(), settings, live=live)
+    first, second = (customer_event(event_factory, f"cus_{n}", T0 + i) for i, n in enumerate("ab"))
+    for event in (first, second):
+        if event is second:
+            revisions.import_text(db, RENAMED, where="renamed.yaml", actor="tester")
+        intake.store(db, live, connection_id=connection.id, event=event, payload=_bytes(event))
+        assert applier.step() == 1
+    assert applied_by(db, first["id"]) == ("done", 1)
+    assert applied_by(db, second["id"]) == ("done", 2)
+    assert contact(db, "cus_a") == ("NAME OF CUS_A", None)
+    assert contact(db, "cus_b") == (None, "Name of cus_b")
+
+
+def test_intake_keeps_an_event_only_a_version_saved_a_moment_ago_wants(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    """A server's flows (refreshed by its monitor, seconds apart) that do not want an event
+    type: the event is stored pending when a newer version is in force, and the worker applies
+    it with that version; with no newer version it is stored ignored, as before."""
+    updates_only = CUSTOM.replace("[customer.created, customer.updated]", "customer.updated")
+    revisions.import_text(db, updates_only, where="updates.yaml", actor="tester")
+    served = revisions.Live(db, follow=False)
+    live = revisions.Live(db)
+    applier = worker.Worker(db, live(), settings, live=live)
+    before, after = (customer_event(event_factory, f"cus_{n}", T0 + i) for i, n in enumerate("ab"))
+    intake.store(db, served, connection_id=connection.id, event=before, payload=_bytes(before))
+    assert applied_by(db, before["id"]) == ("ignored", None)
+    revisions.import_text(db, RENAMED, where="renamed.yaml", actor="tester")
+    assert served.version == 1 and not served.wants("customer.created")
+    intake.store(db, served, connection_id=connection.id, event=after, payload=_bytes(after))
+    assert applied_by(db, after["id"]) == ("pending", None)
+    assert applier.step() == 1
+    assert applied_by(db, after["id"]) == ("done", 2)
+    assert contact(db, "cus_b") == (None, "Name of cus_b")
+
+
+def _bytes(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
 # The CLI.
 
 

@@ -65,6 +65,7 @@ inbox_items = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("flows", sa.Text),  # comma-separated names of the flows that ran
     sa.Column("records", sa.Text),  # comma-separated ids of the records they wrote, in order
+    sa.Column("flows_version", sa.Integer),  # the flows version a worker applied it with
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("processed_at", sa.Float),
     sa.Column("pruned_at", sa.Float),  # when retention dropped its payload (retention.py)
