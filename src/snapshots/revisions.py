@@ -102,6 +102,11 @@ def current(tx: Tx) -> Registry:
     return load(get_revision(tx))
 
 
+def at(tx: Tx, version: int) -> Registry:
+    """The flows of a stored version (NotFound, FlowsIncompatible)."""
+    return load(get_revision(tx, version))
+
+
 def load(stored: Revision) -> Registry:
     where = flowfile.DEFAULTS if stored.version == 0 else f"flows version {stored.version}"
     try:

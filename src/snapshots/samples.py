@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -175,6 +176,10 @@ class Trace(BaseModel):
     fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
     records: list[str] = Field(default_factory=list)
     error: str | None = None
+    flows_version: int | None = Field(
+        default=None,
+        description="The flows version of `fields`: the one that applied the event, once one did",
+    )
 
 
 def send_test_events(
@@ -186,6 +191,7 @@ def send_test_events(
     events: list[dict[str, Any]],
     timeout: float = 30.0,
     client: httpx.Client | None = None,
+    flows_at: FlowsAt | None = None,
 ) -> list[Trace]:
     """Post each event, signed with the connection's first signing secret, to `url` (the
     connection's webhook endpoint), then wait until a worker has applied each one."""
@@ -195,7 +201,7 @@ def send_test_events(
     finally:
         if client is None:
             http.close()
-    _wait(db, traces, timeout)
+    _wait(db, traces, timeout, flows_at)
     return traces
 
 
@@ -229,12 +235,17 @@ def post(
     if response.status_code >= 300:
         trace.error = _error_of(response)
     else:
-        trace.fields = {flow.name: values for flow, values in _plan(registry, event)}
+        _fields(trace, registry, event)
     return trace
 
 
-def follow(tx: Tx, trace: Trace) -> bool:
-    """Bring a trace up to date with its inbox item; True once the worker is done with it."""
+FlowsAt = Callable[[Tx, int], "Registry"]  # the flows of a version (`revisions.at`)
+
+
+def follow(tx: Tx, trace: Trace, flows_at: FlowsAt | None = None) -> bool:
+    """Bring a trace up to date with its inbox item; True once the worker is done with it.
+    The fields are the ones the version that applied it writes (from `flows_at`), when that
+    is not the version they were computed with (a save between the post and the apply)."""
     if trace.http_status >= 300:
         return True
     item = inbox.get(tx, trace.event_id)
@@ -244,19 +255,30 @@ def follow(tx: Tx, trace: Trace) -> bool:
         return False
     trace.flows, trace.records = item.flows, item.records
     trace.error = item.last_error
+    version = item.flows_version
+    if flows_at is not None and version is not None and version != trace.flows_version:
+        _fields(trace, flows_at(tx, version), json.loads(inbox.payload(tx, item.id)))
     trace.fields = {k: v for k, v in trace.fields.items() if k in trace.flows}
     return True
 
 
-def trace(tx: Tx, registry: Registry, event_id: str, *, http_status: int = 200) -> Trace:
+def trace(
+    tx: Tx, registry: Registry, event_id: str, *, http_status: int = 200, flows_at: FlowsAt
+) -> Trace:
     """The trace of a test event received earlier (`post` answered `http_status`), read again
-    from its inbox item: for a page that follows it while the worker applies it."""
+    from its inbox item: for a page that follows it while the worker applies it. Its fields
+    are the ones of the version that applied it (`flows_at`), else of `registry`."""
     item = inbox.get(tx, event_id)
-    event = json.loads(inbox.payload(tx, item.id))
     found = Trace(event_id=event_id, type=item.event_type, http_status=http_status)
-    found.fields = {flow.name: values for flow, values in _plan(registry, event)}
-    follow(tx, found)
+    if item.flows_version is None:
+        _fields(found, registry, json.loads(inbox.payload(tx, item.id)))
+    follow(tx, found, flows_at)
     return found
+
+
+def _fields(trace: Trace, registry: Registry, event: dict[str, Any]) -> None:
+    trace.fields = {flow.name: values for flow, values in _plan(registry, event)}
+    trace.flows_version = registry.version
 
 
 def _plan(registry: Registry, event: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
@@ -273,12 +295,12 @@ def _error_of(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
-def _wait(db: Database, traces: list[Trace], timeout: float) -> None:
+def _wait(db: Database, traces: list[Trace], timeout: float, flows_at: FlowsAt | None) -> None:
     deadline = time.monotonic() + timeout
     waiting = [t for t in traces if t.http_status < 300]
     while waiting:
         with db.read() as tx:
-            waiting = [trace for trace in waiting if not follow(tx, trace)]
+            waiting = [trace for trace in waiting if not follow(tx, trace, flows_at)]
         if waiting and time.monotonic() > deadline:
             for trace in waiting:
                 trace.error = (

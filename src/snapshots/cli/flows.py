@@ -287,6 +287,7 @@ def send_test_event(
         url=f"{base}/webhooks/stripe/{linked.id}",
         events=events,
         timeout=timeout,
+        flows_at=revisions.at,
     )
     if as_json:
         print_json(traces)

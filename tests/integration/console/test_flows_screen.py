@@ -208,6 +208,21 @@ def test_a_test_event_trace_links_to_its_record(browser: Browser, stripe: Stripe
     assert browser.get("/test/trace/evt_not_a_test").status_code == 404
 
 
+def test_a_trace_shows_the_fields_of_the_version_that_applied_it(
+    browser: Browser, stripe: Stripe
+) -> None:
+    """A version saved after the worker applied the event does not change what its trace says
+    was written (the item records the version that applied it)."""
+    event = samples.sample_event("customer.created", obj=customer(4))
+    stripe.send(event)
+    stripe.drain()  # by the prebuilt flows, version 0
+    text = flowfile.default_text().replace("name: name", "name: upper(name)", 1)
+    revisions.import_text(stripe.db, text, where="test", actor="test")
+    done = browser.get(f"/test/trace/{event['id']}", headers=HTMX)
+    assert '<code>name</code> = <code>"Customer 4"</code>' in done.text, done.text
+    assert "CUSTOMER 4" not in done.text
+
+
 def test_the_preview_endpoint_says_what_mappings_test_says(
     browser: Browser, run: Cli, tmp_path: Path
 ) -> None:

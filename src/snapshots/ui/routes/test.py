@@ -12,7 +12,7 @@ import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from snapshots import catalog, connections, errors, samples
+from snapshots import catalog, connections, errors, revisions, samples
 from snapshots.ui import render
 from snapshots.ui.deps import Admin, ConsoleDep, Viewer
 from snapshots.ui.routes import flows as flow_routes
@@ -98,7 +98,7 @@ def send_test_event(
         )
     if trace.http_status < 300:
         with console.db.read() as tx:
-            samples.follow(tx, trace)
+            samples.follow(tx, trace, revisions.at)
     return _page(
         request, console, chosen=event_type, connection_id=connection, trace=trace, obj=obj
     )
@@ -112,6 +112,8 @@ def trace_fragment(
     if not event_id.startswith(samples.TEST_PREFIX):
         raise errors.NotFound(f"no test event {event_id}")
     with console.db.read() as tx:
-        trace = samples.trace(tx, flow_routes.in_force(console), event_id, http_status=status)
+        trace = samples.trace(
+            tx, flow_routes.in_force(console), event_id, http_status=status, flows_at=revisions.at
+        )
     chosen = trace.type
     return _page(request, console, chosen=chosen, trace=trace)
