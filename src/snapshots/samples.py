@@ -14,6 +14,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import httpx
 import stripe
 from pydantic import BaseModel, Field
 
-from snapshots import errors, ids, inbox
+from snapshots import audit, errors, ids, inbox
 from snapshots.store.db import Database, Tx
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ def send_test_events(
     *,
     url: str,
     events: list[dict[str, Any]],
+    sender: Sender,
     timeout: float = 30.0,
     client: httpx.Client | None = None,
     flows_at: FlowsAt | None = None,
@@ -197,12 +199,52 @@ def send_test_events(
     connection's webhook endpoint), then wait until a worker has applied each one."""
     http = client or httpx.Client(timeout=10.0)
     try:
-        traces = [post(secrets, registry, url=url, event=event, client=http) for event in events]
+        traces = [
+            send(db, secrets, registry, url=url, event=event, client=http, sender=sender)
+            for event in events
+        ]
     finally:
         if client is None:
             http.close()
     _wait(db, traces, timeout, flows_at)
     return traces
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends test events (`cli:<user>`, `ui:<email>`) and through which connection."""
+
+    actor: str
+    connection_id: str
+
+
+def send(
+    db: Database,
+    secrets: list[str],
+    registry: Registry,
+    *,
+    url: str,
+    event: dict[str, Any],
+    client: httpx.Client,
+    sender: Sender,
+) -> Trace:
+    """`post` one test event, with an audit entry (`event.test_sent`: who, which event through
+    which connection, and the endpoint's answer)."""
+    trace = post(secrets, registry, url=url, event=event, client=client)
+    with db.write() as tx:
+        audit.record(
+            tx,
+            actor=sender.actor,
+            action="event.test_sent",
+            target=trace.event_id,
+            outcome="ok" if trace.http_status < 300 else "error",
+            details={
+                "type": trace.type,
+                "connection_id": sender.connection_id,
+                "http_status": trace.http_status,
+            },
+        )
+    return trace
 
 
 def post(

@@ -41,8 +41,12 @@ STEPS = [
     "key.created",
     "event.replayed",
     "flows.imported",  # fixed
+    "event.test_sent",  # Marseille
     "flows.imported",  # broken
+    "event.test_sent",  # Paris
     "flows.imported",  # city mapped
+    "event.test_sent",  # Lyon
+    "event.test_sent",  # Stripe's example customer
     "connection.created",
     "console.signed_in",
     "console.signed_out",

@@ -286,6 +286,7 @@ def send_test_event(
         registry,
         url=f"{base}/webhooks/stripe/{linked.id}",
         events=events,
+        sender=samples.Sender(actor(), linked.id),
         timeout=timeout,
         flows_at=revisions.at,
     )

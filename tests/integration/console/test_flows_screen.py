@@ -13,9 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshots import flowfile, preview, revisions, samples
+from snapshots import audit, flowfile, preview, revisions, samples
 from snapshots.store import tables
 from snapshots.store.db import Database
+from tests.conftest import WEBHOOK_SECRET
 from tests.integration.console.conftest import ADMIN, Browser
 from tests.integration.helpers import Cli, Stripe, customer
 
@@ -221,6 +222,41 @@ def test_a_trace_shows_the_fields_of_the_version_that_applied_it(
     done = browser.get(f"/test/trace/{event['id']}", headers=HTMX)
     assert '<code>name</code> = <code>"Customer 4"</code>' in done.text, done.text
     assert "CUSTOMER 4" not in done.text
+
+
+def test_sending_a_test_event_is_audited(stripe: Stripe) -> None:
+    """What the console's Send (and `send-test-event`) does: post through the real webhook
+    endpoint, one audit entry naming who sent which event through which connection."""
+    sender = samples.Sender(f"ui:{ADMIN}", stripe.connection.id)
+    url = f"http://testserver/webhooks/stripe/{stripe.connection.id}"
+    sent = [
+        samples.send(
+            stripe.db,
+            secrets,
+            flowfile.load(),
+            url=url,
+            event=samples.sample_event("customer.created", obj=customer(5)),
+            client=stripe.client,
+            sender=sender,
+        )
+        for secrets in ([WEBHOOK_SECRET], ["whsec_not_the_connections"])
+    ]
+    assert [t.http_status for t in sent] == [200, 400]
+    with stripe.db.read() as tx:
+        entries = audit.page(tx, action="event.test_sent").data
+    assert [(e.actor, e.target, e.outcome, e.details) for e in reversed(entries)] == [
+        (
+            f"ui:{ADMIN}",
+            trace.event_id,
+            outcome,
+            {
+                "type": "customer.created",
+                "connection_id": stripe.connection.id,
+                "http_status": code,
+            },
+        )
+        for trace, outcome, code in zip(sent, ["ok", "error"], [200, 400], strict=True)
+    ]
 
 
 def test_the_preview_endpoint_says_what_mappings_test_says(

@@ -89,12 +89,14 @@ def send_test_event(
     base = console.settings.public_url or str(request.base_url)
     url = f"{base.rstrip('/')}/webhooks/stripe/{connection}"
     with httpx.Client(timeout=POST_TIMEOUT) as client:
-        trace = samples.post(
+        trace = samples.send(
+            console.db,
             secrets,
             flow_routes.in_force(console),
             url=url,
             event=samples.sample_event(event_type, obj=carried),
             client=client,
+            sender=samples.Sender(session.user.actor, connection),
         )
     if trace.http_status < 300:
         with console.db.read() as tx:
