@@ -327,7 +327,14 @@ def create_app(
         return api.openapi_schema or {}
 
     api.openapi = openapi  # type: ignore[method-assign]
-    ui = console.create(settings, db, registry=live, secrets=secrets, grants=grants(routers))
+    ui = console.create(
+        settings,
+        db,
+        registry=live,
+        secrets=secrets,
+        grants=grants(routers),
+        outbound=state.outbound,  # the same seams as the API's
+    )
 
     app = Starlette(
         routes=[

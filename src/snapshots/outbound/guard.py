@@ -188,6 +188,12 @@ class Seams:
     resolver: Resolver = system_resolver
     connector: Connector = _transport
 
+    def client(self, *, allow: Allow, timeout: float) -> httpx.Client:
+        """`client` through these seams."""
+        return client(
+            allow=allow, timeout=timeout, resolver=self.resolver, connector=self.connector
+        )
+
 
 class GuardedTransport(httpx.BaseTransport):
     """An httpx transport that checks each request's URL (`check`) and connects to the checked

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from snapshots import errors, revisions, vault
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.ui import deps, render
@@ -180,12 +181,19 @@ def create(
     registry: revisions.Live,
     secrets: vault.Vault,
     grants: dict[str, list[str]] | None = None,
+    outbound: guard.Seams | None = None,
 ) -> ASGIApp:
     """The console over `db`: the pages of every screen, with their error pages and headers.
-    `grants`: the API's operations by scope (shown where keys are made)."""
+    `grants`: the API's operations by scope (shown where keys are made); `outbound`: the
+    seams of requests to webhook endpoints (the app's, which a test may hand in)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.console = deps.Console(
-        settings=settings, db=db, registry=registry, secrets=secrets, grants=grants or {}
+        settings=settings,
+        db=db,
+        registry=registry,
+        secrets=secrets,
+        grants=grants or {},
+        outbound=outbound or guard.Seams(),
     )
     _install_error_pages(app)
     for screen in SCREENS:

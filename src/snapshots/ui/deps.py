@@ -25,6 +25,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from snapshots import errors, revisions, sessions, vault
+from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 
@@ -44,6 +45,7 @@ class Console:
     registry: revisions.Live  # the flows in force
     secrets: vault.Vault
     grants: dict[str, list[str]]  # the API's operations by the scope each needs
+    outbound: guard.Seams  # how requests to webhook endpoints resolve names and connect
 
     @property
     def secure(self) -> bool:

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
 
-from snapshots.outbound import delivery, endpoints
+from snapshots.app import create_app
+from snapshots.outbound import delivery, endpoints, guard
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from snapshots.vault import Vault
 from tests.integration.console.conftest import Browser
+from tests.integration.helpers import CLIENT_IP
 from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.acceptance  # a receiver in a thread
@@ -220,3 +225,51 @@ def test_a_secret_is_shown_only_after_a_recent_password(
     with db.read() as tx:
         [only] = endpoints.list_all(tx, secrets)
     assert only.name == "crm" and len(only.secrets) == 1
+
+
+RECEIVER_HOST = "crm.invalid"  # a name no real resolver knows: only the injected one does
+
+
+class Resolver:
+    """The seam a test hands to the app: `crm.invalid` is 127.0.0.1; it notes each look-up."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if host != RECEIVER_HOST:
+            raise guard.Blocked(f"cannot resolve {host}: no lookups in tests", kind="dns")
+        return ["127.0.0.1"]
+
+
+@pytest.fixture
+def resolver() -> Resolver:
+    return Resolver()
+
+
+@pytest.fixture
+def console_app(console_settings: Settings, resolver: Resolver) -> Iterator[ASGIApp]:
+    """The app with the resolver above as its outbound seam (the API's and the console's)."""
+    app = create_app(console_settings, outbound=guard.Seams(resolver=resolver))
+    with TestClient(app, client=(CLIENT_IP, 50000)):
+        yield app
+
+
+def test_the_console_resolves_endpoints_through_the_apps_seams(
+    browser: Browser, resolver: Resolver
+) -> None:
+    with Receiver() as receiver:
+        url = receiver.url.replace("127.0.0.1", RECEIVER_HOST)
+        made = browser.post("/endpoints", {"name": "crm", "url": url})
+        assert made.status_code == 201, made.text
+        secret = SECRET.search(made.text)
+        assert secret, made.text
+        receiver.secrets = [secret.group(1)]
+        sent = browser.post("/endpoints/crm/test")
+        assert sent.status_code == 303
+        assert (
+            "Sent a test message to crm: succeeded." in browser.get(sent.headers["location"]).text
+        )
+        assert len(receiver.received) == 1
+    assert resolver.asked == [RECEIVER_HOST, RECEIVER_HOST]  # the URL's check, then the send

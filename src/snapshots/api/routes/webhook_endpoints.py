@@ -129,11 +129,8 @@ async def test_endpoint(
     settings = state.settings
 
     def send() -> delivery.DeliveryDetail:
-        with guard.client(
-            allow=guard.Allow.parse(settings.outbound_allow),
-            timeout=settings.outbound_timeout,
-            resolver=state.outbound.resolver,
-            connector=state.outbound.connector,
+        with state.outbound.client(
+            allow=guard.Allow.parse(settings.outbound_allow), timeout=settings.outbound_timeout
         ) as client:
             return delivery.send_test(
                 state.db,

@@ -83,6 +83,7 @@ async def create_endpoint(
             url=url.strip(),
             description=description.strip() or None,
             allow=_allow(console),
+            resolver=console.outbound.resolver,
             actor=session.user.actor,
         )
     except (errors.BadRequest, errors.Conflict) as exc:
@@ -151,7 +152,9 @@ async def test_endpoint(console: ConsoleDep, session: Admin, ref: str) -> Respon
     settings = console.settings
 
     def send() -> delivery.DeliveryDetail:
-        with guard.client(allow=_allow(console), timeout=settings.outbound_timeout) as client:
+        with console.outbound.client(
+            allow=_allow(console), timeout=settings.outbound_timeout
+        ) as client:
             return delivery.send_test(
                 console.db,
                 console.secrets,
