@@ -134,8 +134,10 @@ def page(
     *,
     limit: int = 50,
     starting_after: int | None = None,
+    ending_before: int | None = None,
 ) -> paging.Page[inbox.Event]:
-    """The items `search` finds, newest first, without payloads."""
+    """The items `search` finds, newest first, without payloads (the page after or before a
+    cursor: `paging.paginate`)."""
     return paging.paginate(
         tx,
         T,
@@ -143,6 +145,7 @@ def page(
         lambda row: inbox.Event.model_validate(row._mapping),
         limit=limit,
         starting_after=starting_after,
+        ending_before=ending_before,
         where=search.where(),
         key="id",
         columns=inbox.SHOWN,

@@ -35,6 +35,7 @@ def paginate(
     *,
     limit: int = 20,
     starting_after: str | int | None = None,
+    ending_before: str | int | None = None,
     where: Sequence[sa.ColumnElement[bool]] = (),
     order: Order = "desc",
     key: str = "seq",
@@ -42,26 +43,26 @@ def paginate(
     columns: Sequence[Any] | None = None,
 ) -> Page[T]:
     """A page of `table` in `key` order of the rows matching `where`, after the row whose
-    `cursor` column is `starting_after` (which must exist, but need not match `where`: a 400
-    `invalid_cursor` otherwise)."""
+    `cursor` column is `starting_after`, or the page just before the row `ending_before` (the
+    page a "newer" link shows: still in `key` order; `has_more` then says whether rows come
+    before it). A cursor must exist, but need not match `where` (a 400 `invalid_cursor`)."""
     column = table.c[key]
     ascending = order == "asc"
-    stmt = (
-        sa.select(*(columns or [table]))
-        .where(*where)
-        .order_by(column.asc() if ascending else column.desc())
-    )
-    stmt = stmt.limit(limit + 1)
-    if starting_after is not None:
+    backwards = ending_before is not None  # read away from the cursor, then turned round
+    forward = column.asc() if ascending != backwards else column.desc()
+    stmt = sa.select(*(columns or [table])).where(*where).order_by(forward).limit(limit + 1)
+    for name, given in (("starting_after", starting_after), ("ending_before", ending_before)):
+        if given is None:
+            continue
         found = None
-        if isinstance(starting_after, int) or ids.plausible(starting_after):
+        if isinstance(given, int) or ids.plausible(given):
             found = tx.execute(
-                sa.select(column).where(table.c[cursor] == starting_after)
+                sa.select(column).where(table.c[cursor] == given)
             ).scalar_one_or_none()
         if found is None:
-            raise errors.BadRequest(
-                f"starting_after: no {noun} {starting_after}", code="invalid_cursor"
-            )
-        stmt = stmt.where(column > found if ascending else column < found)
+            raise errors.BadRequest(f"{name}: no {noun} {given}", code="invalid_cursor")
+        later = ascending != (name == "ending_before")
+        stmt = stmt.where(column > found if later else column < found)
     rows = tx.execute(stmt).all()
-    return Page(data=[build(r) for r in rows[:limit]], has_more=len(rows) > limit)
+    data = [build(r) for r in rows[:limit]]
+    return Page(data=data[::-1] if backwards else data, has_more=len(rows) > limit)

@@ -136,16 +136,26 @@ def test_pages_follow_the_cursor(
     monkeypatch.setattr(screen, "PAGE", 2)
     for n in range(1, 6):
         send(browser, connection, customer(event_factory, n))
-    seen: list[str] = []
+    seen: list[list[str]] = []
     path = "/events"
     while True:
         page = browser.get(path)
-        seen += re.findall(r"<small>(evt_Screen\d+)</small>", page.text)
+        seen.append(re.findall(r"<small>(evt_Screen\d+)</small>", page.text))
+        assert ("Newer events" in page.text) == (len(seen) > 1)
         older = re.search(r'href="(/events\?after=\d+)"', page.text)
         if older is None:
             break
         path = older.group(1)
-    assert seen == [f"evt_Screen{n:04d}" for n in range(5, 0, -1)]
+    names = [f"evt_Screen{n:04d}" for n in range(5, 0, -1)]
+    assert seen == [names[:2], names[2:4], names[4:]]
+    # Back by the "newer" links, page by page, to the first page (which has none).
+    back: list[list[str]] = []
+    while newer := re.search(r'href="(/events\?before=\d+)"', page.text):
+        page = browser.get(newer.group(1))
+        back.append(re.findall(r"<small>(evt_Screen\d+)</small>", page.text))
+        assert "Older events" in page.text
+    assert back == [names[2:4], names[:2]]
+    assert browser.get("/events?before=0").status_code == 400
 
 
 def test_an_event_page_puts_the_error_first(browser: Browser, inbox: dict[str, Any]) -> None:

@@ -49,6 +49,24 @@ def _query(values: dict[str, str | None], **more: Any) -> str:
     return urlencode(kept)
 
 
+def _links(
+    values: dict[str, str | None], found: Any, *, after: int | None, before: int | None
+) -> dict[str, str | None]:
+    """The queries of the "older" and "newer" links of a page: `has_more` counts on the side
+    it was read towards; the side of its cursor has at least the cursor's item."""
+    if before is None:
+        older, newer = found.has_more, after is not None
+    else:
+        older, newer = True, found.has_more
+    first, last = (found.data[0].id, found.data[-1].id) if found.data else (None, None)
+    return {
+        "next_query": _query(values, after=last) if older and last else None,
+        "newer_query": (
+            None if not newer else _query(values, before=first) if first else _query(values)
+        ),
+    }
+
+
 @router.get("/events")
 def events_page(
     request: Request,
@@ -64,6 +82,7 @@ def events_page(
     q: Text = None,
     cause: Text = None,
     after: Annotated[int | None, Query(ge=1, le=inbox.MAX_ITEM_ID)] = None,
+    before: Annotated[int | None, Query(ge=1, le=inbox.MAX_ITEM_ID)] = None,
 ) -> Response:
     values = {
         "status": status,
@@ -86,6 +105,7 @@ def events_page(
         "plan": None,
         "cap": CAP,
         "next_query": None,
+        "newer_query": None,
         "filtered": any(values.values()),
     }
     with console.db.read() as tx:
@@ -95,11 +115,10 @@ def events_page(
         except errors.BadRequest as exc:
             context["problem"] = exc.message
         else:
-            found = events.page(tx, search, limit=PAGE, starting_after=after)
+            found = events.page(tx, search, limit=PAGE, starting_after=after, ending_before=before)
             context["page"] = found
             context["causes"] = events.failures(tx, search)
-            if found.has_more:
-                context["next_query"] = _query(values, after=found.data[-1].id)
+            context.update(_links(values, found, after=after, before=before))
             if search.status in replay.STATUSES:
                 flt = replay.Filter(**search.model_dump())
                 context["plan"] = replay.preview(tx, flt, cap=CAP, top_errors=False)
