@@ -326,15 +326,33 @@ def detail(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Det
 
 
 def touching(
-    tx: Tx, record_id: str, stripe_id: str | None, *, limit: int = 20
+    tx: Tx,
+    record_id: str,
+    stripe_id: str | None,
+    *,
+    limit: int = 20,
+    invoices_of: str | None = None,
 ) -> list[inbox.Event]:
     """The newest events that wrote a record (its flows' outcome) or are about its Stripe
-    object (those that failed, too)."""
+    object (those that failed, too); with `invoices_of` (a contact), those of the contact's
+    invoices too. Each condition is a range of an index: the invoices by contact, the links by
+    record, the items by object id."""
     links = tables.inbox_item_records
     wrote = sa.select(links.c.item_id).where(links.c.record_id == record_id)
     about: list[sa.ColumnElement[bool]] = [T.c.id.in_(wrote)]
     if stripe_id:
         about.append(T.c.object_id == stripe_id)
+    if invoices_of is not None:
+        invoices = tables.invoices
+        theirs = invoices.c.customer_id == invoices_of
+        about.append(
+            T.c.id.in_(
+                sa.select(links.c.item_id).where(
+                    links.c.record_id.in_(sa.select(invoices.c.id).where(theirs))
+                )
+            )
+        )
+        about.append(T.c.object_id.in_(sa.select(invoices.c.stripe_invoice_id).where(theirs)))
     rows = tx.execute(
         sa.select(*inbox.SHOWN).where(sa.or_(*about)).order_by(T.c.id.desc()).limit(limit)
     ).all()

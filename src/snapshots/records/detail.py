@@ -56,7 +56,9 @@ class Detail(BaseModel):
     tags: list[Value]
     contact: events.RecordRef | None = Field(description="An invoice's contact")
     activities: list[models.ActivityPublic]
-    touched: list[inbox.Event] = Field(description="The newest events that touched it")
+    touched: list[inbox.Event] = Field(
+        description="The newest events that touched it (a contact's: with its invoices')"
+    )
 
 
 def _stamp(row: Any) -> list[Any] | None:
@@ -131,7 +133,13 @@ def get(
         tags=tags,
         contact=contact,
         activities=activities,
-        touched=events.touching(tx, record.id, getattr(row, kind.stripe_id), limit=EVENTS),
+        touched=events.touching(
+            tx,
+            record.id,
+            getattr(row, kind.stripe_id),
+            limit=EVENTS,
+            invoices_of=record.id if kind is CONTACT else None,
+        ),
     )
 
 
