@@ -82,9 +82,7 @@ def row_of(page: Page, target: str) -> int:
 
 
 def save(page: Page, comment: str) -> None:
-    """Save the flow as a new version, then give the embedded worker the time it takes to load
-    it: it looks for a new version every `revisions.Live` ttl, and until then applies events
-    with the previous one (while the Test page's trace shows the fields of the new one)."""
+    """Save the flow as a new version: an event sent from now on is applied by it (no wait)."""
     page.get_by_label("Comment").fill(comment)
     page.get_by_role("button", name="Check and save as a new version").click()
     expect(page.locator("#notices")).to_contain_text("is in force")
