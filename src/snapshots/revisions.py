@@ -188,9 +188,9 @@ def rollback(db: Database, version: int, *, actor: str) -> Imported:
 
 class Live:
     """The flows in force for a long-running process: re-read when a new version appears,
-    looked for at most every `ttl` seconds (a cheap read), and at once by `since` for events
-    received after the last look (a worker applies an event received after a save with the
-    saved version: no wait for the ttl).
+    looked for at most every `ttl` seconds (a cheap read), and at once for events received
+    after the last look (`stale`): a worker reads the version in its claim's transaction and
+    hands it to `seen`, so an event received after a save is applied by the saved version.
 
     When the version in force does not load with this code, calling it raises
     FlowsIncompatible (a worker claims nothing until it loads or is rolled back), while
@@ -226,24 +226,30 @@ class Live:
         registry = self._registry
         return self._version if registry is None else registry.version
 
-    def since(self, moment: float) -> Registry:
-        """The flows in force at wall-clock `moment` or later: when the last look began before
-        it (an event received at `moment` may follow a save), one indexed read looks again."""
-        if self._looked <= moment:
-            self.refresh(now=True)
+    def stale(self, moment: float) -> bool:
+        """Did the last look begin before wall-clock `moment` (an event received then may
+        follow a save this process has not seen)?"""
+        return self._looked <= moment
+
+    def seen(self, looked: float, version: int) -> Registry:
+        """The flows in force, given the `version` a look that began at `looked` read (in a
+        transaction of the caller's: `current_version`); loads it when it is new."""
+        with self._lock:
+            self._seen(looked, version)
         return self()
 
-    def refresh(self, *, now: bool = False) -> None:
-        """Load the version in force if it changed (looked for at most every `ttl` seconds,
-        or `now`)."""
+    def refresh(self) -> None:
+        """Load the version in force if it changed (looked for at most every `ttl` seconds)."""
         with self._lock:
-            if not now and time.monotonic() < self._next:
+            if time.monotonic() < self._next:
                 return
-            self._next = time.monotonic() + self._ttl
-            self._looked = time.time()  # before the read: it sees every save committed by then
-            version = self._current_version()
-            if version == self._version:
-                return
+            looked = time.time()  # before the read: it sees every save committed by then
+            self._seen(looked, self._current_version())
+
+    def _seen(self, looked: float, version: int) -> None:
+        self._next = time.monotonic() + self._ttl
+        self._looked = max(self._looked, looked)
+        if version != self._version:
             self._version = version
             self._load()
 

@@ -143,12 +143,12 @@ class Worker:
             self._release(self._unreleased)
         if self._live is not None:
             self.registry = self._live()
-        items = self._claim()
+        items, looked = self._claim()
         if items:
             self.stats.claimed += len(items)
             try:
-                if self._live is not None:  # an item received after the last look: look again
-                    self.registry = self._live.since(max(item.received_at for item in items))
+                if self._live is not None and looked is not None:
+                    self.registry = self._live.seen(*looked)
                 with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
                     self._apply(items)
             except Exception as exc:
@@ -157,17 +157,26 @@ class Worker:
                 raise
         return len(items)
 
-    def _claim(self) -> list[inbox.Item]:
+    def _claim(self) -> tuple[list[inbox.Item], tuple[float, int] | None]:
+        """A batch, and when one of its items was received after the flows' last look, when a
+        new look began and the version it read, in the claim's transaction (so an item
+        received after a save is applied by the saved version, for one indexed read)."""
         with self.db.read() as tx:  # an idle worker never takes SQLite's write lock
             if not inbox.has_claimable(tx):
-                return []
+                return [], None
         with self.db.write() as tx:
-            return inbox.claim(
+            items = inbox.claim(
                 tx,
                 worker_id=self.name,
                 limit=self.settings.worker_batch,
                 lease=self.settings.lease,
             )
+            if not items or self._live is None:
+                return items, None
+            if not self._live.stale(max(item.received_at for item in items)):
+                return items, None
+            looked = time.time()  # before the read: it sees every save committed by then
+            return items, (looked, revisions.current_version(tx))
 
     def _release(self, item_ids: list[int]) -> None:
         """Give items back uncharged; when the database is away, try again before the next
