@@ -40,17 +40,20 @@ def paginate(
     order: Order = "desc",
     key: str = "seq",
     cursor: str = "id",
-    columns: Sequence[Any] | None = None,
+    columns: Sequence[Any] | sa.Select[Any] | None = None,
 ) -> Page[T]:
     """A page of `table` in `key` order of the rows matching `where`, after the row whose
     `cursor` column is `starting_after`, or the page just before the row `ending_before` (the
     page a "newer" link shows: still in `key` order; `has_more` then says whether rows come
-    before it). A cursor must exist, but need not match `where` (a 400 `invalid_cursor`)."""
+    before it). A cursor must exist, but need not match `where` (a 400 `invalid_cursor`).
+    `columns`: what to select (default: the whole row), or a `select()` of them built once (a
+    hot list saves building it per request)."""
     column = table.c[key]
     ascending = order == "asc"
     backwards = ending_before is not None  # read away from the cursor, then turned round
     forward = column.asc() if ascending != backwards else column.desc()
-    stmt = sa.select(*(columns or [table])).where(*where).order_by(forward).limit(limit + 1)
+    chosen = columns if isinstance(columns, sa.Select) else sa.select(*(columns or [table]))
+    stmt = chosen.where(*where).order_by(forward).limit(limit + 1)
     for name, given in (("starting_after", starting_after), ("ending_before", ending_before)):
         if given is None:
             continue

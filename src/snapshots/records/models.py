@@ -44,7 +44,7 @@ def _object(value: Any) -> dict[str, Any]:
     return nesting.cut(value) if isinstance(value, dict) else {}
 
 
-# The same conversions for the lists' fast path (`kinds.Kind.shown_json`).
+# The same conversions for the lists' fast path (`kinds.Kind.row_json`).
 address = _address
 json_object = _object
 

@@ -150,22 +150,24 @@ def page_json(
     connections: Sequence[str] | None = None,
 ) -> bytes:
     """`page` as the API answers it, JSON text: each row turned straight into what its public
-    model would dump (`Kind.shown_json`) and encoded once (orjson), no model in between."""
+    model would dump (`Kind.row_json`) and encoded once (orjson), no model in between."""
     t = kind.table
     where = _where(tx, kind, filters, updated_since, connections)
     found = paging.paginate(
         tx,
         t,
         kind.name,
-        kind.shown_json,
+        kind.row_json,
         limit=limit,
         starting_after=starting_after,
         where=where,
         order=order,
-        columns=[*kind.shown, t.c.seq],
+        columns=kind.json_select,
     )
     try:
-        return orjson.dumps({"data": found.data, "has_more": found.has_more})
+        return orjson.dumps(
+            {"data": found.data, "has_more": found.has_more}, option=orjson.OPT_UTC_Z
+        )
     except orjson.JSONEncodeError:  # an integer over 64 bits: the models' encoder takes it
         slow = page(
             tx,

@@ -146,7 +146,7 @@ def _sqlite_engine(url: str) -> Engine:
         if write:
             _begin_immediate(conn.connection.driver_connection)
         else:
-            conn.exec_driver_sql("BEGIN")
+            _begin_read(conn.connection.driver_connection)
 
     return engine
 
@@ -172,6 +172,12 @@ def _private_file(path: Path) -> None:
             path.parent,
             mode & 0o777,
         )
+
+
+def _begin_read(dbapi_conn: Any) -> None:
+    """A read's BEGIN, said to the driver (not through SQLAlchemy's statement machinery):
+    every API request begins a read or two."""
+    dbapi_conn.execute("BEGIN")
 
 
 def _begin_immediate(dbapi_conn: Any) -> None:
