@@ -368,6 +368,14 @@ def profile(args: argparse.Namespace) -> None:
             "  kinds.CONTACT.public() of 100 rows",
             lambda: [kinds.CONTACT.public(r) for r in rows[:100]],
         )
+        with database.read() as conn:
+            shown = conn.execute(
+                kinds.CONTACT.json_select.order_by(contacts.c.seq.desc()).limit(101)
+            ).all()
+        timed(
+            "  kinds.CONTACT.row_json of 100 rows (what lists do)",
+            lambda: [kinds.CONTACT.row_json(r) for r in shown[:100]],
+        )
         timed(
             "    times.iso() x 300",
             lambda: [times.iso(r.created_at) for r in rows[:100] for _ in "abc"],

@@ -68,4 +68,5 @@ def paginate(
         stmt = stmt.where(column > found if later else column < found)
     rows = tx.execute(stmt).all()
     data = [build(r) for r in rows[:limit]]
-    return Page(data=data[::-1] if backwards else data, has_more=len(rows) > limit)
+    # Built from rows `build` made: nothing to validate (a list of 100 would be walked again).
+    return Page.model_construct(data=data[::-1] if backwards else data, has_more=len(rows) > limit)
