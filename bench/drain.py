@@ -38,7 +38,6 @@ from cryptography.fernet import Fernet
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers-bench"
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "conn_bench"
-UNSETTLED = ("pending", "processing", "failed")
 
 
 def stream(count: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -117,10 +116,34 @@ def release(url: str) -> None:
     engine.dispose()
 
 
-def unsettled(engine: sa.Engine) -> dict[str, int]:
+def statuses(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT status, count(*) FROM inbox_items GROUP BY status")
         return {status: n for status, n in rows}
+
+
+# Polled while the workers drain: the claim index's own condition, so it reads that small index
+# alone (counting every status scans the whole table, which on PostgreSQL took one of the two
+# cores from the workers when polled every 50 ms).
+UNSETTLED_COUNT = (
+    "SELECT count(*) FROM inbox_items WHERE status IN ('pending', 'failed', 'processing')"
+)
+
+
+def unsettled(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(UNSETTLED_COUNT).scalar_one())
+
+
+def backends_cpu(engine: sa.Engine) -> dict[int, float]:
+    """CPU seconds so far of the database's other PostgreSQL backends (the workers' sessions),
+    by process id, read from /proc (the server runs on this machine)."""
+    with engine.connect() as conn:
+        pids = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).scalars()
+        return {pid: _cpu(pid) for pid in pids}
 
 
 def ready(port: int, deadline: float) -> None:
@@ -184,16 +207,19 @@ def run_one(
     try:
         for port in ports:
             ready(port, time.monotonic() + 120)
+        postgresql = engine.dialect.name == "postgresql"
+        server_before = backends_cpu(engine) if postgresql else {}
         cpu_before = _children_cpu(procs)
+        load = os.getloadavg()[0]
         started = time.monotonic()
         release(url)
-        while True:
-            counts = unsettled(engine)
-            if not any(counts.get(s, 0) for s in UNSETTLED):
-                break
+        while unsettled(engine):
             time.sleep(0.05)
         elapsed = time.monotonic() - started
         cpu = _children_cpu(procs) - cpu_before
+        server = backends_cpu(engine) if postgresql else {}
+        server_cpu = sum(cpu - server_before.get(pid, 0.0) for pid, cpu in server.items())
+        counts = statuses(engine)
     finally:
         for proc in procs:
             proc.terminate()
@@ -211,9 +237,12 @@ def run_one(
         "items_per_s": round(rate),
         "per_worker": round(rate / workers),
         "worker_cpu_s": round(cpu, 1),
+        "worker_cpu_ms_per_item": round(cpu * 1000 / len(events), 3),
+        "server_cpu_s": round(server_cpu, 1) if server else None,
+        "load_average": round(load, 2),
         "statuses": counts,
     }
-    if database == "postgres":
+    if database != "sqlite":
         admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"))
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")
@@ -223,14 +252,16 @@ def run_one(
 
 
 def _children_cpu(procs: list[subprocess.Popen[bytes]]) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(_cpu(proc.pid) for proc in procs)
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -252,8 +283,9 @@ def main() -> None:
                 print(
                     f"{database:8} workers={workers} items={found['items']} "
                     f"{found['seconds']:7.1f} s {found['items_per_s']:6}/s "
-                    f"({found['per_worker']}/s per worker, worker CPU {found['worker_cpu_s']} s) "
-                    f"{found['statuses']}",
+                    f"({found['per_worker']}/s per worker, worker CPU {found['worker_cpu_s']} s"
+                    f" = {found['worker_cpu_ms_per_item']} ms/item, PostgreSQL backends CPU "
+                    f"{found['server_cpu_s']} s, load {found['load_average']}) {found['statuses']}",
                     flush=True,
                 )
     if args.json:
