@@ -218,6 +218,10 @@ def _claimable(now: float) -> sa.ColumnElement[bool]:
 
 
 def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
+    # The claim need not wait for its WAL to reach the disk: lost at a crash of the server, the
+    # items are as they were (unclaimed, no attempt counted) and the claimer's connection is
+    # gone, so it applies nothing; the commit that applies them flushes the claim with it.
+    dialect.commit_unflushed(tx)
     now = time.time()
     ids = (
         sa.select(T.c.id)
@@ -287,25 +291,28 @@ def finish(
     the records they wrote]), by the flows `flows_version`."""
     if not outcomes:
         return
-    now = time.time()
-    tx.execute(
-        _UPDATE_ONE,
+    dialect.update_rows(
+        tx,
+        T,
         [
             {
-                "b_id": item_id,
+                "id": item_id,
                 "status": status,
                 "flows": ",".join(outcome[2]) or None,
                 "records": ",".join(outcome[3]) or None if len(outcome) > 3 else None,
-                "processed_at": now,
-                "flows_version": flows_version,
-                "lease_until": None,
-                "locked_by": None,
-                "last_error": None,
-                "error_cause": None,
             }
             for outcome in outcomes
             for item_id, status in [outcome[:2]]
         ],
+        key="id",
+        same={
+            "processed_at": time.time(),
+            "flows_version": flows_version,
+            "lease_until": None,
+            "locked_by": None,
+            "last_error": None,
+            "error_cause": None,
+        },
     )
     # Which records each item wrote, to find the events that touched a record.
     touched = [

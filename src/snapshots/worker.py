@@ -13,7 +13,6 @@ never applied twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -50,7 +49,7 @@ from snapshots.outbound import delivery, resume
 from snapshots.records import batch
 from snapshots.settings import Settings
 from snapshots.store import lock
-from snapshots.store.db import Database, Tx
+from snapshots.store.db import Database, Tx, json_loads
 
 log = logging.getLogger("snapshots.worker")
 
@@ -124,6 +123,7 @@ class Worker:
         self._known = set(flows.known_event_types())
         self._unreleased: list[int] = []  # items a fault kept it from releasing
         self._waiting: dict[str, int] = {}  # connection -> Stripe faults in a row
+        self._full = False  # the last claim took a whole batch
 
     def _refetched(self, item: inbox.Item, event: dict[str, Any]) -> dict[str, Any]:
         """The event with its object re-read from Stripe when its connection says so."""
@@ -161,9 +161,10 @@ class Worker:
         """A batch, and when one of its items was received after the flows' last look, when a
         new look began and the version it read, in the claim's transaction (so an item
         received after a save is applied by the saved version, for one indexed read)."""
-        with self.db.read() as tx:  # an idle worker never takes SQLite's write lock
-            if not inbox.has_claimable(tx):
-                return [], None
+        if not self._full:  # an idle worker never takes SQLite's write lock
+            with self.db.read() as tx:
+                if not inbox.has_claimable(tx):
+                    return [], None
         with self.db.write() as tx:
             items = inbox.claim(
                 tx,
@@ -171,6 +172,8 @@ class Worker:
                 limit=self.settings.worker_batch,
                 lease=self.settings.lease,
             )
+            # A full batch says more is likely waiting: the next claim skips the look first.
+            self._full = len(items) == self.settings.worker_batch
             if not items or self._live is None:
                 return items, None
             if not self._live.stale(max(item.received_at for item in items)):
@@ -202,7 +205,7 @@ class Worker:
         todo = []
         for item in items:  # parsing, filters and mappings need no lock: done before it
             try:
-                event = json.loads(item.payload)
+                event = json_loads(item.payload)
             except ValueError as exc:
                 self._failed(item, errors.DeadLetter(f"the stored payload is not JSON: {exc}"))
                 continue

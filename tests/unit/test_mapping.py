@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jmespath
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snapshots import errors, mapping
 from tests.conftest import fixture
@@ -227,3 +230,27 @@ def test_expression_keeps_its_source() -> None:
     expression = mapping.Expression("lower(email)")
     assert expression.source == "lower(email)"
     assert expression.evaluate({"email": "A@B.EXAMPLE"}) == "a@b.example"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner),
+    max_leaves=8,
+)
+
+
+@given(
+    keys=st.lists(st.sampled_from(["a", "b", "c", '"a-b"']), min_size=1, max_size=4),
+    data=_JSON | st.dictionaries(st.sampled_from(["a", "b", "a-b"]), _JSON),
+)
+@settings(max_examples=300)
+def test_field_paths_read_directly_give_what_jmespath_gives(keys: list[str], data: Any) -> None:
+    source = ".".join(keys)
+    expression = mapping.Expression(source)
+    assert expression._path is not None  # read directly, not by jmespath's interpreter
+    assert expression.evaluate(data) == jmespath.search(source, data)
+
+
+@pytest.mark.parametrize("source", ["a[0]", "a.b[*]", "a || b", "lower(a)", "a | b", "@"])
+def test_other_expressions_go_through_jmespath(source: str) -> None:
+    assert mapping.Expression(source)._path is None

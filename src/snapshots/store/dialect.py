@@ -64,16 +64,125 @@ def _sql_nulls(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def insert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows (each with the same columns) in multi-row INSERTs."""
-    if rows:
-        tx.execute(table.insert(), _sql_nulls(table, rows))
+    """Insert rows (each with the same columns): on PostgreSQL in one statement over arrays
+    (`_unnested`), on SQLite in multi-row INSERTs."""
+    if not rows:
+        return
+    if is_postgresql(tx):
+        columns = tuple(rows[0])
+        tx.execute(_insert_unnested(tx.dialect, table, columns), _arrays(tx, table, rows))
+        return
+    tx.execute(table.insert(), _sql_nulls(table, rows))
 
 
 def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
-    """Write whole rows in multi-row `INSERT ... ON CONFLICT (key) DO UPDATE` statements
-    (every column but `key` takes the row's value)."""
-    if rows:
-        tx.execute(_upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
+    """Write whole rows with `INSERT ... ON CONFLICT (key) DO UPDATE` (every column but `key`
+    takes the row's value): on PostgreSQL in one statement over arrays (`_unnested`), on
+    SQLite in multi-row statements."""
+    if not rows:
+        return
+    if is_postgresql(tx):
+        columns = tuple(rows[0])
+        stmt = _insert_unnested(tx.dialect, table, columns, key=key)
+        tx.execute(stmt, _arrays(tx, table, rows))
+        return
+    tx.execute(_upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
+
+
+def update_rows(
+    tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str, same: dict[str, Any]
+) -> None:
+    """Update rows by `key` (each row with the same columns: `key` and the values it sets),
+    setting the `same` values on every one: on PostgreSQL in one statement over arrays
+    (`_unnested`), on SQLite (in the process: no round trip to save) a statement a row."""
+    if not rows:
+        return
+    if is_postgresql(tx):
+        stmt = _update_unnested(tx.dialect, table, tuple(rows[0]), key, tuple(same))
+        tx.execute(stmt, _arrays(tx, table, rows) | {f"s_{n}": v for n, v in same.items()})
+        return
+    by_key = table.c[key] == sa.bindparam(f"b_{key}")
+    tx.execute(
+        table.update().where(by_key).values(same),
+        [
+            {f"b_{key}" if name == key else name: value for name, value in row.items()}
+            for row in rows
+        ],
+    )
+
+
+# PostgreSQL writes many rows with one statement whose text is the same whatever their number:
+# each column goes as one array parameter, and `unnest` turns the arrays back into rows. The
+# server parses and plans it once (a prepared statement) and runs it once, where a multi-row
+# VALUES list is a new text for every number of rows (parsed on both sides, with a parameter
+# per value) and an executemany runs a statement per row.
+
+
+def _arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each column of the rows as an array parameter `a_<n>`, its values as the column's type
+    binds them (None stays SQL NULL, also in a JSON column, as an omitted column would be)."""
+    arrays = {}
+    for n, name in enumerate(rows[0]):
+        bind = table.c[name].type._cached_bind_processor(tx.dialect)
+        values = [row[name] for row in rows]
+        if bind is not None:
+            values = [None if value is None else bind(value) for value in values]
+        arrays[f"a_{n}"] = values
+    return arrays
+
+
+def _unnested(sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """`unnest(...) WITH ORDINALITY AS v(<columns>, ord)` over the `_arrays` parameters: the
+    arrays are of each column's type without its length, so a value too long for its column
+    fails when it is stored, as it would from a VALUES list (a cast to VARCHAR(n) cuts it)."""
+    quote = sql.identifier_preparer.quote
+    arrays = []
+    for n, name in enumerate(columns):
+        kind = table.c[name].type
+        base = "TEXT" if isinstance(kind, sa.String) else kind.compile(dialect=sql)
+        arrays.append(f"CAST(:a_{n} AS {base}[])")
+    names = ", ".join(quote(name) for name in columns)
+    return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v({names}, ord)"
+
+
+@functools.cache
+def _insert_unnested(
+    sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...], *, key: str | None = None
+) -> sa.TextClause:
+    quote = sql.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    text = (
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
+        f"FROM {_unnested(sql, table, columns)} ORDER BY ord"
+    )
+    if key is not None:
+        sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c != key)
+        text += f" ON CONFLICT ({quote(key)}) DO UPDATE SET {sets}"
+    return sa.text(text)
+
+
+@functools.cache
+def _update_unnested(
+    sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...], key: str, same: tuple[str, ...]
+) -> sa.TextClause:
+    quote = sql.identifier_preparer.quote
+    name = quote(table.name)
+    sets = [f"{quote(c)} = v.{quote(c)}" for c in columns if c != key]
+    sets += [f"{quote(c)} = :s_{c}" for c in same]
+    return sa.text(
+        f"UPDATE {name} SET {', '.join(sets)} FROM {_unnested(sql, table, columns)} "
+        f"WHERE {name}.{quote(key)} = v.{quote(key)}"
+    )
+
+
+def commit_unflushed(tx: Tx) -> None:
+    """Let this transaction's commit return before its WAL is on disk (PostgreSQL
+    `synchronous_commit = off`; SQLite's `synchronous=NORMAL` already does for WAL mode). Only
+    for a write whose loss at a crash of the server (not of this process: the commit is then
+    visible and flushed within `wal_writer_delay`) leaves things as if it never ran, and
+    which any later ordinary commit makes durable too (the WAL is flushed in order)."""
+    if is_postgresql(tx):
+        tx.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 def notify(tx: Tx, channel: str) -> None:

@@ -1,0 +1,94 @@
+"""The many-row writes of `store.dialect` (arrays unnested on PostgreSQL, multi-row statements
+on SQLite) give the same rows on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from snapshots.store import dialect
+from snapshots.store.db import Database
+
+METADATA = sa.MetaData()
+PROBE = sa.Table(
+    "dialect_probe",
+    METADATA,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(5)),
+    sa.Column("data", sa.JSON),
+    sa.Column("amount", sa.Float),
+    sa.Column("done", sa.Boolean),
+    sa.Column("note", sa.Text),
+)
+
+
+@pytest.fixture
+def probe(db: Database) -> Iterator[Database]:
+    METADATA.create_all(db.engine)
+    yield db
+    METADATA.drop_all(db.engine)
+
+
+def _rows(db: Database) -> list[dict[str, object]]:
+    with db.read() as tx:
+        return [dict(r._mapping) for r in tx.execute(sa.select(PROBE).order_by(PROBE.c.seq))]
+
+
+def test_insert_upsert_and_update_rows(probe: Database) -> None:
+    new = [
+        {
+            "name": f"n{i}",
+            "data": {"i": i, "s": "x'\"{}"} if i % 2 else None,
+            "amount": i / 3,
+            "done": i == 0,
+            "note": None,
+        }
+        for i in range(7)
+    ]
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, new)
+    stored = _rows(probe)
+    assert [r["name"] for r in stored] == [f"n{i}" for i in range(7)]  # seq in the rows' order
+    assert stored[1]["data"] == {"i": 1, "s": "x'\"{}"} and stored[1]["amount"] == 1 / 3
+    with probe.read() as tx:  # None in a JSON column is SQL NULL, not JSON null
+        assert tx.execute(sa.select(sa.func.count()).where(PROBE.c.data.is_(None))).scalar() == 4
+    changed = [r | {"name": "u" + r["name"], "data": [r["seq"]]} for r in stored[:3]]
+    with probe.write() as tx:
+        dialect.upsert_rows(tx, PROBE, changed, key="seq")
+        dialect.update_rows(
+            tx,
+            PROBE,
+            [{"seq": stored[5]["seq"], "name": "five"}, {"seq": stored[6]["seq"], "name": None}],
+            key="seq",
+            same={"note": "set", "done": True},
+        )
+    after = _rows(probe)
+    assert [r["name"] for r in after] == ["un0", "un1", "un2", "n3", "n4", "five", None]
+    assert [r["data"] for r in after[:3]] == [[r["seq"]] for r in stored[:3]]
+    assert [(r["note"], r["done"]) for r in after[4:]] == [
+        (None, False),
+        ("set", True),
+        ("set", True),
+    ]
+    assert after[3] == stored[3]
+
+
+@pytest.mark.postgres
+def test_a_value_too_long_for_its_column_fails_on_postgresql(probe: Database) -> None:
+    if probe.dialect != "postgresql":
+        pytest.skip("SQLite does not enforce column lengths")
+    with pytest.raises(sa.exc.DataError), probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"name": "toolong", "note": "x"}])
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"name": "ok", "note": "x"}])
+        seq = _rows_in(tx)[0]
+    with pytest.raises(sa.exc.DataError), probe.write() as tx:
+        dialect.update_rows(tx, PROBE, [{"seq": seq, "name": "toolong"}], key="seq", same={})
+    with pytest.raises(sa.exc.DataError), probe.write() as tx:
+        dialect.upsert_rows(tx, PROBE, [{"seq": seq, "name": "toolong", "note": None}], key="seq")
+
+
+def _rows_in(tx: sa.Connection) -> list[int]:
+    return list(tx.execute(sa.select(PROBE.c.seq)).scalars())
