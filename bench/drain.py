@@ -108,10 +108,19 @@ def fill(url: str, events: list[dict[str, Any]]) -> None:
 
 
 def release(url: str) -> None:
+    """Make every item due at once, and (PostgreSQL) tell the workers at commit.
+
+    The statistics are refreshed in the same transaction (ANALYZE counts its own transaction's
+    rows): the ones taken after `fill` say every `run_after` lies far in the future, and with
+    them PostgreSQL estimates that one item is claimable and plans each claim as a bitmap scan
+    of every due item, sorted, 38 ms at 19,000 due items against 0.3 ms through the claim
+    index: a drain quadratic in the inbox's size. A real backlog's `run_after` is its arrival
+    time, in the past, so the statistics mislead only here."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE inbox_items SET run_after = 0")
         if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE inbox_items")
             conn.exec_driver_sql("SELECT pg_notify('snapshots_inbox', '')")
     engine.dispose()
 
@@ -211,8 +220,8 @@ def run_one(
         server_before = backends_cpu(engine) if postgresql else {}
         cpu_before = _children_cpu(procs)
         load = os.getloadavg()[0]
-        started = time.monotonic()
         release(url)
+        started = time.monotonic()  # the workers start at the release's commit
         while unsettled(engine):
             time.sleep(0.05)
         elapsed = time.monotonic() - started
