@@ -14,7 +14,8 @@ Playwright's own download) driven by playwright from PyPI, headless, against a r
 - `sign_in(page, email)`; `fill_connect_form(page, ...)` (Connect Stripe, managed, against
   the fake); `send_test_event(page, type, obj)` on the Test page, with `a_customer(city)`.
 
-Every test here is marked `browser` and `acceptance` (it starts processes).
+Every test here is marked `browser` and `acceptance` (it starts processes), and
+`xdist_group("browser-<module>")`: under `--dist loadgroup` one worker runs a whole module.
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ TIMEZONE = "America/New_York"  # not UTC: pages must show times in the browser's
 SUBRESOURCES = frozenset({"stylesheet", "script", "image", "font", "fetch", "xhr"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.acceptance)
+            # A module's tests share its servers and browser: one worker runs them all.
+            item.add_marker(pytest.mark.xdist_group(f"browser-{item.path.stem}"))
 
 
 @pytest.hookimpl(wrapper=True)
