@@ -26,6 +26,14 @@ from snapshots.settings import Settings
 from snapshots.store import db as store
 from snapshots.store import tables
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment (a plain run
+# has neither). Rich fixes a console's width when COLUMNS is set as it is made, so the CLI's
+# consoles (made when `snapshots.cli.output` is imported) would print 80 columns whatever a
+# test sets later, and tables would come out cut short: drop them before a test module imports the CLI.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 WEBHOOK_SECRET = "whsec_test_secret_0123456789"
 _counter = itertools.count(1)
 

@@ -29,6 +29,8 @@ STOP_GRACE = 10.0  # seconds a process gets to exit after SIGTERM before SIGKILL
 EXECUTABLE = Path(sys.executable).with_name("snapshots")
 
 T = TypeVar("T")
+# The pytest-xdist group of tests that start whole deployments (see pytest_collection_modifyitems).
+PROCESSES = pytest.mark.xdist_group("processes")
 
 
 def free_port() -> int:
@@ -240,6 +242,17 @@ def snapshots(tmp_path: Path) -> Iterator[Snapshots]:
 def localstripe() -> Iterator[LocalStripe]:
     with run_localstripe() as ls:
         yield ls
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`--dist loadgroup`)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test here starts a deployment of several processes and waits on them with
+    deadlines: they run one at a time on one worker (`PROCESSES`), beside in-process tests, so
+    they never compete with each other for the cores."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(PROCESSES)
 
 
 @pytest.hookimpl(wrapper=True)

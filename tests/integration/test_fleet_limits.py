@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from snapshots import keys, limits
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.acceptance.conftest import Snapshots, free_port
+from tests.acceptance.conftest import PROCESSES, Snapshots, free_port
 from tests.conftest import SqliteCopy, _empty_postgres
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -180,11 +180,13 @@ def _two_serves(tmp_path: Path, database_url: str, extra: dict[str, str]) -> Non
 
 
 @pytest.mark.acceptance
+@PROCESSES
 def test_two_serve_processes_on_sqlite(tmp_path: Path, sqlite_copy: SqliteCopy) -> None:
     _two_serves(tmp_path, sqlite_copy(tmp_path / "db"), {})
 
 
 @pytest.mark.acceptance
+@PROCESSES
 @pytest.mark.postgres
 def test_two_serve_processes_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     _empty_postgres(postgres_url)
@@ -192,6 +194,7 @@ def test_two_serve_processes_on_postgres(tmp_path: Path, postgres_url: str) -> N
 
 
 @pytest.mark.acceptance
+@PROCESSES
 @pytest.mark.postgres
 def test_two_serve_processes_with_redis(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     _empty_postgres(postgres_url)

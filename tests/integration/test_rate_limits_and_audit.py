@@ -25,7 +25,7 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.acceptance.conftest import Snapshots, free_port
+from tests.acceptance.conftest import PROCESSES, Snapshots, free_port
 from tests.conftest import _empty_postgres
 from tests.integration.helpers import CLIENT_IP, Cli, Key, assert_error, bearer
 
@@ -126,6 +126,7 @@ def test_every_endpoint_counts_against_the_same_key(
 
 
 @pytest.mark.acceptance
+@PROCESSES
 @pytest.mark.postgres
 def test_two_serve_processes_share_one_limit(postgres_url: str, tmp_path: Path) -> None:
     """Two real `snapshots serve` processes on one PostgreSQL database, requests alternating
