@@ -16,7 +16,10 @@ timed ones, one at a time; figures are p50 and p99 in milliseconds and each page
 
 Targets: `/healthz`; the overview (`/`); the events list filtered by status (`/events?status=
 dead`); the contacts list with a search (`/records/contacts?q=...`); a contact's page
-(`/records/contacts/{id}`, a contact with events); an event's page.
+(`/records/contacts/{id}`, a contact with events); an event's page; the flow editor of the
+prebuilt `contacts` flow, whose page runs the flow preview on the server (the worker's own
+filter and mappings, the output diffed against the current record, the recent events of its
+types to pick from), once on Stripe's example event and once on the newest inbox item.
 
 Run from the repository root: `.venv/bin/python -m bench.console [--items 1000000] [--json]`.
 """
@@ -256,6 +259,11 @@ def targets(seeded: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
         "contacts, search": ("/records/contacts", f"q={seeded['search']}".encode()),
         "contact page": (f"/records/contacts/{seeded['contact']}", b""),
         "event page": (f"/events/{seeded['item']}", b""),
+        "flow preview, Stripe's sample": ("/flows/edit/contacts", b""),
+        "flow preview, an inbox event": (
+            "/flows/edit/contacts",
+            f"sample=item:{seeded['item']}".encode(),
+        ),
     }
 
 
