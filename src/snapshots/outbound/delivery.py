@@ -50,6 +50,7 @@ A = tables.delivery_attempts
 E = tables.webhook_endpoints
 STATUSES = ("pending", "processing", "succeeded", "failed", "dead", "held")
 MAX_BODY = 256 * 1024  # bytes in a message
+GATHER = 0.005  # seconds a dispatcher waits for more outcomes to record with one that is in
 RESPONSE_KEPT = 8 * 1024  # bytes of an answer kept with its attempt
 RETRY_AFTER_CAP = 24 * 3600.0  # seconds a Retry-After may make a delivery wait at most
 DISABLE_AFTER = 5 * 86400.0  # seconds without a success ...
@@ -608,12 +609,16 @@ class Dispatcher:
         return max(self.settings.lease, 2 * self.settings.outbound_timeout + 10.0)
 
     def _record_done(self, *, block: float = 0.0) -> int:
-        """Record the outcomes that are in, in one transaction; returns how many."""
+        """Record the outcomes that are in, in one transaction; returns how many. Once one is
+        in, the others in the air get `GATHER` seconds to join it: one write transaction for
+        several outcomes, not one each (SQLite's single writer is the dispatcher's limit)."""
         found: list[tuple[Claimed, Outcome]] = []
         try:
             found.append(self._done.get(timeout=block) if block else self._done.get_nowait())
+            until = time.monotonic() + GATHER
             while True:
-                found.append(self._done.get_nowait())
+                left = until - time.monotonic() if len(found) < self._in_flight else 0.0
+                found.append(self._done.get(timeout=left) if left > 0 else self._done.get_nowait())
         except queue.Empty:
             pass
         if not found:
