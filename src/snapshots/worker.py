@@ -124,6 +124,7 @@ class Worker:
         self._unreleased: list[int] = []  # items a fault kept it from releasing
         self._waiting: dict[str, int] = {}  # connection -> Stripe faults in a row
         self._full = False  # the last claim took a whole batch
+        self._settled = 0  # items settled since the inbox's statistics were last refreshed
 
     def _refetched(self, item: inbox.Item, event: dict[str, Any]) -> dict[str, Any]:
         """The event with its object re-read from Stripe when its connection says so."""
@@ -151,6 +152,11 @@ class Worker:
                     self.registry = self._live.seen(*looked)
                 with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
                     self._apply(items)
+                self._settled += len(items)
+                if self._settled >= inbox.SETTLED_BETWEEN_ANALYZE:
+                    self._settled = 0
+                    with self.db.write() as tx:
+                        inbox.refresh_statistics(tx)
             except Exception as exc:
                 if errors.is_process_fault(exc):
                     self._release([item.id for item in items])

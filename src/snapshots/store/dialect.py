@@ -198,6 +198,18 @@ def lock_number(tx: Tx, key: int) -> None:
         tx.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
+def analyze(tx: Tx, table: sa.Table, *, key: int) -> bool:
+    """Refresh the planner's statistics of `table` (PostgreSQL's ANALYZE: a sample, it blocks
+    no reads or writes) unless another process holds the advisory lock `key` for it; True when
+    this call did. SQLite plans from its indexes alone: nothing to do."""
+    if not is_postgresql(tx):
+        return False
+    if not tx.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key))).scalar_one():
+        return False
+    tx.exec_driver_sql(f"ANALYZE {table.name}")
+    return True
+
+
 def starts_with(tx: Tx | sa.Dialect, expression: Any, prefix: str) -> sa.ColumnElement[bool]:
     """`expression` begins with `prefix`. SQLite compares bytes, so a range finds it through an
     index on the expression; PostgreSQL's collation may order by more than the bytes (a range
