@@ -152,16 +152,23 @@ class Worker:
                     self.registry = self._live.seen(*looked)
                 with metrics.batch(len(items), self.stats):  # sizes, apply time, statuses
                     self._apply(items)
-                self._settled += len(items)
-                if self._settled >= inbox.SETTLED_BETWEEN_ANALYZE:
-                    self._settled = 0
-                    with self.db.write() as tx:
-                        inbox.refresh_statistics(tx)
             except Exception as exc:
                 if errors.is_process_fault(exc):
                     self._release([item.id for item in items])
                 raise
+            self._note_settled(len(items))
         return len(items)
+
+    def _note_settled(self, count: int) -> None:
+        """Every `inbox.SETTLED_BETWEEN_ANALYZE` items settled, refresh PostgreSQL's statistics
+        of the inbox (SQLite needs none: no transaction is taken for it)."""
+        if self.db.dialect != "postgresql":
+            return
+        self._settled += count
+        if self._settled >= inbox.SETTLED_BETWEEN_ANALYZE:
+            self._settled = 0
+            with self.db.write() as tx:
+                inbox.refresh_statistics(tx)
 
     def _claim(self) -> tuple[list[inbox.Item], tuple[float, int] | None]:
         """A batch, and when one of its items was received after the flows' last look, when a
