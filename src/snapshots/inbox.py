@@ -39,6 +39,7 @@ class Item:
     attempts: int
     payload: bytes
     received_at: float  # when intake stored it (the flows saved before must apply it)
+    run_after: float  # when it became due (a replay or a retry: the flows saved before apply it)
 
 
 class Wants(Protocol):
@@ -257,6 +258,7 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
             T.c.attempts,
             T.c.payload,
             T.c.received_at,
+            T.c.run_after,
         )
     ).all()
     return sorted((Item(**r._mapping) for r in rows), key=lambda item: item.id)

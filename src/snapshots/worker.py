@@ -189,7 +189,7 @@ class Worker:
             self._full = len(items) == self.settings.worker_batch
             if not items or self._live is None:
                 return items, None
-            if not self._live.stale(max(item.received_at for item in items)):
+            if not self._live.stale(max(max(i.received_at, i.run_after) for i in items)):
                 return items, None
             looked = time.time()  # before the read: it sees every save committed by then
             return items, (looked, revisions.current_version(tx))
