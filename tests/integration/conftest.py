@@ -15,6 +15,7 @@ from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from tests.integration.helpers import CLIENT_IP, Cli, Key, MakeKey, Result, Stripe
+from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 
 @pytest.fixture
@@ -85,3 +86,21 @@ def run(
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     logging.getLogger().handlers[:] = handlers
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[FakeStripe]:
+    """The Stripe-compatible test server (tests/support/fake_stripe.py), one per module."""
+    with run_fake_stripe() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server: FakeStripe) -> Iterator[FakeStripe]:
+    """`fake_server` without faults, and without the webhook endpoints a test left behind."""
+    fake_server.clear_faults()
+    yield fake_server
+    fake_server.clear_faults()
+    client = fake_server.client()
+    for found in fake_server.webhook_endpoints():
+        client.v1.webhook_endpoints.delete(found["id"])

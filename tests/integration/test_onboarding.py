@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import itertools
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from snapshots.onboarding import endpoint, health, setup
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
-from tests.support.fake_stripe import FakeStripe, run_fake_stripe
+from tests.support.fake_stripe import FakeStripe
 
 pytestmark = pytest.mark.acceptance  # starts the fake Stripe
 PUBLIC = "https://snapshots.example.com"
@@ -33,22 +32,6 @@ EXTRA = """
     options: {tags: [paused]}
     fields: {stripe_customer_id: customer}
 """
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeStripe]:
-    with run_fake_stripe() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(fake_server: FakeStripe) -> Iterator[FakeStripe]:
-    fake_server.clear_faults()
-    yield fake_server
-    fake_server.clear_faults()
-    client = fake_server.client()
-    for found in fake_server.webhook_endpoints():
-        client.v1.webhook_endpoints.delete(found["id"])
 
 
 @pytest.fixture

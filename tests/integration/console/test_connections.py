@@ -5,7 +5,6 @@ settings, rotating the signing secret, removing), the overview's health word, an
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -14,27 +13,11 @@ from snapshots import connections, vault
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.integration.console.conftest import Browser
-from tests.support.fake_stripe import FakeStripe, run_fake_stripe
+from tests.support.fake_stripe import FakeStripe
 
 pytestmark = pytest.mark.acceptance  # starts the fake Stripe
 PUBLIC = "https://snapshots.example.com"
 _keys = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeStripe]:
-    with run_fake_stripe() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(fake_server: FakeStripe) -> Iterator[FakeStripe]:
-    fake_server.clear_faults()
-    yield fake_server
-    fake_server.clear_faults()
-    client = fake_server.client()
-    for found in fake_server.webhook_endpoints():
-        client.v1.webhook_endpoints.delete(found["id"])
 
 
 def _restricted(fake: FakeStripe, *allow: str) -> str:
