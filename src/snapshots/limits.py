@@ -98,6 +98,11 @@ class Limiter(Protocol):
 
     def hit(self, bucket: str, *, limit: int, window: int) -> Usage: ...
 
+    def spend(self, bucket: str, *, limit: int, window: int) -> Usage | None:
+        """`hit` when it can be counted in memory at once; None when it cannot (a write or a
+        round trip to make, or a thread doing one): then call `hit` off the event loop."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -148,16 +153,33 @@ class Reserving:
                     total = reserve(tx, bucket, amount=amount, window=window, now=now)
                 held.total = total
                 held.tokens = max(0, min(amount, limit - (total - amount)))
-            if held.tokens == 0:
-                return Usage(limit, limit + 1, start + window)
-            held.tokens -= 1
-            return Usage(limit, min(held.total, limit) - held.tokens, start + window)
+            return _take(held, limit, start + window)
+
+    def spend(self, bucket: str, *, limit: int, window: int) -> Usage | None:
+        start = int(time.time()) // window * window
+        held = self._slot(bucket, start)
+        if not held.lock.acquire(blocking=False):  # a thread is reserving: `hit` waits for it
+            return None
+        try:
+            if held.tokens == 0 and held.total < limit:
+                return None  # a share to reserve first
+            return _take(held, limit, start + window)
+        finally:
+            held.lock.release()
 
     def close(self) -> None:
         self._held.clear()
 
 
 MAX_BUCKETS = 10_000  # windows held in memory before the past ones are dropped
+
+
+def _take(held: _Held, limit: int, reset_at: int) -> Usage:
+    """One request out of what `held` holds (over the limit when it holds nothing)."""
+    if held.tokens == 0:
+        return Usage(limit, limit + 1, reset_at)
+    held.tokens -= 1
+    return Usage(limit, min(held.total, limit) - held.tokens, reset_at)
 
 
 class Redis:
@@ -185,6 +207,9 @@ class Redis:
                 code="rate_limit_store_unavailable",
             ) from exc
         return Usage(limit, int(count), start + window)
+
+    def spend(self, bucket: str, *, limit: int, window: int) -> Usage | None:
+        return None  # every request is a round trip to Redis
 
     def close(self) -> None:
         self._client.close()

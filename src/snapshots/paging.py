@@ -3,6 +3,7 @@ the row whose id is `starting_after`, answered as a `Page` (`{"data": [...], "ha
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
@@ -51,9 +52,8 @@ def paginate(
     column = table.c[key]
     ascending = order == "asc"
     backwards = ending_before is not None  # read away from the cursor, then turned round
-    forward = column.asc() if ascending != backwards else column.desc()
-    chosen = columns if isinstance(columns, sa.Select) else sa.select(*(columns or [table]))
-    stmt = chosen.where(*where).order_by(forward).limit(limit + 1)
+    params: dict[str, Any] = {"page_limit": limit + 1}
+    bounds: list[tuple[str, bool]] = []  # (cursor, True: rows after it, False: before it)
     for name, given in (("starting_after", starting_after), ("ending_before", ending_before)):
         if given is None:
             continue
@@ -64,9 +64,38 @@ def paginate(
             ).scalar_one_or_none()
         if found is None:
             raise errors.BadRequest(f"{name}: no {noun} {given}", code="invalid_cursor")
-        later = ascending != (name == "ending_before")
-        stmt = stmt.where(column > found if later else column < found)
-    rows = tx.execute(stmt).all()
+        bounds.append((name, ascending != (name == "ending_before")))
+        params[f"page_{name}"] = found
+    if isinstance(columns, sa.Select) and not where:
+        stmt = _unfiltered(columns, table, key, ascending != backwards, tuple(bounds))
+    else:
+        chosen = columns if isinstance(columns, sa.Select) else sa.select(*(columns or [table]))
+        stmt = _statement(chosen, column, ascending != backwards, bounds).where(*where)
+    rows = tx.execute(stmt, params).all()
     data = [build(r) for r in rows[:limit]]
     # Built from rows `build` made: nothing to validate (a list of 100 would be walked again).
     return Page.model_construct(data=data[::-1] if backwards else data, has_more=len(rows) > limit)
+
+
+def _statement(
+    chosen: sa.Select[Any], column: Any, ascending: bool, bounds: Sequence[tuple[str, bool]]
+) -> sa.Select[Any]:
+    """`chosen` in `column` order, `:page_limit` rows, after (or before) each bound cursor."""
+    stmt = chosen.order_by(column.asc() if ascending else column.desc())
+    for name, after in bounds:
+        bound: sa.BindParameter[Any] = sa.bindparam(f"page_{name}")
+        stmt = stmt.where(column > bound if after else column < bound)
+    return stmt.limit(sa.bindparam("page_limit"))
+
+
+@functools.cache
+def _unfiltered(
+    chosen: sa.Select[Any],
+    table: sa.Table,
+    key: str,
+    ascending: bool,
+    bounds: tuple[tuple[str, bool], ...],
+) -> sa.Select[Any]:
+    """`_statement` of a `select()` built once, made once per shape: a statement made afresh
+    costs SQLAlchemy more (its cache key walks every column) than reading a page of one."""
+    return _statement(chosen, table.c[key], ascending, bounds)

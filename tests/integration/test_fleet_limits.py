@@ -108,6 +108,31 @@ def test_a_high_limit_costs_a_few_writes_per_window(database_url: str) -> None:
         db.dispose()
 
 
+def test_spend_counts_in_memory_and_leaves_writes_to_hit(database_url: str) -> None:
+    """What the event loop calls: a request out of the share held, never a write; None when
+    a share must be reserved first (then `hit`, in a thread, reserves it)."""
+    db = Database(database_url)
+    try:
+        limiter = limits.Reserving(db)
+        writes = []
+        sa.event.listen(db.engine, "before_cursor_execute", lambda *_: writes.append(1))
+        assert limiter.spend("key:loop", limit=16, window=WINDOW) is None  # nothing held yet
+        assert writes == []
+        first = limiter.hit("key:loop", limit=16, window=WINDOW)  # reserves 16 // 8 = 2
+        reserved = len(writes)
+        second = limiter.spend("key:loop", limit=16, window=WINDOW)
+        assert second is not None and second.remaining == first.remaining - 1
+        assert len(writes) == reserved  # counted in memory
+        assert limiter.spend("key:loop", limit=16, window=WINDOW) is None  # the share is spent
+        spent = [limiter.hit("key:loop", limit=16, window=WINDOW) for _ in range(20)]
+        assert sum(not u.exceeded for u in spent) == 14  # 16 in all, never more
+        over = limiter.spend("key:loop", limit=16, window=WINDOW)
+        assert over is not None and over.exceeded and over.remaining == 0
+        assert reservations(db, "key:loop") == 16
+    finally:
+        db.dispose()
+
+
 def test_two_processes_share_one_limit_in_redis(redis_url: str) -> None:
     limiters: list[limits.Limiter] = [limits.Redis(redis_url), limits.Redis(redis_url)]
     try:

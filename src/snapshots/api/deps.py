@@ -3,11 +3,12 @@ alias per scope, the paging parameters, and the error responses every router dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -17,6 +18,8 @@ from snapshots.outbound import guard
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from snapshots.vault import Vault
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,29 +73,60 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _authorize(state: State, request: Request, scope: str, ip: str | None) -> keys.ApiKey:
+async def read(state: State, work: Callable[[], T], *, bounded: bool = True) -> T:
+    """A request's read of the database. On SQLite a bounded read (a lookup by key, a page
+    walked along an index) runs in the event loop itself: it is CPU work in this process, and
+    in a thread it would trade the GIL with the busy loop at every step SQLite takes (a row
+    each; two context switches a time), which cost a page of 100 more CPU than the page
+    itself. PostgreSQL's reads wait on the network, and a read that may scan a table takes
+    long: those run in the thread pool, so the loop serves other requests meanwhile (as
+    `intake.GroupCommit` writes on SQLite from the loop and on PostgreSQL from a thread)."""
+    if bounded and state.db.dialect == "sqlite":
+        return work()
+    return await run_in_threadpool(work)
+
+
+def _denied(state: State, *, action: str, actor: str, ip: str | None, reason: str) -> None:
+    with state.db.write() as tx:
+        audit.denied(tx, action=action, actor=actor, ip=ip, reason=reason)
+
+
+async def _authorize(state: State, request: Request, scope: str) -> keys.ApiKey:
     """Verify the key, count the request against its rate limit, check the scope. Refusals
     of a bad key or a missing scope are audited. The key's last use and its count are kept
-    in memory (`keys.Uses`, `limits.Limiter`): no write per request."""
-    db = state.db
-    try:
-        with db.read() as tx:
-            api_key = keys.verify(tx, _bearer(request), env=state.settings.key_env)
-    except errors.Unauthorized as exc:
-        with db.write() as tx:
-            audit.denied(tx, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message)
-        raise
+    in memory (`keys.Uses`, `limits.Limiter`): no write per request, and the key's lookup is
+    a `read`. What may write or wait (an audit entry, a share of the limit to reserve) runs
+    in the thread pool."""
     settings = state.settings
+    ip = client_ip(request)
+
+    def verify() -> keys.ApiKey:
+        with state.db.read() as tx:
+            return keys.verify(tx, token, env=settings.key_env)
+
+    try:
+        token = _bearer(request)
+        api_key = await read(state, verify)
+    except errors.Unauthorized as exc:
+        await run_in_threadpool(
+            _denied, state, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message
+        )
+        raise
     state.uses.note(api_key, ip=ip)
-    usage = state.limiter.hit(
-        f"key:{api_key.id}", limit=settings.api_rate_limit, window=settings.api_rate_window
-    )
+    bucket, limit, window = f"key:{api_key.id}", settings.api_rate_limit, settings.api_rate_window
+    usage = state.limiter.spend(bucket, limit=limit, window=window)
+    if usage is None:
+        usage = await run_in_threadpool(state.limiter.hit, bucket, limit=limit, window=window)
     if not usage.exceeded and not api_key.allows(scope):
-        with db.write() as tx:
-            audit.denied(
-                tx, action="auth.scope_denied", actor=api_key.actor, ip=ip, reason=f"lacks {scope}"
-            )
-    # X-RateLimit-* headers, added by the RequestId middleware to whatever answer follows.
+        await run_in_threadpool(
+            _denied,
+            state,
+            action="auth.scope_denied",
+            actor=api_key.actor,
+            ip=ip,
+            reason=f"lacks {scope}",
+        )
+    # X-RateLimit-* headers, added by the edge to whatever answer follows.
     request.scope.setdefault("state", {})["rate_limit"] = usage
     if usage.exceeded:
         raise errors.RateLimited(
@@ -105,12 +139,12 @@ def _authorize(state: State, request: Request, scope: str, ip: str | None) -> ke
     return api_key
 
 
-def require(scope: str) -> Callable[..., keys.ApiKey]:
+def require(scope: str) -> Callable[..., Awaitable[keys.ApiKey]]:
     """A dependency that authenticates the bearer key, counts the request against the key's
     rate limit, and checks the key carries `scope`."""
 
-    def dependency(request: Request, state: StateDep) -> keys.ApiKey:
-        return _authorize(state, request, scope, client_ip(request))
+    async def dependency(request: Request, state: StateDep) -> keys.ApiKey:
+        return await _authorize(state, request, scope)
 
     dependency.__name__ = f"require_{scope.replace('/', '_').replace('.', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI hook

@@ -66,7 +66,7 @@ NewLocationOnly = Annotated[None, _read_only(LOCATION, creating=True)]
 InvoiceOnly = Annotated[None, _read_only(INVOICE)]
 
 
-def _page(
+async def _page(
     state: deps.State,
     api_key: keys.ApiKey,
     kind: Kind[M],
@@ -79,29 +79,39 @@ def _page(
 ) -> Response:
     """A page of records, answered from the rows as JSON text (`reads.page_json`); the route
     declares `paging.Page[<public model>]` as its response model for the OpenAPI document."""
-    for name, value in (filters or {}).items():
+    filters = {name: value for name, value in (filters or {}).items() if value is not None}
+    for name, value in filters.items():
         if isinstance(value, str) and "\x00" in value:
             raise errors.BadRequest(f"{name}: must not contain NUL", code="parameter_invalid")
     since = (
         None if updated_since is None else times.parse_since(updated_since, name="updated_since")
     )
-    with state.db.read() as tx:
-        body = reads.page_json(
-            tx,
-            kind,
-            limit=limit,
-            starting_after=after,
-            order=order,
-            filters=filters,
-            updated_since=since,
-            connections=api_key.connections,
-        )
+
+    def read() -> bytes:
+        with state.db.read() as tx:
+            return reads.page_json(
+                tx,
+                kind,
+                limit=limit,
+                starting_after=after,
+                order=order,
+                filters=filters,
+                updated_since=since,
+                connections=api_key.connections,
+            )
+
+    # Unfiltered, a page walks the creation index `limit` rows long; a filter may scan.
+    bounded = not filters and since is None and api_key.connections is None
+    body = await deps.read(state, read, bounded=bounded)
     return Response(body, media_type="application/json")
 
 
-def _get(state: deps.State, api_key: keys.ApiKey, kind: Kind[M], record_id: str) -> M:
-    with state.db.read() as tx:
-        return reads.get(tx, kind, record_id, connections=api_key.connections)
+async def _get(state: deps.State, api_key: keys.ApiKey, kind: Kind[M], record_id: str) -> M:
+    def read() -> M:
+        with state.db.read() as tx:
+            return reads.get(tx, kind, record_id, connections=api_key.connections)
+
+    return await deps.read(state, read)
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:
@@ -135,7 +145,7 @@ def _write(
     tags=["locations"],
     summary="List locations (scope saas/location.read)",
 )
-def list_locations(
+async def list_locations(
     state: StateDep,
     api_key: deps.LocationsReader,
     limit: deps.Limit = 20,
@@ -157,7 +167,7 @@ def list_locations(
         "test": test,
         "country": None if country is None else country.upper(),
     }
-    return _page(
+    return await _page(
         state,
         api_key,
         LOCATION,
@@ -175,8 +185,10 @@ def list_locations(
     tags=["locations"],
     summary="Get a location (scope saas/location.read)",
 )
-def get_location(location_id: str, state: StateDep, api_key: deps.LocationsReader) -> Response:
-    return deps.respond(_get(state, api_key, LOCATION, location_id))
+async def get_location(
+    location_id: str, state: StateDep, api_key: deps.LocationsReader
+) -> Response:
+    return deps.respond(await _get(state, api_key, LOCATION, location_id))
 
 
 @router.post(
@@ -247,7 +259,7 @@ def update_location(
     tags=["contacts"],
     summary="List contacts (scope contacts.readonly)",
 )
-def list_customers(
+async def list_customers(
     state: StateDep,
     api_key: deps.ContactsReader,
     limit: deps.Limit = 20,
@@ -268,7 +280,7 @@ def list_customers(
         "archived": archived,
         "test": test,
     }
-    return _page(
+    return await _page(
         state,
         api_key,
         CONTACT,
@@ -325,8 +337,8 @@ def upsert_customer(
     tags=["contacts"],
     summary="Get a contact (scope contacts.readonly)",
 )
-def get_customer(contact_id: str, state: StateDep, api_key: deps.ContactsReader) -> Response:
-    return deps.respond(_get(state, api_key, CONTACT, contact_id))
+async def get_customer(contact_id: str, state: StateDep, api_key: deps.ContactsReader) -> Response:
+    return deps.respond(await _get(state, api_key, CONTACT, contact_id))
 
 
 @router.patch(
@@ -415,7 +427,7 @@ def list_activities(
     tags=["invoices"],
     summary="List invoices (scope invoices.readonly)",
 )
-def list_invoices(
+async def list_invoices(
     state: StateDep,
     api_key: deps.InvoicesReader,
     limit: deps.Limit = 20,
@@ -445,7 +457,7 @@ def list_invoices(
         "stripe_customer_id": stripe_customer_id,
         "archived": archived,
     }
-    return _page(
+    return await _page(
         state,
         api_key,
         INVOICE,
@@ -463,8 +475,8 @@ def list_invoices(
     tags=["invoices"],
     summary="Get an invoice (scope invoices.readonly)",
 )
-def get_invoice(invoice_id: str, state: StateDep, api_key: deps.InvoicesReader) -> Response:
-    return deps.respond(_get(state, api_key, INVOICE, invoice_id))
+async def get_invoice(invoice_id: str, state: StateDep, api_key: deps.InvoicesReader) -> Response:
+    return deps.respond(await _get(state, api_key, INVOICE, invoice_id))
 
 
 @router.patch(
