@@ -28,6 +28,7 @@ SOURCES = ("webhook", "test", "sync", "reconcile", "watcher")
 FAILING = ("failed", "dead")  # the statuses whose errors are grouped by cause
 CAUSES = 20  # causes shown at most
 WINDOW = 2_000  # the newest failing items of each status whose causes are grouped
+COUNT_CAP = 1_000  # a cause's items counted at most; more show as "1,000+"
 
 
 def _like(text: str) -> str:
@@ -163,15 +164,28 @@ class Cause(BaseModel):
 
     status: str
     cause: str
-    count: int
+    count: int  # counted up to COUNT_CAP + 1: more than COUNT_CAP means "COUNT_CAP+"
     example: str = Field(description="The last error of the newest of them, as it was")
+
+
+def _capped(where: list[sa.ColumnElement[bool]], status: str, cause: str) -> sa.ScalarSelect[int]:
+    """How many items `where` finds with `status` and `cause`, counted up to `COUNT_CAP + 1`
+    (a range of the (status, error_cause, ...) index, at most that long)."""
+    some = (
+        sa.select(sa.literal(1))
+        .where(*where, T.c.status == status, T.c.error_cause == cause)
+        .limit(COUNT_CAP + 1)
+        .subquery()
+    )
+    return sa.select(sa.func.count()).select_from(some).scalar_subquery()
 
 
 def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     """The failed and dead items `search` finds (all of them by default), grouped by status
     and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
     newest `WINDOW` items of each status (a read of an index, however many failed); each
-    group's count is exact."""
+    group is counted up to `COUNT_CAP + 1` (a count above `COUNT_CAP` means "more than
+    that"), all in one statement, so the work is bounded however many failed."""
     search = search or Search()
     where = search.where()
     statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
@@ -205,23 +219,17 @@ def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
             sa.select(T.c.id, T.c.last_error).where(T.c.id.in_([newest[k] for k in top]))
         )
     }
-
-    def count(status: str, cause: str) -> int:
-        if status not in full:  # the window held them all: counted already
-            return seen[(status, cause)]
-        return int(
-            tx.execute(
-                sa.select(sa.func.count())
-                .select_from(T)
-                .where(*where, T.c.status == status, T.c.error_cause == cause)
-            ).scalar_one()
-        )
-
+    # The window held every item of a status that is not full: counted already.
+    counted = {key: min(seen[key], COUNT_CAP + 1) for key in top if key[0] not in full}
+    rest = [key for key in top if key not in counted]
+    if rest:
+        row = tx.execute(sa.select(*[_capped(where, *key) for key in rest])).one()
+        counted.update(zip(rest, (int(n) for n in row), strict=True))
     found = [
         Cause(
             status=status,
             cause=cause,
-            count=count(status, cause),
+            count=counted[(status, cause)],
             example=examples.get(newest[(status, cause)]) or cause,
         )
         for status, cause in top
