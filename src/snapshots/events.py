@@ -297,6 +297,7 @@ class Detail(BaseModel):
     payload: Any = Field(description="The event as it arrived (parsed JSON)")
     raw: str | None = Field(description="The bytes as text when they are not JSON")
     runs: list[Run]
+    attempts: list[inbox.Attempt] = Field(description="Its failed attempts, oldest first")
     replayable: bool
     flows_version: int = Field(description="The flows version a replay would apply now")
 
@@ -328,6 +329,7 @@ def detail(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Det
         payload=payload,
         raw=raw,
         runs=runs,
+        attempts=inbox.attempts_of(tx, event.id),
         replayable=event.status not in ("pending", "processing"),
         flows_version=revisions.current_version(tx),
     )
