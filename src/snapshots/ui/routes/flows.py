@@ -255,7 +255,8 @@ def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def _options_text(spec: dict[str, Any]) -> str:
     if not spec.get("options"):
         return ""
-    return yaml.safe_dump(spec["options"], sort_keys=False, allow_unicode=True).strip()
+    dumped = yaml.dump(spec["options"], Dumper=preview.DUMPER, sort_keys=False, allow_unicode=True)
+    return dumped.strip()  # libyaml's safe dumper when built in: the same text, faster
 
 
 def _shown_rows(rows: Rows, shown: preview.Preview | None, *, pad: bool) -> list[dict[str, Any]]:
