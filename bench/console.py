@@ -335,12 +335,12 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
             home.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{home / 'snapshots.db'}"
         kept = home / "seeded.json"
+        database = store.Database(url)
+        store.migrate(database)  # a store kept by an earlier run: brought to this schema
+        database.dispose()
         if kept.exists():  # seeded by an earlier run with --dir: reused as it is
             seeded = json.loads(kept.read_text())
         else:
-            database = store.Database(url)
-            store.migrate(database)
-            database.dispose()
             seeded = seed(url, args)
             kept.write_text(json.dumps(seeded))
         cookie = sign_in(url)

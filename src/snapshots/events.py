@@ -10,7 +10,6 @@ error when it fails (`causes.of`), each indexed, so none of these reads the payl
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ SOURCES = ("webhook", "test", "sync", "reconcile", "watcher")
 FAILING = ("failed", "dead")  # the statuses whose errors are grouped by cause
 CAUSES = 20  # causes shown at most
 WINDOW = 2_000  # the newest failing items of each status whose causes are grouped
+COUNT_CAP = 1_000  # a cause's items counted at most; more show as "1,000+"
 
 
 def _like(text: str) -> str:
@@ -163,70 +163,73 @@ class Cause(BaseModel):
 
     status: str
     cause: str
-    count: int
+    count: int  # counted up to COUNT_CAP + 1: more than COUNT_CAP means "COUNT_CAP+"
     example: str = Field(description="The last error of the newest of them, as it was")
+
+
+def _groups(where: list[sa.ColumnElement[bool]], status: str) -> sa.Select[Any]:
+    """The causes of the newest `WINDOW` items `where` finds with `status` (a read of the
+    (status, id, error_cause) index), the `CAUSES` biggest there, each with how many items
+    have it, counted up to `COUNT_CAP + 1` (a range of the (status, error_cause, ...) index,
+    at most that long), and the last error of its newest item: one statement."""
+    window = (
+        sa.select(T.c.id, T.c.error_cause)
+        .where(*where, T.c.status == status, T.c.error_cause.is_not(None))
+        .order_by(T.c.id.desc())
+        .limit(WINDOW)
+        .subquery("window")
+    )
+    groups = (
+        sa.select(
+            window.c.error_cause.label("cause"),
+            sa.func.count().label("seen"),
+            sa.func.max(window.c.id).label("newest"),
+        )
+        .group_by(window.c.error_cause)
+        .order_by(sa.desc("seen"), window.c.error_cause)
+        .limit(CAUSES)
+        .subquery("groups")
+    )
+    some = (
+        sa.select(sa.literal(1))
+        .where(*where, T.c.status == status, T.c.error_cause == groups.c.cause)
+        .correlate(groups)
+        .limit(COUNT_CAP + 1)
+        .subquery("some")
+    )
+    return sa.select(
+        groups.c.cause,
+        groups.c.seen,
+        sa.select(sa.func.count()).select_from(some).scalar_subquery().label("total"),
+        sa.select(T.c.last_error)
+        .where(T.c.id == groups.c.newest)
+        .scalar_subquery()
+        .label("example"),
+    )
 
 
 def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     """The failed and dead items `search` finds (all of them by default), grouped by status
     and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
-    newest `WINDOW` items of each status (a read of an index, however many failed); each
-    group's count is exact."""
+    newest `WINDOW` items of each status, and each group is counted up to `COUNT_CAP + 1` (a
+    count above `COUNT_CAP` means "more than that"), so the work is bounded however many
+    failed: one statement a status (`_groups`)."""
     search = search or Search()
     where = search.where()
     statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
-    seen: Counter[tuple[str, str]] = Counter()
-    newest: dict[tuple[str, str], int] = {}
-    full: set[str] = set()  # statuses with more failing items than the window
+    seen: dict[tuple[str, str], int] = {}
+    found: dict[tuple[str, str], Cause] = {}
     for status in statuses:
-        window = (
-            sa.select(T.c.id, T.c.error_cause)
-            .where(*where, T.c.status == status, T.c.error_cause.is_not(None))
-            .order_by(T.c.id.desc())
-            .limit(WINDOW)
-            .subquery()
-        )
-        rows = tx.execute(
-            sa.select(window.c.error_cause, sa.func.count(), sa.func.max(window.c.id)).group_by(
-                window.c.error_cause
+        for row in tx.execute(_groups(where, status)):
+            seen[(status, row.cause)] = int(row.seen)
+            found[(status, row.cause)] = Cause(
+                status=status,
+                cause=row.cause,
+                count=int(row.total),
+                example=row.example or row.cause,
             )
-        )
-        taken = 0
-        for cause, n, last in rows:
-            seen[(status, cause)] = int(n)
-            newest[(status, cause)] = int(last)
-            taken += int(n)
-        if taken >= WINDOW:
-            full.add(status)
     top = sorted(seen, key=lambda key: (-seen[key], key))[:CAUSES]
-    examples = {
-        r.id: r.last_error
-        for r in tx.execute(
-            sa.select(T.c.id, T.c.last_error).where(T.c.id.in_([newest[k] for k in top]))
-        )
-    }
-
-    def count(status: str, cause: str) -> int:
-        if status not in full:  # the window held them all: counted already
-            return seen[(status, cause)]
-        return int(
-            tx.execute(
-                sa.select(sa.func.count())
-                .select_from(T)
-                .where(*where, T.c.status == status, T.c.error_cause == cause)
-            ).scalar_one()
-        )
-
-    found = [
-        Cause(
-            status=status,
-            cause=cause,
-            count=count(status, cause),
-            example=examples.get(newest[(status, cause)]) or cause,
-        )
-        for status, cause in top
-    ]
-    return sorted(found, key=lambda c: (-c.count, c.status, c.cause))
+    return sorted((found[key] for key in top), key=lambda c: (-c.count, c.status, c.cause))
 
 
 class RecordRef(BaseModel):
@@ -289,6 +292,7 @@ class Detail(BaseModel):
     payload: Any = Field(description="The event as it arrived (parsed JSON)")
     raw: str | None = Field(description="The bytes as text when they are not JSON")
     runs: list[Run]
+    attempts: list[inbox.Attempt] = Field(description="Its failed attempts, oldest first")
     replayable: bool
     flows_version: int = Field(description="The flows version a replay would apply now")
 
@@ -320,6 +324,7 @@ def detail(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Det
         payload=payload,
         raw=raw,
         runs=runs,
+        attempts=inbox.attempts_of(tx, event.id),
         replayable=event.status not in ("pending", "processing"),
         flows_version=revisions.current_version(tx),
     )

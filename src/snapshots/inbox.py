@@ -24,6 +24,8 @@ from snapshots.times import Timestamp
 
 STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
 T = tables.inbox_items
+ATTEMPT_ERROR = 2000  # characters of a failed attempt's error kept
+ATTEMPTS_SHOWN = 50  # an item's newest failed attempts shown
 ARRIVED = "snapshots_inbox"  # the channel NOTIFYd when items become claimable (PostgreSQL)
 
 
@@ -346,8 +348,18 @@ def finish(
         )
 
 
-def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
+def fail(
+    tx: Tx, item_id: int, *, error: str, dead: bool, delay: float, worker: str | None = None
+) -> None:
+    """Record a failed attempt at applying an item: `failed` to be tried again in `delay`
+    seconds, or `dead`; the attempt itself (when, the error, the worker) joins the item's
+    history (`attempts_of`). Only failures write that history: a success costs nothing."""
     now = time.time()
+    tx.execute(
+        tables.inbox_attempts.insert().values(
+            item_id=item_id, at=now, error=error[:ATTEMPT_ERROR], worker=worker
+        )
+    )
     tx.execute(
         _UPDATE_ONE,
         {
@@ -361,6 +373,28 @@ def fail(tx: Tx, item_id: int, *, error: str, dead: bool, delay: float) -> None:
             "locked_by": None,
         },
     )
+
+
+class Attempt(BaseModel):
+    """A failed attempt at applying an inbox item."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: Timestamp
+    error: str
+    worker: str | None
+
+
+def attempts_of(tx: Tx, item_id: int, *, limit: int = ATTEMPTS_SHOWN) -> list[Attempt]:
+    """An item's failed attempts, oldest first (the newest `limit` of them)."""
+    A = tables.inbox_attempts
+    rows = tx.execute(
+        sa.select(A.c.at, A.c.error, A.c.worker)
+        .where(A.c.item_id == item_id)
+        .order_by(A.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [Attempt.model_validate(row._mapping) for row in reversed(rows)]
 
 
 def _give_back(tx: Tx, item_ids: list[int], worker_id: str, **values: Any) -> int:

@@ -2,13 +2,16 @@
 syncing, whether Stripe's webhooks went silent), and the bursts of refusals in the audit log.
 
 Counts come from the inbox by `received_at` (what arrived in the last hour and 24 hours, and
-24 hourly bars); the silence warning is the newest reconciliation's, while no webhook has come
+24 hourly bars); failed and dead items are counted up to `COUNT_CAP` per connection (a count
+above it shows as "1,000+", linking to the list: thousands of failures read one by one say
+nothing more, and counting them all cost milliseconds per refresh); the silence warning is the newest reconciliation's, while no webhook has come
 since it; a burst is `BURST_MIN` or more refusals of one kind within `BURST_WINDOW`.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -25,6 +28,7 @@ A = tables.audit_entries
 HOUR = 3600
 BARS = 24  # hourly bars in the chart
 WAITING = ("pending", "processing")
+COUNT_CAP = 1000  # failed or dead items counted per connection; more show as "1,000+"
 BURST_WINDOW = 3600  # seconds
 BURST_MIN = 5  # refusals of one kind within the window that make a burst
 # Refusals worth summarising, and how the overview names them.
@@ -54,8 +58,8 @@ class ConnectionOverview(BaseModel):
     pending: int  # waiting for the worker (pending or being processed)
     oldest_pending_at: Timestamp | None
     lag: float | None  # seconds the oldest waiting item has waited
-    failed: int
-    dead: int
+    failed: int  # counted up to COUNT_CAP + 1: more than COUNT_CAP means "COUNT_CAP+"
+    dead: int  # likewise
     running: list[sync.Run]
     silence: str | None
 
@@ -85,61 +89,90 @@ class Overview(BaseModel):
     bursts: list[Burst]
 
 
-def _bars(tx: Tx, connection_id: str, now: float) -> tuple[list[Bar], int]:
-    """One count per hour: each a range of the (connection, received_at) index, which SQLite
-    counts several times faster than one GROUP BY computing every row's hour; and the events
-    of the last 24 hours: the bars plus the part of the hour before the first bar that is
-    within them (each index entry of the day is counted once, not twice)."""
-    start = (int(now) // HOUR - (BARS - 1)) * HOUR
-    edges = [start + i * HOUR for i in range(BARS)]
-    bars = [Bar(start=e, count=_count(tx, connection_id, e, e + HOUR)) for e in edges]
-    day = _count(tx, connection_id, now - BARS * HOUR, start) + sum(b.count for b in bars)
-    return bars, day
+def _arrivals(name: str) -> sa.ScalarSelect[int]:
+    """How many items of a connection arrived in [`{name}_since`, `{name}_until`): a range of
+    the (connection, received_at) index, which SQLite counts several times faster than one
+    GROUP BY computing every row's hour."""
+    return (
+        sa.select(sa.func.count())
+        .where(
+            INBOX.c.connection_id == sa.bindparam("connection_id"),
+            INBOX.c.received_at >= sa.bindparam(f"{name}_since"),
+            INBOX.c.received_at < sa.bindparam(f"{name}_until"),
+        )
+        .scalar_subquery()
+    )
 
 
-# Built once: the overview runs it 26 times per connection every refresh.
-_COUNT = sa.select(sa.func.count()).where(
-    INBOX.c.connection_id == sa.bindparam("connection_id"),
-    INBOX.c.received_at >= sa.bindparam("since"),
-    INBOX.c.received_at < sa.bindparam("until"),
+def _capped(status: str) -> sa.ScalarSelect[int]:
+    """How many items of a connection have `status`, counted up to `COUNT_CAP + 1` (at most
+    that many entries of the (status, error_cause, connection_id, received_at) index read,
+    whatever the number of failures)."""
+    some = (
+        sa.select(sa.literal(1))
+        .where(INBOX.c.status == status, INBOX.c.connection_id == sa.bindparam("connection_id"))
+        .limit(COUNT_CAP + 1)
+        .subquery()
+    )
+    return sa.select(sa.func.count()).select_from(some).scalar_subquery()
+
+
+# Built once, run once per connection every refresh (one statement, not 29): the hourly bars,
+# the part of the hour before the first bar within the last 24 hours (so each entry of the
+# day is counted once), the last hour, the capped failed and dead counts, the last webhook.
+_COUNTS = sa.select(
+    *[_arrivals(f"bar{i}").label(f"bar{i}") for i in range(BARS)],
+    _arrivals("before").label("before"),
+    _arrivals("hour").label("hour"),
+    _capped("failed").label("failed"),
+    _capped("dead").label("dead"),
+    sa.select(INBOX.c.received_at)
+    .where(INBOX.c.connection_id == sa.bindparam("connection_id"), INBOX.c.source == "webhook")
+    .order_by(INBOX.c.received_at.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("last_webhook"),
 )
 
 
-def _count(tx: Tx, connection_id: str, since: float, until: float = float("inf")) -> int:
-    found = tx.execute(_COUNT, {"connection_id": connection_id, "since": since, "until": until})
-    return int(found.scalar_one())
+def _edges(now: float) -> list[int]:
+    """Where the hourly bars start, oldest first; the last holds `now`."""
+    start = (int(now) // HOUR - (BARS - 1)) * HOUR
+    return [start + i * HOUR for i in range(BARS)]
 
 
-def _last_webhook(tx: Tx, connection_id: str) -> float | None:
-    found = tx.execute(
-        sa.select(INBOX.c.received_at)
-        .where(INBOX.c.connection_id == connection_id, INBOX.c.source == "webhook")
-        .order_by(INBOX.c.received_at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return None if found is None else float(found)
+def _counts(tx: Tx, connection_id: str, now: float) -> sa.RowMapping:
+    edges = _edges(now)
+    ranges: dict[str, tuple[float, float]] = {
+        f"bar{i}": (since, since + HOUR) for i, since in enumerate(edges)
+    }
+    ranges.update(before=(now - BARS * HOUR, edges[0]), hour=(now - HOUR, float("inf")))
+    values: dict[str, Any] = {"connection_id": connection_id}
+    for name, (since, until) in ranges.items():
+        values.update({f"{name}_since": since, f"{name}_until": until})
+    return tx.execute(_COUNTS, values).one()._mapping
 
 
-def _statuses(tx: Tx) -> dict[tuple[str, str], tuple[int, float | None]]:
-    """Per (connection, status): how many items and the oldest's arrival. Grouped in the order
-    of the (status, error_cause, connection_id, received_at) index, so the database reads that
-    index alone without sorting; the few groups (one per cause) are summed here."""
+def _waiting(tx: Tx) -> dict[str, tuple[int, float | None]]:
+    """Per connection: how many items wait (pending or being processed) and the oldest's
+    arrival. Grouped in the order of the (status, error_cause, connection_id, received_at)
+    index, so the database reads that index alone without sorting; the few groups are summed
+    here. A worker that keeps up leaves few to read."""
     rows = tx.execute(
         sa.select(
-            INBOX.c.status,
             INBOX.c.error_cause,
             INBOX.c.connection_id,
             sa.func.count(),
             sa.func.min(INBOX.c.received_at),
         )
-        .where(INBOX.c.status.in_([*WAITING, "failed", "dead"]))
+        .where(INBOX.c.status.in_(WAITING))
         .group_by(INBOX.c.status, INBOX.c.error_cause, INBOX.c.connection_id)
     )
-    found: dict[tuple[str, str], tuple[int, float | None]] = {}
-    for status, _, connection_id, n, oldest in rows:
-        count, first = found.get((connection_id, status), (0, None))
+    found: dict[str, tuple[int, float | None]] = {}
+    for _, connection_id, n, oldest in rows:
+        count, first = found.get(connection_id, (0, None))
         first = oldest if first is None else first if oldest is None else min(first, oldest)
-        found[(connection_id, status)] = (count + int(n), first)
+        found[connection_id] = (count + int(n), first)
     return found
 
 
@@ -198,26 +231,26 @@ def bursts(tx: Tx, *, now: float | None = None) -> list[Burst]:
 
 def build(tx: Tx, vault: Vault, *, now: float | None = None) -> Overview:
     now = time.time() if now is None else now
-    statuses = _statuses(tx)
+    waiting = _waiting(tx)
     running = _running(tx, now)
     found = []
     for connection in connections.list_all(tx, vault):
-        waiting = [statuses.get((connection.id, s), (0, None)) for s in WAITING]
-        oldest = min((at for _, at in waiting if at is not None), default=None)
-        last_webhook = _last_webhook(tx, connection.id)
-        bars, day = _bars(tx, connection.id, now)
+        pending, oldest = waiting.get(connection.id, (0, None))
+        counts = _counts(tx, connection.id, now)
+        bars = [Bar(start=since, count=counts[f"bar{i}"]) for i, since in enumerate(_edges(now))]
+        last_webhook = counts["last_webhook"]
         found.append(
             ConnectionOverview(
                 connection=connection,
-                last_webhook_at=last_webhook,
-                events_hour=_count(tx, connection.id, now - HOUR),
-                events_day=day,
+                last_webhook_at=None if last_webhook is None else float(last_webhook),
+                events_hour=counts["hour"],
+                events_day=counts["before"] + sum(bar.count for bar in bars),
                 bars=bars,
-                pending=sum(n for n, _ in waiting),
+                pending=pending,
                 oldest_pending_at=oldest,
                 lag=None if oldest is None else max(now - oldest, 0.0),
-                failed=statuses.get((connection.id, "failed"), (0, None))[0],
-                dead=statuses.get((connection.id, "dead"), (0, None))[0],
+                failed=counts["failed"],
+                dead=counts["dead"],
                 running=running.get(connection.id, []),
                 silence=_silence(tx, connection.id, last_webhook),
             )

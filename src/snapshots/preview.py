@@ -353,16 +353,21 @@ def preview(
     *,
     connection_id: str = "",
     test: bool = False,
+    checked: flowfile.Checked | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> Preview:
     """What flow `flow` of the flows file `text` would do with `event`: each row's value, the
     filter's verdict, the outcome `mappings test` gives, and (given `db`, when the draft is
     valid and the flow would write) the record its action would write, diffed against the
-    current one. Nothing is written. NotFound when the file has no such flow."""
-    specs = {spec.get("name"): spec for spec in flow_specs(text)}
-    spec = specs.get(flow)
+    current one. Nothing is written. NotFound when the file has no such flow. When the caller
+    has them, `checked` is the file's check (the flows in force, checked when they were
+    loaded) and `spec` the flow as the file gives it; else they are read from `text` here."""
+    if spec is None:
+        spec = {found.get("name"): found for found in flow_specs(text)}.get(flow)
     if spec is None:
         raise errors.NotFound(f"no flow named {flow!r} in the flows file")
-    checked = flowfile.check(text, DRAFT)
+    if checked is None:
+        checked = flowfile.check(text, DRAFT)
     problems = _problems(checked, flow)
     given = spec.get("fields")
     fields: dict[Any, Any] = given if isinstance(given, dict) else {}

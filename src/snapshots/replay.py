@@ -71,10 +71,17 @@ class Preview(BaseModel):
 
 
 def preview(tx: Tx, flt: Filter, *, cap: int = CAP, top_errors: bool = True) -> Preview:
-    """How many items `flt` matches now, and (unless `top_errors` is False: that reads every
-    matching item's error) their most common errors. Nothing changes."""
+    """How many items `flt` matches now, and their most common errors. With `top_errors`
+    False (the console's look at a list), it neither reads every matching item's error nor
+    counts past `cap + 1`: `matched` above `cap` then means "more than `cap`". Nothing
+    changes."""
     where = flt.where()
-    matched = int(tx.execute(sa.select(sa.func.count()).select_from(T).where(*where)).scalar_one())
+    matching = sa.select(sa.literal(1)).where(*where)
+    if not top_errors:
+        matching = matching.limit(cap + 1)
+    matched = int(
+        tx.execute(sa.select(sa.func.count()).select_from(matching.subquery())).scalar_one()
+    )
     error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
     rows = (
         tx.execute(

@@ -271,7 +271,7 @@ class Worker:
                 if item.attempts > self.settings.max_attempts:
                     # Its earlier holders died while applying it: stop feeding it to workers.
                     error = f"gave up: the worker applying it stopped {item.attempts - 1} times"
-                    inbox.fail(tx, item.id, error=error, dead=True, delay=0)
+                    inbox.fail(tx, item.id, error=error, dead=True, delay=0, worker=self.name)
                     dead += 1
                     continue
                 event, plan = work[item.id]
@@ -360,7 +360,14 @@ class Worker:
         with self.db.write() as tx:
             if item.id not in inbox.still_mine(tx, [item.id], worker_id=self.name):
                 return
-            inbox.fail(tx, item.id, error=message, dead=decision.dead, delay=decision.delay)
+            inbox.fail(
+                tx,
+                item.id,
+                error=message,
+                dead=decision.dead,
+                delay=decision.delay,
+                worker=self.name,
+            )
         if decision.dead:
             self.stats.dead += 1
             log.warning("inbox item %s (%s) is dead: %s", item.id, item.event_id, message)

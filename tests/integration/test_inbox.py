@@ -202,6 +202,27 @@ def test_still_mine_only_counts_items_being_processed(
         assert inbox.still_mine(conn, ids, worker_id="w") == {ids[2]}
 
 
+def test_only_failed_attempts_are_kept_oldest_first(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    failing, applied = (
+        enqueue(db, connection.id, customer_event(event_factory, n))[0] for n in range(2)
+    )
+    claim(db, worker_id="w", limit=2, lease=30)
+    with db.write() as conn:
+        inbox.finish(conn, [(applied, "done", ["contacts"])])
+        inbox.fail(conn, failing, error="first: boom", dead=False, delay=0, worker="w")
+    claim(db, worker_id="v", limit=1, lease=30)
+    with db.write() as conn:
+        inbox.fail(conn, failing, error="second: " + "x" * 5000, dead=True, delay=0, worker="v")
+    with db.read() as conn:
+        kept = inbox.attempts_of(conn, failing)
+        assert inbox.attempts_of(conn, applied) == []
+        assert inbox.attempts_of(conn, failing, limit=1) == kept[1:]
+    assert [(a.error[:6], a.worker) for a in kept] == [("first:", "w"), ("second", "v")]
+    assert len(kept[1].error) == inbox.ATTEMPT_ERROR and kept[0].at <= kept[1].at
+
+
 # Reading
 
 

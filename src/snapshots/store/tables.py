@@ -109,6 +109,19 @@ inbox_items = sa.Table(
     ),
 )
 
+# The failed attempts at applying an inbox item, oldest first (written only when one fails, in
+# the transaction that records the failure: an item applied at the first try has none).
+inbox_attempts = sa.Table(
+    "inbox_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("worker", sa.String(100)),  # the worker that made the attempt
+    sa.Index("ix_inbox_attempts_item_id", "item_id"),
+)
+
 # The records each inbox item's flows wrote (the events that touched a record).
 inbox_item_records = sa.Table(
     "inbox_item_records",

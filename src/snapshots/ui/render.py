@@ -11,7 +11,6 @@ form is sent, and is shown once in the page's `role="status"` area.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -31,11 +30,11 @@ def when(seconds: float | None, missing: str = "never") -> Markup:
     """A moment as a `<time>` element (see the module docstring)."""
     if seconds is None:
         return Markup("<span>{}</span>").format(missing)
-    moment = datetime.fromtimestamp(seconds, UTC)
-    exact = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        times.iso(seconds), exact, moment.strftime("%Y-%m-%d %H:%M UTC")
-    )
+    iso = times.iso(seconds) or ""  # 2024-01-31T12:00:00Z
+    day, clock = iso[:10], iso[11:19]
+    # Digits and separators only, nothing to escape; cut from the ISO text rather than
+    # formatted again (a list shows fifty of these: that cost a millisecond a page).
+    return Markup(f'<time datetime="{iso}" title="{day} {clock} UTC">{day} {clock[:5]} UTC</time>')
 
 
 def money(amount: int | None, currency: str | None) -> str:
@@ -58,6 +57,11 @@ def number(value: int | float | None) -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.1f}"
     return f"{int(value):,}"
+
+
+def at_most(value: int, cap: int) -> str:
+    """A count made up to `cap + 1`: `1,000+` when it went over `cap`."""
+    return f"{cap:,}+" if value > cap else f"{value:,}"
 
 
 def duration(seconds: float | None) -> str:
@@ -85,7 +89,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, money=money, number=number, duration=duration)
+    env.filters.update(when=when, money=money, number=number, at_most=at_most, duration=duration)
     return env
 
 

@@ -165,7 +165,11 @@ def test_an_event_page_puts_the_error_first(browser: Browser, inbox: dict[str, A
     assert text.index("what to do") < text.index("Payload")
     assert "Fix the mapping of &#39;custom.n&#39; in flow &#39;broken&#39;" in text
     assert 'href="/flows/edit/broken"' in text
+    attempts = text[text.index("Failed attempts") : text.index("Payload")]
+    assert "<time datetime=" in attempts and 'UTC">' in attempts  # the browser's zone, UTC on hover
+    assert "abs(name)" in attempts and "<td><small>bad</small></td>" in attempts
     done = browser.get("/events/evt_Screen0001")
+    assert "Failed attempts</h2>\n  <p>None.</p>" in done.text
     contact = inbox["contact"]
     assert f'href="/records/contacts/{contact.id}">contact Screen 1</a>' in done.text
     assert browser.get("/events/evt_nobody").status_code == 404

@@ -7,9 +7,10 @@ import time
 
 import sqlalchemy as sa
 
-from snapshots import audit, connections, inbox, overview, stripe_api
+from snapshots import audit, connections, events, inbox, overview, stripe_api
 from snapshots.store import tables
 from snapshots.store.db import Database
+from snapshots.ui.routes import events as event_screen
 from snapshots.vault import Vault
 from tests.conftest import EventFactory
 from tests.integration.console.conftest import Browser
@@ -161,3 +162,41 @@ def test_no_connection_says_how_to_connect(browser: Browser, db: Database) -> No
     with db.write() as tx:
         tx.execute(tables.connections.delete())
     assert "No Stripe account yet" in browser.get("/").text
+
+
+def test_many_failures_are_counted_up_to_a_cap(
+    browser: Browser, db: Database, connection: connections.Connection
+) -> None:
+    """Past the caps, the overview, the causes and the replay say "N+" (the work is bounded);
+    under them the counts are exact."""
+    many = event_screen.CAP + 1
+    now = time.time()
+    rows = [
+        {
+            "connection_id": connection.id,
+            "event_id": f"evt_many{n:06d}",
+            "event_type": "customer.updated",
+            "event_created": int(now),
+            "livemode": False,
+            "source": "webhook",
+            "payload": b"{}",
+            "status": "dead" if n < many else "failed",
+            "attempts": 5,
+            "run_after": now,
+            "received_at": now - 7200,
+            "last_error": f"no contact for cus_Many{n:06d}" if n % 2 else "the customer has no id",
+            "error_cause": "no contact for <id>" if n % 2 else "the customer has no id",
+        }
+        for n in range(many + 3)
+    ]
+    with db.write() as tx:
+        tx.execute(tables.inbox_items.insert(), rows)
+    text = browser.get("/").text
+    assert f">{overview.COUNT_CAP:,}+ dead</a>" in text
+    assert ">3 failed</a>" in text
+    dead = browser.get("/events", params={"status": "dead"}).text
+    assert f">{events.COUNT_CAP:,}+</a>" in dead  # each cause has more than the cap
+    assert f"{event_screen.CAP:,}+ dead event(s) match" in dead
+    assert f"Replay these {event_screen.CAP:,}" in dead
+    failed = browser.get("/events", params={"status": "failed"}).text
+    assert "3 failed event(s) match" in failed

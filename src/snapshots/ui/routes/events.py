@@ -104,6 +104,7 @@ def events_page(
         "causes": [],
         "plan": None,
         "cap": CAP,
+        "cause_cap": events.COUNT_CAP,
         "next_query": None,
         "newer_query": None,
         "filtered": any(values.values()),

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from markupsafe import Markup
 from starlette.datastructures import FormData
 
 from snapshots import catalog, connections, errors, flowfile, flows, inbox, preview, revisions
@@ -38,6 +39,19 @@ def editor_url(name: str) -> str:
 def _in_force(console: ConsoleDep) -> revisions.Revision:
     with console.db.read() as tx:
         return revisions.get_revision(tx)
+
+
+def _compiled(console: ConsoleDep, revision: revisions.Revision) -> flows.Registry | None:
+    """The flows of `revision` as the worker runs them: the process's own, compiled once when
+    it loaded that version (a check evaluates sample events: most of a preview's cost), or
+    compiled now when this process has not loaded it yet; None when they do not load."""
+    try:
+        registry = console.registry()
+        if registry.version != revision.version:
+            registry = revisions.load(revision)
+    except errors.FlowsIncompatible:
+        return None
+    return registry
 
 
 def in_force(console: ConsoleDep) -> flows.Registry:
@@ -136,10 +150,17 @@ def _event_types() -> frozenset[str]:
     return frozenset(t.type for t in catalog.catalog().triggers)
 
 
+@functools.cache
+def _trigger_options() -> Markup:
+    """The trigger picker's options: every type of the catalog with its description, rendered
+    once (they depend on the code only; 270 of them were most of the editor's rendering)."""
+    option = Markup('<option value="{}">{}</option>')
+    return Markup("").join(option.format(t.type, t.description) for t in catalog.catalog().triggers)
+
+
 def _first_connection(console: ConsoleDep) -> str:
     with console.db.read() as tx:
-        found = connections.list_all(tx, console.secrets)
-    return found[0].id if found else ""
+        return connections.first_id(tx) or ""
 
 
 def _editor(
@@ -149,21 +170,39 @@ def _editor(
     original: str | None,
     spec: dict[str, Any],
     sample: str,
+    revision: revisions.Revision | None = None,
     rows: Rows | None = None,
     options: str | None = None,
     problems: list[preview.Problem] | None = None,
     status: int = 200,
     fragment: str | None = None,
 ) -> Response:
-    text = _in_force(console).text or ""
+    """The editor. `revision`: the version in force when `spec` is its flow `original` as it
+    is there (the page as opened), so the draft is that file and its flows are those the
+    worker compiled; otherwise the draft (the file with `spec` in) is checked here."""
+    in_force = revision or _in_force(console)
+    text = in_force.text or ""
     shown_spec = _shown_spec(spec)
     choice, event, connection_id, test = _sample(console, sample, shown_spec)
-    draft = preview.with_flow(text, spec, replaces=original) if spec.get("name") else None
+    draft, checked = None, None
+    if revision is not None and original is not None:
+        draft = text
+        registry = _compiled(console, revision)
+        checked = None if registry is None else flowfile.Checked(registry)
+    elif spec.get("name"):
+        draft = preview.with_flow(text, spec, replaces=original)
     shown = None
     if draft is not None:
         try:
             shown = preview.preview(
-                console.db, draft, spec["name"], event, connection_id=connection_id, test=test
+                console.db,
+                draft,
+                spec["name"],
+                event,
+                connection_id=connection_id,
+                test=test,
+                checked=checked,
+                spec=spec if checked is not None else None,
             )
         except errors.NotFound:
             shown = None
@@ -190,7 +229,13 @@ def _editor(
         "oob": oob,
         "field_problems": {p.field: p.message for p in reversed(every) if p.field in FORM_FIELDS},
         "event_types": sorted(_event_types()),
-        "triggers": found.triggers,
+        # Stripe's examples offered as samples: the flow's trigger types and the one shown.
+        "sample_types": [
+            t.type
+            for t in found.triggers
+            if t.type in shown_spec["trigger"] or f"type:{t.type}" == choice
+        ],
+        "trigger_options": _trigger_options(),
         "actions": found.actions,
         "targets": [*action.targets, *(t.rstrip("*") for t in action.nested_targets)]
         if action
@@ -210,7 +255,8 @@ def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def _options_text(spec: dict[str, Any]) -> str:
     if not spec.get("options"):
         return ""
-    return yaml.safe_dump(spec["options"], sort_keys=False, allow_unicode=True).strip()
+    dumped = yaml.dump(spec["options"], Dumper=preview.DUMPER, sort_keys=False, allow_unicode=True)
+    return dumped.strip()  # libyaml's safe dumper when built in: the same text, faster
 
 
 def _shown_rows(rows: Rows, shown: preview.Preview | None, *, pad: bool) -> list[dict[str, Any]]:
@@ -331,8 +377,9 @@ def rollback(console: ConsoleDep, session: Admin, version: int) -> Response:
 def flow_page(
     request: Request, console: ConsoleDep, session: Viewer, name: str, sample: str = ""
 ) -> Response:
-    spec = _spec_of(_in_force(console).text or "", name)
-    return _editor(request, console, original=name, spec=spec, sample=sample)
+    revision = _in_force(console)
+    spec = _spec_of(revision.text or "", name)
+    return _editor(request, console, original=name, spec=spec, sample=sample, revision=revision)
 
 
 def _original(form: FormData) -> str | None:

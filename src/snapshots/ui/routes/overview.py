@@ -19,5 +19,5 @@ def overview_page(request: Request, console: ConsoleDep, session: Viewer) -> Res
     with console.db.read() as tx:
         found = overview.build(tx, console.secrets)
     reasons = {item.connection.id: health.reason(item.connection) for item in found.connections}
-    context = {"overview": found, "reasons": reasons}
+    context = {"overview": found, "reasons": reasons, "cap": overview.COUNT_CAP}
     return render.page(request, "overview.html", context, fragment="panels")
