@@ -126,8 +126,8 @@ def bodies(count: int) -> list[bytes]:
     ]
 
 
-def baseline(url: str, payloads: list[bytes], secret: str, concurrency: int) -> float:
-    """A bare httpx loop that signs and posts; messages a second."""
+def baseline(url: str, payloads: list[bytes], secret: str, concurrency: int) -> dict[str, float]:
+    """A bare httpx loop that signs and posts: messages a second, CPU seconds a message."""
     signer = Webhook(secret)
     with httpx.Client(timeout=15.0, trust_env=False, follow_redirects=False) as client:
 
@@ -147,10 +147,19 @@ def baseline(url: str, payloads: list[bytes], secret: str, concurrency: int) -> 
             )
             assert response.status_code == 200
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(send, range(len(payloads))))
-        return len(payloads) / (time.perf_counter() - start)
+        return {
+            "rate": len(payloads) / (time.perf_counter() - start),
+            "cpu": (time.process_time() - cpu) / len(payloads),
+        }
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def env_for(home: Path, key: str, concurrency: int, **more: str) -> dict[str, str]:
@@ -201,6 +210,9 @@ def snapshots_worker(url: str, payloads: list[bytes], concurrency: int) -> dict[
                 data=json.loads(payload)["data"],
             )
     worker = subprocess.Popen([str(EXECUTABLE), "worker"], cwd=home, env=env)
+    # CPU a message: from the first success seen (start-up left out) to the last.
+    first_seen: tuple[int, float] | None = None
+    cpu = 0.0
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -208,7 +220,11 @@ def snapshots_worker(url: str, payloads: list[bytes], concurrency: int) -> dict[
                 done = conn.exec_driver_sql(
                     "SELECT count(*) FROM deliveries WHERE status = 'succeeded'"
                 ).scalar_one()
+            if done and first_seen is None:
+                first_seen = (done, process_cpu(worker.pid))
             if done >= len(payloads):
+                if first_seen is not None and done > first_seen[0]:
+                    cpu = (process_cpu(worker.pid) - first_seen[1]) / (done - first_seen[0])
                 break
             time.sleep(0.2)
         with engine.connect() as conn:
@@ -220,7 +236,7 @@ def snapshots_worker(url: str, payloads: list[bytes], concurrency: int) -> dict[
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         engine.dispose()
-    return {"rate": len(payloads) / (last - first), "attempts": float(attempts)}
+    return {"rate": len(payloads) / (last - first), "attempts": float(attempts), "cpu": cpu}
 
 
 # -- latency ---------------------------------------------------------------------------------
@@ -345,6 +361,7 @@ def main() -> None:
     receiver, url, log = start_receiver(home)
     try:
         payloads = bodies(args.messages)
+        load = os.getloadavg()[0]
         secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         base = baseline(url, payloads, secret, args.concurrency)
         worker = snapshots_worker(url, payloads, args.concurrency)
@@ -355,9 +372,12 @@ def main() -> None:
     figures = {
         "messages": args.messages,
         "concurrency": args.concurrency,
-        "baseline_per_second": round(base, 1),
+        "baseline_per_second": round(base["rate"], 1),
         "snapshots_per_second": round(worker["rate"], 1),
-        "ratio": round(worker["rate"] / base, 3),
+        "ratio": round(worker["rate"] / base["rate"], 3),
+        "baseline_cpu_ms_per_message": round(base["cpu"] * 1000, 3),
+        "snapshots_cpu_ms_per_message": round(worker["cpu"] * 1000, 3),
+        "load_average": round(load, 1),
         "attempts": int(worker["attempts"]),
         "latency_offered_rate": round(late["offered_rate"], 1),
         "latency_delivered": int(late["delivered"]),
@@ -369,9 +389,16 @@ def main() -> None:
         print(json.dumps(figures, indent=2))
         return
     print(f"{args.messages:,} messages to a local receiver, concurrency {args.concurrency}")
-    print(f"  bare httpx loop (sign + post):   {base:8.1f} /s")
-    print(f"  snapshots worker:                {worker['rate']:8.1f} /s")
-    print(f"  ratio:                           {worker['rate'] / base:8.3f}")
+    print(f"  (load average {load:.1f} when it began)")
+    print(
+        f"  bare httpx loop (sign + post):   {base['rate']:8.1f} /s, "
+        f"{base['cpu'] * 1000:.3f} ms of CPU a message"
+    )
+    print(
+        f"  snapshots worker:                {worker['rate']:8.1f} /s, "
+        f"{worker['cpu'] * 1000:.3f} ms of CPU a message"
+    )
+    print(f"  ratio:                           {worker['rate'] / base['rate']:8.3f}")
     print(
         f"Stripe event -> receiver's 200 at {late['offered_rate']:.0f} events/s "
         f"({int(late['delivered'])}/{int(late['sent'])} delivered): "

@@ -17,6 +17,7 @@ disabled, with an audit entry.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -244,71 +245,95 @@ class Claimed:
     attempts: int
 
 
-def _due(status: str, now: float, limit: int) -> sa.Select[Any]:
+def _due(status: str, now: Any, limit: Any) -> sa.Select[Any]:
     """Deliveries of one status due now, in the order they fall due (then made): a range of
     the (status, run_after) index read in order, which stops after `limit` rows however many
     wait behind them. (One OR over every status would read them all, then sort.)"""
     return (
-        sa.select(D.c.seq)
+        sa.select(D.c.seq, D.c.run_after)
         .where(D.c.status == status, D.c.run_after <= now)
         .order_by(D.c.run_after, D.c.seq)
         .limit(limit)
     )
 
 
-def _expired(now: float, limit: int) -> sa.Select[Any]:
+def _expired(now: Any, limit: Any) -> sa.Select[Any]:
     """Claims whose worker died (their lease ran out)."""
     return (
-        sa.select(D.c.seq)
+        sa.select(D.c.seq, D.c.run_after)
         .where(D.c.status == "processing", D.c.lease_until < now)
         .order_by(D.c.seq)
         .limit(limit)
     )
 
 
+def _picks(now: Any, limit: Any) -> tuple[sa.Select[Any], ...]:
+    return (_due("pending", now, limit), _due("failed", now, limit), _expired(now, limit))
+
+
+_CLAIMABLE = sa.select(sa.or_(*(pick.exists() for pick in _picks(sa.bindparam("now"), 1))))
+
+
 def has_claimable(tx: Tx) -> bool:
-    now = time.time()
-    return any(
-        tx.execute(stmt).first() is not None
-        for stmt in (_due("pending", now, 1), _due("failed", now, 1), _expired(now, 1))
+    """Is anything due, of any endpoint? (One statement, made once.)"""
+    return bool(tx.execute(_CLAIMABLE, {"now": time.time()}).scalar())
+
+
+_ENABLED = sa.select(E.c.id, E.c.url, E.c.secrets).where(E.c.status == "enabled")
+
+
+@functools.cache
+def _claim_statement(postgresql: bool) -> sa.Update:
+    """The claim's UPDATE ... RETURNING, made once (building a statement costs more than
+    running it): the first `limit` of the three picks of enabled endpoints' deliveries."""
+    now: sa.BindParameter[float] = sa.bindparam("now")
+    limit: sa.BindParameter[int] = sa.bindparam("limit")
+    parts = []
+    for pick in _picks(now, limit):
+        pick = pick.where(D.c.endpoint_id.in_(sa.bindparam("enabled", expanding=True)))
+        if postgresql:
+            pick = pick.with_for_update(skip_locked=True)
+        found = pick.subquery()
+        parts.append(sa.select(found.c.seq, found.c.run_after))
+    every = sa.union_all(*parts).subquery()
+    first = sa.select(every.c.seq).order_by(every.c.run_after, every.c.seq).limit(limit)
+    return (
+        D.update()
+        .where(D.c.seq.in_(first.scalar_subquery()))
+        .values(
+            status="processing",
+            locked_by=sa.bindparam("worker"),
+            lease_until=sa.bindparam("until"),
+            attempts=D.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(D.c.seq, D.c.id, D.c.endpoint_id, D.c.body, D.c.attempts)
     )
 
 
 def claim(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Claimed]:
     """Take up to `limit` due deliveries of enabled endpoints for `lease` seconds, the
-    earliest due first (on PostgreSQL with SKIP LOCKED: workers never wait for each other)."""
+    earliest due first (on PostgreSQL with SKIP LOCKED: workers never wait for each other).
+    Two statements whatever the number: the enabled endpoints, and one UPDATE ... RETURNING."""
     now = time.time()
-    enabled = set(tx.execute(sa.select(E.c.id).where(E.c.status == "enabled")).scalars())
+    enabled = {row.id: row for row in tx.execute(_ENABLED)}
     if not enabled:
         return []
-    found: list[tuple[float, int]] = []
-    for pick in (_due("pending", now, limit), _due("failed", now, limit), _expired(now, limit)):
-        pick = pick.where(D.c.endpoint_id.in_(sorted(enabled)))
-        if dialect.is_postgresql(tx):
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = sa.select(D.c.run_after, D.c.seq).where(D.c.seq.in_(pick.scalar_subquery()))
-        found += [(row.run_after, row.seq) for row in tx.execute(stmt)]
-    seqs = [seq for _, seq in sorted(found)[:limit]]
-    if not seqs:
-        return []
-    tx.execute(
-        D.update()
-        .where(D.c.seq.in_(seqs))
-        .values(
-            status="processing",
-            locked_by=worker_id,
-            lease_until=now + lease,
-            attempts=D.c.attempts + 1,
-            updated_at=now,
-        )
-    )
     rows = tx.execute(
-        sa.select(D.c.id, D.c.endpoint_id, D.c.body, D.c.attempts, E.c.url, E.c.secrets)
-        .join(E, E.c.id == D.c.endpoint_id)
-        .where(D.c.seq.in_(seqs))
-        .order_by(D.c.seq)
+        _claim_statement(dialect.is_postgresql(tx)),
+        {
+            "now": now,
+            "limit": limit,
+            "enabled": sorted(enabled),
+            "worker": worker_id,
+            "until": now + lease,
+        },
     ).all()
-    return [Claimed(r.id, r.endpoint_id, r.url, r.secrets, bytes(r.body), r.attempts) for r in rows]
+    return [
+        Claimed(r.id, r.endpoint_id, endpoint.url, endpoint.secrets, bytes(r.body), r.attempts)
+        for r in sorted(rows, key=lambda r: r.seq)
+        for endpoint in [enabled[r.endpoint_id]]
+    ]
 
 
 # -- one attempt -----------------------------------------------------------------------------
@@ -332,10 +357,16 @@ class Outcome:
         return self.error_kind is None
 
 
+@functools.lru_cache(maxsize=1024)
+def _signer(secret: str) -> Webhook:
+    """A secret's signer, made once (it decodes the secret)."""
+    return Webhook(secret)
+
+
 def headers(message_id: str, payload: bytes, signing: Sequence[str], now: float) -> dict[str, str]:
     """The Standard Webhooks headers of one attempt: one `v1,...` signature per secret."""
     moment = datetime.fromtimestamp(now, UTC)
-    signatures = " ".join(Webhook(secret).sign(message_id, moment, payload) for secret in signing)
+    signatures = " ".join(_signer(secret).sign(message_id, moment, payload) for secret in signing)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now)),
@@ -467,6 +498,31 @@ def record(
     return str(values["status"])
 
 
+# The success path's statements, made once (building one costs more than running it).
+_ATTEMPT = A.insert()
+_SUCCEEDED = (
+    D.update()
+    .where(
+        D.c.id == sa.bindparam("b_id"),
+        D.c.locked_by == sa.bindparam("b_worker"),
+        D.c.status == "processing",
+    )
+    .values(
+        status="succeeded",
+        succeeded_at=sa.bindparam("b_now"),
+        last_error=None,
+        lease_until=None,
+        locked_by=None,
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+_ENDPOINT_SUCCEEDED = (
+    E.update()
+    .where(E.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+    .values(last_success_at=sa.bindparam("b_now"), failures=0, failing_since=None)
+)
+
+
 def record_many(
     tx: Tx,
     vault: Vault,
@@ -481,7 +537,7 @@ def record_many(
     if succeeded:
         now = time.time()
         tx.execute(
-            A.insert(),
+            _ATTEMPT,
             [
                 {
                     "delivery_id": c.id,
@@ -498,27 +554,10 @@ def record_many(
             ],
         )
         tx.execute(
-            D.update()
-            .where(
-                D.c.id == sa.bindparam("b_id"),
-                D.c.locked_by == worker_id,
-                D.c.status == "processing",
-            )
-            .values(
-                status="succeeded",
-                succeeded_at=now,
-                last_error=None,
-                lease_until=None,
-                locked_by=None,
-                updated_at=now,
-            ),
-            [{"b_id": c.id} for c, _ in succeeded],
+            _SUCCEEDED, [{"b_id": c.id, "b_worker": worker_id, "b_now": now} for c, _ in succeeded]
         )
-        tx.execute(
-            E.update()
-            .where(E.c.id.in_(sorted({c.endpoint_id for c, _ in succeeded})))
-            .values(last_success_at=now, failures=0, failing_since=None)
-        )
+        ids = sorted({c.endpoint_id for c, _ in succeeded})
+        tx.execute(_ENDPOINT_SUCCEEDED, {"b_ids": ids, "b_now": now})
     for claimed, outcome in outcomes:
         if not outcome.ok:
             record(tx, vault, claimed, outcome, worker_id=worker_id, schedule=schedule)
@@ -583,7 +622,7 @@ class Dispatcher:
         # Set when flows wrote messages in this process: an idle dispatcher looks at once.
         self.wake = threading.Event()
         self._in_flight = 0
-        self.sent = 0
+        self._more = False  # the last claim took all it asked for: more may be due
 
     def _signing(self, claimed: Claimed) -> list[str]:
         # Decrypting costs more than signing: each stored value is decrypted once, and the
@@ -608,9 +647,9 @@ class Dispatcher:
         # A claimed delivery waits for at most one round of the threads, then is sent.
         return max(self.settings.lease, 2 * self.settings.outbound_timeout + 10.0)
 
-    def _record_done(self, *, block: float = 0.0) -> int:
-        """Record the outcomes that are in, in one transaction; returns how many. Once one is
-        in, the others in the air get `GATHER` seconds to join it: one write transaction for
+    def _gather(self, block: float) -> list[tuple[Claimed, Outcome]]:
+        """The outcomes that are in (waiting up to `block` seconds for one). Once one is in,
+        the others in the air get `GATHER` seconds to join it: one write transaction records
         several outcomes, not one each (SQLite's single writer is the dispatcher's limit)."""
         found: list[tuple[Claimed, Outcome]] = []
         try:
@@ -621,25 +660,43 @@ class Dispatcher:
                 found.append(self._done.get(timeout=left) if left > 0 else self._done.get_nowait())
         except queue.Empty:
             pass
-        if not found:
-            return 0
-        with self.db.write() as tx:
-            record_many(tx, self.vault, found, worker_id=self.name, schedule=self.schedule)
-        self._in_flight -= len(found)
-        self.sent += len(found)
-        return len(found)
+        return found
 
-    def _claim(self) -> int:
-        # Up to twice the concurrency in hand: the threads never wait for a claim, and claims
-        # and outcomes go in fewer, larger transactions. At most `concurrency` are in the air.
-        free = 2 * self.settings.outbound_concurrency - self._in_flight
-        if free < self.settings.outbound_concurrency // 2 + 1 and self._in_flight:
+    def _free(self, settled: int) -> int:
+        """How many to claim once `settled` outcomes are recorded (0: not yet). Up to twice the
+        concurrency in hand: the threads never wait for a claim, and claims and outcomes go in
+        fewer, larger transactions. At most `concurrency` are in the air."""
+        held = self._in_flight - settled
+        free = 2 * self.settings.outbound_concurrency - held
+        if free < self.settings.outbound_concurrency // 2 + 1 and held:
             return 0
-        with self.db.read() as tx:
-            if not has_claimable(tx):
-                return 0
-        with self.db.write() as tx:
-            batch = claim(tx, worker_id=self.name, limit=free, lease=self._lease())
+        return free
+
+    def _turn(self, *, block: float = 0.0, claiming: bool = True) -> int:
+        """Record the outcomes that are in and claim as many due deliveries as there are free
+        slots, in one write transaction; returns how many were claimed. A read asks first
+        whether anything is due (an idle dispatcher never takes SQLite's write lock), unless
+        the last claim took all it asked for."""
+        found = self._gather(block)
+        limit = self._free(len(found)) if claiming and self._ready() else 0
+        if limit and not self._more:
+            with self.db.read() as tx:
+                if not has_claimable(tx):
+                    limit = 0
+        if not found and not limit:
+            return 0
+        try:
+            with self.db.write() as tx:
+                record_many(tx, self.vault, found, worker_id=self.name, schedule=self.schedule)
+                batch = (
+                    claim(tx, worker_id=self.name, limit=limit, lease=self._lease())
+                    if limit
+                    else []
+                )
+        finally:
+            # Not recorded (the transaction failed): the lease runs out and they go again.
+            self._in_flight -= len(found)
+        self._more = bool(batch) and len(batch) == limit
         for claimed in batch:
             self._in_flight += 1
             self._pool.submit(self._send, claimed)
@@ -648,9 +705,9 @@ class Dispatcher:
     def step(self) -> int:
         """Claim what is due (as many as there are free slots), send it and record every
         outcome before returning; returns how many were claimed (for tests and `drain`)."""
-        claimed = self._claim()
+        claimed = self._turn()
         while self._in_flight:
-            self._record_done(block=1.0)
+            self._turn(block=1.0, claiming=False)
         return claimed
 
     def run(self, stop: threading.Event) -> None:
@@ -658,12 +715,10 @@ class Dispatcher:
         delivery in flight, never the others."""
         while not stop.is_set():
             try:
-                self._record_done()
-                claimed = self._claim() if self._ready() else 0
-                if not claimed:
+                if not self._turn():
                     idle = self.settings.worker_idle
                     if self._in_flight:
-                        self._record_done(block=idle)
+                        self._turn(block=idle)
                     else:
                         self.wake.wait(idle)
                         self.wake.clear()
@@ -675,7 +730,7 @@ class Dispatcher:
                 stop.wait(1.0)
         self._pool.shutdown(wait=True)
         try:
-            self._record_done()
+            self._turn(claiming=False)
         finally:
             self.client.close()
 

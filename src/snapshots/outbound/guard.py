@@ -10,6 +10,7 @@ no second lookup, so DNS rebinding gets nowhere. A failed lookup fails closed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import threading
@@ -87,8 +88,10 @@ def _embedded(address: Address) -> Address | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def refusal(address: Address) -> str | None:
-    """Why the guard refuses `address` (None: it is a public address)."""
+    """Why the guard refuses `address` (None: it is a public address). Remembered: the
+    answer for an address never changes (what a name resolves to is looked up every time)."""
     inner = _embedded(address)
     if inner is not None:
         why = refusal(inner)
@@ -118,8 +121,10 @@ class Target:
     address: str  # the checked address the request connects to
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL, or BadRequest saying what is wrong."""
+    """(scheme, host, port) of an http(s) URL, or BadRequest saying what is wrong (remembered:
+    each attempt checks its URL again)."""
     if len(url) > MAX_URL:
         raise errors.BadRequest(f"the URL is over {MAX_URL} characters", code="url_invalid")
     try:
@@ -137,6 +142,7 @@ def parse(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname.lower().rstrip("."), port or default
 
 
+@functools.lru_cache(maxsize=4096)
 def _literal(host: str) -> Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -225,14 +231,15 @@ class GuardedTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = check(str(request.url), allow=self._allow, resolver=self._resolver)
         address = target.address
-        request.url = request.url.copy_with(host=address)
-        default = 443 if target.scheme == "https" else 80
-        request.headers["Host"] = (
-            target.host if target.port == default else f"{target.host}:{target.port}"
-        )
-        extensions: dict[str, Any] = dict(request.extensions)
-        extensions["sni_hostname"] = target.host
-        request.extensions = extensions
+        if request.url.host != address:  # a name (an address in the URL is the one checked)
+            request.url = request.url.copy_with(host=address)
+            default = 443 if target.scheme == "https" else 80
+            request.headers["Host"] = (
+                target.host if target.port == default else f"{target.host}:{target.port}"
+            )
+            extensions: dict[str, Any] = dict(request.extensions)
+            extensions["sni_hostname"] = target.host
+            request.extensions = extensions
         response = self._for(target).handle_request(request)
         response.extensions = {**response.extensions, "snapshots_address": address}
         return response
