@@ -8,7 +8,6 @@ answer goes back as soon as the item is committed, and a worker does the rest.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import re
@@ -110,7 +109,7 @@ def _timestamp(header: str) -> int | None:
 def parse_event(payload: bytes) -> dict[str, Any]:
     """The event envelope, checked enough to store and route it."""
     try:
-        event = json.loads(payload)
+        event = store_db.json_loads(payload)  # orjson; the standard library for what it refuses
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise errors.BadRequest("the body is not valid JSON", code="invalid_json") from exc
     if nesting.may_be_too_deep(payload) and nesting.too_deep(event):
