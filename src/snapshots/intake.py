@@ -202,7 +202,10 @@ class GroupCommit:
     """
 
     MAX_BATCH = 500
-    LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
+    # Seconds between the loop's tries for SQLite's write lock. Not `store_db.LOCK_POLL`: uvloop
+    # counts timers in whole milliseconds and runs a shorter delay at once, so 0.3 ms made the
+    # loop spin on the lock, burning a core that the worker holding it needed.
+    LOCK_POLL = 0.001
     LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
     def __init__(
