@@ -8,7 +8,6 @@ answer goes back as soon as the item is committed, and a worker does the rest.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import re
@@ -110,7 +109,7 @@ def _timestamp(header: str) -> int | None:
 def parse_event(payload: bytes) -> dict[str, Any]:
     """The event envelope, checked enough to store and route it."""
     try:
-        event = json.loads(payload)
+        event = store_db.json_loads(payload)  # orjson; the standard library for what it refuses
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise errors.BadRequest("the body is not valid JSON", code="invalid_json") from exc
     if nesting.may_be_too_deep(payload) and nesting.too_deep(event):
@@ -203,7 +202,10 @@ class GroupCommit:
     """
 
     MAX_BATCH = 500
-    LOCK_POLL = store_db.LOCK_POLL  # seconds between tries for SQLite's write lock
+    # Seconds between the loop's tries for SQLite's write lock. Not `store_db.LOCK_POLL`: uvloop
+    # counts timers in whole milliseconds and runs a shorter delay at once, so 0.3 ms made the
+    # loop spin on the lock, burning a core that the worker holding it needed.
+    LOCK_POLL = 0.001
     LOCK_WAIT = store_db.BUSY_TIMEOUT / 1000  # seconds a batch may wait before its requests get 503
 
     def __init__(

@@ -103,6 +103,16 @@ class _Metrics:
             "Checks of a Stripe key (connect, connections check) by outcome",
             ["outcome"],
         )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client checks the labels and takes
+        a lock on every call, and a webhook counts into four children."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 _made: _Metrics | None = None
@@ -159,14 +169,14 @@ def _known_types() -> frozenset[str]:
 
 def webhook(connection: str, type_: str, outcome: str, seconds: float) -> None:
     found = _metrics()
-    found.webhooks.labels(connection, type_, outcome).inc()
-    found.webhook_seconds.labels(outcome).observe(seconds)
+    found.child(found.webhooks, connection, type_, outcome).inc()
+    found.child(found.webhook_seconds, outcome).observe(seconds)
 
 
 def request(route: str, method: str, status: int, seconds: float) -> None:
     found = _metrics()
-    found.requests.labels(route, method, str(status)).inc()
-    found.request_seconds.labels(route).observe(seconds)
+    found.child(found.requests, route, method, str(status)).inc()
+    found.child(found.request_seconds, route).observe(seconds)
 
 
 def stripe_request(outcome: str) -> None:

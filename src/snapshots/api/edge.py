@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -51,6 +52,7 @@ def trusted_networks(text: str) -> list[IPNetwork]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)  # a few peers send nearly every request
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()[:64]
     if text.startswith("[") and "]" in text:  # [v6]:port

@@ -10,6 +10,8 @@ protocol (its fastest) plus what it lacks.
   every few seconds holds a connection for `header_timeout` at most.
 - At most `max_connections` connections are served at once: the next one is answered 503 and
   closed at once (uvicorn's own `limit_concurrency` only refuses once a head has arrived).
+- An answer's head leaves with its first body bytes, in one write (`OneWrite`): uvicorn writes
+  them apart, two system calls and two TCP segments for every small answer.
 """
 
 from __future__ import annotations
@@ -46,6 +48,45 @@ def refusal(status: int, code: str, message: str) -> bytes:
         b"connection: close\r\n\r\n" % (status, REASONS[status], len(body))
     )
     return head + body
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # what uvicorn writes before a head, if asked
+
+
+class OneWrite:
+    """The transport as one request's response cycle sees it: the first write (the answer's
+    head) is held and goes out with the next one (its first body bytes, which uvicorn writes
+    at once after it, possibly empty), or when the transport is closed. A `100 Continue`
+    before the head goes out at once."""
+
+    __slots__ = ("_held", "_passing", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._passing = False
+
+    def write(self, data: bytes) -> None:
+        if self._passing or data == CONTINUE:
+            self._transport.write(data)
+        elif self._held is None:
+            self._held = data
+        else:
+            self._passing = True
+            self._transport.write(self._held + data)
+            self._held = None
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._transport.write(self._held)
+            self._held = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttp(HttpToolsProtocol):
@@ -117,7 +158,10 @@ class BoundedHttp(HttpToolsProtocol):
         if size > self._limits.max_header_bytes:
             self._too_large()
             return
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a new request's cycle, whose task has not run yet
+            self.cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
         if self.parser is not None and not self.transport.is_closing():
             self._arm(self._limits.body_timeout, 408)
 
