@@ -240,6 +240,7 @@ def has_claimable(tx: Tx) -> bool:
 
 
 UNSETTLED = ("pending", "failed", "processing")  # the rows of the claim index (tables.py)
+CLAIM_ORDER = sa.cast(T.c.id, sa.BigInteger)  # the claim index's key: oldest first
 
 
 def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -263,7 +264,7 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
     ids = (
         sa.select(T.c.id)
         .where(_claimable(now))
-        .order_by(T.c.id)
+        .order_by(CLAIM_ORDER)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -274,7 +275,13 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
 def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
     now = time.time()
-    ids = sa.select(T.c.id).where(_claimable(now)).order_by(T.c.id).limit(limit).scalar_subquery()
+    ids = (
+        sa.select(T.c.id)
+        .where(_claimable(now))
+        .order_by(CLAIM_ORDER)
+        .limit(limit)
+        .scalar_subquery()
+    )
     return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
 
 
