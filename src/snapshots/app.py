@@ -409,6 +409,11 @@ def _publish_faults(embedded: worker.Embedded, path: Path, stop: threading.Event
 
 
 FAULTS_EVERY = 1.0  # seconds between two publications of the embedded worker's faults
+# Seconds a `serve --processes` child may leave uvicorn's health ping unanswered before it is
+# killed and replaced. A child answers only once it has imported the app, which takes over
+# uvicorn's 5 s on a busy machine: at that bound, under load, each child was killed while it
+# started, and its replacement too, so one process served while the others kept starting.
+CHILD_SILENCE = 60
 ORPHAN_CHECK = 0.5  # seconds between two looks at whether `serve` still runs
 
 
@@ -488,6 +493,7 @@ def serve(settings: Settings, *, embedded_worker: bool = True) -> None:
         functools.partial(_app_process, settings, None if faults is None else str(faults)),
         factory=True,
         workers=count,
+        timeout_worker_healthcheck=CHILD_SILENCE,
         **options,
     )
     stop = threading.Event()

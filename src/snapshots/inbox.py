@@ -142,7 +142,9 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     """Store events unless (connection, event id) is there already, in one statement.
 
     Returns, for each arrival in order, its item and whether it was a duplicate (of an item
-    stored before, or of an earlier arrival in the same call)."""
+    stored before, or of an earlier arrival in the same call). On PostgreSQL that statement
+    also reports the items stored before and NOTIFYs the workers when it stored a pending one:
+    on a connection in autocommit it is the whole transaction, one round trip (`GroupCommit`)."""
     arrivals = _judged_by_flows_in_force(tx, arrivals)
     now = time.time()
     first: dict[tuple[str, str], int] = {}
@@ -153,11 +155,9 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
             continue
         first[key] = index
         rows.append(_row(arrival, now))
-    stmt = _insert_new(tx.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
-    stored: dict[tuple[str, str], Stored] = {}
-    for row in tx.execute(stmt, rows):
-        stored[(row.connection_id, row.event_id)] = Stored(row.id, row.status, False)
-    for key in first.keys() - stored.keys():  # there already: report the stored item
+    insert = _insert_postgresql if dialect.is_postgresql(tx) else _insert_sqlite
+    stored = insert(tx, rows)
+    for key in first.keys() - stored.keys():  # there already (stored meanwhile, on PostgreSQL)
         row = tx.execute(
             sa.select(T.c.id, T.c.status).where(T.c.connection_id == key[0], T.c.event_id == key[1])
         ).one()
@@ -167,9 +167,45 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
         key = (arrival.connection_id, arrival.event["id"])
         found = stored[key]
         results.append(found if first[key] == index else Stored(found.item_id, found.status, True))
-    if any(r.status == "pending" and not r.duplicate for r in results):
-        dialect.notify(tx, ARRIVED)
     return results
+
+
+def _insert_sqlite(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Stored]:
+    """The new rows' items (SQLite runs in the process: a statement more costs no round trip)."""
+    stmt = _insert_new(tx.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
+    return {
+        (row.connection_id, row.event_id): Stored(row.id, row.status, False)
+        for row in tx.execute(stmt, rows)
+    }
+
+
+def _insert_postgresql(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Stored]:
+    """The new rows' items and those of the rows there before the statement began. A row
+    another transaction committed while this one ran is in neither: the caller reads it."""
+    stmt = _store_new(tx.dialect, tuple(rows[0]))
+    return {
+        (row.connection_id, row.event_id): Stored(row.id, row.status, row.duplicate)
+        for row in tx.execute(stmt, dialect.arrays(tx, T, rows))
+        if row.id is not None  # the NOTIFY's row
+    }
+
+
+@functools.cache
+def _store_new(sql: sa.Dialect, columns: tuple[str, ...]) -> sa.TextClause:
+    # Every part of the statement sees the same snapshot: `stored` finds the rows there before
+    # it, not the ones `new` inserts. `woken` runs only because the last part reads it.
+    names = ", ".join(sql.identifier_preparer.quote(name) for name in columns)
+    return sa.text(
+        f"WITH v AS (SELECT * FROM {dialect.unnested(sql, T, columns)}), "
+        f"new AS (INSERT INTO inbox_items ({names}) SELECT {names} FROM v ORDER BY ord "
+        "ON CONFLICT (connection_id, event_id) DO NOTHING "
+        "RETURNING id, connection_id, event_id, status), "
+        f"woken AS (SELECT pg_notify('{ARRIVED}', '') FROM new WHERE status = 'pending' LIMIT 1) "
+        "SELECT id, connection_id, event_id, status, false AS duplicate FROM new "
+        "UNION ALL SELECT i.id, i.connection_id, i.event_id, i.status, true FROM inbox_items i "
+        "JOIN v ON i.connection_id = v.connection_id AND i.event_id = v.event_id "
+        "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL FROM woken"
+    )
 
 
 def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
@@ -206,6 +242,7 @@ def has_claimable(tx: Tx) -> bool:
 
 
 UNSETTLED = ("pending", "failed", "processing")  # the rows of the claim index (tables.py)
+CLAIM_ORDER = sa.cast(T.c.id, sa.BigInteger)  # the claim index's key: oldest first
 
 
 def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -229,7 +266,7 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
     ids = (
         sa.select(T.c.id)
         .where(_claimable(now))
-        .order_by(T.c.id)
+        .order_by(CLAIM_ORDER)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -240,7 +277,13 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
 def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
     now = time.time()
-    ids = sa.select(T.c.id).where(_claimable(now)).order_by(T.c.id).limit(limit).scalar_subquery()
+    ids = (
+        sa.select(T.c.id)
+        .where(_claimable(now))
+        .order_by(CLAIM_ORDER)
+        .limit(limit)
+        .scalar_subquery()
+    )
     return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
 
 

@@ -13,8 +13,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import stripe
@@ -198,7 +198,10 @@ class GroupCommit:
     lock: when another process (a worker) holds it, the loop tries again `LOCK_POLL` seconds
     later and serves other requests meanwhile. A thread would cost more than the write, since
     it must win the GIL from a busy loop. On PostgreSQL, whose round trips would stall the
-    loop, one writer thread does the writing.
+    loop, one writer thread does the writing, on a connection of its own in autocommit: the
+    batch is one statement (`inbox.enqueue_many`), so one round trip stores it, commits it
+    (durably: `synchronous_commit` stays on) and wakes the workers. Every round trip counts
+    twice here, since the thread must also win the GIL back from the busy loop after each.
     """
 
     MAX_BATCH = 500
@@ -216,6 +219,7 @@ class GroupCommit:
         self._registry = registry  # (revisions.Live follows each new version of the flows)
         self._inline = db.dialect == "sqlite"
         self._lock_taker: LockTaker | None = None
+        self._own: Tx | None = None  # the writer thread's (PostgreSQL)
         self._pending: list[_Waiting] = []
         self._flushing = False
         self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
@@ -261,10 +265,24 @@ class GroupCommit:
 
     def _transaction(self, *, wait: bool) -> AbstractContextManager[Tx]:
         if wait:
-            return self._db.write()
+            return self._autocommit()
         if self._lock_taker is None:
             self._lock_taker = LockTaker(self._db)
         return self._lock_taker.transaction()
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Tx]:
+        """The writer thread's connection, kept from batch to batch (no checkout, no ping),
+        each statement its own transaction; after a failure the next batch takes a new one."""
+        if self._own is None:
+            self._own = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with self._own.begin():
+                yield self._own
+        except BaseException:
+            self._own.close()
+            self._own = None
+            raise
 
     def _store(self, batch: list[_Waiting], *, wait: bool) -> list[Receipt | BaseException]:
         """Commit a batch; one outcome per request. Without `wait` (SQLite, on the event loop)
@@ -298,6 +316,9 @@ class GroupCommit:
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
     def _run(self) -> None:
         while True:

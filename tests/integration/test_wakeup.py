@@ -9,8 +9,9 @@ import threading
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from snapshots import connections, flowfile, inbox, intake, wakeup, worker
+from snapshots import connections, errors, flowfile, inbox, intake, wakeup, worker
 from snapshots.settings import Settings
 from snapshots.store.db import Database
 from tests.conftest import EventFactory, fixture
@@ -87,6 +88,40 @@ def test_group_commit_raises_the_flag_for_new_items_only(
     assert (first.duplicate, again.duplicate) == (False, True)
     if db.dialect == "sqlite":  # on PostgreSQL a worker LISTENs instead
         assert told == [1]
+
+
+def test_group_commit_answers_503_when_its_connection_is_lost_then_takes_a_new_one(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("the writer thread and its own connection are PostgreSQL's")
+    commits = intake.GroupCommit(db, REGISTRY)
+    events = [customer(event_factory, n) for n in (3, 4, 5)]
+
+    async def submit(event: dict[str, Any]) -> intake.Receipt:
+        payload = json.dumps(event).encode()
+        return await commits.submit(connection_id=connection.id, event=event, payload=payload)
+
+    try:
+        assert asyncio.run(submit(events[0])).duplicate is False
+        with db.write() as tx:  # the server drops the writer's connection (a restart, a proxy)
+            killed = tx.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND query LIKE 'WITH v AS %'"
+                )
+            ).scalar_one()
+        assert killed == 1
+        with pytest.raises(errors.Unavailable):
+            asyncio.run(submit(events[1]))
+        stored = asyncio.run(submit(events[2]))
+    finally:
+        commits.close()
+    assert stored.duplicate is False
+    assert row(db, stored.item_id).status == "pending"
+    with db.read() as tx:
+        assert inbox.counts(tx)["pending"] == 2  # the refused one was not stored
 
 
 def test_a_waiting_worker_applies_what_arrives(

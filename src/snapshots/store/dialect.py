@@ -65,26 +65,26 @@ def _sql_nulls(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 def insert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows (each with the same columns): on PostgreSQL in one statement over arrays
-    (`_unnested`), on SQLite in multi-row INSERTs."""
+    (`unnested`), on SQLite in multi-row INSERTs."""
     if not rows:
         return
     if is_postgresql(tx):
         columns = tuple(rows[0])
-        tx.execute(_insert_unnested(tx.dialect, table, columns), _arrays(tx, table, rows))
+        tx.execute(_insert_unnested(tx.dialect, table, columns), arrays(tx, table, rows))
         return
     tx.execute(table.insert(), _sql_nulls(table, rows))
 
 
 def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
     """Write whole rows with `INSERT ... ON CONFLICT (key) DO UPDATE` (every column but `key`
-    takes the row's value): on PostgreSQL in one statement over arrays (`_unnested`), on
+    takes the row's value): on PostgreSQL in one statement over arrays (`unnested`), on
     SQLite in multi-row statements."""
     if not rows:
         return
     if is_postgresql(tx):
         columns = tuple(rows[0])
         stmt = _insert_unnested(tx.dialect, table, columns, key=key)
-        tx.execute(stmt, _arrays(tx, table, rows))
+        tx.execute(stmt, arrays(tx, table, rows))
         return
     tx.execute(_upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
 
@@ -94,12 +94,12 @@ def update_rows(
 ) -> None:
     """Update rows by `key` (each row with the same columns: `key` and the values it sets),
     setting the `same` values on every one: on PostgreSQL in one statement over arrays
-    (`_unnested`), on SQLite (in the process: no round trip to save) a statement a row."""
+    (`unnested`), on SQLite (in the process: no round trip to save) a statement a row."""
     if not rows:
         return
     if is_postgresql(tx):
         stmt = _update_unnested(tx.dialect, table, tuple(rows[0]), key, tuple(same))
-        tx.execute(stmt, _arrays(tx, table, rows) | {f"s_{n}": v for n, v in same.items()})
+        tx.execute(stmt, arrays(tx, table, rows) | {f"s_{n}": v for n, v in same.items()})
         return
     by_key = table.c[key] == sa.bindparam(f"b_{key}")
     tx.execute(
@@ -118,31 +118,31 @@ def update_rows(
 # per value) and an executemany runs a statement per row.
 
 
-def _arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Each column of the rows as an array parameter `a_<n>`, its values as the column's type
     binds them (None stays SQL NULL, also in a JSON column, as an omitted column would be)."""
-    arrays = {}
+    columns = {}
     for n, name in enumerate(rows[0]):
         bind = table.c[name].type._cached_bind_processor(tx.dialect)
         values = [row[name] for row in rows]
         if bind is not None:
             values = [None if value is None else bind(value) for value in values]
-        arrays[f"a_{n}"] = values
-    return arrays
+        columns[f"a_{n}"] = values
+    return columns
 
 
-def _unnested(sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
-    """`unnest(...) WITH ORDINALITY AS v(<columns>, ord)` over the `_arrays` parameters: the
+def unnested(sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """`unnest(...) WITH ORDINALITY AS v(<columns>, ord)` over the `arrays` parameters: the
     arrays are of each column's type without its length, so a value too long for its column
     fails when it is stored, as it would from a VALUES list (a cast to VARCHAR(n) cuts it)."""
     quote = sql.identifier_preparer.quote
-    arrays = []
+    casts = []
     for n, name in enumerate(columns):
         kind = table.c[name].type
         base = "TEXT" if isinstance(kind, sa.String) else kind.compile(dialect=sql)
-        arrays.append(f"CAST(:a_{n} AS {base}[])")
+        casts.append(f"CAST(:a_{n} AS {base}[])")
     names = ", ".join(quote(name) for name in columns)
-    return f"unnest({', '.join(arrays)}) WITH ORDINALITY AS v({names}, ord)"
+    return f"unnest({', '.join(casts)}) WITH ORDINALITY AS v({names}, ord)"
 
 
 @functools.cache
@@ -153,7 +153,7 @@ def _insert_unnested(
     names = ", ".join(quote(name) for name in columns)
     text = (
         f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
-        f"FROM {_unnested(sql, table, columns)} ORDER BY ord"
+        f"FROM {unnested(sql, table, columns)} ORDER BY ord"
     )
     if key is not None:
         sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c != key)
@@ -170,7 +170,7 @@ def _update_unnested(
     sets = [f"{quote(c)} = v.{quote(c)}" for c in columns if c != key]
     sets += [f"{quote(c)} = :s_{c}" for c in same]
     return sa.text(
-        f"UPDATE {name} SET {', '.join(sets)} FROM {_unnested(sql, table, columns)} "
+        f"UPDATE {name} SET {', '.join(sets)} FROM {unnested(sql, table, columns)} "
         f"WHERE {name}.{quote(key)} = v.{quote(key)}"
     )
 

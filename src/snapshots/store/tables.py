@@ -76,15 +76,6 @@ inbox_items = sa.Table(
     sa.Column("error_cause", sa.String(200)),
     sa.UniqueConstraint("connection_id", "event_id"),
     sa.Index("ix_inbox_items_status_run_after", "status", "run_after"),
-    # The claim index: only the unsettled items (a few among millions), in claim order, with
-    # what the claim condition reads (PostgreSQL answers `has_claimable` from it alone).
-    sa.Index(
-        "ix_inbox_items_claimable",
-        "id",
-        postgresql_include=["status", "run_after", "lease_until"],
-        postgresql_where=sa.text(_UNSETTLED),
-        sqlite_where=sa.text(_UNSETTLED),
-    ),
     # Retention's candidates: the items whose payload is still there, by when they settled.
     sa.Index(
         "ix_inbox_items_unpruned",
@@ -107,6 +98,20 @@ inbox_items = sa.Table(
         "connection_id",
         "received_at",
     ),
+)
+
+# The claim index: only the unsettled items (a few among millions), in claim order, with what
+# the claim condition reads (PostgreSQL answers `has_claimable` from it alone). Its key is the
+# id as an expression (`inbox.CLAIM_ORDER`), which the claim orders by: no other index holds
+# that order, so the claim reads this one whatever the planner's statistics say. Ordered by
+# `id` itself, in the middle of a backlog (most items unsettled, the settled ones all first)
+# PostgreSQL walked the primary key past every settled item: 130 ms a claim at 34,200 done.
+sa.Index(
+    "ix_inbox_items_claimable",
+    sa.cast(inbox_items.c.id, sa.BigInteger),
+    postgresql_include=["status", "run_after", "lease_until"],
+    postgresql_where=sa.text(_UNSETTLED),
+    sqlite_where=sa.text(_UNSETTLED),
 )
 
 # The failed attempts at applying an inbox item, oldest first (written only when one fails, in
