@@ -180,8 +180,8 @@ def _editor(
     """The editor. `revision`: the version in force when `spec` is its flow `original` as it
     is there (the page as opened), so the draft is that file and its flows are those the
     worker compiled; otherwise the draft (the file with `spec` in) is checked here."""
-    in_force = revision or _in_force(console)
-    text = in_force.text or ""
+    current = revision or _in_force(console)
+    text = current.text or ""
     shown_spec = _shown_spec(spec)
     choice, event, connection_id, test = _sample(console, sample, shown_spec)
     draft, checked = None, None
