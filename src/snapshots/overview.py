@@ -4,8 +4,9 @@ syncing, whether Stripe's webhooks went silent), and the bursts of refusals in t
 Counts come from the inbox by `received_at` (what arrived in the last hour and 24 hours, and
 24 hourly bars); failed and dead items are counted up to `COUNT_CAP` per connection (a count
 above it shows as "1,000+", linking to the list: thousands of failures read one by one say
-nothing more, and counting them all cost milliseconds per refresh); the silence warning is the newest reconciliation's, while no webhook has come
-since it; a burst is `BURST_MIN` or more refusals of one kind within `BURST_WINDOW`.
+nothing more, and counting them all cost milliseconds per refresh); the silence warning is
+the newest reconciliation's, while no webhook has come since it; a burst is `BURST_MIN` or more
+refusals of one kind within `BURST_WINDOW`.
 """
 
 from __future__ import annotations

@@ -23,13 +23,12 @@ from snapshots.ui.deps import Admin, ConsoleDep, Viewer
 router = APIRouter()
 
 DAY = 86_400.0  # seconds the list's counts look back
-BLANK_ROWS = 2
-MAX_SAMPLE_TYPES = 10  # trigger types whose recent events are offered as samples  # empty mapping rows offered to add more
+BLANK_ROWS = 2  # empty mapping rows offered to add more
+MAX_SAMPLE_TYPES = 10  # trigger types whose recent events are offered as samples
 WHERE = "flow editor"
 SPEC_KEYS = ("name", "description", "trigger", "filter", "action", "options", "fields")
-FORM_FIELDS = frozenset(
-    {"name", "trigger", "filter", "action", "options"}
-)  # the file name problems of a save give
+# The form fields a save's problems name (the file's keys the form edits).
+FORM_FIELDS = frozenset({"name", "trigger", "filter", "action", "options"})
 
 
 def editor_url(name: str) -> str:
