@@ -13,7 +13,9 @@ event of that type from the inbox.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -122,7 +124,16 @@ class Sample(BaseModel):
 
 def flow_specs(text: str) -> list[dict[str, Any]]:
     """The flows of a file as plain data (YAML aliases expanded); BadRequest when it is not a
-    flows file at all (`flowfile.check` says exactly why)."""
+    flows file at all (`flowfile.check` says exactly why). The caller owns what it gets (a
+    copy: callers edit it)."""
+    return copy.deepcopy(_parsed(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> list[dict[str, Any]]:
+    # Keyed by the whole text, so correct by construction: the editor opens the flows in
+    # force again and again (parsing their YAML was a tenth of the page), and a saved version
+    # is another text. Never handed out as is: `flow_specs` copies it.
     try:
         data = yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as exc:
@@ -156,6 +167,8 @@ def with_flow(text: str, spec: dict[str, Any], *, replaces: str | None) -> str:
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NODES = 2_000  # nodes of a sample shown as a tree; the rest is cut
 MAX_VALUE = 200  # characters of a leaf's value shown
+# A leaf's JSON. One encoder for all: `json.dumps` with options builds an encoder per call.
+_LEAF = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 @dataclass(frozen=True)
@@ -191,7 +204,7 @@ def tree(value: Any) -> list[Node]:
             if budget[0] < 0:
                 break
             children = nodes(item, where) if isinstance(item, dict | list) and item else ()
-            shown = None if children else json.dumps(item, ensure_ascii=False, default=str)
+            shown = None if children else _LEAF(item)
             if shown is not None and len(shown) > MAX_VALUE:
                 shown = shown[:MAX_VALUE] + "…"
             found.append(Node(label, where, shown, children))

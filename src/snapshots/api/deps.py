@@ -16,6 +16,7 @@ from snapshots import audit, connections, errors, intake, keys, limits, readines
 from snapshots.api import schemas
 from snapshots.outbound import guard
 from snapshots.settings import Settings
+from snapshots.store import reader
 from snapshots.store.db import Database
 from snapshots.vault import Vault
 
@@ -73,19 +74,6 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def read(state: State, work: Callable[[], T], *, bounded: bool = True) -> T:
-    """A request's read of the database. On SQLite a bounded read (a lookup by key, a page
-    walked along an index) runs in the event loop itself: it is CPU work in this process, and
-    in a thread it would trade the GIL with the busy loop at every step SQLite takes (a row
-    each; two context switches a time), which cost a page of 100 more CPU than the page
-    itself. PostgreSQL's reads wait on the network, and a read that may scan a table takes
-    long: those run in the thread pool, so the loop serves other requests meanwhile (as
-    `intake.GroupCommit` writes on SQLite from the loop and on PostgreSQL from a thread)."""
-    if bounded and state.db.dialect == "sqlite":
-        return work()
-    return await run_in_threadpool(work)
-
-
 def _denied(state: State, *, action: str, actor: str, ip: str | None, reason: str) -> None:
     with state.db.write() as tx:
         audit.denied(tx, action=action, actor=actor, ip=ip, reason=reason)
@@ -95,8 +83,8 @@ async def _authorize(state: State, request: Request, scope: str) -> keys.ApiKey:
     """Verify the key, count the request against its rate limit, check the scope. Refusals
     of a bad key or a missing scope are audited. The key's last use and its count are kept
     in memory (`keys.Uses`, `limits.Limiter`): no write per request, and the key's lookup is
-    a `read`. What may write or wait (an audit entry, a share of the limit to reserve) runs
-    in the thread pool."""
+    a bounded read (`store.reader`). What may write or wait (an audit entry, a share of the
+    limit to reserve) runs in the thread pool."""
     settings = state.settings
     ip = client_ip(request)
 
@@ -106,7 +94,7 @@ async def _authorize(state: State, request: Request, scope: str) -> keys.ApiKey:
 
     try:
         token = _bearer(request)
-        api_key = await read(state, verify)
+        api_key = await reader.read(state.db, verify)
     except errors.Unauthorized as exc:
         await run_in_threadpool(
             _denied, state, action="auth.bad_key", actor="anonymous", ip=ip, reason=exc.message

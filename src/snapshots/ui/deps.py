@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from snapshots import errors, revisions, sessions, vault
 from snapshots.outbound import guard
 from snapshots.settings import Settings
+from snapshots.store import reader
 from snapshots.store.db import Database
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -134,33 +135,32 @@ async def _check_csrf(request: Request, console: Console, expected: str) -> None
         raise CsrfRefused("the form is stale or came from elsewhere: reload the page and try again")
 
 
-def _session(console: Console, token: str, *, active: bool, safe: bool) -> sessions.Session | None:
-    idle = console.settings.session_idle
-    if active and not safe:
-        with console.db.write() as tx:
-            return sessions.find(tx, token, idle=idle)
-    # Mostly a read; the rare touch (once a minute) takes the write lock itself.
+def _found(console: Console, token: str) -> sessions.Session | None:
     with console.db.read() as tx:
-        session = sessions.find(tx, token, idle=idle, active=False)
-    if session is not None and active and session.stale():
-        with console.db.write() as tx:
-            session = sessions.find(tx, token, idle=idle)
-    return session
+        return sessions.find(tx, token, idle=console.settings.session_idle, active=False)
+
+
+def _touched(console: Console, token: str) -> sessions.Session | None:
+    with console.db.write() as tx:
+        return sessions.find(tx, token, idle=console.settings.session_idle)
 
 
 async def viewer(request: Request, console: ConsoleDep) -> sessions.Session:
     token = request.cookies.get(console.cookie)
     session = None
     if token is not None:
-        # In a worker thread: a database that waits (SQLite's write lock) never stalls the
-        # event loop, which the webhooks share.
-        session = await run_in_threadpool(
-            _session,
-            console,
-            token,
-            active=request.headers.get(REFRESH_HEADER) != "1",
-            safe=request.method in SAFE_METHODS,
-        )
+        active = request.headers.get(REFRESH_HEADER) != "1"
+        if active and request.method not in SAFE_METHODS:
+            # A write: its transaction moves the idle deadline too. In a worker thread, since
+            # a database that waits (SQLite's write lock) must never stall the event loop,
+            # which the webhooks share.
+            session = await run_in_threadpool(_touched, console, token)
+        else:
+            # A lookup by the token's hash: a bounded read (in the event loop on SQLite). The
+            # rare touch (once a minute) takes the write lock, in a worker thread.
+            session = await reader.read(console.db, lambda: _found(console, token))
+            if session is not None and active and session.stale():
+                session = await run_in_threadpool(_touched, console, token)
     if session is None:
         raise SignInNeeded("sign in to use the console")
     request.state.session = session

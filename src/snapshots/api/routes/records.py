@@ -19,6 +19,7 @@ from snapshots.api import deps, idempotency, schemas
 from snapshots.api.deps import StateDep
 from snapshots.records import edits, models, ordering, reads, timeline
 from snapshots.records.kinds import CONTACT, INVOICE, LOCATION, Kind, M
+from snapshots.store import reader
 from snapshots.store.db import Tx
 
 router = APIRouter(prefix="/v1", responses=deps.ERRORS)
@@ -102,7 +103,7 @@ async def _page(
 
     # Unfiltered, a page walks the creation index `limit` rows long; a filter may scan.
     bounded = not filters and since is None and api_key.connections is None
-    body = await deps.read(state, read, bounded=bounded)
+    body = await reader.read(state.db, read, bounded=bounded)
     return Response(body, media_type="application/json")
 
 
@@ -111,7 +112,7 @@ async def _get(state: deps.State, api_key: keys.ApiKey, kind: Kind[M], record_id
         with state.db.read() as tx:
             return reads.get(tx, kind, record_id, connections=api_key.connections)
 
-    return await deps.read(state, read)
+    return await reader.read(state.db, read)
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:
