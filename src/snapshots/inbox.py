@@ -17,6 +17,7 @@ from typing import Annotated, Any, Protocol
 import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from snapshots import arrivals as hourly  # `arrivals` names the events being stored here
 from snapshots import causes, errors, ids, paging
 from snapshots.store import dialect, tables
 from snapshots.store.db import Tx
@@ -155,8 +156,11 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
             continue
         first[key] = index
         rows.append(_row(arrival, now))
-    insert = _insert_postgresql if dialect.is_postgresql(tx) else _insert_sqlite
-    stored = insert(tx, rows)
+    if dialect.is_postgresql(tx):
+        stored = _insert_postgresql(tx, rows, now)
+    else:
+        stored = _insert_sqlite(tx, rows)
+        hourly.add(tx, (key[0] for key in stored), received_at=now)
     for key in first.keys() - stored.keys():  # there already (stored meanwhile, on PostgreSQL)
         row = tx.execute(
             sa.select(T.c.id, T.c.status).where(T.c.connection_id == key[0], T.c.event_id == key[1])
@@ -179,13 +183,18 @@ def _insert_sqlite(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str], 
     }
 
 
-def _insert_postgresql(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Stored]:
-    """The new rows' items and those of the rows there before the statement began. A row
-    another transaction committed while this one ran is in neither: the caller reads it."""
+def _insert_postgresql(
+    tx: Tx, rows: list[dict[str, Any]], now: float
+) -> dict[tuple[str, str], Stored]:
+    """The new rows' items and those of the rows there before the statement began (the new
+    ones counted in `inbox_arrivals` by the same statement). A row another transaction
+    committed while this one ran is in neither: the caller reads it."""
     stmt = _store_new(tx.dialect, tuple(rows[0]))
+    params: dict[str, Any] = dialect.arrays(tx, T, rows)
+    params.update(arrival_hour=hourly.hour_of(now), arrival_shard=hourly.shard())
     return {
         (row.connection_id, row.event_id): Stored(row.id, row.status, row.duplicate)
-        for row in tx.execute(stmt, dialect.arrays(tx, T, rows))
+        for row in tx.execute(stmt, params)
         if row.id is not None  # the NOTIFY's row
     }
 
@@ -193,13 +202,15 @@ def _insert_postgresql(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, st
 @functools.cache
 def _store_new(sql: sa.Dialect, columns: tuple[str, ...]) -> sa.TextClause:
     # Every part of the statement sees the same snapshot: `stored` finds the rows there before
-    # it, not the ones `new` inserts. `woken` runs only because the last part reads it.
+    # it, not the ones `new` inserts. `woken` runs only because the last part reads it;
+    # `counted` runs whether read or not (PostgreSQL runs every data-modifying part once).
     names = ", ".join(sql.identifier_preparer.quote(name) for name in columns)
     return sa.text(
         f"WITH v AS (SELECT * FROM {dialect.unnested(sql, T, columns)}), "
         f"new AS (INSERT INTO inbox_items ({names}) SELECT {names} FROM v ORDER BY ord "
         "ON CONFLICT (connection_id, event_id) DO NOTHING "
         "RETURNING id, connection_id, event_id, status), "
+        f"{hourly.counting_cte(sql)}, "
         f"woken AS (SELECT pg_notify('{ARRIVED}', '') FROM new WHERE status = 'pending' LIMIT 1) "
         "SELECT id, connection_id, event_id, status, false AS duplicate FROM new "
         "UNION ALL SELECT i.id, i.connection_id, i.event_id, i.status, true FROM inbox_items i "
@@ -215,15 +226,25 @@ def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
         return 0
     now = time.time()
     sql, order = _bulk_insert(tx.dialect)
-    rows = [_row(arrival, now) for arrival in arrivals]
-    # The driver's executemany, compiled once: a page of rows costs no per-row statement work.
-    if order is None:  # named parameters (psycopg)
-        result = tx.exec_driver_sql(sql, rows)
-    else:
-        result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
-    if result.rowcount:
+    by_connection: dict[str, list[dict[str, Any]]] = {}
+    for arrival in arrivals:
+        by_connection.setdefault(arrival.connection_id, []).append(_row(arrival, now))
+    new = 0
+    # One executemany per connection (a sync's batch is one connection's): its count of new
+    # rows is that connection's arrivals.
+    for connection_id, rows in by_connection.items():
+        # The driver's executemany, compiled once: a page of rows costs no per-row statement
+        # work.
+        if order is None:  # named parameters (psycopg)
+            result = tx.exec_driver_sql(sql, rows)
+        else:
+            result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+        if result.rowcount:
+            hourly.add(tx, [connection_id] * int(result.rowcount), received_at=now)
+        new += int(result.rowcount)
+    if new:
         dialect.notify(tx, ARRIVED)
-    return int(result.rowcount)
+    return new
 
 
 @functools.cache

@@ -1,23 +1,27 @@
 """The overview: each connection at a glance (what arrives, what waits, what failed, what is
 syncing, whether Stripe's webhooks went silent), and the bursts of refusals in the audit log.
 
-Counts come from the inbox by `received_at` (what arrived in the last hour and 24 hours, and
-24 hourly bars); failed and dead items are counted up to `COUNT_CAP` per connection (a count
-above it shows as "1,000+", linking to the list: thousands of failures read one by one say
-nothing more, and counting them all cost milliseconds per refresh); the silence warning is
-the newest reconciliation's, while no webhook has come since it; a burst is `BURST_MIN` or more
+Counts of what arrived (in the last hour and 24 hours, and 24 hourly bars) come from the hourly
+counts of `inbox_arrivals` (arrivals.py) and, for the parts of hours the last hour and day cut,
+from the inbox by `received_at`; failed and dead items are counted up to `COUNT_CAP` per
+connection (a count above it shows as "1,000+", linking to the list: thousands of failures read
+one by one say nothing more, and counting them all cost milliseconds per refresh); the silence
+warning is the
+newest reconciliation's, while no webhook has come since it; a burst is `BURST_MIN` or more
 refusals of one kind within `BURST_WINDOW`.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from snapshots import audit, connections, sync
+from snapshots import arrivals, audit, connections, sync
 from snapshots.store import tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
@@ -92,8 +96,7 @@ class Overview(BaseModel):
 
 def _arrivals(name: str) -> sa.ScalarSelect[int]:
     """How many items of a connection arrived in [`{name}_since`, `{name}_until`): a range of
-    the (connection, received_at) index, which SQLite counts several times faster than one
-    GROUP BY computing every row's hour."""
+    the (connection, received_at) index."""
     return (
         sa.select(sa.func.count())
         .where(
@@ -118,13 +121,23 @@ def _capped(status: str) -> sa.ScalarSelect[int]:
     return sa.select(sa.func.count()).select_from(some).scalar_subquery()
 
 
-# Built once, run once per connection every refresh (one statement, not 29): the hourly bars,
-# the part of the hour before the first bar within the last 24 hours (so each entry of the
-# day is counted once), the last hour, the capped failed and dead counts, the last webhook.
+def _hour(name: str) -> sa.ScalarSelect[int]:
+    """How many items of a connection arrived in the hour starting at `{name}_hour`: rows of
+    `inbox_arrivals`, not index entries."""
+    return arrivals.in_hour(sa.bindparam(f"{name}_hour"), sa.bindparam("connection_id"))
+
+
+# Built once, run once per connection every refresh (one statement, so one snapshot): the
+# hourly bars and the hour before the first (from `inbox_arrivals`), the parts of hours the
+# last hour and the last 24 hours cut (from the index: at most half an hour each, see
+# `_counts`), what arrived after the last bar (a clock ahead in another process), the capped
+# failed and dead counts, the last webhook.
 _COUNTS = sa.select(
-    *[_arrivals(f"bar{i}").label(f"bar{i}") for i in range(BARS)],
-    _arrivals("before").label("before"),
-    _arrivals("hour").label("hour"),
+    *[_hour(f"bar{i}").label(f"bar{i}") for i in range(BARS)],
+    _hour("first").label("first"),
+    _arrivals("day_part").label("day_part"),
+    _arrivals("hour_part").label("hour_part"),
+    _arrivals("later").label("later"),
     _capped("failed").label("failed"),
     _capped("dead").label("dead"),
     sa.select(INBOX.c.received_at)
@@ -142,16 +155,53 @@ def _edges(now: float) -> list[int]:
     return [start + i * HOUR for i in range(BARS)]
 
 
-def _counts(tx: Tx, connection_id: str, now: float) -> sa.RowMapping:
+@dataclass(frozen=True)
+class _Counts:
+    bars: list[int]  # items that arrived in each hour of `_edges`
+    day: int  # in the last 24 hours
+    hour: int  # in the last hour (and after: a clock ahead)
+    failed: int
+    dead: int
+    last_webhook: float | None
+
+
+def _counts(tx: Tx, connection_id: str, now: float) -> _Counts:
+    """The last 24 hours cut the hour before the first bar, and the last hour cuts the bar
+    before the last, at the same point: `into` seconds into the hour. Each count takes the
+    shorter side of its cut from the index (so at most half an hour of entries each), the
+    whole hours from `inbox_arrivals`."""
     edges = _edges(now)
-    ranges: dict[str, tuple[float, float]] = {
-        f"bar{i}": (since, since + HOUR) for i, since in enumerate(edges)
-    }
-    ranges.update(before=(now - BARS * HOUR, edges[0]), hour=(now - HOUR, float("inf")))
-    values: dict[str, Any] = {"connection_id": connection_id}
+    first = edges[0] - HOUR
+    into = now - edges[-1]
+    day_since, hour_since = now - BARS * HOUR, now - HOUR  # first + into, edges[-2] + into
+    day_part: tuple[float, float]
+    hour_part: tuple[float, float]
+    if into < HOUR / 2:  # the part before the cut, taken from its hour
+        day_part, hour_part = (first, day_since), (edges[-2], hour_since)
+    else:  # the part after the cut, up to the next edge
+        day_part, hour_part = (day_since, edges[0]), (hour_since, edges[-1])
+    ranges = {"day_part": day_part, "hour_part": hour_part, "later": (edges[-1] + HOUR, math.inf)}
+    values: dict[str, Any] = {"connection_id": connection_id, "first_hour": first}
+    values.update({f"bar{i}_hour": since for i, since in enumerate(edges)})
     for name, (since, until) in ranges.items():
         values.update({f"{name}_since": since, f"{name}_until": until})
-    return tx.execute(_COUNTS, values).one()._mapping
+    row = tx.execute(_COUNTS, values).one()._mapping
+    bars = [int(row[f"bar{i}"]) for i in range(BARS)]
+    if into < HOUR / 2:
+        day = int(row["first"]) - row["day_part"] + sum(bars)
+        hour = bars[-2] - row["hour_part"] + bars[-1]
+    else:
+        day = row["day_part"] + sum(bars)
+        hour = row["hour_part"] + bars[-1]
+    last_webhook = row["last_webhook"]
+    return _Counts(
+        bars=bars,
+        day=day,
+        hour=hour + row["later"],
+        failed=row["failed"],
+        dead=row["dead"],
+        last_webhook=None if last_webhook is None else float(last_webhook),
+    )
 
 
 def _waiting(tx: Tx) -> dict[str, tuple[int, float | None]]:
@@ -238,22 +288,23 @@ def build(tx: Tx, vault: Vault, *, now: float | None = None) -> Overview:
     for connection in connections.list_all(tx, vault):
         pending, oldest = waiting.get(connection.id, (0, None))
         counts = _counts(tx, connection.id, now)
-        bars = [Bar(start=since, count=counts[f"bar{i}"]) for i, since in enumerate(_edges(now))]
-        last_webhook = counts["last_webhook"]
         found.append(
             ConnectionOverview(
                 connection=connection,
-                last_webhook_at=None if last_webhook is None else float(last_webhook),
-                events_hour=counts["hour"],
-                events_day=counts["before"] + sum(bar.count for bar in bars),
-                bars=bars,
+                last_webhook_at=counts.last_webhook,
+                events_hour=counts.hour,
+                events_day=counts.day,
+                bars=[
+                    Bar(start=since, count=n)
+                    for since, n in zip(_edges(now), counts.bars, strict=True)
+                ],
                 pending=pending,
                 oldest_pending_at=oldest,
                 lag=None if oldest is None else max(now - oldest, 0.0),
-                failed=counts["failed"],
-                dead=counts["dead"],
+                failed=counts.failed,
+                dead=counts.dead,
                 running=running.get(connection.id, []),
-                silence=_silence(tx, connection.id, last_webhook),
+                silence=_silence(tx, connection.id, counts.last_webhook),
             )
         )
     return Overview(at=now, connections=found, bursts=bursts(tx, now=now))
