@@ -212,13 +212,19 @@ def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> li
     return [entry["secret"] for entry in _entries(vault, token, now=now)]
 
 
+# Built once: console pages read them at every view (building a statement again, with its
+# cache key, cost about as much as running it).
+_FIRST = sa.select(T.c.id).order_by(T.c.created_at).limit(1)
+_ALL = sa.select(T).order_by(T.c.created_at)
+
+
 def first_id(tx: Tx) -> str | None:
     """The id of the oldest connection (None when there is none), decrypting nothing."""
-    return tx.execute(sa.select(T.c.id).order_by(T.c.created_at).limit(1)).scalar_one_or_none()
+    return tx.execute(_FIRST).scalar_one_or_none()
 
 
 def list_all(tx: Tx, vault: Vault) -> list[Connection]:
-    rows = tx.execute(sa.select(T).order_by(T.c.created_at))
+    rows = tx.execute(_ALL)
     return [_from_row(r._mapping, len(signing_secrets(vault, r.webhook_secrets))) for r in rows]
 
 

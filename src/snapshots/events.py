@@ -9,6 +9,7 @@ error when it fails (`causes.of`), each indexed, so none of these reads the payl
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,9 @@ COUNT_CAP = 1_000  # a cause's items counted at most; more show as "1,000+"
 def _like(text: str) -> str:
     """`text` with LIKE's own wildcards escaped (`*` is ours, made `%` by the caller)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+SearchKey = tuple[Any, ...]  # a search's class name, then (field, value) pairs
 
 
 class Search(BaseModel):
@@ -86,6 +90,21 @@ class Search(BaseModel):
             )
         if self.since is not None and self.until is not None and self.until < self.since:
             raise errors.BadRequest("until is before since", code="parameter_invalid")
+
+    def key(self) -> SearchKey:
+        """The search as a hashable value (the statements built from it are kept by it)."""
+        fields = self.model_dump().items()
+        return (
+            type(self).__name__,
+            *((name, tuple(value) if isinstance(value, list) else value) for name, value in fields),
+        )
+
+    @classmethod
+    def of_key(cls, key: SearchKey) -> Search:
+        """The search `key` stands for (of this class: a `key` names its own)."""
+        assert key[0] == cls.__name__, (key[0], cls.__name__)
+        fields: dict[str, Any] = {n: list(v) if isinstance(v, tuple) else v for n, v in key[1:]}
+        return cls.model_validate(fields)
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         found: list[sa.ColumnElement[bool]] = []
@@ -146,10 +165,13 @@ def page(
         limit=limit,
         starting_after=starting_after,
         ending_before=ending_before,
-        where=search.where(),
+        where=paging.Where(search.key(), search.where()),
         key="id",
-        columns=inbox.SHOWN,
+        columns=_SHOWN,
     )
+
+
+_SHOWN = sa.select(*inbox.SHOWN)  # built once (see `paging.Where`)
 
 
 def count(tx: Tx, search: Search) -> int:
@@ -208,6 +230,15 @@ def _groups(where: list[sa.ColumnElement[bool]], status: str) -> sa.Select[Any]:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _groups_of(key: SearchKey, status: str) -> sa.Select[Any]:
+    """`_groups` of the search `key` stands for, built once per search and status: the
+    statement is a function of them alone (its values bound inside), and building it again,
+    with its cache key, cost more than SQLite running it (a list of failures refreshed, or
+    opened again, is the same search)."""
+    return _groups(Search.of_key(key).where(), status)
+
+
 def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     """The failed and dead items `search` finds (all of them by default), grouped by status
     and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
@@ -215,12 +246,11 @@ def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     count above `COUNT_CAP` means "more than that"), so the work is bounded however many
     failed: one statement a status (`_groups`)."""
     search = search or Search()
-    where = search.where()
     statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
     seen: dict[tuple[str, str], int] = {}
     found: dict[tuple[str, str], Cause] = {}
     for status in statuses:
-        for row in tx.execute(_groups(where, status)):
+        for row in tx.execute(_groups_of(search.key(), status)):
             seen[(status, row.cause)] = int(row.seen)
             found[(status, row.cause)] = Cause(
                 status=status,
@@ -342,26 +372,38 @@ def touching(
     object (those that failed, too); with `invoices_of` (a contact), those of the contact's
     invoices too. Each condition is a range of an index: the invoices by contact, the links by
     record, the items by object id."""
+    stmt = _touching(stripe=bool(stripe_id), invoices=invoices_of is not None)
+    values = {"record_id": record_id, "stripe_id": stripe_id, "contact_id": invoices_of}
+    rows = tx.execute(stmt, {**values, "limit": limit}).all()
+    return [inbox.Event.model_validate(r._mapping) for r in rows]
+
+
+@functools.cache
+def _touching(*, stripe: bool, invoices: bool) -> sa.Select[Any]:
+    """`touching`'s statement of each shape, built once (a record's page reads it at every
+    view; building it again, with its cache key, cost about as much as running it)."""
     links = tables.inbox_item_records
-    wrote = sa.select(links.c.item_id).where(links.c.record_id == record_id)
+    wrote = sa.select(links.c.item_id).where(links.c.record_id == sa.bindparam("record_id"))
     about: list[sa.ColumnElement[bool]] = [T.c.id.in_(wrote)]
-    if stripe_id:
-        about.append(T.c.object_id == stripe_id)
-    if invoices_of is not None:
-        invoices = tables.invoices
-        theirs = invoices.c.customer_id == invoices_of
+    if stripe:
+        about.append(T.c.object_id == sa.bindparam("stripe_id"))
+    if invoices:
+        invoices_ = tables.invoices
+        theirs = invoices_.c.customer_id == sa.bindparam("contact_id")
         about.append(
             T.c.id.in_(
                 sa.select(links.c.item_id).where(
-                    links.c.record_id.in_(sa.select(invoices.c.id).where(theirs))
+                    links.c.record_id.in_(sa.select(invoices_.c.id).where(theirs))
                 )
             )
         )
-        about.append(T.c.object_id.in_(sa.select(invoices.c.stripe_invoice_id).where(theirs)))
-    rows = tx.execute(
-        sa.select(*inbox.SHOWN).where(sa.or_(*about)).order_by(T.c.id.desc()).limit(limit)
-    ).all()
-    return [inbox.Event.model_validate(r._mapping) for r in rows]
+        about.append(T.c.object_id.in_(sa.select(invoices_.c.stripe_invoice_id).where(theirs)))
+    return (
+        sa.select(*inbox.SHOWN)
+        .where(sa.or_(*about))
+        .order_by(T.c.id.desc())
+        .limit(sa.bindparam("limit"))
+    )
 
 
 def replay_one(

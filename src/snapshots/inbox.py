@@ -117,9 +117,12 @@ def _insert_new(sql: sa.Dialect) -> Any:
     )
 
 
+_NEWEST_VERSION = sa.select(sa.func.max(tables.flow_versions.c.version))  # built once
+
+
 def flows_version(tx: Tx) -> int:
     """The flows version in force (the newest stored; 0, the prebuilt flows, when none is)."""
-    found = tx.execute(sa.select(sa.func.max(tables.flow_versions.c.version))).scalar_one_or_none()
+    found = tx.execute(_NEWEST_VERSION).scalar_one_or_none()
     return int(found or 0)
 
 
@@ -451,13 +454,7 @@ class Attempt(BaseModel):
 
 def attempts_of(tx: Tx, item_id: int, *, limit: int = ATTEMPTS_SHOWN) -> list[Attempt]:
     """An item's failed attempts, oldest first (the newest `limit` of them)."""
-    A = tables.inbox_attempts
-    rows = tx.execute(
-        sa.select(A.c.at, A.c.error, A.c.worker)
-        .where(A.c.item_id == item_id)
-        .order_by(A.c.id.desc())
-        .limit(limit)
-    ).all()
+    rows = tx.execute(_ATTEMPTS, {"item_id": item_id, "limit": limit}).all()
     return [Attempt.model_validate(row._mapping) for row in reversed(rows)]
 
 
@@ -574,11 +571,31 @@ class Event(BaseModel):
 SHOWN = [c for c in T.c if c.name != "payload"]  # an item's columns but its raw bytes
 
 
+# Built once: an event's page reads them at every view (a statement of every column made
+# afresh, with its cache key, cost about as much as SQLite reading the row).
+_BY_ID = sa.select(*SHOWN).where(T.c.id == sa.bindparam("ref")).order_by(T.c.id)
+_BY_EVENT_ID = sa.select(*SHOWN).where(T.c.event_id == sa.bindparam("ref")).order_by(T.c.id)
+_PAYLOAD = sa.select(T.c.payload).where(T.c.id == sa.bindparam("item_id"))
+_A = tables.inbox_attempts
+_ATTEMPTS = (
+    sa.select(_A.c.at, _A.c.error, _A.c.worker)
+    .where(_A.c.item_id == sa.bindparam("item_id"))
+    .order_by(_A.c.id.desc())
+    .limit(sa.bindparam("limit"))
+)
+
+
 def _one(tx: Tx, ref: str, connections: Sequence[str] | None = None) -> Any:
     if not ids.plausible(ref):
         raise errors.NotFound(f"no inbox item {ref}")
-    mine = paging.within(T.c.connection_id, connections)
-    rows = tx.execute(sa.select(*SHOWN).where(_ref_filter(ref), *mine).order_by(T.c.id)).all()
+    if connections is None:
+        by_id = ref.isascii() and ref.isdigit() and int(ref) <= MAX_ITEM_ID
+        rows = tx.execute(
+            _BY_ID if by_id else _BY_EVENT_ID, {"ref": int(ref) if by_id else ref}
+        ).all()
+    else:
+        mine = paging.within(T.c.connection_id, connections)
+        rows = tx.execute(sa.select(*SHOWN).where(_ref_filter(ref), *mine).order_by(T.c.id)).all()
     if not rows:
         raise errors.NotFound(f"no inbox item {ref}")
     if len(rows) > 1:
@@ -595,7 +612,7 @@ def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
 
 def payload(tx: Tx, item_id: int) -> bytes:
     """An item's raw bytes, as they arrived (empty once retention pruned them)."""
-    return bytes(tx.execute(sa.select(T.c.payload).where(T.c.id == item_id)).scalar_one())
+    return bytes(tx.execute(_PAYLOAD, {"item_id": item_id}).scalar_one())
 
 
 def page(

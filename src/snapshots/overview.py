@@ -209,17 +209,8 @@ def _waiting(tx: Tx) -> dict[str, tuple[int, float | None]]:
     arrival. Grouped in the order of the (status, error_cause, connection_id, received_at)
     index, so the database reads that index alone without sorting; the few groups are summed
     here. A worker that keeps up leaves few to read."""
-    rows = tx.execute(
-        sa.select(
-            INBOX.c.error_cause,
-            INBOX.c.connection_id,
-            sa.func.count(),
-            sa.func.min(INBOX.c.received_at),
-        )
-        .where(INBOX.c.status.in_(WAITING))
-        .group_by(INBOX.c.status, INBOX.c.error_cause, INBOX.c.connection_id)
-    )
     found: dict[str, tuple[int, float | None]] = {}
+    rows = tx.execute(_WAITING)
     for _, connection_id, n, oldest in rows:
         count, first = found.get(connection_id, (0, None))
         first = oldest if first is None else first if oldest is None else min(first, oldest)
@@ -227,13 +218,48 @@ def _waiting(tx: Tx) -> dict[str, tuple[int, float | None]]:
     return found
 
 
+# The statements of every refresh, built once (building one again, and its cache key, cost
+# about as much as SQLite running it).
+_WAITING = (
+    sa.select(
+        INBOX.c.error_cause,
+        INBOX.c.connection_id,
+        sa.func.count(),
+        sa.func.min(INBOX.c.received_at),
+    )
+    .where(INBOX.c.status.in_(WAITING))
+    .group_by(INBOX.c.status, INBOX.c.error_cause, INBOX.c.connection_id)
+)
+_LAST_RECONCILE = (
+    sa.select(R.c.warning, R.c.finished_at)
+    .where(
+        R.c.connection_id == sa.bindparam("connection_id"),
+        R.c.kind == "reconcile",
+        R.c.status == "done",
+    )
+    .order_by(R.c.seq.desc())
+    .limit(1)
+)
+_LIVE_RUNS = (
+    sa.select(R)
+    .where(R.c.status == "running", R.c.lease_until > sa.bindparam("now"))
+    .order_by(R.c.seq)
+)
+_REFUSALS = (
+    sa.select(
+        A.c.action,
+        sa.func.count(),
+        sa.func.count(sa.distinct(A.c.ip)),
+        sa.func.min(A.c.at),
+        sa.func.max(A.c.at),
+    )
+    .where(A.c.action.in_(list(REFUSALS)), A.c.at >= sa.bindparam("since"))
+    .group_by(A.c.action)
+)
+
+
 def _silence(tx: Tx, connection_id: str, last_webhook: float | None) -> str | None:
-    row = tx.execute(
-        sa.select(R.c.warning, R.c.finished_at)
-        .where(R.c.connection_id == connection_id, R.c.kind == "reconcile", R.c.status == "done")
-        .order_by(R.c.seq.desc())
-        .limit(1)
-    ).one_or_none()
+    row = tx.execute(_LAST_RECONCILE, {"connection_id": connection_id}).one_or_none()
     if row is None or not row.warning:
         return None
     if last_webhook is not None and row.finished_at is not None and last_webhook > row.finished_at:
@@ -244,8 +270,7 @@ def _silence(tx: Tx, connection_id: str, last_webhook: float | None) -> str | No
 def _running(tx: Tx, now: float) -> dict[str, list[sync.Run]]:
     """Runs in progress (a run whose holder stopped renewing its lease is interrupted)."""
     found: dict[str, list[sync.Run]] = {}
-    live = sa.select(R).where(R.c.status == "running", R.c.lease_until > now).order_by(R.c.seq)
-    for row in tx.execute(live):
+    for row in tx.execute(_LIVE_RUNS, {"now": now}):
         run = sync.Run.model_validate(row._mapping)
         found.setdefault(run.connection_id, []).append(run)
     return found
@@ -254,17 +279,7 @@ def _running(tx: Tx, now: float) -> dict[str, list[sync.Run]]:
 def bursts(tx: Tx, *, now: float | None = None) -> list[Burst]:
     """Kinds of refusal seen `BURST_MIN` times or more in the last `BURST_WINDOW`."""
     now = time.time() if now is None else now
-    rows = tx.execute(
-        sa.select(
-            A.c.action,
-            sa.func.count(),
-            sa.func.count(sa.distinct(A.c.ip)),
-            sa.func.min(A.c.at),
-            sa.func.max(A.c.at),
-        )
-        .where(A.c.action.in_(list(REFUSALS)), A.c.at >= now - BURST_WINDOW)
-        .group_by(A.c.action)
-    )
+    rows = tx.execute(_REFUSALS, {"since": now - BURST_WINDOW})
     found = [
         Burst(
             action=r[0],

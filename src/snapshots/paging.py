@@ -4,7 +4,7 @@ the row whose id is `starting_after`, answered as a `Page` (`{"data": [...], "ha
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -15,6 +15,29 @@ from snapshots.store.db import Tx
 
 T = TypeVar("T")
 Order = Literal["desc", "asc"]
+
+
+class Where:
+    """Conditions with a hashable `key` that stands for them (equal keys, equal conditions):
+    `paginate` keeps the statement it builds from them by that key, so a list shown again
+    is not built again (building a statement, with its cache key, cost about as much as
+    SQLite reading a page of 50)."""
+
+    def __init__(self, key: Hashable, clauses: Sequence[sa.ColumnElement[bool]]) -> None:
+        self.key = key
+        self.clauses = tuple(clauses)
+
+    def __len__(self) -> int:
+        return len(self.clauses)
+
+    def __iter__(self) -> Iterator[sa.ColumnElement[bool]]:
+        return iter(self.clauses)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Where) and self.key == other.key
 
 
 class Page(BaseModel, Generic[T]):
@@ -37,7 +60,7 @@ def paginate(
     limit: int = 20,
     starting_after: str | int | None = None,
     ending_before: str | int | None = None,
-    where: Sequence[sa.ColumnElement[bool]] = (),
+    where: Sequence[sa.ColumnElement[bool]] | Where = (),
     order: Order = "desc",
     key: str = "seq",
     cursor: str = "id",
@@ -68,6 +91,8 @@ def paginate(
         params[f"page_{name}"] = found
     if isinstance(columns, sa.Select) and not where:
         stmt = _unfiltered(columns, table, key, ascending != backwards, tuple(bounds))
+    elif isinstance(columns, sa.Select) and isinstance(where, Where):
+        stmt = _filtered(columns, table, key, ascending != backwards, tuple(bounds), where)
     else:
         chosen = columns if isinstance(columns, sa.Select) else sa.select(*(columns or [table]))
         stmt = _statement(chosen, column, ascending != backwards, bounds).where(*where)
@@ -86,6 +111,19 @@ def _statement(
         bound: sa.BindParameter[Any] = sa.bindparam(f"page_{name}")
         stmt = stmt.where(column > bound if after else column < bound)
     return stmt.limit(sa.bindparam("page_limit"))
+
+
+@functools.lru_cache(maxsize=128)
+def _filtered(
+    chosen: sa.Select[Any],
+    table: sa.Table,
+    key: str,
+    ascending: bool,
+    bounds: tuple[tuple[str, bool], ...],
+    where: Where,
+) -> sa.Select[Any]:
+    """`_statement` with conditions, made once per shape and conditions (see `Where`)."""
+    return _statement(chosen, table.c[key], ascending, bounds).where(*where.clauses)
 
 
 @functools.cache

@@ -224,23 +224,34 @@ def sample_event(event_type: str) -> dict[str, Any]:
 def recent(tx: Tx, event_types: list[str], *, limit: int = RECENT) -> list[Sample]:
     """The newest inbox events of these types among the newest `RECENT_WINDOW` items, newest
     first."""
-    t = tables.inbox_items
-    newest = tx.execute(sa.select(sa.func.max(t.c.id))).scalar_one_or_none() or 0
+    newest = tx.execute(_NEWEST).scalar_one_or_none() or 0
     rows = tx.execute(
-        sa.select(
-            t.c.id.label("item_id"),
-            t.c.event_id,
-            t.c.event_type,
-            t.c.connection_id,
-            t.c.source,
-            t.c.status,
-            t.c.received_at,
-        )
-        .where(t.c.id > newest - RECENT_WINDOW, t.c.event_type.in_(event_types))
-        .order_by(t.c.id.desc())
-        .limit(limit)
+        _RECENT, {"after": newest - RECENT_WINDOW, "types": event_types, "limit": limit}
     ).all()
     return [Sample.model_validate(row._mapping) for row in rows]
+
+
+# Built once: the editor reads them at every preview (building a statement again, with its
+# cache key, cost about as much as SQLite running it).
+_I = tables.inbox_items
+_NEWEST = sa.select(sa.func.max(_I.c.id))
+_RECENT = (
+    sa.select(
+        _I.c.id.label("item_id"),
+        _I.c.event_id,
+        _I.c.event_type,
+        _I.c.connection_id,
+        _I.c.source,
+        _I.c.status,
+        _I.c.received_at,
+    )
+    .where(
+        _I.c.id > sa.bindparam("after"),
+        _I.c.event_type.in_(sa.bindparam("types", expanding=True)),
+    )
+    .order_by(_I.c.id.desc())
+    .limit(sa.bindparam("limit"))
+)
 
 
 def inbox_event(tx: Tx, item_id: int) -> tuple[dict[str, Any], str, bool]:

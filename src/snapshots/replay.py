@@ -10,6 +10,7 @@ a worker's scheduler (or by any process once the holder's lease ran out).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -70,30 +71,40 @@ class Preview(BaseModel):
         return self.matched > self.quota
 
 
+def _counting(where: list[sa.ColumnElement[bool]], limit: int | None) -> sa.Select[Any]:
+    """How many items `where` finds (up to `limit`, when given)."""
+    matching = sa.select(sa.literal(1)).where(*where)
+    if limit is not None:
+        matching = matching.limit(limit)
+    return sa.select(sa.func.count()).select_from(matching.subquery())
+
+
+@functools.lru_cache(maxsize=64)
+def _counting_of(key: events.SearchKey, limit: int) -> sa.Select[Any]:
+    """`_counting` of the filter `key` stands for, built once per filter and limit (a
+    function of them alone; building it again cost as much as counting)."""
+    return _counting(Filter.of_key(key).where(), limit)
+
+
 def preview(tx: Tx, flt: Filter, *, cap: int = CAP, top_errors: bool = True) -> Preview:
     """How many items `flt` matches now, and their most common errors. With `top_errors`
     False (the console's look at a list), it neither reads every matching item's error nor
     counts past `cap + 1`: `matched` above `cap` then means "more than `cap`". Nothing
     changes."""
-    where = flt.where()
-    matching = sa.select(sa.literal(1)).where(*where)
-    if not top_errors:
-        matching = matching.limit(cap + 1)
-    matched = int(
-        tx.execute(sa.select(sa.func.count()).select_from(matching.subquery())).scalar_one()
-    )
-    error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
-    rows = (
-        tx.execute(
+    rows: Sequence[Any] = []
+    if top_errors:
+        where = flt.where()
+        matched = int(tx.execute(_counting(where, None)).scalar_one())
+        error = sa.func.substr(sa.func.coalesce(T.c.last_error, ""), 1, ERROR_TEXT).label("error")
+        rows = tx.execute(
             sa.select(error, sa.func.count().label("n"))
             .where(*where)
             .group_by(error)
             .order_by(sa.desc("n"), error)
             .limit(TOP_ERRORS)
         ).all()
-        if top_errors
-        else []
-    )
+    else:  # the console's look at a list: the same statement each time the list is shown
+        matched = int(tx.execute(_counting_of(flt.key(), cap + 1)).scalar_one())
     return Preview(
         filter=flt,
         matched=matched,

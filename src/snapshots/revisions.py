@@ -63,12 +63,15 @@ def current_version(tx: Tx) -> int:
     return inbox.flows_version(tx)
 
 
+_NEWEST = sa.select(V).order_by(V.c.version.desc()).limit(1)  # built once: read at every edit
+
+
 def get_revision(tx: Tx, version: int | None = None) -> Revision:
     """A stored version (the one in force by default), with its text; 0 is the prebuilt one."""
-    stmt = sa.select(V).order_by(V.c.version.desc()).limit(1)
-    if version is not None:
-        stmt = sa.select(V).where(V.c.version == version)
-    row = tx.execute(stmt).first()
+    if version is None:
+        row = tx.execute(_NEWEST).first()
+    else:
+        row = tx.execute(sa.select(V).where(V.c.version == version)).first()
     if row is None:
         if version not in (None, 0):
             raise errors.NotFound(f"no flows version {version} (see `snapshots flows versions`)")

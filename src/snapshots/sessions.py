@@ -79,6 +79,16 @@ def start(
     return token, found
 
 
+_U = tables.users
+# Built once: every console request looks its session up (building the statement again, and
+# its cache key, cost as much as running it).
+_BY_TOKEN = (
+    sa.select(T, _U.c.email, _U.c.role, _U.c.created_at.label("user_created_at"), _U.c.updated_at)
+    .join(_U, _U.c.id == T.c.user_id)
+    .where(T.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
 def find(
     tx: Tx, token: str | None, *, idle: float, active: bool = True, now: float | None = None
 ) -> Session | None:
@@ -87,12 +97,7 @@ def find(
     if not token:
         return None
     now = time.time() if now is None else now
-    u = tables.users
-    row = tx.execute(
-        sa.select(T, u.c.email, u.c.role, u.c.created_at.label("user_created_at"), u.c.updated_at)
-        .join(u, u.c.id == T.c.user_id)
-        .where(T.c.token_hash == _digest(token))
-    ).one_or_none()
+    row = tx.execute(_BY_TOKEN, {"token_hash": _digest(token)}).one_or_none()
     if row is None or row.expires_at <= now or row.last_seen_at + idle <= now:
         return None
     last_seen = row.last_seen_at

@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, SerializeAsAny
 
-from snapshots import errors, events, ids, inbox, paging
-from snapshots.records import models, timeline
+from snapshots import errors, events, inbox
+from snapshots.records import models, reads, timeline
 from snapshots.records.kinds import CONTACT, INVOICE, Kind
 from snapshots.store import tables
 from snapshots.store.db import Tx
@@ -79,14 +79,7 @@ def get(
     tx: Tx, kind: Kind[Any], record_id: str, *, connections: Sequence[str] | None = None
 ) -> Detail:
     """One record in full (404 when unknown, or of a connection outside `connections`)."""
-    table = kind.table
-    row = None
-    if ids.plausible(record_id):
-        row = tx.execute(
-            sa.select(table).where(
-                table.c.id == record_id, *paging.within(table.c.connection_id, connections)
-            )
-        ).one_or_none()
+    row = reads.one_row(tx, kind, record_id, connections=connections)
     if row is None:
         raise errors.NotFound(f"no {kind.name} {record_id}")
     record = kind.public(row)
@@ -123,7 +116,7 @@ def get(
     contact = None
     if kind is INVOICE and row.customer_id:
         contact = events.refs(tx, [row.customer_id])[row.customer_id]
-    activities = timeline.page(tx, record.id, limit=ACTIVITIES).data if kind is CONTACT else []
+    activities = timeline.newest(tx, record.id, limit=ACTIVITIES).data if kind is CONTACT else []
     return Detail(
         kind=kind.name,
         record=record,

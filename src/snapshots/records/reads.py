@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +17,30 @@ from snapshots.store.db import Tx
 
 def get(tx: Tx, kind: Kind[M], record_id: str, *, connections: Sequence[str] | None = None) -> M:
     """One record; 404 when unknown, or of a connection outside `connections` (when given)."""
-    row = None
-    if ids.plausible(record_id):
-        t = kind.table
-        stmt = sa.select(t).where(
-            t.c.id == record_id, *paging.within(t.c.connection_id, connections)
-        )
-        row = tx.execute(stmt).one_or_none()
+    row = one_row(tx, kind, record_id, connections=connections)
     if row is None:
         raise errors.NotFound(f"no {kind.name} {record_id}")
     return kind.public(row)
+
+
+def one_row(
+    tx: Tx, kind: Kind[Any], record_id: str, *, connections: Sequence[str] | None = None
+) -> Any:
+    """A record's row, or None (unknown, or of a connection outside `connections`)."""
+    if not ids.plausible(record_id):
+        return None
+    if connections is None:
+        return tx.execute(_by_id(kind), {"record_id": record_id}).one_or_none()
+    t = kind.table
+    stmt = sa.select(t).where(t.c.id == record_id, *paging.within(t.c.connection_id, connections))
+    return tx.execute(stmt).one_or_none()
+
+
+@functools.cache
+def _by_id(kind: Kind[Any]) -> sa.Select[Any]:
+    """A record by id, built once per kind: a statement of every column of a record made
+    afresh (its cache key walks them all) cost about as much as SQLite reading the row."""
+    return sa.select(kind.table).where(kind.table.c.id == sa.bindparam("record_id"))
 
 
 def _matching(tx: Tx, kind: Kind[Any], text: str) -> sa.ColumnElement[bool]:

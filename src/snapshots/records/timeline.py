@@ -65,6 +65,8 @@ def page(
     """A contact's timeline, newest first (404 for an unknown contact, or one of a connection
     outside `connections`)."""
     reads.get(tx, CONTACT, contact_id, connections=connections)
+    if starting_after is None:
+        return newest(tx, contact_id, limit=limit)
     stmt = (
         sa.select(T)
         .where(T.c.contact_id == contact_id)
@@ -92,6 +94,25 @@ def page(
             )
         )
     rows = tx.execute(stmt).all()
+    return paging.Page(
+        data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
+        has_more=len(rows) > limit,
+    )
+
+
+# Built once: a contact's page reads it at every view.
+_NEWEST = (
+    sa.select(T)
+    .where(T.c.contact_id == sa.bindparam("contact_id"))
+    .order_by(T.c.occurred_at.desc(), T.c.seq.desc())
+    .limit(sa.bindparam("limit"))
+)
+
+
+def newest(tx: Tx, contact_id: str, *, limit: int = 20) -> paging.Page[ActivityPublic]:
+    """The first page of a contact's timeline, for a caller that has read the contact (an
+    unknown one has none)."""
+    rows = tx.execute(_NEWEST, {"contact_id": contact_id, "limit": limit + 1}).all()
     return paging.Page(
         data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
         has_more=len(rows) > limit,
