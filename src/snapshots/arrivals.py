@@ -11,9 +11,11 @@ random, so writers storing at once (serve processes on PostgreSQL) seldom wait o
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -41,17 +43,22 @@ def add(tx: Tx, connection_ids: Iterable[str], *, received_at: float) -> None:
     if not counts:
         return
     hour, picked = hour_of(received_at), shard()
-    stmt = dialect.insert(tx, T)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[T.c.connection_id, T.c.hour, T.c.shard],
-        set_={"count": T.c["count"] + stmt.excluded["count"]},
-    )
     tx.execute(
-        stmt,
+        _adding(tx.dialect),
         [
             {"connection_id": connection_id, "hour": hour, "shard": picked, "count": n}
             for connection_id, n in counts.items()
         ],
+    )
+
+
+@functools.cache
+def _adding(sql: sa.Dialect) -> Any:
+    """The UPSERT that adds to a row, built once per dialect (intake runs it every batch)."""
+    stmt = dialect.insert(sql, T)
+    return stmt.on_conflict_do_update(
+        index_elements=[T.c.connection_id, T.c.hour, T.c.shard],
+        set_={"count": T.c["count"] + stmt.excluded["count"]},
     )
 
 
