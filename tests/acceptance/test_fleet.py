@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from snapshots import connections, vault
+from snapshots import arrivals, connections, vault
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -294,8 +295,27 @@ def test_a_fleet_loses_nothing_when_a_serve_and_a_worker_are_killed(
         try:
             with database.read() as tx:
                 contacts = tx.execute(sa.select(tables.contacts)).all()
+                # Each stored item counted once in its hour, by whichever process stored it.
+                hourly = Counter(
+                    (row.connection_id, arrivals.hour_of(row.received_at))
+                    for row in tx.execute(
+                        sa.select(
+                            tables.inbox_items.c.connection_id, tables.inbox_items.c.received_at
+                        )
+                    )
+                )
+                a = tables.inbox_arrivals
+                kept = {
+                    (row.connection_id, int(row.hour)): int(row.n)
+                    for row in tx.execute(
+                        sa.select(
+                            a.c.connection_id, a.c.hour, sa.func.sum(a.c["count"]).label("n")
+                        ).group_by(a.c.connection_id, a.c.hour)
+                    )
+                }
         finally:
             database.dispose()
+        assert kept == dict(hourly)
         assert len(contacts) == customers  # each customer once, never twice
         wrong = [c for c in contacts if not c.name.endswith(f"v{versions - 1}")]
         assert not wrong, [(c.stripe_customer_id, c.name) for c in wrong[:5]]
