@@ -67,32 +67,31 @@ def page(
     reads.get(tx, CONTACT, contact_id, connections=connections)
     if starting_after is None:
         return newest(tx, contact_id, limit=limit)
+    after = (
+        tx.execute(
+            sa.select(T.c.occurred_at, T.c.seq).where(
+                T.c.id == starting_after, T.c.contact_id == contact_id
+            )
+        ).first()
+        if ids.plausible(starting_after)
+        else None
+    )
+    if after is None:
+        raise errors.BadRequest(
+            f"starting_after: no activity {starting_after}", code="invalid_cursor"
+        )
     stmt = (
         sa.select(T)
-        .where(T.c.contact_id == contact_id)
-        .order_by(T.c.occurred_at.desc(), T.c.seq.desc())
-        .limit(limit + 1)
-    )
-    if starting_after is not None:
-        after = (
-            tx.execute(
-                sa.select(T.c.occurred_at, T.c.seq).where(
-                    T.c.id == starting_after, T.c.contact_id == contact_id
-                )
-            ).first()
-            if ids.plausible(starting_after)
-            else None
-        )
-        if after is None:
-            raise errors.BadRequest(
-                f"starting_after: no activity {starting_after}", code="invalid_cursor"
-            )
-        stmt = stmt.where(
+        .where(
+            T.c.contact_id == contact_id,
             sa.or_(
                 T.c.occurred_at < after.occurred_at,
                 sa.and_(T.c.occurred_at == after.occurred_at, T.c.seq < after.seq),
-            )
+            ),
         )
+        .order_by(T.c.occurred_at.desc(), T.c.seq.desc())
+        .limit(limit + 1)
+    )
     rows = tx.execute(stmt).all()
     return paging.Page(
         data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
