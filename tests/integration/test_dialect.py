@@ -21,6 +21,7 @@ PROBE = sa.Table(
     sa.Column("amount", sa.Float),
     sa.Column("done", sa.Boolean),
     sa.Column("note", sa.Text),
+    sa.Column("raw", sa.LargeBinary),
 )
 
 
@@ -73,6 +74,23 @@ def test_insert_upsert_and_update_rows(probe: Database) -> None:
         ("set", True),
     ]
     assert after[3] == stored[3]
+
+
+def test_bytes_arrive_as_they_were_sent(probe: Database) -> None:
+    # PostgreSQL gets a bytea array in psycopg's binary format (`dialect.arrays`): every byte
+    # value, the ones text quoting escapes too, must come back unchanged, as must SQL NULL.
+    every = bytes(range(256)) * 30
+    raws: list[bytes | None] = [every, b"", None, b'\\x00"{},NULL', every[::-1]]
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"name": f"b{i}", "raw": r} for i, r in enumerate(raws)])
+        dialect.insert_rows(tx, PROBE, [{"name": "none", "raw": None}])  # of None alone
+    stored = _rows(probe)
+    assert [r["raw"] for r in stored] == [*raws, None]
+    with probe.write() as tx:
+        dialect.update_rows(
+            tx, PROBE, [{"seq": stored[2]["seq"], "raw": every}], key="seq", same={}
+        )
+    assert _rows(probe)[2]["raw"] == every
 
 
 @pytest.mark.postgres
