@@ -21,6 +21,7 @@ PROBE = sa.Table(
     sa.Column("amount", sa.Float),
     sa.Column("done", sa.Boolean),
     sa.Column("note", sa.Text),
+    sa.Column("raw", sa.LargeBinary),
 )
 
 
@@ -73,6 +74,54 @@ def test_insert_upsert_and_update_rows(probe: Database) -> None:
         ("set", True),
     ]
     assert after[3] == stored[3]
+
+
+def test_text_and_numbers_arrive_as_they_were_sent(probe: Database) -> None:
+    # PostgreSQL gets each column as one array literal (`dialect.arrays`): what its syntax
+    # quotes or escapes must come back unchanged, and a NULL stay a NULL, not the text "NULL".
+    notes = ['a"b', "c\\d", "{e,f}", "NULL", "", " g ", "h\tî😀", '\\"', None]
+    amounts = [1 / 3, -0.0, 1e-300, 2.5e300, float("inf"), float("-inf"), 7.0, None, 0.1]
+    done = [True, False, None, True, False, None, True, False, None]
+    rows = [
+        {"name": str(i), "note": note, "amount": amount, "done": flag, "data": [note]}
+        for i, (note, amount, flag) in enumerate(zip(notes, amounts, done, strict=True))
+    ]
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, rows)
+    stored = _rows(probe)
+    assert [r["note"] for r in stored] == notes
+    assert [r["amount"] for r in stored] == amounts
+    assert [r["done"] for r in stored] == done
+    assert [r["data"] for r in stored] == [[note] for note in notes]
+    with probe.write() as tx:  # integers (the key) and mixed kinds the driver sends itself
+        dialect.update_rows(
+            tx,
+            PROBE,
+            [
+                {"seq": r["seq"], "amount": value}
+                for r, value in zip(stored[:3], [1, 2.5, None], strict=True)
+            ],
+            key="seq",
+            same={},
+        )
+    assert [r["amount"] for r in _rows(probe)[:3]] == [1.0, 2.5, None]
+
+
+def test_bytes_arrive_as_they_were_sent(probe: Database) -> None:
+    # PostgreSQL gets a bytea array in psycopg's binary format (`dialect.arrays`): every byte
+    # value, the ones text quoting escapes too, must come back unchanged, as must SQL NULL.
+    every = bytes(range(256)) * 30
+    raws: list[bytes | None] = [every, b"", None, b'\\x00"{},NULL', every[::-1]]
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"name": f"b{i}", "raw": r} for i, r in enumerate(raws)])
+        dialect.insert_rows(tx, PROBE, [{"name": "none", "raw": None}])  # of None alone
+    stored = _rows(probe)
+    assert [r["raw"] for r in stored] == [*raws, None]
+    with probe.write() as tx:
+        dialect.update_rows(
+            tx, PROBE, [{"seq": stored[2]["seq"], "raw": every}], key="seq", same={}
+        )
+    assert _rows(probe)[2]["raw"] == every
 
 
 @pytest.mark.postgres

@@ -137,3 +137,37 @@ def test_a_sqlite_copy_is_a_migrated_database_of_its_own(
         one.dispose()
         other.dispose()
     assert sqlite_template.read_bytes() == before
+
+
+def _compression(db: Database) -> str | None:
+    with db.engine.connect() as conn:
+        if (
+            conn.scalar(
+                sa.text(
+                    "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+                    "AND 'lz4' = ANY(enumvals)"
+                )
+            )
+            is None
+        ):
+            pytest.skip("this PostgreSQL has no lz4")
+        return conn.scalar(
+            sa.text(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = 'inbox_items'::regclass AND attname = 'payload'"
+            )
+        )
+
+
+@pytest.mark.postgres
+def test_payloads_are_compressed_with_lz4_on_postgresql(blank: Database) -> None:
+    """0022: the payload column compresses with lz4 (`l`), pglz (`p`) again once downgraded."""
+    if blank.dialect != "postgresql":
+        pytest.skip("SQLite stores the bytes as they are")
+    store.migrate(blank)
+    assert _compression(blank) == "l"
+    config = store.alembic_config(blank)
+    with blank.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0022-1")
+    assert _compression(blank) == "p"
