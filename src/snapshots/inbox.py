@@ -295,7 +295,7 @@ def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[I
 
 
 def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float) -> list[Item]:
-    rows = tx.execute(
+    claimed = (
         T.update()
         .where(T.c.id.in_(ids))
         .values(
@@ -311,16 +311,25 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
             T.c.received_at,
             T.c.run_after,
         )
-    ).all()
-    if not rows:
-        return []
-    # A claimable item has its payload (retention deletes only settled items' payloads).
-    found = tx.execute(
-        sa.select(P.c.item_id, P.c.payload).where(P.c.item_id.in_([r.id for r in rows]))
     )
-    payloads = {item_id: payload for item_id, payload in found}
+    # A claimable item has its payload (retention deletes only settled items' payloads).
+    if dialect.is_postgresql(tx):  # with the claim, in its round trip
+        done = claimed.cte("claimed")
+        rows = tx.execute(sa.select(done, P.c.payload).outerjoin(P, P.c.item_id == done.c.id)).all()
+        return sorted(
+            (Item(**{**r._mapping, "payload": r.payload or b""}) for r in rows),
+            key=lambda item: item.id,
+        )
+    found = tx.execute(claimed).all()
+    if not found:
+        return []
+    payloads = dict(
+        tx.execute(
+            sa.select(P.c.item_id, P.c.payload).where(P.c.item_id.in_([r.id for r in found]))
+        ).all()
+    )
     return sorted(
-        (Item(**r._mapping, payload=payloads.get(r.id, b"")) for r in rows),
+        (Item(**r._mapping, payload=payloads.get(r.id, b"")) for r in found),
         key=lambda item: item.id,
     )
 
