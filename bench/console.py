@@ -128,6 +128,7 @@ def seed_inbox(url: str, count: int, contact_ids: list[str], connection_id: str)
     try:
         for start in range(0, count, BATCH):
             items: list[dict[str, Any]] = []
+            payloads: list[dict[str, Any]] = []
             links: list[dict[str, Any]] = []
             for n in range(start, min(start + BATCH, count)):
                 contact = n % len(contact_ids)
@@ -162,7 +163,6 @@ def seed_inbox(url: str, count: int, contact_ids: list[str], connection_id: str)
                         "api_version": common.API_VERSION,
                         "livemode": False,
                         "source": "webhook",
-                        "payload": payload,
                         "status": status,
                         "attempts": 1 if status == "done" else 5,
                         "run_after": created,
@@ -176,10 +176,12 @@ def seed_inbox(url: str, count: int, contact_ids: list[str], connection_id: str)
                         "email": email,
                     }
                 )
+                payloads.append({"item_id": n + 1, "payload": payload})
                 if status == "done":
                     links.append({"item_id": n + 1, "record_id": contact_ids[contact]})
             with db.write() as conn:
                 conn.execute(tables.inbox_items.insert(), items)
+                conn.execute(tables.inbox_payloads.insert(), payloads)
                 conn.execute(tables.inbox_item_records.insert(), links)
     finally:
         db.dispose()

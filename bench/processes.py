@@ -83,7 +83,7 @@ def empty_inbox(url: str) -> None:
 
     db = Database(url)
     with db.write() as tx:
-        tx.exec_driver_sql("TRUNCATE inbox_items RESTART IDENTITY")
+        tx.exec_driver_sql("TRUNCATE inbox_items, inbox_payloads RESTART IDENTITY")
     db.dispose()
 
 

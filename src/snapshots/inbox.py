@@ -25,6 +25,7 @@ from snapshots.times import Timestamp
 
 STATUSES = ("pending", "processing", "done", "ignored", "failed", "dead")
 T = tables.inbox_items
+P = tables.inbox_payloads
 ATTEMPT_ERROR = 2000  # characters of a failed attempt's error kept
 ATTEMPTS_SHOWN = 50  # an item's newest failed attempts shown
 ARRIVED = "snapshots_inbox"  # the channel NOTIFYd when items become claimable (PostgreSQL)
@@ -100,7 +101,6 @@ def _row(arrival: Arrival, now: float) -> dict[str, Any]:
         "api_version": event.get("api_version"),
         "livemode": bool(event.get("livemode", False)),
         "source": arrival.source,
-        "payload": arrival.payload,
         "status": "pending" if arrival.wanted else "ignored",
         "run_after": now,
         "received_at": now,
@@ -152,18 +152,9 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     arrivals = _judged_by_flows_in_force(tx, arrivals)
     now = time.time()
     first: dict[tuple[str, str], int] = {}
-    rows = []
     for index, arrival in enumerate(arrivals):
-        key = (arrival.connection_id, arrival.event["id"])
-        if key in first:
-            continue
-        first[key] = index
-        rows.append(_row(arrival, now))
-    if dialect.is_postgresql(tx):
-        stored = _insert_postgresql(tx, rows, now)
-    else:
-        stored = _insert_sqlite(tx, rows)
-        hourly.add(tx, (key[0] for key in stored), received_at=now)
+        first.setdefault((arrival.connection_id, arrival.event["id"]), index)
+    stored = _insert(tx, [arrivals[index] for index in first.values()], now)
     for key in first.keys() - stored.keys():  # there already (stored meanwhile, on PostgreSQL)
         row = tx.execute(
             sa.select(T.c.id, T.c.status).where(T.c.connection_id == key[0], T.c.event_id == key[1])
@@ -177,24 +168,52 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     return results
 
 
-def _insert_sqlite(tx: Tx, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Stored]:
-    """The new rows' items (SQLite runs in the process: a statement more costs no round trip)."""
+def _insert(tx: Tx, arrivals: list[Arrival], now: float) -> dict[tuple[str, str], Stored]:
+    """Store arrivals (no two of one event) with their payloads, counting the new ones in
+    `inbox_arrivals`; see `_insert_sqlite` and `_insert_postgresql` for which items they
+    report."""
+    rows, payloads = [_row(arrival, now) for arrival in arrivals], [a.payload for a in arrivals]
+    if dialect.is_postgresql(tx):
+        return _insert_postgresql(tx, rows, payloads, now)
+    stored = _insert_sqlite(tx, rows, payloads)
+    hourly.add(tx, (key[0] for key in stored), received_at=now)
+    return stored
+
+
+def _insert_sqlite(
+    tx: Tx, rows: list[dict[str, Any]], payloads: list[bytes]
+) -> dict[tuple[str, str], Stored]:
+    """The new rows' items (SQLite runs in the process: a statement more costs no round trip),
+    and their payloads stored."""
     stmt = _insert_new(tx.dialect).returning(T.c.id, T.c.connection_id, T.c.event_id, T.c.status)
-    return {
+    stored = {
         (row.connection_id, row.event_id): Stored(row.id, row.status, False)
         for row in tx.execute(stmt, rows)
     }
+    if stored:
+        tx.execute(
+            P.insert(),
+            [
+                {"item_id": found.item_id, "payload": payload}
+                for row, payload in zip(rows, payloads, strict=True)
+                if (found := stored.get((row["connection_id"], row["event_id"]))) is not None
+            ],
+        )
+    return stored
 
 
 def _insert_postgresql(
-    tx: Tx, rows: list[dict[str, Any]], now: float
+    tx: Tx, rows: list[dict[str, Any]], payloads: list[bytes], now: float
 ) -> dict[tuple[str, str], Stored]:
-    """The new rows' items and those of the rows there before the statement began (the new
-    ones counted in `inbox_arrivals` by the same statement). A row another transaction
-    committed while this one ran is in neither: the caller reads it."""
+    """The new rows' items, their payloads stored, and the items of the rows there before the
+    statement began (the new ones counted in `inbox_arrivals` by the same statement). A row
+    another transaction committed while this one ran is in neither: the caller reads it."""
     stmt = _store_new(tx.dialect, tuple(rows[0]))
-    params: dict[str, Any] = dialect.arrays(tx, T, rows)
-    params.update(arrival_hour=hourly.hour_of(now), arrival_shard=hourly.shard())
+    params = dialect.arrays(tx, T, rows) | {
+        "payloads": payloads,
+        "arrival_hour": hourly.hour_of(now),
+        "arrival_shard": hourly.shard(),
+    }
     return {
         (row.connection_id, row.event_id): Stored(row.id, row.status, row.duplicate)
         for row in tx.execute(stmt, params)
@@ -205,14 +224,19 @@ def _insert_postgresql(
 @functools.cache
 def _store_new(sql: sa.Dialect, columns: tuple[str, ...]) -> sa.TextClause:
     # Every part of the statement sees the same snapshot: `stored` finds the rows there before
-    # it, not the ones `new` inserts. `woken` runs only because the last part reads it;
-    # `counted` runs whether read or not (PostgreSQL runs every data-modifying part once).
+    # it, not the ones `new` inserts. `woken` runs only because the last part reads it; `paid`
+    # and `counted` (data-modifying parts) run whoever reads them. Payloads pair with rows by
+    # position.
     names = ", ".join(sql.identifier_preparer.quote(name) for name in columns)
     return sa.text(
         f"WITH v AS (SELECT * FROM {dialect.unnested(sql, T, columns)}), "
         f"new AS (INSERT INTO inbox_items ({names}) SELECT {names} FROM v ORDER BY ord "
         "ON CONFLICT (connection_id, event_id) DO NOTHING "
         "RETURNING id, connection_id, event_id, status), "
+        "paid AS (INSERT INTO inbox_payloads (item_id, payload) SELECT new.id, p.payload "
+        "FROM new JOIN v ON new.connection_id = v.connection_id AND new.event_id = v.event_id "
+        "JOIN unnest(CAST(:payloads AS BYTEA[])) WITH ORDINALITY AS p(payload, ord) "
+        "ON p.ord = v.ord), "
         f"{hourly.counting_cte(sql)}, "
         f"woken AS (SELECT pg_notify('{ARRIVED}', '') FROM new WHERE status = 'pending' LIMIT 1) "
         "SELECT id, connection_id, event_id, status, false AS duplicate FROM new "
@@ -227,37 +251,11 @@ def add_new(tx: Tx, arrivals: list[Arrival]) -> int:
     reporting each one: returns how many were new. For bulk sources (sync)."""
     if not arrivals:
         return 0
-    now = time.time()
-    sql, order = _bulk_insert(tx.dialect)
-    by_connection: dict[str, list[dict[str, Any]]] = {}
+    first: dict[tuple[str, str], Arrival] = {}
     for arrival in arrivals:
-        by_connection.setdefault(arrival.connection_id, []).append(_row(arrival, now))
-    new = 0
-    # One executemany per connection (a sync's batch is one connection's): its count of new
-    # rows is that connection's arrivals.
-    for connection_id, rows in by_connection.items():
-        # The driver's executemany, compiled once: a page of rows costs no per-row statement
-        # work.
-        if order is None:  # named parameters (psycopg)
-            result = tx.exec_driver_sql(sql, rows)
-        else:
-            result = tx.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
-        if result.rowcount:
-            hourly.add(tx, [connection_id] * int(result.rowcount), received_at=now)
-        new += int(result.rowcount)
-    if new:
-        dialect.notify(tx, ARRIVED)
-    return new
-
-
-@functools.cache
-def _bulk_insert(sql: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
-    stmt = _insert_new(sql)
-    names = tuple(_row(Arrival("c", {"id": "e", "type": "t", "created": 0}, b"", "s", True), 0))
-    values: dict[str, Any] = {name: sa.bindparam(name) for name in names}
-    compiled = stmt.values(values).inline().compile(dialect=sql)  # inline: no RETURNING
-    order = None if compiled.positiontup is None else tuple(compiled.positiontup)
-    return str(compiled), order
+        first.setdefault((arrival.connection_id, arrival.event["id"]), arrival)
+    stored = _insert(tx, list(first.values()), time.time())
+    return sum(not found.duplicate for found in stored.values())
 
 
 def has_claimable(tx: Tx) -> bool:
@@ -312,7 +310,7 @@ def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[I
 
 
 def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float) -> list[Item]:
-    rows = tx.execute(
+    claimed = (
         T.update()
         .where(T.c.id.in_(ids))
         .values(
@@ -325,12 +323,30 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
             T.c.event_type,
             T.c.source,
             T.c.attempts,
-            T.c.payload,
             T.c.received_at,
             T.c.run_after,
         )
-    ).all()
-    return sorted((Item(**r._mapping) for r in rows), key=lambda item: item.id)
+    )
+    # A claimable item has its payload (retention deletes only settled items' payloads).
+    if dialect.is_postgresql(tx):  # with the claim, in its round trip
+        done = claimed.cte("claimed")
+        rows = tx.execute(sa.select(done, P.c.payload).outerjoin(P, P.c.item_id == done.c.id)).all()
+        return sorted(
+            (Item(**{**r._mapping, "payload": r.payload or b""}) for r in rows),
+            key=lambda item: item.id,
+        )
+    found = tx.execute(claimed).all()
+    if not found:
+        return []
+    payloads = dict(
+        tx.execute(
+            sa.select(P.c.item_id, P.c.payload).where(P.c.item_id.in_([r.id for r in found]))
+        ).all()
+    )
+    return sorted(
+        (Item(**r._mapping, payload=payloads.get(r.id, b"")) for r in found),
+        key=lambda item: item.id,
+    )
 
 
 SETTLED_BETWEEN_ANALYZE = 10_000  # items a worker settles between two `refresh_statistics`
@@ -568,14 +584,14 @@ class Event(BaseModel):
     processed_at: Timestamp | None
 
 
-SHOWN = [c for c in T.c if c.name != "payload"]  # an item's columns but its raw bytes
+SHOWN = list(T.c)  # an item's columns (its raw bytes are in `inbox_payloads`)
 
 
 # Built once: an event's page reads them at every view (a statement of every column made
 # afresh, with its cache key, cost about as much as SQLite reading the row).
 _BY_ID = sa.select(*SHOWN).where(T.c.id == sa.bindparam("ref")).order_by(T.c.id)
 _BY_EVENT_ID = sa.select(*SHOWN).where(T.c.event_id == sa.bindparam("ref")).order_by(T.c.id)
-_PAYLOAD = sa.select(T.c.payload).where(T.c.id == sa.bindparam("item_id"))
+_PAYLOAD = sa.select(P.c.payload).where(P.c.item_id == sa.bindparam("item_id"))
 _A = tables.inbox_attempts
 _ATTEMPTS = (
     sa.select(_A.c.at, _A.c.error, _A.c.worker)
@@ -612,7 +628,7 @@ def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
 
 def payload(tx: Tx, item_id: int) -> bytes:
     """An item's raw bytes, as they arrived (empty once retention pruned them)."""
-    return bytes(tx.execute(_PAYLOAD, {"item_id": item_id}).scalar_one())
+    return bytes(tx.execute(_PAYLOAD, {"item_id": item_id}).scalar_one_or_none() or b"")
 
 
 def page(

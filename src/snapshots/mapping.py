@@ -300,7 +300,7 @@ _INTERPRETER = visitor.TreeInterpreter(OPTIONS)
 class Expression:
     """A compiled JMESPath expression that remembers its source for error messages."""
 
-    __slots__ = ("_parsed", "_path", "source")
+    __slots__ = ("_parsed", "_paths", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -311,15 +311,21 @@ class Expression:
         problem = _check_calls(self._parsed.parsed)
         if problem:
             raise errors.ConfigError(f"bad expression {source!r}: {problem}")
-        self._path = _path(self._parsed.parsed)
+        self._paths = _paths(self._parsed.parsed)
 
     def evaluate(self, data: Any) -> Any:
-        if self._path is not None:  # `a` or `a.b.c`, most mappings: what jmespath would give
-            for key in self._path:
-                if not isinstance(data, dict):
-                    return None
-                data = data.get(key)
-            return data
+        if self._paths is not None:  # most mappings: what jmespath would give, read directly
+            found = None
+            for keys in self._paths:  # `a || b`: the first that jmespath does not call false
+                found = data
+                for key in keys:
+                    if not isinstance(found, dict):
+                        found = None
+                        break
+                    found = found.get(key)
+                if not _false_like(found):
+                    return found
+            return found
         try:
             return _INTERPRETER.visit(self._parsed.parsed, data)
         except (jexc.JMESPathError, ValueError, TypeError, ArithmeticError) as exc:
@@ -333,6 +339,27 @@ class Expression:
             raise errors.DeadLetter(
                 f"expression {self.source!r} failed: {reason}", code="mapping_failed"
             ) from exc
+
+
+def _false_like(value: Any) -> bool:
+    """What jmespath's `||` passes over (its `_is_false`): null, false, "", [] and {}."""
+    return value == "" or value == [] or value == {} or value is None or value is False
+
+
+def _paths(node: dict[str, Any]) -> tuple[tuple[str, ...], ...] | None:
+    """The field paths of an expression that only reads a field (`a`), a field of fields
+    (`a.b.c`), or the first of such paths that is not false-like (`customer.id || customer`),
+    which `Expression.evaluate` looks up directly; None for any other expression."""
+    if node["type"] == "or_expression":
+        found: list[tuple[str, ...]] = []
+        for child in node["children"]:
+            paths = _paths(child)
+            if paths is None:
+                return None
+            found += paths
+        return tuple(found)
+    path = _path(node)
+    return None if path is None else (path,)
 
 
 def _path(node: dict[str, Any]) -> tuple[str, ...] | None:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, Field
 
-from snapshots import errors, flowfile, flows, mapping, samples
+from snapshots import errors, flowfile, flows, inbox, mapping, samples
 from snapshots.records import kinds, reads
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
@@ -257,13 +257,11 @@ _RECENT = (
 def inbox_event(tx: Tx, item_id: int) -> tuple[dict[str, Any], str, bool]:
     """An inbox item's event as it arrived, its connection and whether it is a test."""
     t = tables.inbox_items
-    row = tx.execute(
-        sa.select(t.c.payload, t.c.connection_id, t.c.source).where(t.c.id == item_id)
-    ).first()
+    row = tx.execute(sa.select(t.c.connection_id, t.c.source).where(t.c.id == item_id)).first()
     if row is None:
         raise errors.NotFound(f"no inbox item {item_id}")
     try:
-        event = json.loads(row.payload)
+        event = json.loads(inbox.payload(tx, item_id))
     except ValueError as exc:
         raise errors.BadRequest(f"inbox item {item_id} is not JSON: {exc}") from exc
     return (

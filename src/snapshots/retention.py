@@ -1,9 +1,9 @@
 """Retention: how long Snapshots keeps raw events and audit entries, and pruning them.
 
-The raw payload of a `done` or `ignored` inbox item goes once it was settled longer ago than
-`SNAPSHOTS_EVENT_RETENTION` (default 30 days, Stripe's own Events window); a `dead` one's after
-`DEAD_AFTER` at least (it may still be replayed meanwhile). The item's row stays, without its
-bytes (`pruned_at` says when they went): it keeps the event's history and its dedup key, so a
+The raw payload of a `done` or `ignored` inbox item (its row in `inbox_payloads`) goes once it
+was settled longer ago than `SNAPSHOTS_EVENT_RETENTION` (default 30 days, Stripe's own Events
+window); a `dead` one's after `DEAD_AFTER` at least (it may still be replayed meanwhile). The
+item's row stays (`pruned_at` says when its bytes went): it keeps the event's history and its dedup key, so a
 redelivery is still acknowledged as a duplicate whatever the setting (Stripe retries for 3
 days). Audit entries are kept for ever unless `SNAPSHOTS_AUDIT_RETENTION` is set (at least a
 year). The worker's schedule prunes in small batches, one process at a time (`job`);
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from snapshots import schedule
 from snapshots.settings import Settings
-from snapshots.store import tables
+from snapshots.store import dialect, tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
 
@@ -33,6 +33,7 @@ INTERVAL = 300.0  # seconds between two scheduled runs
 BUDGET = 20.0  # seconds a scheduled run prunes at most (the rest waits for the next run)
 
 ITEMS = tables.inbox_items
+PAYLOADS = tables.inbox_payloads
 A = tables.audit_entries
 
 
@@ -95,12 +96,12 @@ def due(tx: Tx, cutoffs: Cutoffs) -> Prunable:
 
 def _prune_payloads(tx: Tx, where: sa.ColumnElement[bool], limit: int) -> int:
     batch = sa.select(ITEMS.c.id).where(where).order_by(ITEMS.c.processed_at).limit(limit)
-    result = tx.execute(
-        ITEMS.update()
-        .where(ITEMS.c.id.in_(batch.scalar_subquery()))
-        .values(payload=b"", pruned_at=time.time())
-    )
-    return int(result.rowcount)
+    item_ids = list(tx.execute(dialect.locked(tx, batch)).scalars())
+    if not item_ids:
+        return 0
+    tx.execute(ITEMS.update().where(ITEMS.c.id.in_(item_ids)).values(pruned_at=time.time()))
+    tx.execute(PAYLOADS.delete().where(PAYLOADS.c.item_id.in_(item_ids)))
+    return len(item_ids)
 
 
 def _prune_audit(tx: Tx, before: float, limit: int) -> int:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     worker_batch: int = Field(200, ge=1, le=1000)  # inbox items per claim (applied together)
     worker_idle: float = Field(0.2, gt=0)  # seconds between polls of an empty inbox
+    # Seconds a woken worker that is keeping up lets items gather before it claims (worker.py).
+    worker_gather: float = Field(0.05, ge=0, le=1.0)
     lease: float = Field(30.0, gt=0)  # seconds a claim is held before another worker may take it
     max_attempts: int = Field(10, ge=1)
     # `snapshots worker` answers /healthz and /readyz on this port (on SNAPSHOTS_HOST) when set.

@@ -13,6 +13,7 @@ never applied twice.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -414,8 +415,14 @@ class Worker:
             if claimed < self.settings.worker_batch:
                 if self.wakeup is None:
                     stop.wait(self.settings.worker_idle)
-                else:
-                    self.wakeup.wait(stop, wakeup_.LOOK_EVERY)
+                elif self.wakeup.wait(stop, wakeup_.LOOK_EVERY) and claimed:
+                    # Events keep arriving and this worker keeps up: woken at once, it would
+                    # claim a few items at a time, and a batch's fixed cost (two transactions,
+                    # a read per table) would outweigh its items (0.36 ms an item in batches
+                    # of 30 on SQLite, 0.23 in batches of 200), taking the CPU intake needs.
+                    # A short wait fills the batch; an event arriving after a quiet spell
+                    # (claimed == 0) is claimed at once.
+                    stop.wait(self.settings.worker_gather)
         log.info("worker %s stopped", self.name)
 
 
@@ -501,6 +508,10 @@ def main(
         health_server = readiness.serve_health(
             settings.host, settings.worker_health_port, faults, database
         )
+    # What start-up made (modules, tables, flows) lasts as long as the process: left out of the
+    # garbage collector's full collections, which walk every tracked object, as `serve` does.
+    gc.collect()
+    gc.freeze()
     try:
         Worker(
             database,

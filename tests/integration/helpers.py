@@ -216,11 +216,19 @@ def put(db: Database, connection_id: str, event: dict[str, Any]) -> int:
     return item_id
 
 
-def row(db: Database, item_id: int) -> Any:
-    """The inbox item's row."""
+def inbox_items(db: Database, *where: Any) -> list[Any]:
+    """The inbox items (of `where`), oldest first, each with its `payload` (None once retention
+    pruned it)."""
+    t, p = tables.inbox_items, tables.inbox_payloads
     with db.read() as conn:
-        t = tables.inbox_items
-        return conn.execute(sa.select(t).where(t.c.id == item_id)).one()
+        query = sa.select(t, p.c.payload).outerjoin(p, p.c.item_id == t.c.id)
+        return list(conn.execute(query.where(*where).order_by(t.c.id)).all())
+
+
+def row(db: Database, item_id: int) -> Any:
+    """The inbox item's row, with its `payload` (None once retention pruned it)."""
+    (found,) = inbox_items(db, tables.inbox_items.c.id == item_id)
+    return found
 
 
 def count(db: Database, table: sa.Table) -> int:

@@ -298,8 +298,8 @@ def test_restore_puts_the_backup_back_and_keeps_the_database_it_replaces(
         "conn.execute('PRAGMA wal_autocheckpoint=0')\n"
         "for n in range(10, 15):\n"
         '    conn.execute("INSERT INTO inbox_items (connection_id, event_id, event_type, '
-        "event_created, livemode, source, payload, status, run_after, received_at) "
-        "VALUES ('conn_x', ?, 't', 1, 0, 'webhook', x'00', 'pending', 0, 0)\", "
+        "event_created, livemode, source, status, run_after, received_at) "
+        "VALUES ('conn_x', ?, 't', 1, 0, 'webhook', 'pending', 0, 0)\", "
         "(f'evt_{n:07d}',))\n"
         "conn.commit()\n"
         "os._exit(0)\n"

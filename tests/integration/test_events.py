@@ -181,7 +181,8 @@ def test_a_payload_that_is_not_json_is_shown_as_text(
 ) -> None:
     item_id = enqueue(db, connection.id, event_factory("customer.created"))[0]
     with db.write() as tx:
-        tx.execute(T.update().where(T.c.id == item_id).values(payload=b"<not json>"))
+        P = tables.inbox_payloads
+        tx.execute(P.update().where(P.c.item_id == item_id).values(payload=b"<not json>"))
     with db.read() as tx:
         shown = events.detail(tx, str(item_id))
     assert (shown.payload, shown.raw) == (None, "<not json>")

@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
@@ -26,10 +25,9 @@ from hypothesis import strategies as st
 from snapshots import connections, vault
 from snapshots.app import create_app
 from snapshots.settings import Settings
-from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import ACCOUNT, WEBHOOK_SECRET, EventFactory, sign
-from tests.integration.helpers import assert_error
+from tests.integration.helpers import assert_error, inbox_items
 
 MAX_BODY = 4096  # bytes: small, so that oversized bodies are cheap to make
 OTHER_SECRET = "whsec_other_secret_9876543210"
@@ -56,8 +54,7 @@ def url(connection_id: str) -> str:
 
 
 def inbox_rows(db: Database) -> list[Any]:
-    with db.read() as conn:
-        return list(conn.execute(sa.select(tables.inbox_items).order_by(tables.inbox_items.c.id)))
+    return inbox_items(db)
 
 
 @pytest.fixture

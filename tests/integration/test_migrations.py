@@ -154,7 +154,7 @@ def _compression(db: Database) -> str | None:
         return conn.scalar(
             sa.text(
                 "SELECT attcompression FROM pg_attribute "
-                "WHERE attrelid = 'inbox_items'::regclass AND attname = 'payload'"
+                "WHERE attrelid = 'inbox_payloads'::regclass AND attname = 'payload'"
             )
         )
 

@@ -86,18 +86,24 @@ def store(db: Database, connection_id: str, *events: dict[str, Any]) -> None:
     t = tables.inbox_items
     for event in events:
         with db.write() as tx:
-            tx.execute(
-                t.insert().values(
+            item_id = tx.execute(
+                t.insert()
+                .values(
                     connection_id=connection_id,
                     event_id=event["id"],
                     event_type=event["type"],
                     event_created=event["created"],
                     livemode=False,
                     source="webhook",
-                    payload=json.dumps(event).encode(),
                     status="done",
                     run_after=0,
                     received_at=time.time(),
+                )
+                .returning(t.c.id)
+            ).scalar_one()
+            tx.execute(
+                tables.inbox_payloads.insert().values(
+                    item_id=item_id, payload=json.dumps(event).encode()
                 )
             )
             registry.apply(tx, connection_id=connection_id, event=event)

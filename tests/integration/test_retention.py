@@ -74,7 +74,7 @@ def test_pruning_takes_old_settled_payloads_dead_ones_after_90_days_and_keeps_ro
     pruned = {"done31", "ignored31", "done91", "ignored91", "dead91"}
     for name, item_id in found.items():
         item = row(db, item_id)
-        assert (item.payload == b"") is (name in pruned), name
+        assert (item.payload is None) is (name in pruned), name
         assert (item.pruned_at is not None) is (name in pruned), name
     with db.read() as tx:
         assert retention.due(tx, cutoffs).payloads == 0
@@ -142,11 +142,11 @@ def test_prune_dry_run_says_what_would_go_and_changes_nothing(
     assert "would prune the payloads of 4 done or ignored inbox item(s)" in result.out
     assert "1 dead inbox item(s)" in result.out
     assert "audit entries are kept" in result.out
-    assert row(db, found["done31"]).payload != b""
+    assert row(db, found["done31"]).payload is not None
     result = run("prune", "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["payloads"] == 4
-    assert row(db, found["done31"]).payload == b""
+    assert row(db, found["done31"]).payload is None
     shown = run("events", "show", str(found["done31"]))
     assert "payload: pruned" in shown.out
 

@@ -32,7 +32,7 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import WEBHOOK_SECRET, EventFactory, drain
-from tests.integration.helpers import MakeKey
+from tests.integration.helpers import MakeKey, inbox_items
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 CUSTOMERS = 250
@@ -214,7 +214,7 @@ def test_backfill_lands_every_customer_and_invoice(
     invoices = sync.backfill(db, client, connection, registry, obj="invoices")
     assert (invoices.status, invoices.pages, invoices.objects) == ("done", 2, INVOICES)
 
-    items = rows(db, tables.inbox_items)
+    items = inbox_items(db)
     assert len(items) == CUSTOMERS + INVOICES
     assert {i.source for i in items} == {"sync"} and {i.status for i in items} == {"pending"}
     assert {i.event_type for i in items} == {"customer.synced", "invoice.synced"}
@@ -512,7 +512,7 @@ def test_since_filters_on_created(
     assert (run.status, run.since, run.objects, run.pages) == ("done", since, 51, 1)
     (request,) = gets(seeded, "/v1/customers")
     assert request["query"]["created"] == {"gte": str(since)}
-    stored = {json.loads(i.payload)["data"]["object"]["id"] for i in rows(db, tables.inbox_items)}
+    stored = {json.loads(i.payload)["data"]["object"]["id"] for i in inbox_items(db)}
     assert stored == {f"cus_{n:06d}" for n in range(200, 251)}
     # A run without `since` is another run.
     other = sync.backfill(db, client, connection, registry, obj="customers")

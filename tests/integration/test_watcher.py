@@ -37,6 +37,7 @@ from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import WEBHOOK_SECRET, _empty_postgres, drain
+from tests.integration.helpers import inbox_items
 from tests.support.fake_stripe import FakeStripe, run_fake_stripe
 
 T = TypeVar("T")
@@ -131,11 +132,7 @@ def snapshot_locations(db: Database) -> dict[str, Any]:
 
 
 def watcher_items(db: Database) -> list[Any]:
-    t = tables.inbox_items
-    with db.read() as conn:
-        return list(
-            conn.execute(sa.select(t).where(t.c.source == "watcher").order_by(t.c.id)).all()
-        )
+    return inbox_items(db, tables.inbox_items.c.source == "watcher")
 
 
 def inbox_count(db: Database) -> int:

@@ -247,10 +247,28 @@ _JSON = st.recursive(
 def test_field_paths_read_directly_give_what_jmespath_gives(keys: list[str], data: Any) -> None:
     source = ".".join(keys)
     expression = mapping.Expression(source)
-    assert expression._path is not None  # read directly, not by jmespath's interpreter
+    assert expression._paths is not None  # read directly, not by jmespath's interpreter
     assert expression.evaluate(data) == jmespath.search(source, data)
 
 
-@pytest.mark.parametrize("source", ["a[0]", "a.b[*]", "a || b", "lower(a)", "a | b", "@"])
+@given(
+    paths=st.lists(
+        st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3), min_size=2, max_size=3
+    ),
+    data=_JSON | st.dictionaries(st.sampled_from(["a", "b", "c"]), _JSON),
+)
+@settings(max_examples=300)
+def test_alternatives_of_field_paths_read_directly_give_what_jmespath_gives(
+    paths: list[list[str]], data: Any
+) -> None:
+    source = " || ".join(".".join(keys) for keys in paths)
+    expression = mapping.Expression(source)
+    assert expression._paths is not None
+    assert expression.evaluate(data) == jmespath.search(source, data)
+
+
+@pytest.mark.parametrize(
+    "source", ["a[0]", "a.b[*]", "a || lower(b)", "lower(a)", "a | b", "@", "a && b"]
+)
 def test_other_expressions_go_through_jmespath(source: str) -> None:
-    assert mapping.Expression(source)._path is None
+    assert mapping.Expression(source)._paths is None

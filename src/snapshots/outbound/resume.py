@@ -105,11 +105,11 @@ class Resumer:
 
 
 def _event(tx: Tx, wait: waits.Wait) -> dict[str, Any]:
-    t = tables.inbox_items
+    t, p = tables.inbox_items, tables.inbox_payloads
     payload = tx.execute(
-        sa.select(t.c.payload).where(
-            t.c.connection_id == wait.connection_id, t.c.event_id == wait.event_id
-        )
+        sa.select(p.c.payload)
+        .join(t, t.c.id == p.c.item_id)
+        .where(t.c.connection_id == wait.connection_id, t.c.event_id == wait.event_id)
     ).scalar_one_or_none()
     if payload is None:
         raise errors.DeadLetter(f"its source event {wait.event_id} is no longer in the inbox")

@@ -180,7 +180,6 @@ def test_many_failures_are_counted_up_to_a_cap(
             "event_created": int(now),
             "livemode": False,
             "source": "webhook",
-            "payload": b"{}",
             "status": "dead" if n < many else "failed",
             "attempts": 5,
             "run_after": now,

@@ -3,7 +3,7 @@ that stores them, so the overview's hourly bars read 24 rows rather than a day o
 (connection_id, received_at) index; filled here from the items already there
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
