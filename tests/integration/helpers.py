@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import httpx
+import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 
 from snapshots import connections, flowfile, inbox, intake, worker
 from snapshots.settings import Settings
+from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import drain, fixture, sign
@@ -250,3 +257,40 @@ class Result(NamedTuple):
 
 
 Cli = Callable[..., Result]
+
+
+def before(revision: str) -> str:
+    """The revision `revision` follows (the chain is set when branches merge)."""
+    return str(ScriptDirectory(str(store.MIGRATIONS)).get_revision(revision).down_revision)
+
+
+@contextmanager
+def migrated_to(
+    request: pytest.FixtureRequest, tmp_path: Path, revision: str
+) -> Iterator[Database]:
+    """A database of its own, SQLite or PostgreSQL by `request.param`, migrated to `revision`
+    (a migration's test fills it as the code of then did, then migrates); dropped after."""
+    admin = None
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path}/old.db")
+    else:
+        base = sa.make_url(request.getfixturevalue("postgres_url"))
+        name = f"snapshots_{revision}_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        database = Database(base.set(database=name).render_as_string(hide_password=False))
+    config = store.alembic_config(database)
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    try:
+        yield database
+    finally:
+        database.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(
+                    f'DROP DATABASE IF EXISTS "{database.engine.url.database}" WITH (FORCE)'
+                )
+            admin.dispose()

@@ -4,50 +4,26 @@ id, e-mail, error cause) and their written records linked, and it goes down agai
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.script import ScriptDirectory
 
 from snapshots import causes
 from snapshots.store import db as store
 from snapshots.store.db import Database
+from tests.integration import helpers
 
-# The revision 0011 follows (the chain is set when branches merge).
-BEFORE = str(ScriptDirectory(str(store.MIGRATIONS)).get_revision("0011").down_revision)
+BEFORE = helpers.before("0011")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def before_0011(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A database of its own migrated to the revision before 0011."""
-    admin = None
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/old.db")
-    else:
-        base = sa.make_url(request.getfixturevalue("postgres_url"))
-        name = f"snapshots_0011_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        database = Database(base.set(database=name).render_as_string(hide_password=False))
-    config = store.alembic_config(database)
-    with database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, BEFORE)
-    try:
+    with helpers.migrated_to(request, tmp_path, BEFORE) as database:
         yield database
-    finally:
-        database.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(
-                    f'DROP DATABASE IF EXISTS "{database.engine.url.database}" WITH (FORCE)'
-                )
-            admin.dispose()
 
 
 def test_items_stored_before_are_backfilled(before_0011: Database) -> None:

@@ -4,7 +4,6 @@ them from then on, and it goes down again."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,38 +15,17 @@ from snapshots import arrivals, inbox
 from snapshots.store import db as store
 from snapshots.store.db import Database
 from tests.conftest import EventFactory
+from tests.integration import helpers
 from tests.integration.test_arrivals import arrival, counted, kept
 
-BEFORE = "0022"
+BEFORE = helpers.before("0023")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def before_0023(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A database of its own migrated to the revision before 0023."""
-    admin = None
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/old.db")
-    else:
-        base = sa.make_url(request.getfixturevalue("postgres_url"))
-        name = f"snapshots_0023_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        database = Database(base.set(database=name).render_as_string(hide_password=False))
-    config = store.alembic_config(database)
-    with database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, BEFORE)
-    try:
+    with helpers.migrated_to(request, tmp_path, BEFORE) as database:
         yield database
-    finally:
-        database.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(
-                    f'DROP DATABASE IF EXISTS "{database.engine.url.database}" WITH (FORCE)'
-                )
-            admin.dispose()
 
 
 def test_items_stored_before_are_counted(
