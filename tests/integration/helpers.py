@@ -265,32 +265,40 @@ def before(revision: str) -> str:
 
 
 @contextmanager
-def migrated_to(
-    request: pytest.FixtureRequest, tmp_path: Path, revision: str
-) -> Iterator[Database]:
-    """A database of its own, SQLite or PostgreSQL by `request.param`, migrated to `revision`
-    (a migration's test fills it as the code of then did, then migrates); dropped after."""
-    admin = None
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty, unmigrated database of its own, SQLite or PostgreSQL by `request.param` (for
+    tests that migrate or downgrade, which must not touch the shared one); dropped after."""
     if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/old.db")
-    else:
-        base = sa.make_url(request.getfixturevalue("postgres_url"))
-        name = f"snapshots_{revision}_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        database = Database(base.set(database=name).render_as_string(hide_password=False))
-    config = store.alembic_config(database)
-    with database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        database = Database(f"sqlite:///{tmp_path}/own.db")
+        try:
+            yield database
+        finally:
+            database.dispose()
+        return
+    base = sa.make_url(request.getfixturevalue("postgres_url"))
+    name = f"snapshots_own_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    database = Database(base.set(database=name).render_as_string(hide_password=False))
     try:
         yield database
     finally:
         database.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(
-                    f'DROP DATABASE IF EXISTS "{database.engine.url.database}" WITH (FORCE)'
-                )
-            admin.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def migrated_to(
+    request: pytest.FixtureRequest, tmp_path: Path, revision: str
+) -> Iterator[Database]:
+    """`own_database` migrated to `revision` (a migration's test fills it as the code of then
+    did, then migrates)."""
+    with own_database(request, tmp_path) as database:
+        config = store.alembic_config(database)
+        with database.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        yield database

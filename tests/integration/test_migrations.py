@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database
 from tests.conftest import SqliteCopy
+from tests.integration import helpers
 
 
 @contextlib.contextmanager
@@ -66,26 +66,10 @@ def test_migrating_again_changes_nothing(db: Database) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def blank(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Database]:
+def blank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty, unmigrated database of its own (the downgrade must not touch the shared one)."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/blank.db")
+    with helpers.own_database(request, tmp_path) as database:
         yield database
-        database.dispose()
-        return
-    base = sa.make_url(request.getfixturevalue("postgres_url"))
-    name = f"snapshots_blank_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    database = Database(base.set(database=name).render_as_string(hide_password=False))
-    try:
-        yield database
-    finally:
-        database.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def test_the_last_migration_goes_down_and_up_again(blank: Database) -> None:
