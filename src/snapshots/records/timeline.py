@@ -92,11 +92,7 @@ def page(
         .order_by(T.c.occurred_at.desc(), T.c.seq.desc())
         .limit(limit + 1)
     )
-    rows = tx.execute(stmt).all()
-    return paging.Page(
-        data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
-        has_more=len(rows) > limit,
-    )
+    return _page(tx.execute(stmt).all(), limit)
 
 
 # Built once: a contact's page reads it at every view.
@@ -111,7 +107,11 @@ _NEWEST = (
 def newest(tx: Tx, contact_id: str, *, limit: int = 20) -> paging.Page[ActivityPublic]:
     """The first page of a contact's timeline, for a caller that has read the contact (an
     unknown one has none)."""
-    rows = tx.execute(_NEWEST, {"contact_id": contact_id, "limit": limit + 1}).all()
+    return _page(tx.execute(_NEWEST, {"contact_id": contact_id, "limit": limit + 1}).all(), limit)
+
+
+def _page(rows: Sequence[Any], limit: int) -> paging.Page[ActivityPublic]:
+    """A page of `limit` activities out of `rows`, read one more than that (so `has_more`)."""
     return paging.Page(
         data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
         has_more=len(rows) > limit,
