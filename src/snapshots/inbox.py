@@ -380,6 +380,14 @@ def still_mine(tx: Tx, ids: list[int], *, worker_id: str) -> set[int]:
     return set(tx.execute(dialect.locked(tx, stmt)).scalars())
 
 
+@functools.cache
+def _touched(sql: sa.Dialect) -> Any:
+    """The INSERT of which records an item wrote, built once per dialect (every batch runs it)."""
+    return dialect.insert(sql, tables.inbox_item_records).on_conflict_do_nothing(
+        index_elements=["item_id", "record_id"]
+    )
+
+
 _UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
 
 
@@ -422,13 +430,7 @@ def finish(
         for outcome in outcomes
         for record_id in dict.fromkeys(outcome[3] if len(outcome) > 3 else [])
     ]
-    if touched:
-        tx.execute(
-            dialect.insert(tx, tables.inbox_item_records).on_conflict_do_nothing(
-                index_elements=["item_id", "record_id"]
-            ),
-            touched,
-        )
+    dialect.executemany(tx, _touched(tx.dialect), touched)
 
 
 def fail(

@@ -76,6 +76,24 @@ def test_insert_upsert_and_update_rows(probe: Database) -> None:
     assert after[3] == stored[3]
 
 
+def test_executemany_writes_what_sqlalchemy_would(probe: Database) -> None:
+    # On SQLite the rows go to the driver as tuples, through the columns' bind converters.
+    rows = [
+        {"name": f"m{i}", "data": [{"i": i}, "ü"] if i % 2 else None, "done": i == 1}
+        for i in range(4)
+    ]
+    with probe.write() as tx:
+        tx.execute(PROBE.insert(), rows)
+        dialect.executemany(tx, PROBE.insert(), [r | {"name": r["name"] + "x"} for r in rows])
+        raw = tx.execute(sa.text("SELECT data FROM dialect_probe ORDER BY seq")).scalars().all()
+    stored = _rows(probe)
+    assert raw[:4] == raw[4:]  # None as JSON null, as SQLAlchemy binds it
+    assert [r["name"] for r in stored] == [f"m{i}" for i in range(4)] + [f"m{i}x" for i in range(4)]
+    assert [{k: r[k] for k in ("data", "done")} for r in stored[4:]] == [
+        {k: r[k] for k in ("data", "done")} for r in rows
+    ]
+
+
 def test_text_and_numbers_arrive_as_they_were_sent(probe: Database) -> None:
     # PostgreSQL gets each column as one array literal (`dialect.arrays`): what its syntax
     # quotes or escapes must come back unchanged, and a NULL stay a NULL, not the text "NULL".

@@ -103,14 +103,55 @@ def update_rows(
         stmt = _update_unnested(tx.dialect, table, tuple(rows[0]), key, tuple(same))
         tx.execute(stmt, arrays(tx, table, rows) | {f"s_{n}": v for n, v in same.items()})
         return
-    by_key = table.c[key] == sa.bindparam(f"b_{key}")
-    tx.execute(
-        table.update().where(by_key).values(same),
+    each = _update_each(table, tuple(rows[0]), key, tuple(same))
+    executemany(tx, each, [{f"b_{n}": v for n, v in (row | same).items()} for row in rows])
+
+
+@functools.cache
+def _update_each(
+    table: sa.Table, columns: tuple[str, ...], key: str, same: tuple[str, ...]
+) -> sa.Update:
+    sets: dict[str, Any] = {
+        name: sa.bindparam(f"b_{name}") for name in (*columns, *same) if name != key
+    }
+    return table.update().where(table.c[key] == sa.bindparam(f"b_{key}")).values(sets)
+
+
+def executemany(tx: Tx, stmt: sa.Executable, rows: list[dict[str, Any]]) -> None:
+    """Run `stmt` once a row (each row with the same keys: the statement's parameters). On
+    SQLite the statement is compiled once and the rows go to the driver's `executemany` as
+    tuples, which loops in C: SQLAlchemy's own executemany builds and converts every row's
+    parameters in Python, more than SQLite's work for a small UPDATE or INSERT."""
+    if not rows:
+        return
+    if is_postgresql(tx):
+        tx.execute(stmt, rows)
+        return
+    sql, names, binds = _compiled(tx.dialect, stmt, tuple(rows[0]))
+    tx.exec_driver_sql(
+        sql,
         [
-            {f"b_{key}" if name == key else name: value for name, value in row.items()}
+            tuple(
+                value if bind is None else bind(value)
+                for value, bind in zip([row[n] for n in names], binds, strict=True)
+            )
             for row in rows
-        ],
+        ]
+        if any(binds)
+        else [tuple([row[n] for n in names]) for row in rows],
     )
+
+
+@functools.cache
+def _compiled(
+    sql: sa.Dialect, stmt: sa.Executable, keys: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    """`stmt`'s text for SQLite's driver, its parameters' names in order and their types' bind
+    converters (None where the value goes as it is)."""
+    compiled = stmt.compile(dialect=sql, column_keys=list(keys))  # type: ignore[attr-defined]
+    names = tuple(compiled.positiontup)
+    processors = compiled._bind_processors
+    return compiled.string, names, tuple(processors.get(name) for name in names)
 
 
 # PostgreSQL writes many rows with one statement whose text is the same whatever their number:
