@@ -67,20 +67,25 @@ def _sql_nulls(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 def insert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows (each with the same columns): on PostgreSQL in one statement over arrays
-    (`unnested`), on SQLite in multi-row INSERTs."""
+    (`unnested`), on SQLite a statement a row (`executemany`)."""
     if not rows:
         return
     if is_postgresql(tx):
         columns = tuple(rows[0])
         tx.execute(_insert_unnested(tx.dialect, table, columns), arrays(tx, table, rows))
         return
-    tx.execute(table.insert(), _sql_nulls(table, rows))
+    executemany(tx, _insert(table), _sql_nulls(table, rows))
+
+
+@functools.cache
+def _insert(table: sa.Table) -> sa.Insert:
+    return table.insert()
 
 
 def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
     """Write whole rows with `INSERT ... ON CONFLICT (key) DO UPDATE` (every column but `key`
     takes the row's value): on PostgreSQL in one statement over arrays (`unnested`), on
-    SQLite in multi-row statements."""
+    SQLite a statement a row (`executemany`)."""
     if not rows:
         return
     if is_postgresql(tx):
@@ -88,7 +93,7 @@ def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str
         stmt = _insert_unnested(tx.dialect, table, columns, key=key)
         tx.execute(stmt, arrays(tx, table, rows))
         return
-    tx.execute(_upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
+    executemany(tx, _upsert(tx.dialect.name, table, key), _sql_nulls(table, rows))
 
 
 def update_rows(
@@ -118,10 +123,11 @@ def _update_each(
 
 
 def executemany(tx: Tx, stmt: sa.Executable, rows: list[dict[str, Any]]) -> None:
-    """Run `stmt` once a row (each row with the same keys: the statement's parameters). On
-    SQLite the statement is compiled once and the rows go to the driver's `executemany` as
-    tuples, which loops in C: SQLAlchemy's own executemany builds and converts every row's
-    parameters in Python, more than SQLite's work for a small UPDATE or INSERT."""
+    """Run `stmt` (built once: it keys a cache) once a row, each row with the same keys: every
+    parameter of the statement (on SQLite no column's Python-side default is run). On SQLite
+    the statement is compiled once and the rows go to the driver's `executemany` as tuples,
+    which loops in C: SQLAlchemy's own executemany builds and converts every row's parameters
+    in Python, more than SQLite's own work for a small UPDATE or INSERT."""
     if not rows:
         return
     if is_postgresql(tx):
