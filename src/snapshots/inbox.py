@@ -338,16 +338,16 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
     found = tx.execute(claimed).all()
     if not found:
         return []
-    payloads = dict(
-        tx.execute(
-            sa.select(P.c.item_id, P.c.payload).where(P.c.item_id.in_([r.id for r in found]))
-        ).all()
-    )
+    payloads = dict(tx.execute(_PAYLOADS, {"ids": [r.id for r in found]}).all())
     return sorted(
         (Item(**r._mapping, payload=payloads.get(r.id, b"")) for r in found),
         key=lambda item: item.id,
     )
 
+
+_PAYLOADS = sa.select(P.c.item_id, P.c.payload).where(
+    P.c.item_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 SETTLED_BETWEEN_ANALYZE = 10_000  # items a worker settles between two `refresh_statistics`
 _ANALYZE_LOCK = 0x536E61704E616C79  # PostgreSQL advisory lock of the inbox's ANALYZE
@@ -374,10 +374,20 @@ def claim(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
 def still_mine(tx: Tx, ids: list[int], *, worker_id: str) -> set[int]:
     """Of these items, the ones this worker still holds, locked for the rest of the transaction
     (a worker whose lease ran out must not apply an item another worker has taken over)."""
-    stmt = sa.select(T.c.id).where(
-        T.c.id.in_(ids), T.c.locked_by == worker_id, T.c.status == "processing"
+    return set(tx.execute(_still_mine(tx.dialect), {"ids": ids, "worker": worker_id}).scalars())
+
+
+@functools.cache
+def _still_mine(sql: sa.Dialect) -> sa.Select[Any]:
+    """`still_mine`'s statement, built once per dialect (every batch runs it)."""
+    return dialect.locked(
+        sql,
+        sa.select(T.c.id).where(
+            T.c.id.in_(sa.bindparam("ids", expanding=True)),
+            T.c.locked_by == sa.bindparam("worker"),
+            T.c.status == "processing",
+        ),
     )
-    return set(tx.execute(dialect.locked(tx, stmt)).scalars())
 
 
 @functools.cache

@@ -13,8 +13,8 @@ API made for that customer with no connection yet, then an unlinked contact with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,9 +97,10 @@ class _Table:
         self.new: list[Row] = []
         self.changed: dict[int, Row] = {}  # by seq
 
-    def load(self, rows: Iterable[Any]) -> None:
+    def load(self, rows: sa.CursorResult[Any]) -> None:
+        names = tuple(rows.keys())
         for found in rows:
-            row = dict(found._mapping)
+            row = dict(zip(names, found, strict=True))
             self._index(row)
             if self.kind.by_email and (
                 row["connection_id"] is None or row["stripe_customer_id"] is None
@@ -185,6 +186,27 @@ class _Table:
         self.changed = {}
 
 
+@functools.cache
+def _reading(sql: sa.Dialect, kind: Kind[Any], *, by_email: bool) -> sa.Select[Any]:
+    """The read (locked on PostgreSQL) of the records of `kind` with the given Stripe ids, and
+    with `by_email` the unlinked contacts with the given emails: built once (every batch runs
+    it), the lists go as expanding parameters."""
+    t = kind.table
+    ours = sa.or_(
+        t.c.connection_id.in_(sa.bindparam("connection_ids", expanding=True)),
+        t.c.connection_id.is_(None),
+    )
+    where = sa.and_(t.c[kind.stripe_id].in_(sa.bindparam("stripe_ids", expanding=True)), ours)
+    if by_email:
+        unlinked = sa.and_(
+            t.c.email.in_(sa.bindparam("emails", expanding=True)),
+            t.c.stripe_customer_id.is_(None),
+            ours,
+        )
+        where = sa.or_(where, unlinked)
+    return dialect.locked(sql, sa.select(t).where(where).order_by(t.c.seq))
+
+
 class Batch:
     """Whole-record upserts of many events, applied in their order, written at `flush`."""
 
@@ -253,21 +275,17 @@ class Batch:
             *(f"{name}:{stripe_id}" for name, keys in wanted.items() for _, stripe_id in keys),
         )
         for name, keys in wanted.items():
-            if not keys and not (name == CONTACT.name and emails):
+            by_email = name == CONTACT.name and bool(emails)
+            if not keys and not by_email:
                 continue
-            kind = self.tables[name].kind
-            t = kind.table
-            stripe_ids = sorted({stripe_id for _, stripe_id in keys})
-            connection_ids = sorted({connection_id for connection_id, _ in keys})
-            ours = sa.or_(t.c.connection_id.in_(connection_ids), t.c.connection_id.is_(None))
-            where = sa.and_(t.c[kind.stripe_id].in_(stripe_ids), ours)
-            if name == CONTACT.name and emails:
-                unlinked = sa.and_(
-                    t.c.email.in_(sorted(emails)), t.c.stripe_customer_id.is_(None), ours
-                )
-                where = sa.or_(where, unlinked)
-            stmt = sa.select(t).where(where).order_by(t.c.seq)
-            self.tables[name].load(self.tx.execute(dialect.locked(self.tx, stmt)))
+            params = {
+                "stripe_ids": sorted({stripe_id for _, stripe_id in keys}),
+                "connection_ids": sorted({connection_id for connection_id, _ in keys}),
+            }
+            if by_email:
+                params["emails"] = sorted(emails)
+            stmt = _reading(self.tx.dialect, self.tables[name].kind, by_email=by_email)
+            self.tables[name].load(self.tx.execute(stmt, params))
 
     def _currencies(self, upserts: list[Upsert]) -> dict[str, str | None]:
         wanted = sorted(

@@ -26,7 +26,7 @@ def insert(tx: Tx | sa.Dialect, table: sa.Table) -> Any:
     return postgresql.insert(table) if is_postgresql(tx) else sqlite.insert(table)
 
 
-def locked(tx: Tx, stmt: S) -> S:
+def locked(tx: Tx | sa.Dialect, stmt: S) -> S:
     """`stmt` holding its rows until the transaction ends (on PostgreSQL: FOR UPDATE)."""
     return stmt.with_for_update() if is_postgresql(tx) else stmt
 
