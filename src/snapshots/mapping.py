@@ -314,18 +314,18 @@ class Expression:
         self._paths = _paths(self._parsed.parsed)
 
     def evaluate(self, data: Any) -> Any:
-        if self._paths is not None:  # most mappings: what jmespath would give, read directly
-            found = None
-            for keys in self._paths:  # `a || b`: the first that jmespath does not call false
+        paths = self._paths
+        if paths is not None:  # most mappings: what jmespath would give, read directly
+            last = paths[-1]
+            for keys in paths:  # `a || b`: the first that jmespath does not call false
                 found = data
                 for key in keys:
                     if not isinstance(found, dict):
                         found = None
                         break
                     found = found.get(key)
-                if not _false_like(found):
+                if keys is last or not _false_like(found):
                     return found
-            return found
         try:
             return _INTERPRETER.visit(self._parsed.parsed, data)
         except (jexc.JMESPathError, ValueError, TypeError, ArithmeticError) as exc:

@@ -134,15 +134,10 @@ def executemany(tx: Tx, stmt: sa.Executable, rows: list[dict[str, Any]]) -> None
         tx.execute(stmt, rows)
         return
     sql, names, binds = _compiled(tx.dialect, stmt, tuple(rows[0]))
+    pairs = list(zip(names, binds, strict=True))
     tx.exec_driver_sql(
         sql,
-        [
-            tuple(
-                value if bind is None else bind(value)
-                for value, bind in zip([row[n] for n in names], binds, strict=True)
-            )
-            for row in rows
-        ]
+        [tuple([row[n] if bind is None else bind(row[n]) for n, bind in pairs]) for row in rows]
         if any(binds)
         else [tuple([row[n] for n in names]) for row in rows],
     )
