@@ -390,14 +390,6 @@ def _still_mine(sql: sa.Dialect) -> sa.Select[Any]:
     )
 
 
-@functools.cache
-def _touched(sql: sa.Dialect) -> Any:
-    """The INSERT of which records an item wrote, built once per dialect (every batch runs it)."""
-    return dialect.insert(sql, tables.inbox_item_records).on_conflict_do_nothing(
-        index_elements=["item_id", "record_id"]
-    )
-
-
 _UPDATE_ONE = T.update().where(T.c.id == sa.bindparam("b_id"))
 
 
@@ -440,7 +432,7 @@ def finish(
         for outcome in outcomes
         for record_id in dict.fromkeys(outcome[3] if len(outcome) > 3 else [])
     ]
-    dialect.executemany(tx, _touched(tx.dialect), touched)
+    dialect.insert_rows(tx, tables.inbox_item_records, touched, skip_existing=True)
 
 
 def fail(

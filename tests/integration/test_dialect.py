@@ -94,6 +94,23 @@ def test_executemany_writes_what_sqlalchemy_would(probe: Database) -> None:
     ]
 
 
+def test_insert_rows_can_skip_the_existing_ones(probe: Database) -> None:
+    with probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"seq": 1, "name": "a", "data": {"k": [1]}}])
+        dialect.insert_rows(
+            tx,
+            PROBE,
+            [{"seq": 1, "name": "b", "data": None}, {"seq": 2, "name": "c", "data": {"k": "ü"}}],
+            skip_existing=True,
+        )
+    assert [(r["seq"], r["name"], r["data"]) for r in _rows(probe)] == [
+        (1, "a", {"k": [1]}),
+        (2, "c", {"k": "ü"}),
+    ]
+    with pytest.raises(sa.exc.IntegrityError), probe.write() as tx:
+        dialect.insert_rows(tx, PROBE, [{"seq": 2, "name": "d", "data": None}])
+
+
 def test_text_and_numbers_arrive_as_they_were_sent(probe: Database) -> None:
     # PostgreSQL gets each column as one array literal (`dialect.arrays`): what its syntax
     # quotes or escapes must come back unchanged, and a NULL stay a NULL, not the text "NULL".

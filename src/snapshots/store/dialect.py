@@ -5,11 +5,13 @@ locks. Everything else the code says in SQL both understand."""
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 from psycopg.types.array import ListBinaryDumper
+from psycopg.types.json import Json, Jsonb
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection as Tx
 
@@ -65,21 +67,25 @@ def _sql_nulls(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, An
     return [row | {name: sa.null() for name in nulls if row.get(name) is None} for row in rows]
 
 
-def insert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows (each with the same columns): on PostgreSQL in one statement over arrays
-    (`unnested`), on SQLite a statement a row (`executemany`)."""
+def insert_rows(
+    tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, skip_existing: bool = False
+) -> None:
+    """Insert rows (each with the same columns), with `skip_existing` leaving out those that
+    conflict with a stored one (`ON CONFLICT DO NOTHING`): on PostgreSQL in one statement over
+    arrays (`unnested`), on SQLite a statement a row (`executemany`)."""
     if not rows:
         return
     if is_postgresql(tx):
         columns = tuple(rows[0])
-        tx.execute(_insert_unnested(tx.dialect, table, columns), arrays(tx, table, rows))
+        stmt = _insert_unnested(tx.dialect, table, columns, skip_existing=skip_existing)
+        tx.execute(stmt, arrays(tx, table, rows))
         return
-    executemany(tx, _insert(table), _sql_nulls(table, rows))
+    executemany(tx, _insert(table, skip_existing), _sql_nulls(table, rows))
 
 
 @functools.cache
-def _insert(table: sa.Table) -> sa.Insert:
-    return table.insert()
+def _insert(table: sa.Table, skip_existing: bool) -> sa.Insert:
+    return sqlite.insert(table).on_conflict_do_nothing() if skip_existing else table.insert()
 
 
 def upsert_rows(tx: Tx, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
@@ -182,6 +188,8 @@ def arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, Any
         values = [row[name] for row in rows]
         if bind is not None:
             values = [None if value is None else bind(value) for value in values]
+        if isinstance(kind, sa.JSON):
+            values = [_json_text(value) for value in values]
         if isinstance(kind, sa.LargeBinary):
             if any(value is not None for value in values):  # (of None alone: no type to tell)
                 columns[f"a_{n}"] = _BinaryArray(values)
@@ -189,6 +197,15 @@ def arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, Any
         literal = _array_literal(values)
         columns[f"a_{n}"] = values if literal is None else literal
     return columns
+
+
+def _json_text(value: Any) -> Any:
+    """A JSON column's bound value (psycopg's `Json` wrapper) as the text psycopg's dumper makes
+    of it, so the column goes as an array literal too: psycopg dumped a list of wrappers
+    element by element, each quoted for the array by a regular expression in Python."""
+    if isinstance(value, Json | Jsonb):
+        return (value.dumps or json.dumps)(value.obj)
+    return value
 
 
 def _array_literal(values: list[Any]) -> str | None:
@@ -228,7 +245,12 @@ def unnested(sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
 
 @functools.cache
 def _insert_unnested(
-    sql: sa.Dialect, table: sa.Table, columns: tuple[str, ...], *, key: str | None = None
+    sql: sa.Dialect,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    *,
+    key: str | None = None,
+    skip_existing: bool = False,
 ) -> sa.TextClause:
     quote = sql.identifier_preparer.quote
     names = ", ".join(quote(name) for name in columns)
@@ -239,6 +261,8 @@ def _insert_unnested(
     if key is not None:
         sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c != key)
         text += f" ON CONFLICT ({quote(key)}) DO UPDATE SET {sets}"
+    elif skip_existing:
+        text += " ON CONFLICT DO NOTHING"
     return sa.text(text)
 
 
