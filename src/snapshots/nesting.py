@@ -14,20 +14,19 @@ CUT = "(nested too deeply)"  # what a read shows in place of a stored value belo
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Does `value` hold objects or arrays nested more than `limit` levels deep? (Iterative:
-    a hostile value cannot exhaust the stack.)"""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
-        if level > limit:
+    """Does `value` hold objects or arrays nested more than `limit` levels deep? (It recurses
+    `limit` levels at most: a hostile value cannot exhaust the stack.)"""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if limit < 1:
+        return True
+    for child in children:
+        if isinstance(child, dict | list) and too_deep(child, limit - 1):
             return True
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return False
 
 
