@@ -81,6 +81,22 @@ class Split:
             await self.console(scope, receive, send)
 
 
+class App(Starlette):
+    """The app: a webhook delivery (`webhooks.direct`) goes through the edge straight to
+    `webhooks.Direct`; everything else through Starlette's middleware and routes."""
+
+    def __init__(self, *args: Any, direct: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if webhooks.direct(scope):
+            scope["app"] = self
+            await self._direct(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def error_response(request: Request, exc: errors.SnapshotsError) -> JSONResponse:
     body: dict[str, Any] = {
         "type": exc.type,
@@ -337,7 +353,8 @@ def create_app(
         outbound=state.outbound,  # the same seams as the API's
     )
 
-    app = Starlette(
+    trusted = edge.trusted_networks(settings.trusted_proxies)
+    app = App(
         routes=[
             webhooks.route,
             Route("/docs", docs_page, methods=["GET"]),
@@ -345,9 +362,10 @@ def create_app(
             Mount("/static", app=StaticFiles(packages=[("snapshots", "static")]), name="static"),
             Mount("", app=Split(api, ui)),
         ],
-        middleware=[Middleware(edge.Edge, trusted=edge.trusted_networks(settings.trusted_proxies))],
+        middleware=[Middleware(edge.Edge, trusted=trusted)],
         exception_handlers=api.exception_handlers,
         lifespan=lifespan,
+        direct=edge.Edge(webhooks.Direct(api.exception_handlers), trusted=trusted),
     )
     app.state.snapshots = state
     return app

@@ -14,27 +14,29 @@ CUT = "(nested too deeply)"  # what a read shows in place of a stored value belo
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Does `value` hold objects or arrays nested more than `limit` levels deep? (Iterative:
-    a hostile value cannot exhaust the stack.)"""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
-        if level > limit:
+    """Does `value` hold objects or arrays nested more than `limit` levels deep? (It recurses
+    `limit` levels at most: a hostile value cannot exhaust the stack.)"""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if limit < 1:
+        return True
+    for child in children:
+        if isinstance(child, dict | list) and too_deep(child, limit - 1):
             return True
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return False
 
 
 def may_be_too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     """A quick look at JSON text: False when it cannot nest more than `limit` levels (it holds
-    too few brackets), True when `too_deep` must tell."""
-    return raw.count(b"{") + raw.count(b"[") > limit
+    too few brackets), True when `too_deep` must tell. Only the innermost level of a path can
+    be an empty `{}` or `[]`, so those are not counted (a `{}` inside a string brought its own
+    `{`): Stripe's larger bodies hold many of them, and would else all be walked."""
+    opening = raw.count(b"{") + raw.count(b"[") - raw.count(b"{}") - raw.count(b"[]")
+    return opening + 1 > limit
 
 
 def cut(value: Any, limit: int = MAX_DEPTH) -> Any:

@@ -148,7 +148,7 @@ def deep(levels: int) -> Any:
     return value
 
 
-def test_depth_is_measured_without_recursion() -> None:
+def test_depth_is_measured_without_exhausting_the_stack() -> None:
     assert not nesting.too_deep(deep(64))
     assert nesting.too_deep(deep(65))
     assert nesting.too_deep(deep(100_000))  # no RecursionError
@@ -157,6 +157,27 @@ def test_depth_is_measured_without_recursion() -> None:
     for _ in range(63):
         cut = cut["a"]
     assert cut == {"a": nesting.CUT}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.integers() | st.sampled_from(["", "{}", "[]", "{", "]", "[{}]", "x"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, limit=st.integers(0, 8), indent=st.sampled_from([None, 2]))
+def test_the_quick_look_never_passes_over_a_value_too_deep(
+    value: Any, limit: int, indent: int | None
+) -> None:
+    raw = json.dumps(value, indent=indent).encode()
+    if nesting.too_deep(value, limit):
+        assert nesting.may_be_too_deep(raw, limit)
+    assert nesting.too_deep(deep(limit + 1), limit)
+    assert nesting.may_be_too_deep(json.dumps(deep(limit + 1), indent=indent).encode(), limit)
 
 
 def test_a_deeply_nested_webhook_is_refused_naming_the_limit(

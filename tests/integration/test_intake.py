@@ -427,6 +427,41 @@ def test_a_good_delivery_is_stored_once_byte_for_byte(
     assert row.status == "pending"
 
 
+def test_a_delivery_answers_as_the_apps_routes_do(
+    client: TestClient, connection: connections.Connection, body: bytes
+) -> None:
+    """Deliveries skip Starlette's routing (`webhooks.Direct`), not its contract: the receipt
+    as compact JSON, the edge's headers, the error envelope with the request id."""
+    response = client.post(url(connection.id), content=body, headers=signed(body))
+    assert response.status_code == 200, response.text
+    receipt = response.json()
+    assert response.content == json.dumps(receipt, separators=(",", ":")).encode()
+    assert list(receipt) == ["received", "item_id", "event_id", "type", "status", "duplicate"]
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-request-id"].startswith("req_")
+    refused = client.post(url(connection.id), content=body, headers={"Stripe-Signature": "t=1"})
+    assert_error(refused, 400, "malformed_signature", type="invalid_request_error")
+    assert refused.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/webhooks/stripe/conn_x", 404, id="get"),
+        pytest.param("PUT", "/webhooks/stripe/conn_x", 404, id="put"),
+        pytest.param("POST", "/webhooks/stripe/conn_x/more", 404, id="two-segments"),
+        pytest.param("POST", "/webhooks/stripe/", 404, id="no-segment"),
+    ],
+)
+def test_what_is_not_a_delivery_goes_through_the_routes(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, path, content=b"{}")
+    assert_error(response, status, checks="request_id")
+
+
 def test_a_float_created_is_refused(
     client: TestClient, connection: connections.Connection, db: Database
 ) -> None:

@@ -107,6 +107,10 @@ def test_webhooks_and_api_requests_are_counted_by_bounded_labels(
     assert one == 3
     assert delta("snapshots_api_requests_total", route="/v1/customers", status="200") == 1
     assert delta("snapshots_api_requests_total", route="unmatched", status="404") == 1
+    webhook = "/webhooks/stripe/{connection_id}"  # deliveries, served around the routing
+    assert delta("snapshots_api_requests_total", route=webhook, method="POST", status="200") == 4
+    assert delta("snapshots_api_requests_total", route=webhook, status="400") == 1
+    assert delta("snapshots_api_requests_total", route=webhook, status="404") == 1
     routes = {dict(k).get("route") for k in found["snapshots_api_requests_total"]}
     assert not any(r and "con_missing" in r for r in routes)
     assert delta("snapshots_api_request_seconds_count", route="/v1/customers") == 1

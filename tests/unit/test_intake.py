@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import stripe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -205,6 +206,90 @@ SIGNATURE_HEADER = st.builds(
 def test_verify_only_ever_refuses_with_bad_request(payload: bytes, header: str | None) -> None:
     with pytest.raises(errors.BadRequest):
         intake.verify(payload, header, [WEBHOOK_SECRET], tolerance=TOLERANCE)
+
+
+def sdk_verdict(
+    payload: bytes, header: str | None, secrets: list[str], now: float
+) -> tuple[str, str] | None:
+    """What `verify` answered when Stripe's SDK checked each secret (`verify_header`): the
+    reference `verify` must keep to, as (code, message), or None when accepted."""
+    try:
+        if not header:
+            raise errors.BadRequest("", code="missing_signature")
+        if not header.isascii():
+            raise intake._signature_error("Unable to extract")
+        text = payload.decode("utf-8")
+        failures = []
+        for secret in secrets:
+            try:
+                stripe.WebhookSignature.verify_header(text, header, secret, TOLERANCE)
+            except stripe.SignatureVerificationError as exc:
+                failures.append(str(exc.user_message or exc))
+                continue
+            signed = intake._timestamp(header)
+            if signed is not None and signed > now + TOLERANCE:
+                raise errors.BadRequest("", code="timestamp_outside_tolerance")
+            return None
+        stale = [f for f in failures if f.startswith("Timestamp outside")]
+        raise intake._signature_error((stale or failures or [""])[0])
+    except UnicodeDecodeError:
+        return ("invalid_body", "the body is not UTF-8 JSON")
+    except errors.BadRequest as exc:
+        return (exc.code, exc.message)
+
+
+def signed_header(draw: st.DrawFn) -> str:
+    """Headers Stripe (or a forger) could send: signatures by the secrets tested, or not,
+    timestamps now, stale or in the future, items reordered, doubled or broken."""
+    t = int(time.time()) + draw(st.sampled_from([0, -10, -TOLERANCE - 5, TOLERANCE + 5, 10**6]))
+    stamp = draw(st.sampled_from([str(t), f" {t}", f"{t}_0", f"+{t}", "x", ""]))
+    secret = draw(st.sampled_from([WEBHOOK_SECRET, OTHER_SECRET, "whsec_nobody"]))
+    good = hexsig(BODY, t, secret)
+    items = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    f"t={stamp}",
+                    f"v1={good}",
+                    f"v1={good[:-1]}0",
+                    "v0=" + good,
+                    "v1",
+                    "t",
+                    "=",
+                    "v1=a=b",
+                ]
+            ),
+            min_size=0,
+            max_size=5,
+        )
+    )
+    return ",".join(items)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    payload=st.just(BODY) | st.binary(max_size=40),
+    header=st.none() | st.composite(signed_header)() | HEADER_ITEMS | SIGNATURE_HEADER,
+    secrets=st.lists(
+        st.sampled_from([WEBHOOK_SECRET, OTHER_SECRET, "", " \t"]), min_size=1, max_size=3
+    ),
+)
+def test_verify_answers_as_when_stripes_sdk_checked(
+    payload: bytes, header: str | None, secrets: list[str]
+) -> None:
+    """The signature is checked directly over the raw bytes (constant-time compare), with the
+    SDK's reading of the header, its tolerance and its refusals, so the same answers."""
+    now = time.time()
+    try:
+        intake.verify(payload, header, secrets, tolerance=TOLERANCE, now=now)
+        found = None
+    except errors.BadRequest as exc:
+        found = (exc.code, exc.message)
+    expected = sdk_verdict(payload, header, secrets, now)
+    if expected is not None and expected[0] in ("missing_signature", "timestamp_outside_tolerance"):
+        assert found is not None and found[0] == expected[0]
+    else:
+        assert found == expected
 
 
 # parse_event

@@ -1,25 +1,31 @@
 """`POST /webhooks/stripe/{connection_id}`: Stripe's deliveries, verified and stored raw.
 
 This is the hot path, so it is a plain Starlette route: FastAPI's parameter and dependency
-machinery cost more per request than everything the endpoint itself does. It still runs inside
-the app (middleware, error handlers); `document` adds it to the OpenAPI document by hand.
+machinery cost more per request than everything the endpoint itself does. A delivery does not
+even go through Starlette's routing and middleware: `Direct` serves it behind the edge alone,
+with the app's error handlers; the route stays for what `Direct` leaves (another method: 405).
+`document` adds it to the OpenAPI document by hand.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from snapshots import errors, intake, metrics, samples
 from snapshots.api import schemas
 from snapshots.api.deps import State
 
 PATH = "/webhooks/stripe/{connection_id}"
+PREFIX = PATH.removesuffix("{connection_id}")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -88,10 +94,50 @@ async def _receive(request: Request, seen: dict[str, str]) -> tuple[Response, st
         outcome = "duplicate"
     else:
         outcome = "ignored" if receipt.status == "ignored" else "stored"
-    return JSONResponse(receipt.model_dump()), outcome
+    # What JSONResponse would write (compact, UTF-8), without its standard-library encoder.
+    return Response(orjson.dumps(receipt.model_dump()), media_type="application/json"), outcome
 
 
 route = Route(PATH, receive_stripe_webhook, methods=["POST"], name="receive_stripe_webhook")
+
+
+def direct(scope: Scope) -> bool:
+    """Is this a delivery `route` would take (`POST`, one path segment after `PREFIX`)?"""
+    if scope["type"] != "http":
+        return False
+    path: str = scope["path"]
+    return (
+        scope["method"] == "POST"
+        and path.startswith(PREFIX)
+        and len(path) > len(PREFIX)
+        and "/" not in path[len(PREFIX) :]
+        and not scope.get("root_path")
+    )
+
+
+class Direct:
+    """The endpoint as a plain ASGI app, for what `direct` accepts: what Starlette's routing
+    would do for it (the route and its parameter in the scope, the app's handler for an
+    error), without its layers. An error no handler takes goes on to the edge, as before."""
+
+    def __init__(self, handlers: Mapping[Any, Any]) -> None:
+        self._handlers = {k: v for k, v in handlers.items() if k is not Exception}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        scope["route"] = route
+        scope["path_params"] = {"connection_id": path[len(PREFIX) :]}
+        request = Request(scope, receive, send)
+        try:
+            response = await receive_stripe_webhook(request)
+        except Exception as exc:
+            handler = next(
+                (self._handlers[c] for c in type(exc).__mro__ if c in self._handlers), None
+            )
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
 
 
 def document(openapi: dict[str, Any]) -> None:
