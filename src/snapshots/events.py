@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from snapshots import audit, causes, errors, ids, inbox, paging, revisions
 from snapshots.records import kinds
-from snapshots.store import dialect, tables
+from snapshots.store import db, dialect, tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
 
@@ -165,7 +165,7 @@ def page(
         tx,
         T,
         "inbox item",
-        lambda row: inbox.Event.model_validate(row._mapping),
+        lambda row: inbox.Event.model_validate(db.fields(row)),
         limit=limit,
         starting_after=starting_after,
         ending_before=ending_before,
@@ -469,7 +469,7 @@ def touching(
     stmt = _touching(stripe=bool(stripe_id), invoices=invoices_of is not None)
     values = {"record_id": record_id, "stripe_id": stripe_id, "contact_id": invoices_of}
     rows = tx.execute(stmt, {**values, "limit": limit}).all()
-    return [inbox.Event.model_validate(r._mapping) for r in rows]
+    return [inbox.Event.model_validate(db.fields(r)) for r in rows]
 
 
 @functools.cache
