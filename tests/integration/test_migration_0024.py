@@ -9,33 +9,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from snapshots.store import db as store
 from snapshots.store.db import Database
 from tests.integration import helpers
 
 BEFORE = helpers.before("0024")
-ITEMS = sa.table(
-    "inbox_items",
-    *(
-        sa.column(n)
-        for n in (
-            "id",
-            "connection_id",
-            "event_id",
-            "event_type",
-            "event_created",
-            "livemode",
-            "source",
-            "status",
-            "attempts",
-            "run_after",
-            "received_at",
-            "error_cause",
-        )
-    ),
-)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -53,6 +32,12 @@ def _kept(database: Database) -> dict[tuple[str, str, str], int]:
         return {(c, s, cause): int(n) for c, s, cause, n in rows}
 
 
+def _set(database: Database, item_id: int, **values: str) -> None:
+    items = sa.table("inbox_items", sa.column("id"), *(sa.column(name) for name in values))
+    with database.engine.begin() as conn:
+        conn.execute(items.update().where(items.c.id == item_id).values(**values))
+
+
 def test_failing_items_stored_before_are_counted_and_kept(before_0024: Database) -> None:
     made = [
         ("conn_a", "dead", "a cause"),
@@ -63,21 +48,14 @@ def test_failing_items_stored_before_are_counted_and_kept(before_0024: Database)
         ("conn_b", "pending", "waits"),
     ]
     with before_0024.engine.begin() as conn:
-        conn.execute(
-            ITEMS.insert(),
+        helpers.insert_items(
+            conn,
             [
                 {
                     "id": n + 1,
                     "connection_id": connection_id,
                     "event_id": f"evt_old{n}",
-                    "event_type": "customer.updated",
-                    "event_created": 1,
-                    "livemode": False,
-                    "source": "webhook",
                     "status": status,
-                    "attempts": 1,
-                    "run_after": 0.0,
-                    "received_at": 1_800_000_000.0,
                     "error_cause": cause,
                 }
                 for n, (connection_id, status, cause) in enumerate(made)
@@ -91,19 +69,12 @@ def test_failing_items_stored_before_are_counted_and_kept(before_0024: Database)
         ("conn_b", "dead", ""): 1,
     }
     assert _kept(before_0024) == (expected if sqlite else {})
-    with before_0024.engine.begin() as conn:  # a dead item replayed, a done one dead
-        conn.execute(ITEMS.update().where(ITEMS.c.id == 1).values(status="pending"))
-        conn.execute(
-            ITEMS.update().where(ITEMS.c.id == 5).values(status="dead", error_cause="other")
-        )
+    _set(before_0024, 1, status="pending")  # a dead item replayed
+    _set(before_0024, 5, status="dead", error_cause="other")  # a done one dead
     if sqlite:
         expected[("conn_a", "dead", "a cause")] = 1
         expected[("conn_b", "dead", "other")] = 1
     assert _kept(before_0024) == (expected if sqlite else {})
-    config = store.alembic_config(before_0024)
-    with before_0024.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, BEFORE)
+    helpers.downgrade(before_0024, BEFORE)
     assert "inbox_failures" not in sa.inspect(before_0024.engine).get_table_names()
-    with before_0024.engine.begin() as conn:  # no trigger left behind
-        conn.execute(ITEMS.update().where(ITEMS.c.id == 2).values(status="pending"))
+    _set(before_0024, 2, status="pending")  # no trigger left behind to fail on the table
