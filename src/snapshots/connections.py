@@ -216,11 +216,17 @@ def signing_secrets(vault: Vault, token: str, *, now: float | None = None) -> li
 # cache key, cost about as much as running it).
 _FIRST = sa.select(T.c.id).order_by(T.c.created_at).limit(1)
 _ALL = sa.select(T).order_by(T.c.created_at)
+_NAMES = sa.select(T.c.id, T.c.name).order_by(T.c.created_at)
 
 
 def first_id(tx: Tx) -> str | None:
     """The id of the oldest connection (None when there is none), decrypting nothing."""
     return tx.execute(_FIRST).scalar_one_or_none()
+
+
+def names(tx: Tx) -> list[tuple[str, str]]:
+    """Each connection's id and name, oldest first (a filter's choices), decrypting nothing."""
+    return [(row.id, row.name) for row in tx.execute(_NAMES)]
 
 
 def list_all(tx: Tx, vault: Vault) -> list[Connection]:

@@ -4,7 +4,10 @@ or an e-mail address), failures grouped by cause, and one event in full (what to
 error first, its payload, the flows that ran and the records they wrote).
 
 The object id and e-mail are stored with each item when it arrives, and the cause of its
-error when it fails (`causes.of`), each indexed, so none of these reads the payloads.
+error when it fails (`causes.of`), each indexed, so none of these reads the payloads. On
+SQLite, how many items of a connection are failed or dead with each cause is kept in
+`inbox_failures` (see tables.py): a search by status, connection and cause alone is counted
+from there (`failing`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from snapshots import audit, causes, errors, ids, inbox, paging, revisions
 from snapshots.records import kinds
-from snapshots.store import tables
+from snapshots.store import db, dialect, tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
 
 T = tables.inbox_items
+F = tables.inbox_failures
 SOURCES = ("webhook", "test", "sync", "reconcile", "watcher")
 FAILING = ("failed", "dead")  # the statuses whose errors are grouped by cause
 CAUSES = 20  # causes shown at most
@@ -161,7 +165,7 @@ def page(
         tx,
         T,
         "inbox item",
-        lambda row: inbox.Event.model_validate(row._mapping),
+        lambda row: inbox.Event.model_validate(db.fields(row)),
         limit=limit,
         starting_after=starting_after,
         ending_before=ending_before,
@@ -241,12 +245,25 @@ def _groups_of(key: SearchKey, status: str) -> sa.Select[Any]:
 
 def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
     """The failed and dead items `search` finds (all of them by default), grouped by status
-    and cause, the biggest groups first (at most `CAUSES`). The causes are those of the
-    newest `WINDOW` items of each status, and each group is counted up to `COUNT_CAP + 1` (a
-    count above `COUNT_CAP` means "more than that"), so the work is bounded however many
-    failed: one statement a status (`_groups`)."""
+    and cause, the biggest groups first (at most `CAUSES`), each counted up to `COUNT_CAP +
+    1` (a count above `COUNT_CAP` means "more than that"). From the kept counts when they
+    answer the search (`failing`); else the causes are those of the newest `WINDOW` items of
+    each status, so the work is bounded however many failed: one statement a status
+    (`_groups`)."""
     search = search or Search()
     statuses = [s for s in ([search.status] if search.status else FAILING) if s in FAILING]
+    if not statuses:
+        return []
+    if _tallied(tx, search):
+        return [
+            Cause(
+                status=row.status,
+                cause=row.cause,
+                count=min(int(row.total), COUNT_CAP + 1),
+                example=row.example or row.cause,
+            )
+            for row in tx.execute(_tallied_groups(search.key(), tuple(statuses)))
+        ]
     seen: dict[tuple[str, str], int] = {}
     found: dict[tuple[str, str], Cause] = {}
     for status in statuses:
@@ -260,6 +277,83 @@ def failures(tx: Tx, search: Search | None = None) -> list[Cause]:
             )
     top = sorted(seen, key=lambda key: (-seen[key], key))[:CAUSES]
     return sorted((found[key] for key in top), key=lambda c: (-c.count, c.status, c.cause))
+
+
+def failing(tx: Tx, search: Search) -> int | None:
+    """Exactly how many items `search` finds, when the kept counts answer it (SQLite, a
+    search of a failing status by connection and cause alone); None otherwise."""
+    if search.status not in FAILING or not _tallied(tx, search):
+        return None
+    connections = None if search.connections is None else tuple(search.connections)
+    stmt = _tallied_count(search.status, search.connection_id, search.cause, connections)
+    return int(tx.execute(stmt).scalar_one())
+
+
+def _tallied(tx: Tx, search: Search) -> bool:
+    """Whether `inbox_failures` answers `search`: on SQLite (its triggers keep it), for a
+    search by status, connection and cause alone."""
+    return not dialect.is_postgresql(tx) and not any(
+        value is not None
+        for name, value in search
+        if name not in ("status", "connection_id", "cause", "connections")
+    )
+
+
+def _tally_where(
+    connection_id: str | None, cause: str | None, connections: Sequence[str] | None
+) -> list[sa.ColumnElement[bool]]:
+    found: list[sa.ColumnElement[bool]] = []
+    if connection_id is not None:
+        found.append(F.c.connection_id == connection_id)
+    if cause is not None:
+        found.append(F.c.cause == cause)
+    return found + paging.within(F.c.connection_id, connections)
+
+
+@functools.lru_cache(maxsize=64)
+def _tallied_groups(key: SearchKey, statuses: tuple[str, ...]) -> sa.Select[Any]:
+    """The biggest causes of `statuses` the search `key` finds, from the kept counts, each
+    with the last error of its newest item of the connection read last (one range of the
+    (status, error_cause, connection_id, received_at) index, read backwards), built once."""
+    search = Search.of_key(key)
+    total = sa.func.sum(F.c["count"]).label("total")
+    groups = (
+        sa.select(F.c.status, F.c.cause, total)
+        .where(
+            F.c.status.in_(statuses),
+            F.c.cause != "",
+            *_tally_where(search.connection_id, search.cause, search.connections),
+        )
+        .group_by(F.c.status, F.c.cause)
+        .order_by(sa.desc("total"), F.c.status, F.c.cause)
+        .limit(CAUSES)
+        .subquery("groups")
+    )
+    example = (
+        sa.select(T.c.last_error)
+        .where(
+            *search.where(),
+            T.c.status == groups.c.status,
+            T.c.error_cause == groups.c.cause,
+        )
+        .order_by(T.c.connection_id.desc(), T.c.received_at.desc())
+        .limit(1)
+        .correlate(groups)
+        .scalar_subquery()
+    )
+    return sa.select(groups, example.label("example")).order_by(
+        groups.c.total.desc(), groups.c.status, groups.c.cause
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _tallied_count(
+    status: str, connection_id: str | None, cause: str | None, connections: tuple[str, ...] | None
+) -> sa.Select[Any]:
+    """How many items of `status` the kept counts hold for these conditions (built once)."""
+    return sa.select(sa.func.coalesce(sa.func.sum(F.c["count"]), 0)).where(
+        F.c.status == status, *_tally_where(connection_id, cause, connections)
+    )
 
 
 class RecordRef(BaseModel):
@@ -375,7 +469,7 @@ def touching(
     stmt = _touching(stripe=bool(stripe_id), invoices=invoices_of is not None)
     values = {"record_id": record_id, "stripe_id": stripe_id, "contact_id": invoices_of}
     rows = tx.execute(stmt, {**values, "limit": limit}).all()
-    return [inbox.Event.model_validate(r._mapping) for r in rows]
+    return [inbox.Event.model_validate(db.fields(r)) for r in rows]
 
 
 @functools.cache

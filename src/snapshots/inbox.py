@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from snapshots import arrivals as hourly  # `arrivals` names the events being stored here
 from snapshots import causes, errors, ids, paging
-from snapshots.store import dialect, tables
+from snapshots.store import db, dialect, tables
 from snapshots.store.db import Tx
 from snapshots.times import Timestamp
 
@@ -627,7 +627,7 @@ def _one(tx: Tx, ref: str, connections: Sequence[str] | None = None) -> Any:
 
 def get(tx: Tx, ref: str, *, connections: Sequence[str] | None = None) -> Event:
     """One item by its number or its Stripe event id (of `connections`, when given)."""
-    return Event.model_validate(_one(tx, ref, connections)._mapping)
+    return Event.model_validate(db.fields(_one(tx, ref, connections)))
 
 
 def payload(tx: Tx, item_id: int) -> bytes:
@@ -652,7 +652,7 @@ def page(
         tx,
         T,
         "inbox item",
-        lambda row: Event.model_validate(row._mapping),
+        lambda row: Event.model_validate(db.fields(row)),
         limit=limit,
         starting_after=starting_after,
         where=[

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from snapshots import errors, flowfile, flows, inbox, mapping, samples
 from snapshots.records import kinds, reads
+from snapshots.store import db as store
 from snapshots.store import tables
 from snapshots.store.db import Database, Tx
 from snapshots.times import Timestamp
@@ -228,7 +229,7 @@ def recent(tx: Tx, event_types: list[str], *, limit: int = RECENT) -> list[Sampl
     rows = tx.execute(
         _RECENT, {"after": newest - RECENT_WINDOW, "types": event_types, "limit": limit}
     ).all()
-    return [Sample.model_validate(row._mapping) for row in rows]
+    return [Sample.model_validate(store.fields(row)) for row in rows]
 
 
 # Built once: the editor reads them at every preview (building a statement again, with its

@@ -103,8 +103,11 @@ def preview(tx: Tx, flt: Filter, *, cap: int = CAP, top_errors: bool = True) -> 
             .order_by(sa.desc("n"), error)
             .limit(TOP_ERRORS)
         ).all()
-    else:  # the console's look at a list: the same statement each time the list is shown
-        matched = int(tx.execute(_counting_of(flt.key(), cap + 1)).scalar_one())
+    else:  # the console's look at a list: the kept counts, or the same statement each time
+        kept = events.failing(tx, flt)
+        matched = (
+            int(tx.execute(_counting_of(flt.key(), cap + 1)).scalar_one()) if kept is None else kept
+        )
     return Preview(
         filter=flt,
         matched=matched,

@@ -264,6 +264,36 @@ def before(revision: str) -> str:
     return str(ScriptDirectory(str(store.MIGRATIONS)).get_revision(revision).down_revision)
 
 
+def downgrade(database: Database, revision: str) -> None:
+    """Take `database` down to `revision` (a migration's test, after its upgrade)."""
+    config = store.alembic_config(database)
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def insert_items(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Inbox items written as at an older revision: each row's columns over a webhook item's
+    (`conn_1`, `customer.updated`, pending) defaults; only the columns named are written."""
+    made = [
+        {
+            "connection_id": "conn_1",
+            "event_type": "customer.updated",
+            "event_created": 1,
+            "livemode": False,
+            "source": "webhook",
+            "status": "pending",
+            "attempts": 0,
+            "run_after": 0.0,
+            "received_at": 0.0,
+            **row,
+        }
+        for row in rows
+    ]
+    items = sa.table("inbox_items", *(sa.column(name) for name in made[0]))
+    conn.execute(items.insert(), made)
+
+
 @contextmanager
 def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty, unmigrated database of its own, SQLite or PostgreSQL by `request.param` (for

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshots import audit, connections, errors, events, flowfile, replay, revisions
+from snapshots import audit, connections, errors, events, flowfile, replay, retention, revisions
+from snapshots import inbox as queue  # `inbox` is this module's fixture
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -269,3 +270,93 @@ def test_causes_beyond_the_window_are_counted_exactly(
 def test_test_events_can_be_left_out_or_alone(db: Database, inbox: dict[str, Any]) -> None:
     assert found(db, test=True) == [inbox["test"]]
     assert inbox["test"] not in found(db, test=False) and len(found(db, test=False)) == 6
+
+
+def _counted_directly(tx: Any, **where: Any) -> dict[tuple[str, str], int]:
+    """(status, cause) -> how many failed or dead items, counted from the items themselves."""
+    conditions = [T.c[name] == value for name, value in where.items()]
+    rows = tx.execute(
+        sa.select(T.c.status, T.c.error_cause, sa.func.count())
+        .where(T.c.status.in_(events.FAILING), *conditions)
+        .group_by(T.c.status, T.c.error_cause)
+    )
+    return {(status, cause or ""): int(n) for status, cause, n in rows}
+
+
+def _assert_counts_exact(db: Database, connection_id: str) -> None:
+    """The failures by cause and the replay's count equal a direct count of the items, for a
+    status alone, with the connection and with a cause; on SQLite `inbox_failures` holds
+    exactly what the items say."""
+    with db.read() as tx:
+        for where in ({}, {"connection_id": connection_id}):
+            direct = _counted_directly(tx, **where)
+            for status in events.FAILING:
+                search = events.Search(status=status, **where)
+                shown = {(c.status, c.cause): c.count for c in events.failures(tx, search)}
+                assert shown == {k: n for k, n in direct.items() if k[0] == status and k[1]}
+                plan = replay.preview(tx, replay.Filter(status=status, **where), top_errors=False)
+                assert plan.matched == sum(n for k, n in direct.items() if k[0] == status)
+                for (_, cause), n in shown.items():
+                    flt = replay.Filter(status=status, cause=cause, **where)
+                    assert replay.preview(tx, flt, top_errors=False).matched == n
+        if tx.dialect.name == "sqlite":
+            kept = tables.inbox_failures
+            rows = tx.execute(sa.select(kept.c.status, kept.c.cause, kept.c["count"]))
+            assert {(s, c): int(n) for s, c, n in rows} == _counted_directly(tx)
+
+
+def test_failing_counts_follow_every_transition(
+    db: Database,
+    settings: Settings,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+) -> None:
+    """failed -> done on a retry, failed -> dead, dead -> replayed -> done, a bulk replay, a
+    pruned payload, a failure whose error has no cause: the counts stay exact at each step."""
+    ids = [enqueue(db, connection.id, customer(event_factory, n))[0] for n in range(6)]
+
+    def claimed() -> list[int]:
+        with db.write() as tx:
+            return [i.id for i in queue.claim(tx, worker_id="w", limit=10, lease=60)]
+
+    def fail(item_ids: list[int], error: str, *, dead: bool) -> None:
+        with db.write() as tx:
+            for item_id in item_ids:
+                queue.fail(tx, item_id, error=error, dead=dead, delay=0, worker="w")
+
+    assert sorted(claimed()) == ids
+    fail(ids[:3], "waiting for Stripe: refused by Stripe (cus_Search0001)", dead=False)
+    fail(ids[3:5], "flow 'contacts': the customer has no id", dead=True)
+    fail(ids[5:], "", dead=True)  # an error without text: counted, under no cause
+    _assert_counts_exact(db, connection.id)
+    assert sorted(claimed()) == ids[:3]  # the failed ones, tried again: processing now
+    _assert_counts_exact(db, connection.id)
+    with db.write() as tx:
+        queue.finish(tx, [(ids[0], "done", [])])  # failed -> done on a retry
+    fail(ids[1:2], "waiting for Stripe: refused by Stripe (cus_Search0002)", dead=True)
+    fail(ids[2:3], "waiting for Stripe: refused by Stripe (cus_Search0003)", dead=False)
+    _assert_counts_exact(db, connection.id)
+    with db.write() as tx:  # dead -> replayed -> done
+        events.replay_one(tx, str(ids[3]), actor="test")
+    _assert_counts_exact(db, connection.id)
+    assert sorted(claimed()) == [ids[2], ids[3]]
+    with db.write() as tx:
+        queue.finish(tx, [(ids[2], "done", []), (ids[3], "done", [])])
+    _assert_counts_exact(db, connection.id)
+    # Retention takes a dead item's payload; it stays dead, and counted.
+    retention.prune(db, retention.Cutoffs(settled=0.0, dead=time.time() + 1, audit=None))
+    _assert_counts_exact(db, connection.id)
+    with db.write() as tx:  # a bulk replay of what is left dead (the pruned ones stay)
+        job = replay.start(tx, replay.Filter(status="dead"), actor="test")
+    replay.run(db, job.id, holder="test")
+    _assert_counts_exact(db, connection.id)
+    with db.read() as tx:
+        statuses = dict(tx.execute(sa.select(T.c.id, T.c.status).where(T.c.id.in_(ids))).all())
+    assert statuses == {
+        ids[0]: "done",
+        ids[1]: "dead",
+        ids[2]: "done",
+        ids[3]: "done",
+        ids[4]: "dead",
+        ids[5]: "dead",
+    }

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from snapshots import causes
 from snapshots.store import db as store
@@ -123,8 +122,5 @@ def test_items_stored_before_are_backfilled(before_0011: Database) -> None:
         "ix_invoices_lower_customer_name",
         "ix_locations_lower_name",
     }
-    config = store.alembic_config(before_0011)
-    with before_0011.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, BEFORE)
+    helpers.downgrade(before_0011, BEFORE)
     assert "inbox_item_records" not in sa.inspect(before_0011.engine).get_table_names()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from snapshots import inbox
 from snapshots.store import db as store
@@ -100,10 +99,7 @@ def test_payloads_move_to_their_table_and_back(before_0021: Database) -> None:
         (claimed,) = inbox.claim(tx, worker_id="w", limit=10, lease=30)
     assert (claimed.event_id, claimed.payload) == ("evt_old1", _payload(1))
 
-    config = store.alembic_config(before_0021)
-    with before_0021.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, BEFORE)
+    helpers.downgrade(before_0021, BEFORE)
     assert "inbox_payloads" not in sa.inspect(before_0021.engine).get_table_names()
     with before_0021.engine.connect() as conn:
         back = conn.exec_driver_sql("SELECT event_id, payload FROM inbox_items ORDER BY id").all()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from snapshots import arrivals, inbox
 from snapshots.store import db as store
@@ -82,8 +81,5 @@ def test_items_stored_before_are_counted(
     assert found[("conn_1", edge - 3600)] == 1
     assert found[("conn_1", edge + 3600)] == 1
     assert sum(found.values()) == len(times) + 1
-    config = store.alembic_config(before_0023)
-    with before_0023.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, BEFORE)
+    helpers.downgrade(before_0023, BEFORE)
     assert "inbox_arrivals" not in sa.inspect(before_0023.engine).get_table_names()

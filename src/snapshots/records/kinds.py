@@ -103,7 +103,7 @@ class Kind(Generic[M]):
         return "field_versions" in self.table.c
 
     def public(self, row: Any) -> M:
-        return self.model.model_validate(row._mapping)
+        return self.model.model_validate(db.fields(row))
 
     @functools.cached_property
     def json_columns(self) -> tuple[Any, ...]:

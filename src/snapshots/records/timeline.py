@@ -13,7 +13,7 @@ from snapshots import errors, ids, paging
 from snapshots.records import lookup, reads
 from snapshots.records.kinds import CONTACT
 from snapshots.records.models import ActivityPublic
-from snapshots.store import dialect, tables
+from snapshots.store import db, dialect, tables
 from snapshots.store.db import Tx
 
 T = tables.activities
@@ -113,6 +113,6 @@ def newest(tx: Tx, contact_id: str, *, limit: int = 20) -> paging.Page[ActivityP
 def _page(rows: Sequence[Any], limit: int) -> paging.Page[ActivityPublic]:
     """A page of `limit` activities out of `rows`, read one more than that (so `has_more`)."""
     return paging.Page(
-        data=[ActivityPublic.model_validate(r._mapping) for r in rows[:limit]],
+        data=[ActivityPublic.model_validate(db.fields(r)) for r in rows[:limit]],
         has_more=len(rows) > limit,
     )

@@ -127,6 +127,24 @@ inbox_arrivals = sa.Table(
     sa.Column("count", sa.BigInteger, nullable=False),
 )
 
+# How many inbox items of a connection are `failed` or `dead` with each cause (`error_cause`;
+# '' for none): the events list's failures by cause and its replay count read these rows
+# instead of thousands of index entries. On SQLite, triggers on `inbox_items` (migration
+# 0024) keep it in the statement that moves an item in or out of those statuses, whichever
+# it is (a worker's failure, the claim of a failed item, a replay); the ordinary path of an
+# event (pending, processing, done) only tests the triggers' condition. PostgreSQL leaves it
+# empty and counts with the index (docs/decisions.md: concurrent writers would queue, and
+# deadlock, on shared count rows).
+inbox_failures = sa.Table(
+    "inbox_failures",
+    metadata,
+    sa.Column("status", sa.String(20), primary_key=True),
+    sa.Column("cause", sa.String(200), primary_key=True),
+    sa.Column("connection_id", sa.String(40), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # the key is the table: a status's causes in one range
+)
+
 # Each inbox item's raw bytes as received, written once by intake and deleted by retention.
 # Apart from the item's row because a worker rewrites that row twice (claim, settle) and SQLite
 # rewrites a row whole: with the payload (4-6 KB of Stripe JSON) in it, every event went

@@ -110,7 +110,7 @@ def events_page(
         "filtered": any(values.values()),
     }
     with console.db.read() as tx:
-        context["connections"] = connections.list_all(tx, console.secrets)
+        context["connections"] = connections.names(tx)
         try:
             search = _search(values)
         except errors.BadRequest as exc:
