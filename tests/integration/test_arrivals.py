@@ -109,3 +109,28 @@ def test_the_overview_counts_what_arrived_as_the_items_say(db: Database, into: f
     assert found.bars == [sum(e <= t < e + 3600 for t in times) for e in edges]
     assert found.hour == sum(t >= now - 3600 for t in times)
     assert found.day == sum(now - 86400 <= t < edges[-1] + 3600 for t in times)
+
+
+def test_a_batch_over_one_statements_rows_is_stored_whole(
+    db: Database, event_factory: EventFactory
+) -> None:
+    """SQLite takes a bounded number of parameters a statement: a large batch (a sync's) is
+    stored in several, each item once with its payload, duplicates reported as such."""
+    events = [event_factory("customer.updated") for _ in range(2 * inbox.SQLITE_ROWS + 7)]
+    with db.write() as tx:
+        first = inbox.enqueue_many(tx, [arrival("conn_a", e) for e in events[:3]])
+    with db.write() as tx:
+        stored = inbox.enqueue_many(tx, [arrival("conn_a", e) for e in events])
+    assert [s.duplicate for s in stored] == [True] * 3 + [False] * (len(events) - 3)
+    assert [s.item_id for s in stored[:3]] == [s.item_id for s in first]
+    assert len({s.item_id for s in stored}) == len(events)
+    with db.read() as tx:
+        payloads = dict(
+            tx.execute(
+                sa.select(tables.inbox_payloads.c.item_id, tables.inbox_payloads.c.payload)
+            ).all()
+        )
+        assert {i: bytes(p) for i, p in payloads.items()} == {
+            s.item_id: json.dumps(e).encode() for s, e in zip(stored, events, strict=True)
+        }
+        assert sum(kept(tx).values()) == len(events)
