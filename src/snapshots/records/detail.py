@@ -85,7 +85,7 @@ def get(
     record = kind.public(row)
     stamps: dict[str, Any] = dict(row.field_versions or {}) if kind.stamped else {}
     applied = _stamp(row)
-    shown = record.model_dump()
+    shown = record.model_dump(mode="json")  # as the API writes them: times in ISO 8601
     setters: dict[str, Any] = {}
 
     def value(name: str, current: Any, holders: Sequence[str]) -> Value:

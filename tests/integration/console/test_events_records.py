@@ -258,6 +258,10 @@ def test_a_record_page_says_which_event_set_each_field(
     assert row is not None
     assert "screen1@example.com" in row.group(0)
     assert f'href="/events/{item}">evt_Screen0001</a>' in row.group(0)
+    # Values as the API writes them: a time in ISO 8601, a flag or a number as JSON.
+    created = re.search(r"<code>stripe_created</code></th>\s*<td>(.*?)</td>", page.text)
+    assert created is not None and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:]+Z", created.group(1))
+    assert re.search(r"<code>archived</code></th>\s*<td><code>false</code></td>", page.text)
     assert "Events that touched it" in page.text
     assert browser.get("/records/contacts/con_nobody").status_code == 404
     assert browser.get(f"/records/invoices/{contact.id}").status_code == 404
