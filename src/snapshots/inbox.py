@@ -248,7 +248,7 @@ def _insert_postgresql(
     another transaction committed while this one ran is in neither: the caller reads it."""
     stmt = _store_new(tx.dialect, tuple(rows[0]))
     params = dialect.arrays(tx, T, rows) | {
-        "payloads": payloads,
+        "payloads": dialect.binary_array(payloads),  # as text, each went as hex, regex-quoted
         "arrival_hour": hourly.hour_of(now),
         "arrival_shard": hourly.shard(),
     }
