@@ -43,6 +43,12 @@ def add(tx: Tx, connection_ids: Iterable[str], *, received_at: float) -> None:
     if not counts:
         return
     hour, picked = hour_of(received_at), shard()
+    if tx.dialect.name == "sqlite":
+        # Intake adds every batch: sqlite3 itself runs it (SQLAlchemy's execution of it cost
+        # more CPU than SQLite running it), in the same transaction.
+        driver: Any = tx.connection.driver_connection
+        driver.executemany(_SQLITE_ADDING, [(c, hour, picked, n) for c, n in counts.items()])
+        return
     tx.execute(
         _adding(tx.dialect),
         [
@@ -50,6 +56,12 @@ def add(tx: Tx, connection_ids: Iterable[str], *, received_at: float) -> None:
             for connection_id, n in counts.items()
         ],
     )
+
+
+_SQLITE_ADDING = (
+    "INSERT INTO inbox_arrivals (connection_id, hour, shard, count) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (connection_id, hour, shard) DO UPDATE SET count = count + excluded.count"
+)
 
 
 @functools.cache

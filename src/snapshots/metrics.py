@@ -11,12 +11,15 @@ scrape time, so they are the fleet's, not one process's.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import bisect
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,16 +170,81 @@ def _known_types() -> frozenset[str]:
     return _KNOWN
 
 
+class _Turn:
+    """Counts and timings of answers, held in memory and written into prometheus-client's
+    values once per turn of the event loop that answered them (at once where no loop runs).
+
+    Each value written takes a lock and a getpid() (multiprocess mode), and every webhook
+    delivery counts into six values; the deliveries of one group commit are answered in the
+    same turn and mostly share their labels, so each value is written once for all of them.
+    A scrape of this process writes what is held first; another process's scrape sees it a
+    turn of this loop later."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a scrape writes from a thread of the pool
+        self._counts: dict[Any, int] = {}
+        self._timings: dict[Any, list[float]] = {}
+        self._due = False
+
+    def add(self, counter: Any, histogram: Any, seconds: float) -> None:
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            found = self._timings.get(histogram)
+            if found is None:
+                self._timings[histogram] = [seconds]
+            else:
+                found.append(seconds)
+            if self._due:
+                return
+            self._due = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop in this thread
+            self.write()
+        else:
+            loop.call_soon(self.write)
+
+    def write(self) -> None:
+        with self._lock:
+            counts, timings = self._counts, self._timings
+            self._counts, self._timings, self._due = {}, {}, False
+        for counter, count in counts.items():
+            counter.inc(count)
+        for histogram, seconds in timings.items():
+            observe(histogram, seconds)
+
+
+def observe(histogram: Any, amounts: list[float]) -> None:
+    """What `histogram.observe(a)` for each of `amounts` does (its sum and one bucket each),
+    one write per value touched: its sum once, each bucket by how many fell in it."""
+    if len(amounts) == 1:
+        histogram.observe(amounts[0])
+        return
+    bounds = histogram._upper_bounds  # the last is +Inf: every amount falls in one
+    histogram._sum.inc(sum(amounts))
+    for index, count in Tally(bisect.bisect_left(bounds, a) for a in amounts).items():
+        histogram._buckets[index].inc(count)  # the first bucket whose bound is >= the amount
+
+
+_turn = _Turn()
+
+
 def webhook(connection: str, type_: str, outcome: str, seconds: float) -> None:
     found = _metrics()
-    found.child(found.webhooks, connection, type_, outcome).inc()
-    found.child(found.webhook_seconds, outcome).observe(seconds)
+    _turn.add(
+        found.child(found.webhooks, connection, type_, outcome),
+        found.child(found.webhook_seconds, outcome),
+        seconds,
+    )
 
 
 def request(route: str, method: str, status: int, seconds: float) -> None:
     found = _metrics()
-    found.child(found.requests, route, method, str(status)).inc()
-    found.child(found.request_seconds, route).observe(seconds)
+    _turn.add(
+        found.child(found.requests, route, method, str(status)),
+        found.child(found.request_seconds, route),
+        seconds,
+    )
 
 
 def stripe_request(outcome: str) -> None:
@@ -308,6 +376,7 @@ class _Outbound:
 def exposition(db: Database) -> bytes:
     """Every process's counters (the multiprocess files when `setup` ran, else this
     process's) and the inbox's gauges, in Prometheus' text format."""
+    _turn.write()  # what this process's loop holds for its next turn
     registry = CollectorRegistry()
     if os.environ.get(DIRECTORY):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

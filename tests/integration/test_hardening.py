@@ -62,6 +62,9 @@ from tests.integration.helpers import Key, MakeKey, Stripe, assert_error, bearer
         pytest.param("10.0.0.2", b"198.51.100.7:1234", "10.0.0.0/8", "198.51.100.7", id="port"),
         pytest.param("::ffff:10.0.0.2", b"198.51.100.7", "10.0.0.0/8", "198.51.100.7", id="mapped"),
         pytest.param("testclient", b"198.51.100.7", "10.0.0.0/8", None, id="peer-not-an-ip"),
+        pytest.param("testclient", None, "", None, id="no-proxy-peer-not-an-ip"),
+        pytest.param("::ffff:203.0.113.9", None, "", "203.0.113.9", id="no-proxy-mapped"),
+        pytest.param("[2001:db8::1]:443", None, "", "2001:db8::1", id="no-proxy-v6-port"),
     ],
 )
 def test_client_addresses(

@@ -68,10 +68,19 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
+def _address_text(text: str) -> str | None:
+    """`_address` as text (`str` of an address object is Python work on every call)."""
+    found = _address(text)
+    return None if found is None else str(found)
+
+
 def client_address(
     peer: str | None, forwarded: bytes | None, trusted: Sequence[IPNetwork]
 ) -> str | None:
     """The client's address (see the module docstring), or None when none parses."""
+    if not trusted:  # the peer's own address, whatever X-Forwarded-For says
+        return _address_text(peer) if peer else None
     address = _address(peer) if peer else None
     if address is None or not any(address in net for net in trusted):
         return None if address is None else str(address)

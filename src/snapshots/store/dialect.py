@@ -178,6 +178,11 @@ class _BinaryArray(list[Any]):
 psycopg.adapters.register_dumper(_BinaryArray, ListBinaryDumper)
 
 
+def binary_array(values: list[bytes]) -> list[bytes]:
+    """`values` as an array parameter sent in binary (`_BinaryArray`), for a BYTEA[] cast."""
+    return _BinaryArray(values)
+
+
 def arrays(tx: Tx, table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each column of the rows as an array parameter `a_<n>`, its values as the column's type
     binds them (None stays SQL NULL, also in a JSON column, as an omitted column would be)."""
