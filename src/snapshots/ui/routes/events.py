@@ -4,6 +4,7 @@ progress page)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -46,7 +47,14 @@ def _search(values: dict[str, str | None]) -> events.Search:
 def _query(values: dict[str, str | None], **more: Any) -> str:
     kept = {k: v for k, v in values.items() if v}
     kept.update({k: v for k, v in more.items() if v is not None})
-    return urlencode(kept)
+    return _encoded(tuple(kept.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(pairs: tuple[tuple[str, Any], ...]) -> str:
+    """A query string, made once per filter: the causes' links quote long error texts a
+    character at a time, and a list opened again (or refreshed) links the same causes."""
+    return urlencode(pairs)
 
 
 def _links(
