@@ -87,9 +87,27 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {rest // 3600} h" if rest >= 3600 else f"{days} d"
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """Jinja's environment, but `value.name` on a dict looks the key up first when a dict has
+    no attribute of that name (`items`, `get`... still mean the methods): Jinja tries the
+    attribute first, and its AttributeError cost a microsecond each time (a tenth of the flow
+    editor's rendering went on its rows' and the flow's keys). The same value either way."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = _Environment(
         loader=jinja2.PackageLoader("snapshots.ui", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
