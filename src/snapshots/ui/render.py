@@ -118,15 +118,7 @@ def environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters.update(when=when, money=money, number=number, at_most=at_most, duration=duration)
-    env.globals.update(partial=partial)
     return env
-
-
-def partial(template: str, **values: Any) -> Markup:
-    """A partial (a list's rows) rendered on its own with `values` only: each piece of text a
-    template yields passes through every block that encloses it, so rows rendered inside a
-    page's nested blocks cost a third more than rendered here (a page of fifty events)."""
-    return Markup(environment().get_template(template).render(values))
 
 
 def _base(request: Request) -> dict[str, Any]:
