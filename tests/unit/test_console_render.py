@@ -138,3 +138,16 @@ def test_event_rows_are_the_templates_html_with_every_text_escaped() -> None:
         f"      <td><small>{shown}...</small></td>\n"
         "    </tr>\n"
     )
+
+
+def test_a_dicts_keys_and_methods_in_templates_mean_what_jinja_says() -> None:
+    import jinja2
+
+    template = render.environment().from_string(
+        "{{ d.name }}|{{ d.items() | list | length }}|{{ d.get('items') }}|{{ o.real }}"
+    )
+    assert template.render(d={"name": "n", "items": "kept"}, o=3) == "n|2|kept|3"
+    with pytest.raises(jinja2.UndefinedError):
+        render.environment().from_string("{{ d.missing }}").render(d={})
+    with pytest.raises(jinja2.UndefinedError):
+        render.environment().from_string("{{ o.missing }}").render(o=3)

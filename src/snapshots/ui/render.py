@@ -101,8 +101,16 @@ class _Environment(jinja2.Environment):
             try:
                 return obj[attribute]
             except KeyError:
-                pass
-        return super().getattr(obj, attribute)
+                return self.undefined(obj=obj, name=attribute)
+        # Jinja's own (not called through super(): this runs for every `a.b` of a page).
+        try:
+            return getattr(obj, attribute)
+        except AttributeError:
+            pass
+        try:
+            return obj[attribute]
+        except (TypeError, LookupError, AttributeError):
+            return self.undefined(obj=obj, name=attribute)
 
 
 @functools.cache
