@@ -193,6 +193,7 @@ def _editor(
     spec: dict[str, Any],
     sample: str,
     revision: revisions.Revision | None = None,
+    read: _Read | None = None,
     rows: Rows | None = None,
     options: str | None = None,
     problems: list[preview.Problem] | None = None,
@@ -201,15 +202,15 @@ def _editor(
 ) -> Response:
     """The editor. `revision`: the version in force when `spec` is its flow `original` as it
     is there (the page as opened), so the draft is that file and its flows are those the
-    worker compiled; otherwise the draft (the file with `spec` in) is checked here."""
+    worker compiled; otherwise the draft (the file with `spec` in) is checked here. `read`:
+    what the page reads, when the caller read it in its own transaction."""
     current = revision or _in_force(console)
     text = current.text or ""
     shown_spec = _shown_spec(spec)
-    known = _event_types()
-    types = [t for t in shown_spec["trigger"] if t in known][:MAX_SAMPLE_TYPES]
-    with console.db.read() as tx:  # one transaction for what the page reads
-        choice, event, connection_id, test = _sample(tx, sample, shown_spec)
-        recent = preview.recent(tx, types or [event["type"]])
+    if read is None:
+        with console.db.read() as tx:
+            read = _read(tx, spec, sample)
+    choice, event, connection_id, test, recent = read
     draft, checked = None, None
     if revision is not None and original is not None:
         draft = text
@@ -264,6 +265,19 @@ def _editor(
         else [],
     }
     return render.page(request, "flow.html", context, status=status, fragment=fragment)
+
+
+_Read = tuple[str, dict[str, Any], str, bool, list[preview.Sample]]
+
+
+def _read(tx: Tx, spec: dict[str, Any], sample: str) -> _Read:
+    """What the editor reads, in one transaction: the sample (`_sample`), the connection it
+    belongs to, whether it is a test, and the recent events of the flow's types to pick from."""
+    shown_spec = _shown_spec(spec)
+    known = _event_types()
+    types = [t for t in shown_spec["trigger"] if t in known][:MAX_SAMPLE_TYPES]
+    choice, event, connection_id, test = _sample(tx, sample, shown_spec)
+    return choice, event, connection_id, test, preview.recent(tx, types or [event["type"]])
 
 
 def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -406,9 +420,19 @@ def rollback(console: ConsoleDep, session: Admin, version: int) -> Response:
 def flow_page(
     request: Request, console: ConsoleDep, session: Viewer, name: str, sample: str = ""
 ) -> Response:
-    revision = _in_force(console)
-    spec = _spec_of(revision.text or "", name)
-    return _editor(request, console, original=name, spec=spec, sample=sample, revision=revision)
+    with console.db.read() as tx:  # the version in force and what the editor reads: one read
+        revision = revisions.get_revision(tx)
+        spec = _spec_of(revision.text or "", name)
+        read = _read(tx, spec, sample)
+    return _editor(
+        request,
+        console,
+        original=name,
+        spec=spec,
+        sample=sample,
+        revision=revision,
+        read=read,
+    )
 
 
 def _original(form: FormData) -> str | None:
