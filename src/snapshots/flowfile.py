@@ -532,7 +532,10 @@ def parse(text: str, where: str, *, version: int = 0) -> Registry:
     return checked.registry
 
 
+@functools.cache
 def default_text() -> str:
+    """The prebuilt flows file (a file of the package: read once, not at each flow editor's
+    page while no version was imported)."""
     return resources.files("snapshots").joinpath(DEFAULTS).read_text()
 
 

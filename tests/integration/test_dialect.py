@@ -176,3 +176,37 @@ def test_a_value_too_long_for_its_column_fails_on_postgresql(probe: Database) ->
 
 def _rows_in(tx: sa.Connection) -> list[int]:
     return list(tx.execute(sa.select(PROBE.c.seq)).scalars())
+
+
+def test_lookup_gives_the_first_row_as_its_columns(probe: Database) -> None:
+    with probe.write() as tx:
+        dialect.insert_rows(
+            tx,
+            PROBE,
+            [
+                {"name": "a", "amount": 2.5, "note": "x'\"<"},
+                {"name": "b", "amount": 1.0, "note": None},
+            ],
+        )
+    stmt = (
+        sa.select(PROBE.c.name, PROBE.c.amount, PROBE.c.note.label("text"))
+        .where(PROBE.c.name == sa.bindparam("wanted"))
+        .order_by(PROBE.c.seq)
+    )
+    assert probe.lookup(stmt, {"wanted": "a"}) == {"name": "a", "amount": 2.5, "text": "x'\"<"}
+    assert probe.lookup(stmt, {"wanted": "b"}) == {"name": "b", "amount": 1.0, "text": None}
+    assert probe.lookup(stmt, {"wanted": "c"}) is None
+    # What the read gives, through a transaction and outside one.
+    with probe.read() as tx:
+        assert dict(tx.execute(stmt, {"wanted": "a"}).one()._mapping) == probe.lookup(
+            stmt, {"wanted": "a"}
+        )
+
+
+def test_lookup_fails_as_a_transaction_read_does(db: Database) -> None:
+    """A database error is SQLAlchemy's (the console's 503 page catches those)."""
+    missing = sa.Table("dialect_missing", sa.MetaData(), sa.Column("name", sa.String(5)))
+    with pytest.raises(
+        sa.exc.ProgrammingError if db.dialect == "postgresql" else sa.exc.OperationalError
+    ):
+        db.lookup(sa.select(missing.c.name), {})

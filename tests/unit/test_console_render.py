@@ -74,3 +74,80 @@ def test_an_undefined_name_is_an_error() -> None:
 
     with pytest.raises(jinja2.UndefinedError):
         render.html("error.html", {"title": "x"}, block="message")
+
+
+def _event(**given: object) -> object:
+    from snapshots import inbox
+
+    fields: dict[str, object] = {
+        "id": 7,
+        "connection_id": "conn_1",
+        "event_id": "evt_1",
+        "event_type": "customer.created",
+        "event_created": 0,
+        "api_version": None,
+        "livemode": False,
+        "source": "webhook",
+        "status": "done",
+        "attempts": 1,
+        "last_error": None,
+        "flows": None,
+        "records": None,
+        "received_at": 0.0,
+        "processed_at": None,
+    }
+    return inbox.Event.model_validate(fields | given)
+
+
+def test_event_rows_are_the_templates_html_with_every_text_escaped() -> None:
+    from snapshots.ui.routes import events as screen
+
+    hostile = "<img src=x onerror=alert(1)> {{7*7}} & 'q' \"qq\""
+    rows = screen._rows(
+        [
+            _event(),
+            _event(
+                id=8,
+                event_id=hostile,
+                event_type=hostile,
+                status=hostile,
+                source=hostile,
+                attempts=3,
+                last_error=hostile + " " + "x" * 200,
+            ),
+        ]
+    )
+    time = '<time datetime="1970-01-01T00:00:00Z" title="1970-01-01 00:00:00 UTC">1970-01-01 00:00 UTC</time>'
+    shown = "&lt;img src=x onerror=alert(1)&gt; {{7*7}} &amp; &#39;q&#39; &#34;qq&#34;"
+    assert str(rows) == (
+        "    <tr>\n"
+        '      <td><a href="/events/7">7</a></td>\n'
+        '      <td><a href="/events/7">customer.created</a><br><small>evt_1</small></td>\n'
+        '      <td><span class="status status-done">done</span></td>\n'
+        f"      <td>{time}</td>\n"
+        "      <td>webhook</td>\n"
+        "      <td></td>\n"
+        "    </tr>\n"
+        "    <tr>\n"
+        '      <td><a href="/events/8">8</a></td>\n'
+        f'      <td><a href="/events/8">{shown}</a><br><small>{shown}</small></td>\n'
+        f'      <td><span class="status status-{shown}">{shown}</span>'
+        " <small>(3 tries)</small></td>\n"
+        f"      <td>{time}</td>\n"
+        f"      <td>{shown}</td>\n"
+        f"      <td><small>{shown}...</small></td>\n"
+        "    </tr>\n"
+    )
+
+
+def test_a_dicts_keys_and_methods_in_templates_mean_what_jinja_says() -> None:
+    import jinja2
+
+    template = render.environment().from_string(
+        "{{ d.name }}|{{ d.items() | list | length }}|{{ d.get('items') }}|{{ o.real }}"
+    )
+    assert template.render(d={"name": "n", "items": "kept"}, o=3) == "n|2|kept|3"
+    with pytest.raises(jinja2.UndefinedError):
+        render.environment().from_string("{{ d.missing }}").render(d={})
+    with pytest.raises(jinja2.UndefinedError):
+        render.environment().from_string("{{ o.missing }}").render(o=3)

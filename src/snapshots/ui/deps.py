@@ -136,8 +136,7 @@ async def _check_csrf(request: Request, console: Console, expected: str) -> None
 
 
 def _found(console: Console, token: str) -> sessions.Session | None:
-    with console.db.read() as tx:
-        return sessions.find(tx, token, idle=console.settings.session_idle, active=False)
+    return sessions.look_up(console.db, token, idle=console.settings.session_idle)
 
 
 def _touched(console: Console, token: str) -> sessions.Session | None:

@@ -5,10 +5,13 @@ whole file as YAML. Every save is `revisions.import_text`, as `snapshots flows i
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -156,13 +159,30 @@ def _trigger_options() -> Markup:
     return Markup("").join(option.format(t.type, t.description) for t in catalog.catalog().triggers)
 
 
+@dataclass(frozen=True)
+class _Keyed:
+    """A value a cache finds by `key` alone (a digest or the text of the value)."""
+
+    key: bytes
+    value: Any = field(compare=False, hash=False)
+
+
+def _tree(sample: dict[str, Any]) -> Markup:
+    """The sample object's tree, kept by a digest of the object's JSON: a sample opened again
+    (Stripe's example of a type, or the same inbox event) is the same tree, and walking and
+    rendering its 50-odd nodes cost a tenth of the editor's page; hashing them to find the
+    tree cost as much as walking them."""
+    try:
+        key = hashlib.blake2b(orjson.dumps(sample), digest_size=16).digest()
+    except orjson.JSONEncodeError:  # not JSON's (an integer over 64 bits): made again
+        return _tree_html.__wrapped__(_Keyed(b"", sample))
+    return _tree_html(_Keyed(key, sample))
+
+
 @functools.lru_cache(maxsize=64)
-def _tree_html(nodes: tuple[preview.Node, ...]) -> Markup:
-    """The sample's tree rendered by its macro, kept by its nodes: a sample opened again
-    (Stripe's example of a type, or the same inbox event) is the same tree, and rendering
-    its 50-odd nodes cost a quarter of a millisecond a view."""
+def _tree_html(sample: _Keyed) -> Markup:
     macro = render.environment().get_template("_sample_tree.html").module.tree  # type: ignore[attr-defined]
-    return Markup(macro(list(nodes)))
+    return Markup(macro(preview.tree(sample.value)))
 
 
 def _editor(
@@ -173,6 +193,7 @@ def _editor(
     spec: dict[str, Any],
     sample: str,
     revision: revisions.Revision | None = None,
+    read: _Read | None = None,
     rows: Rows | None = None,
     options: str | None = None,
     problems: list[preview.Problem] | None = None,
@@ -181,15 +202,15 @@ def _editor(
 ) -> Response:
     """The editor. `revision`: the version in force when `spec` is its flow `original` as it
     is there (the page as opened), so the draft is that file and its flows are those the
-    worker compiled; otherwise the draft (the file with `spec` in) is checked here."""
+    worker compiled; otherwise the draft (the file with `spec` in) is checked here. `read`:
+    what the page reads, when the caller read it in its own transaction."""
     current = revision or _in_force(console)
     text = current.text or ""
     shown_spec = _shown_spec(spec)
-    known = _event_types()
-    types = [t for t in shown_spec["trigger"] if t in known][:MAX_SAMPLE_TYPES]
-    with console.db.read() as tx:  # one transaction for what the page reads
-        choice, event, connection_id, test = _sample(tx, sample, shown_spec)
-        recent = preview.recent(tx, types or [event["type"]])
+    if read is None:
+        with console.db.read() as tx:
+            read = _read(tx, spec, sample)
+    choice, event, connection_id, test, recent = read
     draft, checked = None, None
     if revision is not None and original is not None:
         draft = text
@@ -224,7 +245,7 @@ def _editor(
         "options": _options_text(spec) if options is None else options,
         "sample": choice,
         "event": event,
-        "tree": _tree_html(tuple(preview.tree(event["data"]["object"]))),
+        "tree": _tree(event["data"]["object"]),
         "recent": recent,
         "preview": shown,
         "problems": every,
@@ -246,6 +267,19 @@ def _editor(
     return render.page(request, "flow.html", context, status=status, fragment=fragment)
 
 
+_Read = tuple[str, dict[str, Any], str, bool, list[preview.Sample]]
+
+
+def _read(tx: Tx, spec: dict[str, Any], sample: str) -> _Read:
+    """What the editor reads, in one transaction: the sample (`_sample`), the connection it
+    belongs to, whether it is a test, and the recent events of the flow's types to pick from."""
+    shown_spec = _shown_spec(spec)
+    known = _event_types()
+    types = [t for t in shown_spec["trigger"] if t in known][:MAX_SAMPLE_TYPES]
+    choice, event, connection_id, test = _sample(tx, sample, shown_spec)
+    return choice, event, connection_id, test, preview.recent(tx, types or [event["type"]])
+
+
 def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The flow with every key the editor shows (a trigger given as one string as a list)."""
     shown = {key: spec.get(key) for key in SPEC_KEYS}
@@ -257,7 +291,14 @@ def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def _options_text(spec: dict[str, Any]) -> str:
     if not spec.get("options"):
         return ""
-    dumped = yaml.dump(spec["options"], Dumper=preview.DUMPER, sort_keys=False, allow_unicode=True)
+    # Kept by the options' repr, which tells apart every type YAML reads (a date from its
+    # text, 1 from 1.0 and True): dumping them cost 4% of the editor's page.
+    return _options_yaml(_Keyed(repr(spec["options"]).encode(), spec["options"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _options_yaml(options: _Keyed) -> str:
+    dumped = yaml.dump(options.value, Dumper=preview.DUMPER, sort_keys=False, allow_unicode=True)
     return dumped.strip()  # libyaml's safe dumper when built in: the same text, faster
 
 
@@ -379,9 +420,19 @@ def rollback(console: ConsoleDep, session: Admin, version: int) -> Response:
 def flow_page(
     request: Request, console: ConsoleDep, session: Viewer, name: str, sample: str = ""
 ) -> Response:
-    revision = _in_force(console)
-    spec = _spec_of(revision.text or "", name)
-    return _editor(request, console, original=name, spec=spec, sample=sample, revision=revision)
+    with console.db.read() as tx:  # the version in force and what the editor reads: one read
+        revision = revisions.get_revision(tx)
+        spec = _spec_of(revision.text or "", name)
+        read = _read(tx, spec, sample)
+    return _editor(
+        request,
+        console,
+        original=name,
+        spec=spec,
+        sample=sample,
+        revision=revision,
+        read=read,
+    )
 
 
 def _original(form: FormData) -> str | None:
