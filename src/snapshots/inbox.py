@@ -337,14 +337,23 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
 def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
     now = time.time()
-    ids = (
-        sa.select(T.c.id)
-        .where(_claimable(now))
-        .order_by(CLAIM_ORDER)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
+    ids = sa.text(_CLAIMABLE_SQLITE).bindparams(now=now, limit=limit).columns(T.c.id)
+    return _claim_update(tx, ids.scalar_subquery(), worker_id=worker_id, until=now + lease)
+
+
+# SQLite's claim names the claim index: left to choose, SQLite merged the (status, run_after)
+# index's ranges of every due item and sorted them all, on every claim, a cost that grew with
+# the backlog (1.2 ms a claim of 200 at 2,850 due items, 0.08 through the claim index). The
+# index's condition is written as its definition says it (tables.py): a bound list would
+# not show SQLite that the index holds every candidate, and INDEXED BY fails a query that
+# cannot use the index, rather than scan.
+_CLAIMABLE_SQLITE = (
+    "SELECT id FROM inbox_items INDEXED BY ix_inbox_items_claimable"
+    " WHERE status IN ('pending', 'failed', 'processing')"
+    " AND (status IN ('pending', 'failed') AND run_after <= :now"
+    " OR status = 'processing' AND lease_until < :now)"
+    " ORDER BY CAST(id AS BIGINT) LIMIT :limit"
+)
 
 
 def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float) -> list[Item]:

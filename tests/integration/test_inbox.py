@@ -151,6 +151,29 @@ def test_claim_takes_the_oldest_first_up_to_the_limit(
     assert before + 30 <= stored.lease_until <= time.time() + 30
 
 
+def test_a_claim_on_sqlite_reads_the_claim_index_not_every_due_item(sqlite_url: str) -> None:
+    """Left to choose, SQLite merged the due items of the (status, run_after) index and sorted
+    them all, on every claim: a drain's claims cost more the longer its backlog."""
+    db = Database(sqlite_url)
+    claims: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE inbox_items SET status"):
+            claims.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert claim(db, worker_id="w1", limit=200, lease=30) == []
+        [(statement, parameters)] = claims
+        with db.read() as tx:
+            explained = tx.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = " ".join(str(r[-1]) for r in explained)
+    finally:
+        db.dispose()
+    assert "ix_inbox_items_claimable" in plan, plan
+    assert "TEMP B-TREE" not in plan and "MULTI-INDEX OR" not in plan, plan
+
+
 def test_claim_skips_items_not_due_and_finished_ones(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:

@@ -14,6 +14,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from snapshots import connections, flowfile, intake, worker
+from snapshots.records import batch
+from snapshots.records.kinds import CONTACT, INVOICE, LOCATION
 from snapshots.settings import Settings
 from snapshots.store import tables
 from snapshots.store.db import Database
@@ -175,3 +177,31 @@ def test_a_value_the_database_refuses_fails_its_item_alone(
     assert work.stats.fallbacks == 1
     assert [row(db, item).status for item in good] == ["done"] * 4
     assert row(db, bad).status == "dead"  # a DataError is permanent
+
+
+@pytest.mark.parametrize("kind", [CONTACT, INVOICE, LOCATION], ids=lambda kind: kind.name)
+def test_a_batch_reads_its_records_on_sqlite_by_index_not_by_scanning(
+    sqlite_url: str, kind: Any
+) -> None:
+    """Every batch reads the records it touches: a scan of the table made each batch cost
+    more the more records there were (invoices were scanned)."""
+    db = Database(sqlite_url)
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    by_email = kind is CONTACT
+    params = {"stripe_ids": ["id_a", "id_b"], "connection_ids": ["conn_a"]}
+    if by_email:
+        params["emails"] = ["ada@example.com"]
+    try:
+        with db.read() as tx:
+            tx.execute(batch._reading(tx.dialect, kind, by_email=by_email), params).all()
+            statement, parameters = seen[-1]
+            explained = tx.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = " ".join(str(r[-1]) for r in explained)
+    finally:
+        db.dispose()
+    assert "SEARCH" in plan and "SCAN" not in plan, plan
