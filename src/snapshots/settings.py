@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     api_rate_window: int = Field(10, ge=1, le=3600)  # seconds
     # Issue 12: a fleet's shared counters in Redis instead of the database; serve's processes.
     redis_url: str | None = None
-    processes: int | None = Field(None, ge=1, le=64)  # unset: one per core on PostgreSQL
+    processes: int | None = Field(None, ge=1, le=64)  # unset: app.processes decides
     # Pulling from Stripe (issue 3): the location watcher, reconciliation, the API budget.
     location_poll_interval: float = Field(300.0, gt=0)  # seconds between location polls
     reconcile_interval: float = Field(3600.0, gt=0)  # seconds between reconciliations

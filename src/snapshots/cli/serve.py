@@ -34,8 +34,8 @@ def serve(
         typer.Option(
             min=1,
             max=64,
-            help="App processes sharing the port (SNAPSHOTS_PROCESSES; default: one per core "
-            "on PostgreSQL, one on SQLite).",
+            help="App processes sharing the port (SNAPSHOTS_PROCESSES; default on PostgreSQL: "
+            "one per core, half the cores when the database is on this machine; one on SQLite).",
         ),
     ] = None,
 ) -> None:
