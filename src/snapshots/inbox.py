@@ -377,7 +377,8 @@ def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: f
     # A claimable item has its payload (retention deletes only settled items' payloads).
     if dialect.is_postgresql(tx):  # with the claim, in its round trip
         done = claimed.cte("claimed")
-        rows = tx.execute(sa.select(done, P.c.payload).outerjoin(P, P.c.item_id == done.c.id)).all()
+        with_payloads = sa.select(done, P.c.payload).outerjoin(P, P.c.item_id == done.c.id)
+        rows = tx.execute(dialect.binary_results(with_payloads)).all()
         return sorted(
             (Item(**{**r._mapping, "payload": r.payload or b""}) for r in rows),
             key=lambda item: item.id,

@@ -174,6 +174,38 @@ def test_a_claim_on_sqlite_reads_the_claim_index_not_every_due_item(sqlite_url: 
     assert "TEMP B-TREE" not in plan and "MULTI-INDEX OR" not in plan, plan
 
 
+def test_a_claim_takes_the_payloads_as_stored_in_binary_on_postgresql(
+    db: Database, connection: connections.Connection, event_factory: EventFactory
+) -> None:
+    """PostgreSQL sends the claim's rows in binary (a BYTEA as text is two hex digits a
+    byte, written by the server and read back by psycopg); every other statement stays text."""
+    event = customer_event(event_factory, 1, name='Zoë \u00e9\u4e2d\U0001f600 \\x00 "q"')
+    item_id, _, _ = enqueue(db, connection.id, event)
+    with db.read() as tx:
+        stored = inbox.payload(tx, item_id)
+    formats: list[tuple[str, list[int]]] = []
+
+    def seen(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        result = getattr(cursor, "pgresult", None)  # psycopg's; SQLite has none
+        if result is not None and result.nfields:
+            formats.append((statement, [result.fformat(n) for n in range(result.nfields)]))
+
+    sa.event.listen(db.engine, "after_cursor_execute", seen)
+    try:
+        [claimed] = claim(db, worker_id="w1", limit=10, lease=30)
+        with db.read() as tx:
+            assert inbox.payload(tx, item_id) == stored
+    finally:
+        sa.event.remove(db.engine, "after_cursor_execute", seen)
+    assert claimed.payload == stored and isinstance(claimed.payload, bytes)
+    assert json.loads(claimed.payload)["data"]["object"]["name"] == event["data"]["object"]["name"]
+    if db.dialect == "postgresql":
+        claims = [f for s, f in formats if "UPDATE inbox_items SET status" in s]
+        others = [f for s, f in formats if "UPDATE inbox_items SET status" not in s]
+        assert claims == [[1] * len(claims[0])], formats  # binary, every column
+        assert others and all(f == [0] * len(f) for f in others), formats
+
+
 def test_claim_skips_items_not_due_and_finished_ones(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:

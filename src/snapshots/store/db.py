@@ -172,6 +172,7 @@ def _create_engine(url: str) -> Engine:
     # An executemany INSERT (upserts included) goes out as multi-row INSERTs, a page of rows a
     # statement, instead of one statement per row.
     engine.dialect.use_insertmanyvalues_wo_returning = True
+    sa.event.listen(engine, "before_cursor_execute", dialect.results_in_binary)
     return engine
 
 

@@ -285,6 +285,27 @@ def _update_unnested(
     )
 
 
+BINARY_RESULTS = "snapshots_binary_results"  # an execution option (`binary_results`)
+
+
+def binary_results(stmt: S) -> S:
+    """`stmt` with its rows sent by PostgreSQL in binary (psycopg loads the same Python
+    values): a BYTEA column comes as it is stored, where as text each byte went as two hex
+    digits that the server wrote and psycopg read back (the worker's claim of 200 webhook
+    payloads: 9 us an item instead of 24). No effect on SQLite."""
+    return stmt.execution_options(**{BINARY_RESULTS: True})
+
+
+def results_in_binary(
+    _tx: Tx, cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool
+) -> None:
+    """`before_cursor_execute` of a PostgreSQL engine: a statement of `binary_results` has its
+    results in binary, as psycopg's `cursor(binary=True)` does (each statement has a cursor
+    of its own)."""
+    if context is not None and context.execution_options.get(BINARY_RESULTS):
+        cursor.format = psycopg.pq.Format.BINARY
+
+
 def commit_unflushed(tx: Tx) -> None:
     """Let this transaction's commit return before its WAL is on disk (PostgreSQL
     `synchronous_commit = off`; SQLite's `synchronous=NORMAL` already does for WAL mode). Only
