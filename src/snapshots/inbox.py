@@ -331,14 +331,19 @@ def _claim_postgresql(tx: Tx, *, worker_id: str, limit: int, lease: float) -> li
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    return _claim_update(tx, ids, worker_id=worker_id, until=now + lease)
+    # `id = ANY(ARRAY(...))`: the ids are picked once, then each row is found by the primary
+    # key. With `id IN (...)` PostgreSQL could join the picked ids to a scan of the whole
+    # table, a claim costing more as the inbox grew (5 ms of 7 at 5,700 items).
+    picked = T.c.id == sa.any_(sa.func.ARRAY(ids))
+    return _claim_update(tx, picked, worker_id=worker_id, until=now + lease)
 
 
 def _claim_sqlite(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     # The write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
     now = time.time()
     ids = sa.text(_CLAIMABLE_SQLITE).bindparams(now=now, limit=limit).columns(T.c.id)
-    return _claim_update(tx, ids.scalar_subquery(), worker_id=worker_id, until=now + lease)
+    picked = T.c.id.in_(ids.scalar_subquery())
+    return _claim_update(tx, picked, worker_id=worker_id, until=now + lease)
 
 
 # SQLite's claim names the claim index: left to choose, SQLite merged the (status, run_after)
@@ -356,10 +361,12 @@ _CLAIMABLE_SQLITE = (
 )
 
 
-def _claim_update(tx: Tx, ids: sa.ScalarSelect[Any], *, worker_id: str, until: float) -> list[Item]:
+def _claim_update(
+    tx: Tx, picked: sa.ColumnElement[bool], *, worker_id: str, until: float
+) -> list[Item]:
     claimed = (
         T.update()
-        .where(T.c.id.in_(ids))
+        .where(picked)
         .values(
             status="processing", locked_by=worker_id, lease_until=until, attempts=T.c.attempts + 1
         )

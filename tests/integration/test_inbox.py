@@ -174,6 +174,50 @@ def test_a_claim_on_sqlite_reads_the_claim_index_not_every_due_item(sqlite_url: 
     assert "TEMP B-TREE" not in plan and "MULTI-INDEX OR" not in plan, plan
 
 
+def test_a_claim_on_postgresql_finds_its_items_by_the_primary_key(
+    db: Database, connection: connections.Connection
+) -> None:
+    """The claim picks its ids (the claim index), then updates those rows found by the primary
+    key. Written `id IN (...)`, PostgreSQL joined the picked ids to a scan of every item when
+    its statistics were older than the inbox (which grows faster than autovacuum looks)."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    claims: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "UPDATE inbox_items SET status" in statement:
+            claims.append((statement, parameters))
+
+    def items(first: int, last: int, status: str) -> None:
+        tx.execute(
+            sa.text(
+                "INSERT INTO inbox_items (connection_id, event_id, event_type, event_created,"
+                " livemode, source, status, run_after, received_at) SELECT :c, 'evt_' || n,"
+                " 'customer.updated', n, false, 'webhook', :s, 0, n"
+                " FROM generate_series(CAST(:first AS INTEGER), CAST(:last AS INTEGER)) AS n"
+            ),
+            {"c": connection.id, "s": status, "first": first, "last": last},
+        )
+
+    with db.write() as tx:  # statistics taken early in a busy day, then 20,000 more items
+        items(1, 500, "pending")
+        tx.exec_driver_sql("ANALYZE inbox_items")
+        tx.execute(T.update().values(status="done"))
+        items(501, 20_300, "done")
+        items(20_301, 20_500, "pending")
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert len(claim(db, worker_id="w1", limit=200, lease=30)) == 200
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    [(statement, parameters)] = claims
+    with db.read() as tx:
+        plan = "\n".join(r[0] for r in tx.exec_driver_sql(f"EXPLAIN {statement}", parameters))
+    update = plan.split("Update on inbox_items", 1)[1]
+    assert "Index Scan using pk_inbox_items" in update, plan
+    assert "Seq Scan on inbox_items" not in update, plan
+
+
 def test_a_claim_takes_the_payloads_as_stored_in_binary_on_postgresql(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
