@@ -306,14 +306,17 @@ def results_in_binary(
         cursor.format = psycopg.pq.Format.BINARY
 
 
-def commit_unflushed(tx: Tx) -> None:
-    """Let this transaction's commit return before its WAL is on disk (PostgreSQL
-    `synchronous_commit = off`; SQLite's `synchronous=NORMAL` already does for WAL mode). Only
-    for a write whose loss at a crash of the server (not of this process: the commit is then
-    visible and flushed within `wal_writer_delay`) leaves things as if it never ran, and
-    which any later ordinary commit makes durable too (the WAL is flushed in order)."""
-    if is_postgresql(tx):
-        tx.exec_driver_sql("SET LOCAL synchronous_commit = off")
+def set_local(tx: Tx, **settings: str) -> None:
+    """PostgreSQL settings until the transaction ends (`SET LOCAL`), all in one round trip;
+    nothing on SQLite. `synchronous_commit="off"` lets the commit return before its WAL is on
+    disk: only for a write whose loss at a crash of the server (not of this process: the
+    commit is then visible and flushed within `wal_writer_delay`) leaves things as if it never
+    ran, and which any later ordinary commit makes durable too (the WAL is flushed in order)."""
+    if is_postgresql(tx) and settings:
+        calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(settings)))
+        names = {f"n{i}": name for i, name in enumerate(settings)}
+        values = {f"v{i}": value for i, value in enumerate(settings.values())}
+        tx.execute(sa.text(f"SELECT {calls}"), names | values)
 
 
 def notify(tx: Tx, channel: str) -> None:

@@ -102,7 +102,8 @@ inbox_items = sa.Table(
 # The claim index: only the unsettled items (a few among millions), in claim order, with what
 # the claim condition reads (PostgreSQL answers `has_claimable` from it alone). Its key is the
 # id as an expression (`inbox.CLAIM_ORDER`), which the claim orders by: no other index holds
-# that order, so the claim reads this one whatever the planner's statistics say. Ordered by
+# that order, so the claim reads this one (with sorts and bitmaps off in its transaction:
+# `inbox._claim_postgresql`) whatever the planner's statistics say. Ordered by
 # `id` itself, in the middle of a backlog (most items unsettled, the settled ones all first)
 # PostgreSQL walked the primary key past every settled item: 130 ms a claim at 34,200 done.
 sa.Index(
