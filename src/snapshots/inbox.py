@@ -409,20 +409,6 @@ _PAYLOADS = sa.select(P.c.item_id, P.c.payload).where(
     P.c.item_id.in_(sa.bindparam("ids", expanding=True))
 )
 
-SETTLED_BETWEEN_ANALYZE = 10_000  # items a worker settles between two `refresh_statistics`
-_ANALYZE_LOCK = 0x536E61704E616C79  # PostgreSQL advisory lock of the inbox's ANALYZE
-
-
-def refresh_statistics(tx: Tx) -> bool:
-    """Refresh PostgreSQL's statistics of the inbox (one worker at a time; the others skip).
-
-    A worker draining a backlog settles items far faster than autovacuum looks (once a minute
-    at best): statistics that still say most items are unsettled make the planner claim by
-    walking the primary key through every settled item (485 ms a claim at 88,600 done) instead
-    of reading the claim index (under 1 ms). Workers call this every
-    `SETTLED_BETWEEN_ANALYZE` items they settle."""
-    return dialect.analyze(tx, T, key=_ANALYZE_LOCK)
-
 
 def claim(tx: Tx, *, worker_id: str, limit: int, lease: float) -> list[Item]:
     """Take up to `limit` items for `lease` seconds, oldest first (ask `has_claimable` in a

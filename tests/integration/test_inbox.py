@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from snapshots import connections, errors, flowfile, inbox, keys
+from snapshots import connections, errors, flowfile, inbox, keys, worker
 from snapshots.app import create_app
 from snapshots.settings import Settings
 from snapshots.store import tables
@@ -736,19 +736,24 @@ def test_the_inbox_statistics_are_refreshed_on_postgresql_by_one_worker_at_a_tim
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
     """A drain settles items faster than autovacuum looks; workers refresh the planner's
-    statistics themselves (`inbox.refresh_statistics`), one at a time."""
+    statistics of the inbox and the records themselves (`worker.refresh_statistics`), one
+    at a time."""
     for n in range(3):
         enqueue(db, connection.id, customer_event(event_factory, n))
     with db.write() as tx:
-        refreshed = inbox.refresh_statistics(tx)
+        refreshed = worker.refresh_statistics(tx)
         if db.engine.dialect.name == "sqlite":
             assert refreshed is False  # SQLite plans from its indexes: nothing to refresh
             return
         assert refreshed is True
         with db.write() as other:  # another worker meanwhile: the lock is taken, it skips
-            assert inbox.refresh_statistics(other) is False
+            assert worker.refresh_statistics(other) is False
     with db.read() as tx:
         counted = tx.execute(
             sa.text("SELECT reltuples FROM pg_class WHERE relname = 'inbox_items'")
         ).scalar_one()
+        analyzed = tx.execute(
+            sa.text("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
+        ).scalars()
+        assert set(analyzed) >= {"inbox_items", "contacts", "invoices", "locations"}
     assert counted == 3  # ANALYZE read every row of the small table

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -332,15 +333,15 @@ def lock_number(tx: Tx, key: int) -> None:
         tx.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
-def analyze(tx: Tx, table: sa.Table, *, key: int) -> bool:
-    """Refresh the planner's statistics of `table` (PostgreSQL's ANALYZE: a sample, it blocks
+def analyze(tx: Tx, tables: Sequence[sa.Table], *, key: int) -> bool:
+    """Refresh the planner's statistics of `tables` (PostgreSQL's ANALYZE: a sample, it blocks
     no reads or writes) unless another process holds the advisory lock `key` for it; True when
     this call did. SQLite plans from its indexes alone: nothing to do."""
     if not is_postgresql(tx):
         return False
     if not tx.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key))).scalar_one():
         return False
-    tx.exec_driver_sql(f"ANALYZE {table.name}")
+    tx.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in tables))
     return True
 
 
