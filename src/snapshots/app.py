@@ -459,9 +459,9 @@ def processes(settings: Settings) -> int:
     SQLite (its single writer: more processes would only wait for one another) and on
     PostgreSQL one per core, or half the cores (at least one) when the database is on this
     machine: it and the workers beside it need the rest. On two cores with PostgreSQL here,
-    two processes acknowledged 0.86x what one did with intake alone, and applied 0.84x end to
-    end with a worker: the loops and the server fought for the cores, and each process's group
-    commit got half the batch (docs/decisions.md)."""
+    two processes acknowledged 0.86x what one did with intake alone, and applied 0.84-0.87x
+    end to end with a worker: the loops and the server fought for the cores, and each
+    process's group commit got half the batch (docs/decisions.md)."""
     sqlite = settings.database_url.startswith("sqlite")
     if settings.processes is None:
         if sqlite:

@@ -732,6 +732,36 @@ def test_cli_errors_are_one_line_without_traceback(
     assert {i: row(db, i) for i in (pending, processing)} == before
 
 
+def test_a_worker_refreshes_the_statistics_first_after_a_few_settled_items(
+    db: Database,
+    connection: connections.Connection,
+    event_factory: EventFactory,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A young inbox's statistics are the furthest off: the first refresh comes after
+    `FIRST_ANALYZE` settled items, not after `SETTLED_BETWEEN_ANALYZE`."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's statistics")
+
+    def analyses() -> dict[str, int]:  # (the database serves the whole session: counts)
+        with db.read() as tx:
+            found = tx.execute(sa.text("SELECT relname, analyze_count FROM pg_stat_user_tables"))
+            return {name: n for name, n in found if name in {t.name for t in worker.CHURNED}}
+
+    monkeypatch.setattr(worker, "FIRST_ANALYZE", 4)
+    applying = Worker(db, flowfile.load(), settings)
+    before = analyses()
+    for n in range(3):
+        enqueue(db, connection.id, customer_event(event_factory, n))
+    assert applying.step() == 3
+    assert analyses() == before  # 3 settled: not yet
+    enqueue(db, connection.id, customer_event(event_factory, 3))
+    assert applying.step() == 1
+    assert analyses() == {name: n + 1 for name, n in before.items()}
+    assert len(before) == len(worker.CHURNED)
+
+
 def test_the_inbox_statistics_are_refreshed_on_postgresql_by_one_worker_at_a_time(
     db: Database, connection: connections.Connection, event_factory: EventFactory
 ) -> None:
