@@ -159,28 +159,27 @@ def enqueue_many(tx: Tx, arrivals: list[Arrival]) -> list[Stored]:
     return results
 
 
+_STORED = sa.select(T.c.id, T.c.status).where(
+    T.c.connection_id == sa.bindparam("connection_id"), T.c.event_id == sa.bindparam("event_id")
+)
+
+
 def _stored_before(tx: Tx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
     """The items of events (connection id, event id) stored before, one indexed read each. On
-    SQLite, where every redelivery comes here, sqlite3 itself runs it: SQLAlchemy's building
-    and execution of the query cost ten times SQLite's running it."""
+    SQLite, where every redelivery comes here, sqlite3 itself runs it (`db.sqlite_text`):
+    SQLAlchemy's building and execution of the query cost ten times SQLite's running it."""
+    sqlite = None if dialect.is_postgresql(tx) else db.sqlite_text(_STORED, tx.dialect)
+    driver: Any = tx.connection.driver_connection  # (sqlite3's, in this transaction)
     found: dict[tuple[str, str], Stored] = {}
-    if dialect.is_postgresql(tx):
-        for key in keys:
-            row = tx.execute(
-                sa.select(T.c.id, T.c.status).where(
-                    T.c.connection_id == key[0], T.c.event_id == key[1]
-                )
-            ).one()
-            found[key] = Stored(row.id, row.status, True)
-        return found
-    driver: Any = tx.connection.driver_connection  # sqlite3, in this transaction
-    for key in keys:
-        item_id, status = driver.execute(_SQLITE_STORED, key).fetchone()
-        found[key] = Stored(item_id, status, True)
+    for connection_id, event_id in keys:
+        params = {"connection_id": connection_id, "event_id": event_id}
+        if sqlite is None:
+            item_id, status = tx.execute(_STORED, params).one()
+        else:
+            sql, names, _ = sqlite
+            item_id, status = driver.execute(sql, [params[name] for name in names]).fetchone()
+        found[(connection_id, event_id)] = Stored(item_id, status, True)
     return found
-
-
-_SQLITE_STORED = "SELECT id, status FROM inbox_items WHERE connection_id = ? AND event_id = ?"
 
 
 def _insert(tx: Tx, arrivals: list[Arrival], now: float) -> dict[tuple[str, str], Stored]:

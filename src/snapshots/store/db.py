@@ -98,7 +98,7 @@ class Database:
             with self.read() as tx:
                 row = tx.execute(stmt, params).first()
                 return None if row is None else fields(row)
-        sql, names, keys = _sqlite_text(stmt, self.engine.dialect)
+        sql, names, keys = sqlite_text(stmt, self.engine.dialect)
         values = [params[name] for name in names]
         conn = self.engine.raw_connection()
         driver: Any = conn.driver_connection  # sqlite3
@@ -143,11 +143,11 @@ _last_keys: tuple[Any, tuple[str, ...]] = (None, ())  # (a result's metadata, it
 
 
 @functools.lru_cache(maxsize=16)
-def _sqlite_text(
+def sqlite_text(
     stmt: sa.Select[Any], dialect: sa.Dialect
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """A statement built once as SQLite's text: the text, its parameters' names in order, and
-    its columns' names (`Database.lookup`)."""
+    """A statement built once as SQLite's text, for sqlite3 itself: the text, its parameters'
+    names in order, and its columns' names (`Database.lookup`, `inbox`'s redeliveries)."""
     compiled = stmt.compile(dialect=dialect)
     return compiled.string, tuple(compiled.positiontup or ()), tuple(stmt.selected_columns.keys())
 
