@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +153,29 @@ def test_claim_takes_the_oldest_first_up_to_the_limit(
     assert before + 30 <= stored.lease_until <= time.time() + 30
 
 
-def test_a_claim_on_sqlite_reads_the_claim_index_not_every_due_item(sqlite_url: str) -> None:
-    """Left to choose, SQLite merged the due items of the (status, run_after) index and sorted
-    them all, on every claim: a drain's claims cost more the longer its backlog."""
-    db = Database(sqlite_url)
+@contextmanager
+def _claims_sent(db: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The claims' statements and parameters sent to the database meanwhile."""
     claims: list[tuple[str, Any]] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("UPDATE inbox_items SET status"):
+        if "UPDATE inbox_items SET status" in statement:  # (PostgreSQL's begins WITH claimed)
             claims.append((statement, parameters))
 
     sa.event.listen(db.engine, "before_cursor_execute", seen)
     try:
-        assert claim(db, worker_id="w1", limit=200, lease=30) == []
+        yield claims
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+
+
+def test_a_claim_on_sqlite_reads_the_claim_index_not_every_due_item(sqlite_url: str) -> None:
+    """Left to choose, SQLite merged the due items of the (status, run_after) index and sorted
+    them all, on every claim: a drain's claims cost more the longer its backlog."""
+    db = Database(sqlite_url)
+    try:
+        with _claims_sent(db) as claims:
+            assert claim(db, worker_id="w1", limit=200, lease=30) == []
         [(statement, parameters)] = claims
         with db.read() as tx:
             explained = tx.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
@@ -179,11 +191,6 @@ def _claim_plan(db: Database, connection_id: str) -> tuple[str, str, dict[str, s
     statistics older than the inbox: taken when 500 items were due, before 20,000 more were
     stored and settled (an inbox grows faster than autovacuum looks). Returns the plan of the
     pick, the whole plan, and the planner and commit settings the claim ran with."""
-    claims: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "UPDATE inbox_items SET status" in statement:
-            claims.append((statement, parameters))
 
     def items(tx: Any, first: int, last: int, status: str) -> None:
         tx.execute(
@@ -202,17 +209,13 @@ def _claim_plan(db: Database, connection_id: str) -> tuple[str, str, dict[str, s
         tx.execute(T.update().values(status="done"))
         items(tx, 501, 20_300, "done")
         items(tx, 20_301, 20_500, "pending")
-    sa.event.listen(db.engine, "before_cursor_execute", seen)
-    try:
-        with db.write() as tx:
-            assert len(inbox.claim(tx, worker_id="w1", limit=200, lease=30)) == 200
-            [(statement, parameters)] = claims
-            explained = tx.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-            plan = "\n".join(r[0] for r in explained)
-            names = ("enable_sort", "enable_bitmapscan", "synchronous_commit")
-            ran_with = {name: tx.exec_driver_sql(f"SHOW {name}").scalar_one() for name in names}
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    with db.write() as tx, _claims_sent(db) as claims:
+        assert len(inbox.claim(tx, worker_id="w1", limit=200, lease=30)) == 200
+        [(statement, parameters)] = claims
+        explained = tx.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        plan = "\n".join(r[0] for r in explained)
+        names = ("enable_sort", "enable_bitmapscan", "synchronous_commit")
+        ran_with = {name: tx.exec_driver_sql(f"SHOW {name}").scalar_one() for name in names}
     picking = plan.split("InitPlan", 1)[1].split("->  Index Scan using pk_", 1)[0]
     return picking, plan, ran_with
 
